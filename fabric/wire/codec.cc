@@ -1,0 +1,262 @@
+// The frame codec. Layout and every check are specified in docs/wire.md; the offsets below are
+// the ones in its tables.
+#include "nerve/wire.hpp"
+
+#include <cassert>
+
+#include "bytes.hpp"
+
+namespace nerve::wire {
+namespace {
+
+using bytes::load_be;
+using bytes::load_le;
+using bytes::store_be;
+using bytes::store_le;
+
+constexpr std::uint16_t kEtherTypeIpv4 = 0x0800;
+constexpr std::uint8_t kIpProtoUdp = 17;
+constexpr std::uint8_t kIpDefaultTtl = 64;
+
+// Offsets of the three outer headers in the frame.
+constexpr std::size_t kIpOff = kEthLen;
+constexpr std::size_t kUdpOff = kIpOff + kIpv4Len;
+constexpr std::size_t kHdrOff = kUdpOff + kUdpLen;
+
+// Offsets inside the nerve header (docs/wire.md, "nerve header").
+namespace h {
+constexpr std::size_t kMagic = 0, kVersion = 2, kType = 3, kPriority = 4, kFlags = 5, kTtl = 6,
+                      kKeyEpoch = 7, kSrc = 8, kDst = 10, kChannel = 12, kFragIndex = 14,
+                      kFragCount = 15, kSeq = 16, kAck = 20, kMsgId = 24, kCorrId = 28,
+                      kTimestamp = 32, kPayloadLen = 40, kReserved = 42;
+}  // namespace h
+
+std::uint32_t sum16(std::span<const std::byte> data, std::uint32_t sum) noexcept {
+  std::size_t i = 0;
+  for (; i + 1 < data.size(); i += 2) sum += load_be<std::uint16_t>(&data[i]);
+  if (i < data.size()) sum += static_cast<std::uint32_t>(std::to_integer<std::uint8_t>(data[i])) << 8;
+  return sum;
+}
+
+std::uint16_t fold(std::uint32_t sum) noexcept {
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  return static_cast<std::uint16_t>(~sum & 0xffff);
+}
+
+// RFC 768 checksum over the IPv4 pseudo-header and the whole UDP datagram.
+std::uint16_t udp_checksum(std::uint32_t src_ip, std::uint32_t dst_ip,
+                           std::span<const std::byte> udp) noexcept {
+  std::uint32_t sum = (src_ip >> 16) + (src_ip & 0xffff) + (dst_ip >> 16) + (dst_ip & 0xffff);
+  sum += kIpProtoUdp + static_cast<std::uint32_t>(udp.size());
+  return fold(sum16(udp, sum));
+}
+
+std::uint8_t u8(const std::byte* p) noexcept { return std::to_integer<std::uint8_t>(*p); }
+
+}  // namespace
+
+std::uint16_t ipv4_checksum(std::span<const std::byte> ip_header) noexcept {
+  return fold(sum16(ip_header, 0));
+}
+
+void encode_headers(std::span<std::byte, kOverhead> out, const Endpoints& ep, const Header& hdr) noexcept {
+  assert(hdr.priority < kPriorities);
+  assert(hdr.payload_len <= kMaxPayload);
+  std::byte* f = out.data();
+  const bool encrypted = (hdr.flags & flag::kEncrypted) != 0;
+  const std::size_t udp_len = kUdpLen + kHeaderLen + hdr.payload_len + (encrypted ? kTagLen : 0);
+
+  // Ethernet II
+  std::memcpy(f, ep.dst_mac.data(), 6);
+  std::memcpy(f + 6, ep.src_mac.data(), 6);
+  store_be<std::uint16_t>(f + 12, kEtherTypeIpv4);
+
+  // IPv4, no options; DF set: nerve fragments itself and never relies on IP fragmentation.
+  std::byte* ip = f + kIpOff;
+  ip[0] = std::byte{0x45};
+  ip[1] = std::byte{static_cast<std::uint8_t>(kDscp[hdr.priority] << 2)};
+  store_be<std::uint16_t>(ip + 2, static_cast<std::uint16_t>(kIpv4Len + udp_len));
+  store_be<std::uint16_t>(ip + 4, 0);       // identification: unused with DF
+  store_be<std::uint16_t>(ip + 6, 0x4000);  // DF
+  ip[8] = std::byte{kIpDefaultTtl};
+  ip[9] = std::byte{kIpProtoUdp};
+  store_be<std::uint16_t>(ip + 10, 0);
+  store_be<std::uint32_t>(ip + 12, ep.src_ip);
+  store_be<std::uint32_t>(ip + 16, ep.dst_ip);
+  store_be<std::uint16_t>(ip + 10, ipv4_checksum(std::span<const std::byte>(ip, kIpv4Len)));
+
+  // UDP
+  std::byte* udp = f + kUdpOff;
+  store_be<std::uint16_t>(udp + 0, ep.src_port);
+  store_be<std::uint16_t>(udp + 2, ep.dst_port);
+  store_be<std::uint16_t>(udp + 4, static_cast<std::uint16_t>(udp_len));
+  store_be<std::uint16_t>(udp + 6, 0);
+
+  // nerve header
+  std::byte* n = f + kHdrOff;
+  store_le<std::uint16_t>(n + h::kMagic, kMagic);
+  n[h::kVersion] = std::byte{kVersion};
+  n[h::kType] = std::byte{static_cast<std::uint8_t>(hdr.type)};
+  n[h::kPriority] = std::byte{hdr.priority};
+  n[h::kFlags] = std::byte{hdr.flags};
+  n[h::kTtl] = std::byte{hdr.ttl};
+  n[h::kKeyEpoch] = std::byte{hdr.key_epoch};
+  store_le<std::uint16_t>(n + h::kSrc, hdr.src_node);
+  store_le<std::uint16_t>(n + h::kDst, hdr.dst);
+  store_le<std::uint16_t>(n + h::kChannel, hdr.channel);
+  n[h::kFragIndex] = std::byte{hdr.frag_index};
+  n[h::kFragCount] = std::byte{hdr.frag_count};
+  store_le<std::uint32_t>(n + h::kSeq, hdr.seq);
+  store_le<std::uint32_t>(n + h::kAck, hdr.ack);
+  store_le<std::uint32_t>(n + h::kMsgId, hdr.msg_id);
+  store_le<std::uint32_t>(n + h::kCorrId, hdr.corr_id);
+  store_le<std::uint64_t>(n + h::kTimestamp, hdr.timestamp_ns);
+  store_le<std::uint16_t>(n + h::kPayloadLen, hdr.payload_len);
+  std::memset(n + h::kReserved, 0, kHeaderLen - h::kReserved);
+}
+
+Refusal decode(std::span<const std::byte> frame, const RxFilter& filter, Decoded& out) noexcept {
+  // Length first: after this check every fixed offset below is in bounds.
+  if (frame.size() < kOverhead) [[unlikely]] return Refusal::kTruncated;
+  const std::byte* f = frame.data();
+
+  if (load_be<std::uint16_t>(f + 12) != kEtherTypeIpv4) return Refusal::kNotIpv4;
+
+  const std::byte* ip = f + kIpOff;
+  if (u8(ip) != 0x45) return Refusal::kBadIpHeader;
+  const std::uint16_t frag = load_be<std::uint16_t>(ip + 6);
+  if ((frag & 0x3fff) != 0) return Refusal::kIpFragment;  // MF bit or a fragment offset
+  if (ipv4_checksum(std::span<const std::byte>(ip, kIpv4Len)) != 0) return Refusal::kBadIpChecksum;
+  const std::size_t ip_total = load_be<std::uint16_t>(ip + 2);
+  // Frames shorter than 60 bytes are padded by the NIC; ours never are, so the IP datagram must
+  // fill the frame exactly.
+  if (ip_total != frame.size() - kEthLen) return Refusal::kIpLength;
+  if (u8(ip + 9) != kIpProtoUdp) return Refusal::kNotUdp;
+
+  const std::byte* udp = f + kUdpOff;
+  if (load_be<std::uint16_t>(udp + 2) != filter.udp_port) return Refusal::kWrongPort;
+  const std::size_t udp_len = load_be<std::uint16_t>(udp + 4);
+  if (udp_len != ip_total - kIpv4Len) return Refusal::kUdpLength;
+  const std::uint32_t src_ip = load_be<std::uint32_t>(ip + 12);
+  const std::uint32_t dst_ip = load_be<std::uint32_t>(ip + 16);
+  if (load_be<std::uint16_t>(udp + 6) != 0 &&
+      udp_checksum(src_ip, dst_ip, std::span<const std::byte>(udp, udp_len)) != 0)
+    return Refusal::kBadUdpChecksum;
+
+  const std::byte* n = f + kHdrOff;
+  if (load_le<std::uint16_t>(n + h::kMagic) != kMagic) return Refusal::kBadMagic;
+  if (u8(n + h::kVersion) != kVersion) return Refusal::kBadVersion;
+  const std::uint8_t type = u8(n + h::kType);
+  if (type < kMsgTypeFirst || type > kMsgTypeLast) return Refusal::kUnknownType;
+  const std::uint8_t prio = u8(n + h::kPriority);
+  if (prio >= kPriorities) return Refusal::kBadPriority;
+  if ((u8(ip + 1) >> 2) != kDscp[prio]) return Refusal::kDscpMismatch;
+  const std::uint8_t flags = u8(n + h::kFlags);
+  if ((flags & ~flag::kKnown) != 0) return Refusal::kUnknownFlags;
+
+  const std::uint16_t payload_len = load_le<std::uint16_t>(n + h::kPayloadLen);
+  const bool encrypted = (flags & flag::kEncrypted) != 0;
+  if (kUdpLen + kHeaderLen + payload_len + (encrypted ? kTagLen : 0) != udp_len)
+    return Refusal::kPayloadLength;
+
+  const std::uint8_t frag_index = u8(n + h::kFragIndex);
+  const std::uint8_t frag_count = u8(n + h::kFragCount);
+  if ((flags & flag::kFragment) != 0 ? (frag_count < 2 || frag_index >= frag_count)
+                                     : (frag_count != 1 || frag_index != 0))
+    return Refusal::kBadFragment;
+
+  const std::uint16_t src = load_le<std::uint16_t>(n + h::kSrc);
+  const std::uint16_t dst = load_le<std::uint16_t>(n + h::kDst);
+  const bool bcast = (flags & flag::kBroadcast) != 0;
+  const bool mcast = (flags & flag::kMulticast) != 0;
+  if (src == kNodeNone || src == kBroadcast || (bcast && (mcast || dst != kBroadcast)) ||
+      (!bcast && (dst == kNodeNone || dst == kBroadcast)))
+    return Refusal::kBadAddress;
+  for (std::size_t i = h::kReserved; i < kHeaderLen; ++i)
+    if (n[i] != std::byte{0}) return Refusal::kReservedSet;
+  const std::uint8_t ttl = u8(n + h::kTtl);
+  if (ttl == 0) return Refusal::kTtlExpired;
+  if (!bcast && !mcast && dst != filter.local_node) return Refusal::kNotForUs;
+
+  std::memcpy(out.ep.dst_mac.data(), f, 6);
+  std::memcpy(out.ep.src_mac.data(), f + 6, 6);
+  out.ep.src_ip = src_ip;
+  out.ep.dst_ip = dst_ip;
+  out.ep.src_port = load_be<std::uint16_t>(udp);
+  out.ep.dst_port = filter.udp_port;
+
+  Header& hd = out.hdr;
+  hd.type = static_cast<MsgType>(type);
+  hd.priority = prio;
+  hd.flags = flags;
+  hd.ttl = ttl;
+  hd.key_epoch = u8(n + h::kKeyEpoch);
+  hd.src_node = src;
+  hd.dst = dst;
+  hd.channel = load_le<std::uint16_t>(n + h::kChannel);
+  hd.frag_index = frag_index;
+  hd.frag_count = frag_count;
+  hd.seq = load_le<std::uint32_t>(n + h::kSeq);
+  hd.ack = load_le<std::uint32_t>(n + h::kAck);
+  hd.msg_id = load_le<std::uint32_t>(n + h::kMsgId);
+  hd.corr_id = load_le<std::uint32_t>(n + h::kCorrId);
+  hd.timestamp_ns = load_le<std::uint64_t>(n + h::kTimestamp);
+  hd.payload_len = payload_len;
+  out.payload = frame.subspan(kOverhead, payload_len);
+  return Refusal::kNone;
+}
+
+std::string_view to_string(MsgType t) noexcept {
+  switch (t) {
+    case MsgType::kCommand: return "command";
+    case MsgType::kStatus: return "status";
+    case MsgType::kMetric: return "metric";
+    case MsgType::kAlert: return "alert";
+    case MsgType::kResourceRequest: return "request";
+    case MsgType::kResponse: return "response";
+  }
+  return "unknown";
+}
+
+bool parse_msg_type(std::string_view s, MsgType& out) noexcept {
+  for (std::uint8_t v = kMsgTypeFirst; v <= kMsgTypeLast; ++v) {
+    const auto t = static_cast<MsgType>(v);
+    if (s == to_string(t)) {
+      out = t;
+      return true;
+    }
+  }
+  return false;
+}
+
+std::string_view to_string(Refusal r) noexcept {
+  switch (r) {
+    case Refusal::kNone: return "none";
+    case Refusal::kTruncated: return "truncated";
+    case Refusal::kNotIpv4: return "not_ipv4";
+    case Refusal::kBadIpHeader: return "bad_ip_header";
+    case Refusal::kIpFragment: return "ip_fragment";
+    case Refusal::kBadIpChecksum: return "bad_ip_checksum";
+    case Refusal::kIpLength: return "ip_length";
+    case Refusal::kNotUdp: return "not_udp";
+    case Refusal::kWrongPort: return "wrong_port";
+    case Refusal::kUdpLength: return "udp_length";
+    case Refusal::kBadUdpChecksum: return "bad_udp_checksum";
+    case Refusal::kBadMagic: return "bad_magic";
+    case Refusal::kBadVersion: return "bad_version";
+    case Refusal::kUnknownType: return "unknown_type";
+    case Refusal::kBadPriority: return "bad_priority";
+    case Refusal::kDscpMismatch: return "dscp_mismatch";
+    case Refusal::kUnknownFlags: return "unknown_flags";
+    case Refusal::kReservedSet: return "reserved_set";
+    case Refusal::kPayloadLength: return "payload_length";
+    case Refusal::kBadFragment: return "bad_fragment";
+    case Refusal::kBadAddress: return "bad_address";
+    case Refusal::kTtlExpired: return "ttl_expired";
+    case Refusal::kNotForUs: return "not_for_us";
+    case Refusal::kCount: break;
+  }
+  return "unknown";
+}
+
+}  // namespace nerve::wire

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Sets up if needed, builds, runs every test, and ends with "N passed, M failed".
+#
+#   scripts/test.sh                 # everything: unit + integration, and unit again under ASan+UBSan
+#   scripts/test.sh --suite unit    # one meson suite only (extra args go to `meson test`)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh || { echo "0 passed, 1 failed"; exit 1; }
+
+werror=false
+[ "${NERVE_WERROR:-0}" = 1 ] && werror=true
+# The DPDK-free unit suites again under AddressSanitizer + UndefinedBehaviorSanitizer.
+if [ ! -f build-asan/build.ninja ]; then
+  meson setup build-asan --buildtype=debug -Dunit_only=true -Db_sanitize=address,undefined \
+    -Db_lundef=false -Dwerror="$werror" >/dev/null || { echo "0 passed, 1 failed"; exit 1; }
+fi
+ninja -C build-asan >/dev/null || { echo "asan build failed"; echo "0 passed, 1 failed"; exit 1; }
+
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+meson test -C build --print-errorlogs --num-processes 2 "$@"
+meson test -C build-asan --print-errorlogs --suite unit
+
+# Count results of both runs from meson's machine-readable logs.
+/usr/bin/python3 - <<'PY'
+import json, sys
+passed = failed = 0
+for d, label in (("build", ""), ("build-asan", " (asan+ubsan)")):
+    try:
+        lines = open(f"{d}/meson-logs/testlog.json").read().splitlines()
+    except OSError:
+        failed += 1
+        print(f"missing test log in {d}")
+        continue
+    for line in lines:
+        t = json.loads(line)
+        ok = t["result"] in ("OK", "EXPECTEDFAIL")
+        passed += ok
+        failed += not ok
+        if not ok:
+            print(f"FAILED: {t['name']}{label}: {t['result']}")
+print(f"{passed} passed, {failed} failed")
+sys.exit(1 if failed else 0)
+PY

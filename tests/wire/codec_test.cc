@@ -1,0 +1,245 @@
+// The frame codec: round trips of every type, priority and flag, and one test per class of
+// malformed frame. Runs under ASan+UBSan in CI, so an out-of-bounds read fails the build.
+#include <catch2/catch.hpp>
+
+#include <random>
+#include <vector>
+
+#include "nerve/wire.hpp"
+
+using namespace nerve::wire;
+
+namespace {
+
+Endpoints endpoints() {
+  Endpoints ep;
+  ep.src_mac = {0x02, 0, 0, 0, 0, 0x01};
+  ep.dst_mac = {0x02, 0, 0, 0, 0, 0x02};
+  ep.src_ip = 0xc6120001;  // 198.18.0.1
+  ep.dst_ip = 0xc6120002;  // 198.18.0.2
+  return ep;
+}
+
+Header header(MsgType t = MsgType::kCommand, std::uint8_t prio = 0, std::uint16_t len = 32) {
+  Header h;
+  h.type = t;
+  h.priority = prio;
+  h.src_node = 1;
+  h.dst = 2;
+  h.ttl = 8;
+  h.channel = 7;
+  h.seq = 0x01020304;
+  h.ack = 0x05060708;
+  h.msg_id = 99;
+  h.corr_id = 42;
+  h.key_epoch = 3;
+  h.timestamp_ns = 0x1122334455667788ull;
+  h.payload_len = len;
+  return h;
+}
+
+std::vector<std::byte> build(const Endpoints& ep, const Header& h) {
+  const bool enc = (h.flags & flag::kEncrypted) != 0;
+  std::vector<std::byte> f(frame_len(h.payload_len, enc));
+  encode_headers(std::span<std::byte, kOverhead>(f.data(), kOverhead), ep, h);
+  for (std::size_t i = kOverhead; i < f.size(); ++i) f[i] = std::byte(static_cast<std::uint8_t>(i * 7));
+  return f;
+}
+
+constexpr RxFilter kFilter{2, kDefaultUdpPort};
+
+Refusal decode_copy(const std::vector<std::byte>& f, const RxFilter& filter = kFilter) {
+  // An exact-size heap copy, so a read past the end trips ASan.
+  std::vector<std::byte> copy(f.begin(), f.end());
+  Decoded d;
+  return decode(copy, filter, d);
+}
+
+void fix_ip_checksum(std::vector<std::byte>& f) {
+  f[kEthLen + 10] = f[kEthLen + 11] = std::byte{0};
+  const std::uint16_t c = ipv4_checksum(std::span<const std::byte>(f.data() + kEthLen, kIpv4Len));
+  f[kEthLen + 10] = std::byte(c >> 8);
+  f[kEthLen + 11] = std::byte(c & 0xff);
+}
+
+constexpr std::size_t kHdr = kEthLen + kIpv4Len + kUdpLen;  // offset of the nerve header
+
+}  // namespace
+
+TEST_CASE("every type, priority and flag combination round-trips", "[wire]") {
+  const auto ep = endpoints();
+  int checked = 0;
+  for (std::uint8_t t = kMsgTypeFirst; t <= kMsgTypeLast; ++t) {
+    for (std::uint8_t p = 0; p < kPriorities; ++p) {
+      for (unsigned fl = 0; fl <= flag::kKnown; ++fl) {
+        if ((fl & flag::kBroadcast) && (fl & flag::kMulticast)) continue;  // exclusive by definition
+        Header h = header(static_cast<MsgType>(t), p, static_cast<std::uint16_t>(17 + p));
+        h.flags = static_cast<std::uint8_t>(fl);
+        if (fl & flag::kBroadcast) h.dst = kBroadcast;
+        if (fl & flag::kMulticast) h.dst = 300;  // a group id
+        if (fl & flag::kFragment) { h.frag_count = 4; h.frag_index = 3; }
+        const auto f = build(ep, h);
+        std::vector<std::byte> copy(f);
+        Decoded d;
+        REQUIRE(decode(copy, kFilter, d) == Refusal::kNone);
+        CHECK(d.hdr.type == h.type);
+        CHECK(d.hdr.priority == p);
+        CHECK(d.hdr.flags == h.flags);
+        CHECK(d.hdr.src_node == 1);
+        CHECK(d.hdr.dst == h.dst);
+        CHECK(d.hdr.channel == 7);
+        CHECK(d.hdr.seq == h.seq);
+        CHECK(d.hdr.ack == h.ack);
+        CHECK(d.hdr.msg_id == 99);
+        CHECK(d.hdr.corr_id == 42);
+        CHECK(d.hdr.key_epoch == 3);
+        CHECK(d.hdr.ttl == 8);
+        CHECK(d.hdr.frag_index == h.frag_index);
+        CHECK(d.hdr.frag_count == h.frag_count);
+        CHECK(d.hdr.timestamp_ns == h.timestamp_ns);
+        CHECK(d.hdr.payload_len == h.payload_len);
+        CHECK(d.ep.src_mac == ep.src_mac);
+        CHECK(d.ep.dst_mac == ep.dst_mac);
+        CHECK(d.ep.src_ip == ep.src_ip);
+        CHECK(d.ep.dst_ip == ep.dst_ip);
+        REQUIRE(d.payload.size() == h.payload_len);
+        CHECK(d.payload.data() == copy.data() + kOverhead);
+        // DSCP carries the priority.
+        CHECK((std::to_integer<unsigned>(f[kEthLen + 1]) >> 2) == kDscp[p]);
+        ++checked;
+      }
+    }
+  }
+  CHECK(checked == 6 * 5 * 48);
+}
+
+TEST_CASE("wire layout is the one docs/wire.md specifies", "[wire]") {
+  const auto f = build(endpoints(), header(MsgType::kAlert, 2, 4));
+  REQUIRE(f.size() == 94);
+  CHECK(f[12] == std::byte{0x08});                  // EtherType 0x0800
+  CHECK(f[13] == std::byte{0x00});
+  CHECK(f[kEthLen] == std::byte{0x45});             // IPv4, IHL 5
+  CHECK(f[kEthLen + 1] == std::byte{26 << 2});      // P2 = AF31
+  CHECK(f[kEthLen + 9] == std::byte{17});           // UDP
+  CHECK(f[kHdr + 0] == std::byte{'N'});             // magic, little-endian 0x564e
+  CHECK(f[kHdr + 1] == std::byte{'V'});
+  CHECK(f[kHdr + 2] == std::byte{kVersion});
+  CHECK(f[kHdr + 3] == std::byte{4});               // alert
+  CHECK(f[kHdr + 4] == std::byte{2});
+  CHECK(f[kHdr + 16] == std::byte{0x04});           // seq 0x01020304, little-endian
+  CHECK(f[kHdr + 32] == std::byte{0x88});           // timestamp low byte first
+  CHECK(f[kHdr + 40] == std::byte{4});              // payload length
+  CHECK(ipv4_checksum(std::span<const std::byte>(f.data() + kEthLen, kIpv4Len)) == 0);
+}
+
+TEST_CASE("a frame truncated at every byte offset is refused", "[wire]") {
+  for (std::uint16_t len : {0, 1, 64}) {
+    const auto f = build(endpoints(), header(MsgType::kMetric, 1, len));
+    for (std::size_t cut = 0; cut < f.size(); ++cut) {
+      std::vector<std::byte> prefix(f.begin(), f.begin() + static_cast<std::ptrdiff_t>(cut));
+      Decoded d;
+      const Refusal r = decode(prefix, kFilter, d);
+      INFO("cut at " << cut);
+      CHECK(r != Refusal::kNone);
+      CHECK(r == (cut < kOverhead ? Refusal::kTruncated : Refusal::kIpLength));
+    }
+    CHECK(decode_copy(f) == Refusal::kNone);
+  }
+}
+
+TEST_CASE("each class of malformed frame is refused with its reason", "[wire]") {
+  const auto good = build(endpoints(), header(MsgType::kStatus, 3, 40));
+  REQUIRE(decode_copy(good) == Refusal::kNone);
+
+  auto mutate = [&](auto&& fn, bool fix_checksum = false) {
+    auto f = good;
+    fn(f);
+    if (fix_checksum) fix_ip_checksum(f);
+    return decode_copy(f);
+  };
+  CHECK(mutate([](auto& f) { f[12] = std::byte{0x86}; f[13] = std::byte{0xdd}; }) == Refusal::kNotIpv4);
+  CHECK(mutate([](auto& f) { f[kEthLen] = std::byte{0x46}; }, true) == Refusal::kBadIpHeader);
+  CHECK(mutate([](auto& f) { f[kEthLen] = std::byte{0x65}; }, true) == Refusal::kBadIpHeader);
+  CHECK(mutate([](auto& f) { f[kEthLen + 6] = std::byte{0x20}; }, true) == Refusal::kIpFragment);
+  CHECK(mutate([](auto& f) { f[kEthLen + 7] = std::byte{0x01}; }, true) == Refusal::kIpFragment);
+  CHECK(mutate([](auto& f) { f[kEthLen + 15] ^= std::byte{0x01}; }) == Refusal::kBadIpChecksum);
+  CHECK(mutate([](auto& f) { f[kEthLen + 3] = std::byte(std::to_integer<int>(f[kEthLen + 3]) + 1); }, true) ==
+        Refusal::kIpLength);
+  CHECK(mutate([](auto& f) { f.push_back(std::byte{0}); }) == Refusal::kIpLength);
+  CHECK(mutate([](auto& f) { f[kEthLen + 9] = std::byte{6}; }, true) == Refusal::kNotUdp);
+  CHECK(mutate([](auto& f) { f[kEthLen + kIpv4Len + 3] ^= std::byte{1}; }) == Refusal::kWrongPort);
+  CHECK(mutate([](auto& f) { f[kEthLen + kIpv4Len + 5] ^= std::byte{1}; }) == Refusal::kUdpLength);
+  CHECK(mutate([](auto& f) { f[kEthLen + kIpv4Len + 7] = std::byte{1}; }) == Refusal::kBadUdpChecksum);
+  CHECK(mutate([](auto& f) { f[kHdr] = std::byte{'X'}; }) == Refusal::kBadMagic);
+  CHECK(mutate([](auto& f) { f[kHdr + 2] = std::byte{2}; }) == Refusal::kBadVersion);
+  CHECK(mutate([](auto& f) { f[kHdr + 3] = std::byte{0}; }) == Refusal::kUnknownType);
+  CHECK(mutate([](auto& f) { f[kHdr + 3] = std::byte{7}; }) == Refusal::kUnknownType);
+  CHECK(mutate([](auto& f) { f[kHdr + 4] = std::byte{5}; }) == Refusal::kBadPriority);
+  CHECK(mutate([](auto& f) { f[kHdr + 4] = std::byte{0}; }) == Refusal::kDscpMismatch);
+  CHECK(mutate([](auto& f) { f[kHdr + 5] = std::byte{0x40}; }) == Refusal::kUnknownFlags);
+  CHECK(mutate([](auto& f) { f[kHdr + 45] = std::byte{1}; }) == Refusal::kReservedSet);
+  CHECK(mutate([](auto& f) { f[kHdr + 40] = std::byte{41}; }) == Refusal::kPayloadLength);
+  CHECK(mutate([](auto& f) { f[kHdr + 5] = std::byte{flag::kEncrypted}; }) == Refusal::kPayloadLength);
+  CHECK(mutate([](auto& f) { f[kHdr + 15] = std::byte{2}; }) == Refusal::kBadFragment);
+  CHECK(mutate([](auto& f) { f[kHdr + 5] = std::byte{flag::kFragment}; }) == Refusal::kBadFragment);
+  CHECK(mutate([](auto& f) { f[kHdr + 8] = f[kHdr + 9] = std::byte{0}; }) == Refusal::kBadAddress);
+  CHECK(mutate([](auto& f) { f[kHdr + 5] = std::byte{flag::kBroadcast}; }) == Refusal::kBadAddress);
+  CHECK(mutate([](auto& f) { f[kHdr + 10] = f[kHdr + 11] = std::byte{0xff}; }) == Refusal::kBadAddress);
+  CHECK(mutate([](auto& f) { f[kHdr + 6] = std::byte{0}; }) == Refusal::kTtlExpired);
+  CHECK(decode_copy(good, RxFilter{3, kDefaultUdpPort}) == Refusal::kNotForUs);
+}
+
+TEST_CASE("a correct non-zero UDP checksum is accepted", "[wire]") {
+  auto f = build(endpoints(), header(MsgType::kCommand, 0, 9));
+  // Compute the RFC 768 checksum by hand over pseudo-header + UDP datagram.
+  const std::size_t udp = kEthLen + kIpv4Len;
+  const std::size_t len = f.size() - udp;
+  std::uint32_t sum = 0xc612 + 0x0001 + 0xc612 + 0x0002 + 17 + static_cast<std::uint32_t>(len);
+  for (std::size_t i = 0; i < len; i += 2) {
+    const unsigned hi = std::to_integer<unsigned>(f[udp + i]);
+    const unsigned lo = i + 1 < len ? std::to_integer<unsigned>(f[udp + i + 1]) : 0;
+    sum += (hi << 8) | lo;
+  }
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  const auto c = static_cast<std::uint16_t>(~sum);
+  f[udp + 6] = std::byte(c >> 8);
+  f[udp + 7] = std::byte(c & 0xff);
+  CHECK(decode_copy(f) == Refusal::kNone);
+  f[f.size() - 1] ^= std::byte{0x10};
+  CHECK(decode_copy(f) == Refusal::kBadUdpChecksum);
+}
+
+TEST_CASE("random corruption never crashes and never reads outside the frame", "[wire]") {
+  std::mt19937_64 rng(12345);
+  const auto good = build(endpoints(), header(MsgType::kResourceRequest, 4, 100));
+  std::size_t accepted = 0, refused = 0;
+  for (int i = 0; i < 200000; ++i) {
+    auto f = good;
+    const int flips = 1 + static_cast<int>(rng() % 4);
+    for (int k = 0; k < flips; ++k) f[rng() % f.size()] = std::byte(static_cast<std::uint8_t>(rng()));
+    if (rng() % 8 == 0) f.resize(rng() % (f.size() + 1));
+    std::vector<std::byte> exact(f.begin(), f.end());
+    Decoded d;
+    const Refusal r = decode(exact, kFilter, d);
+    REQUIRE(static_cast<std::size_t>(r) < kRefusalCount);
+    if (r == Refusal::kNone) {
+      ++accepted;
+      REQUIRE(d.payload.data() + d.payload.size() <= exact.data() + exact.size());
+    } else {
+      ++refused;
+    }
+  }
+  CHECK(refused > 0);
+  CHECK(accepted > 0);  // flips in the payload or timestamp leave a valid frame
+}
+
+TEST_CASE("message type names parse back", "[wire]") {
+  for (std::uint8_t t = kMsgTypeFirst; t <= kMsgTypeLast; ++t) {
+    MsgType out{};
+    REQUIRE(parse_msg_type(to_string(static_cast<MsgType>(t)), out));
+    CHECK(out == static_cast<MsgType>(t));
+  }
+  MsgType out{};
+  CHECK_FALSE(parse_msg_type("bogus", out));
+  for (std::size_t r = 0; r < kRefusalCount; ++r) CHECK(to_string(static_cast<Refusal>(r)) != "unknown");
+}
