@@ -1,0 +1,55 @@
+// EAL start-up from the cluster file: one Eal per process, started before any port.
+//
+// Profiles (docs/operations.md):
+//   dev:        --no-huge -m <memory_mb> --no-pci, virtual devices only; any number of nodes
+//               share a host, each with its own --file-prefix.
+//   production: hugepages, and a PCI allow-list (-a) of the node's pci ports.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "nerve/config.hpp"
+
+namespace nerve::drivers {
+
+struct EalOptions {
+  config::Profile profile = config::Profile::kDev;
+  std::string file_prefix;            // unique per process on a host
+  std::vector<unsigned> cores;        // the first is the main lcore; all are pinned
+  std::uint32_t memory_mb = 256;      // dev profile only
+  std::vector<std::string> pci_allow; // production profile only
+  std::string log_level = "notice";
+};
+
+// The EAL command line these options produce (argv[0] included).
+std::vector<std::string> eal_args(const EalOptions& o);
+
+// Options for running `node` of `cluster` as its own process: prefix nerve-<cluster>-<id>,
+// cores from the node's list or chosen on its ports' NUMA socket.
+EalOptions eal_options_for(const config::Cluster& cluster, const config::Node& node);
+
+// The NUMA node a port's device sits on (sysfs), or -1 when it has none (virtual devices).
+int port_numa_node(const config::Port& port);
+
+// CPUs this process may run on that belong to NUMA node `numa` (all allowed CPUs if numa < 0
+// or libnuma is unavailable). Sorted.
+std::vector<unsigned> cpus_on_node(int numa);
+
+// Owns the process's EAL. Throws std::runtime_error if rte_eal_init fails. The destructor
+// runs rte_eal_cleanup and removes the runtime directory, so nothing is left behind.
+class Eal {
+ public:
+  explicit Eal(const EalOptions& o);
+  ~Eal();
+  Eal(const Eal&) = delete;
+  Eal& operator=(const Eal&) = delete;
+
+  unsigned main_lcore() const noexcept;
+  int socket() const noexcept;  // NUMA socket of the main lcore
+
+ private:
+  std::string runtime_dir_;
+};
+
+}  // namespace nerve::drivers

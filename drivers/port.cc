@@ -1,0 +1,189 @@
+#include "port.hpp"
+
+#include <fmt/format.h>
+#include <rte_bus_vdev.h>
+#include <rte_errno.h>
+#include <rte_eth_ring.h>
+#include <rte_ring.h>
+#include <unistd.h>
+
+#include <map>
+#include <mutex>
+#include <stdexcept>
+#include <thread>
+
+namespace nerve::drivers {
+namespace {
+
+// Ring pairs are process-wide objects shared by the two ports of a pair; the last port to
+// close frees them. Control plane only.
+std::mutex g_rings_mu;
+std::map<std::string, int> g_ring_refs;
+
+rte_ring* ring_acquire(const std::string& name, unsigned size, int socket) {
+  std::lock_guard lock(g_rings_mu);
+  rte_ring* r = rte_ring_lookup(name.c_str());
+  if (!r) r = rte_ring_create(name.c_str(), size, socket, RING_F_SP_ENQ | RING_F_SC_DEQ);
+  if (!r) throw std::runtime_error(fmt::format("ring {}: {}", name, rte_strerror(rte_errno)));
+  ++g_ring_refs[name];
+  return r;
+}
+
+void ring_release(const std::string& name) {
+  std::lock_guard lock(g_rings_mu);
+  if (--g_ring_refs[name] > 0) return;
+  g_ring_refs.erase(name);
+  rte_ring_free(rte_ring_lookup(name.c_str()));
+}
+
+std::string mac_arg(const wire::Mac& m) { return config::format_mac(m); }
+
+[[noreturn]] void fail(const std::string& port, const std::string& what, int err) {
+  throw std::runtime_error(fmt::format("port {}: {}: {}", port, what, rte_strerror(err < 0 ? -err : err)));
+}
+
+}  // namespace
+
+Port::Port(const config::Port& cfg, const std::string& name, rte_mempool* pool, std::uint16_t queues,
+           const wire::Mac& mac, bool ring_lead)
+    : name_(name), kind_(cfg.kind), queues_(queues) {
+  const int pool_socket = pool->socket_id;
+  std::string args;
+  switch (cfg.kind) {
+    case config::PortKind::kRing: {
+      // Two SP/SC rings per queue: a->b and b->a. The lead end transmits into a->b.
+      std::vector<rte_ring*> rx(queues), tx(queues);
+      for (std::uint16_t q = 0; q < queues; ++q) {
+        const std::string ab = fmt::format("nv{}{}ab", cfg.pair, q), ba = fmt::format("nv{}{}ba", cfg.pair, q);
+        rte_ring* r_ab = ring_acquire(ab, 4096, pool_socket);
+        rte_ring* r_ba = ring_acquire(ba, 4096, pool_socket);
+        rx[q] = ring_lead ? r_ba : r_ab;
+        tx[q] = ring_lead ? r_ab : r_ba;
+      }
+      ring_pair_ = cfg.pair;
+      vdev_ = "net_ring_" + name;  // rte_eth_from_rings adds the prefix itself
+      const int id = rte_eth_from_rings(name.c_str(), rx.data(), queues, tx.data(), queues,
+                                        static_cast<unsigned>(pool_socket));
+      if (id < 0) fail(name, "rte_eth_from_rings", rte_errno);
+      id_ = static_cast<std::uint16_t>(id);
+      break;
+    }
+    case config::PortKind::kMemif:
+      vdev_ = "net_memif_" + name;
+      args = fmt::format("role={},socket={},socket-abstract=no,id=0,mac={}", cfg.role, cfg.socket, mac_arg(mac));
+      if (cfg.role == "server") {
+        memif_socket_ = cfg.socket;
+        ::unlink(cfg.socket.c_str());  // a stale socket of a process that died
+      }
+      break;
+    case config::PortKind::kAfPacket:
+      vdev_ = "net_af_packet_" + name;
+      args = fmt::format("iface={},qpairs={},qdisc_bypass=1", cfg.iface, queues);
+      break;
+    case config::PortKind::kAfXdp:
+      vdev_ = "net_af_xdp_" + name;
+      args = fmt::format("iface={},start_queue=0,queue_count={}", cfg.iface, queues);
+      break;
+    case config::PortKind::kTap:
+      vdev_ = "net_tap_" + name;
+      args = fmt::format("iface={},mac={}", cfg.iface, mac_arg(mac));
+      break;
+    case config::PortKind::kNull:
+      vdev_ = "net_null_" + name;
+      args = "no-rx=1";
+      break;
+    case config::PortKind::kPci: {
+      std::uint16_t id = 0;
+      if (rte_eth_dev_get_port_by_name(cfg.address.c_str(), &id) != 0)
+        throw std::runtime_error(fmt::format("port {}: PCI device {} not found (bound to a DPDK driver and allowed?)",
+                                             name, cfg.address));
+      id_ = id;
+      break;
+    }
+  }
+  if (cfg.kind != config::PortKind::kRing && cfg.kind != config::PortKind::kPci) {
+    if (const int rc = rte_vdev_init(vdev_.c_str(), args.c_str()); rc != 0) {
+      vdev_.clear();
+      fail(name, fmt::format("creating {} ({})", to_string(cfg.kind), args), rc);
+    }
+    std::uint16_t id = 0;
+    if (rte_eth_dev_get_port_by_name(vdev_.c_str(), &id) != 0) fail(name, "port lookup", ENODEV);
+    id_ = id;
+  }
+
+  const int dev_socket = rte_eth_dev_socket_id(id_);
+  socket_ = dev_socket >= 0 ? dev_socket : pool_socket;
+
+  rte_eth_dev_info info{};
+  if (const int rc = rte_eth_dev_info_get(id_, &info); rc != 0) fail(name, "device info", rc);
+  if (queues > info.max_rx_queues || queues > info.max_tx_queues)
+    throw std::runtime_error(fmt::format("port {}: {} queues requested, device has {} RX / {} TX", name, queues,
+                                         info.max_rx_queues, info.max_tx_queues));
+  rte_eth_conf conf{};
+  if (const int rc = rte_eth_dev_configure(id_, queues, queues, &conf); rc != 0) fail(name, "configure", rc);
+  std::uint16_t rxd = cfg.rx_desc, txd = cfg.tx_desc;
+  if (const int rc = rte_eth_dev_adjust_nb_rx_tx_desc(id_, &rxd, &txd); rc != 0) fail(name, "descriptor counts", rc);
+  for (std::uint16_t q = 0; q < queues; ++q) {
+    if (const int rc = rte_eth_rx_queue_setup(id_, q, rxd, static_cast<unsigned>(socket_), nullptr, pool); rc != 0)
+      fail(name, fmt::format("RX queue {}", q), rc);
+    if (const int rc = rte_eth_tx_queue_setup(id_, q, txd, static_cast<unsigned>(socket_), nullptr); rc != 0)
+      fail(name, fmt::format("TX queue {}", q), rc);
+  }
+  if (cfg.kind == config::PortKind::kRing) {
+    rte_ether_addr a;
+    std::copy(mac.begin(), mac.end(), a.addr_bytes);
+    rte_eth_dev_default_mac_addr_set(id_, &a);  // best effort: the node's configured address
+  }
+  if (const int rc = rte_eth_dev_start(id_); rc != 0) fail(name, "start", rc);
+  started_ = true;
+  rte_eth_promiscuous_enable(id_);  // unsupported on some PMDs; frames are filtered by node id anyway
+  rte_ether_addr a{};
+  rte_eth_macaddr_get(id_, &a);
+  std::copy(std::begin(a.addr_bytes), std::end(a.addr_bytes), mac_.begin());
+}
+
+Port::~Port() {
+  if (id_ == RTE_MAX_ETHPORTS) return;
+  if (started_) rte_eth_dev_stop(id_);
+  if (!vdev_.empty()) {
+    rte_eth_dev_close(id_);
+    rte_vdev_uninit(vdev_.c_str());
+  } else {
+    rte_eth_dev_close(id_);
+  }
+  if (!ring_pair_.empty()) {
+    for (std::uint16_t q = 0; q < queues_; ++q) {
+      ring_release(fmt::format("nv{}{}ab", ring_pair_, q));
+      ring_release(fmt::format("nv{}{}ba", ring_pair_, q));
+    }
+  }
+  if (!memif_socket_.empty()) ::unlink(memif_socket_.c_str());
+}
+
+bool Port::link_up() const noexcept {
+  rte_eth_link link{};
+  if (rte_eth_link_get_nowait(id_, &link) != 0) return false;
+  return link.link_status == RTE_ETH_LINK_UP;
+}
+
+bool Port::wait_link(std::chrono::milliseconds timeout) const noexcept {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!link_up()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return true;
+}
+
+Mempool::Mempool(const std::string& name, std::uint32_t mbufs, int socket) {
+  pool_ = rte_pktmbuf_pool_create(name.c_str(), mbufs, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE, socket);
+  if (!pool_)
+    throw std::runtime_error(fmt::format("mempool {} ({} mbufs on socket {}): {}", name, mbufs, socket,
+                                         rte_strerror(rte_errno)));
+}
+
+Mempool::~Mempool() { rte_mempool_free(pool_); }
+
+unsigned Mempool::available() const noexcept { return rte_mempool_avail_count(pool_); }
+
+}  // namespace nerve::drivers

@@ -1,0 +1,76 @@
+// One DPDK port and its queues: the narrow burst interface the fabric sees of a NIC.
+//
+// Thread ownership: construction and destruction on the control thread; rx_burst/tx_burst on
+// queue q only from the lcore that owns q.
+#pragma once
+
+#include <rte_ethdev.h>
+#include <rte_mbuf.h>
+
+#include <chrono>
+#include <string>
+
+#include "nerve/config.hpp"
+
+namespace nerve::drivers {
+
+class Port {
+ public:
+  // Creates (virtual kinds) or finds (pci) the device, configures `queues` RX and TX queues
+  // with descriptors from cfg, RX buffers from `pool`, and starts it. `name` is unique in the
+  // process (it names the virtual device). `mac` is applied where the device lets us choose
+  // (ring, memif, null); kernel-backed ports keep their interface's address. For ring ports,
+  // `ring_lead` picks which end of the pair transmits into which ring.
+  // Throws std::runtime_error naming the port and the DPDK error.
+  Port(const config::Port& cfg, const std::string& name, rte_mempool* pool, std::uint16_t queues,
+       const wire::Mac& mac, bool ring_lead);
+  ~Port();
+  Port(const Port&) = delete;
+  Port& operator=(const Port&) = delete;
+
+  std::uint16_t id() const noexcept { return id_; }
+  const std::string& name() const noexcept { return name_; }
+  config::PortKind kind() const noexcept { return kind_; }
+  int socket() const noexcept { return socket_; }
+  const wire::Mac& mac() const noexcept { return mac_; }
+  std::uint16_t queues() const noexcept { return queues_; }
+
+  bool link_up() const noexcept;
+  // Polls link state until up or `timeout` passes.
+  bool wait_link(std::chrono::milliseconds timeout) const noexcept;
+
+  std::uint16_t rx_burst(std::uint16_t q, rte_mbuf** pkts, std::uint16_t n) noexcept {
+    return rte_eth_rx_burst(id_, q, pkts, n);
+  }
+  std::uint16_t tx_burst(std::uint16_t q, rte_mbuf** pkts, std::uint16_t n) noexcept {
+    return rte_eth_tx_burst(id_, q, pkts, n);
+  }
+
+ private:
+  std::string name_;
+  std::string vdev_;  // the virtual device's name, empty for pci
+  std::string ring_pair_;  // ring kind: the pair whose rings we hold a reference to
+  std::string memif_socket_;  // removed on close when we were the server
+  config::PortKind kind_;
+  std::uint16_t id_ = RTE_MAX_ETHPORTS;
+  std::uint16_t queues_ = 1;
+  int socket_ = 0;
+  wire::Mac mac_{};
+  bool started_ = false;
+};
+
+// A pool of packet mbufs on one NUMA socket. Freed on destruction.
+class Mempool {
+ public:
+  Mempool(const std::string& name, std::uint32_t mbufs, int socket);
+  ~Mempool();
+  Mempool(const Mempool&) = delete;
+  Mempool& operator=(const Mempool&) = delete;
+  rte_mempool* get() const noexcept { return pool_; }
+  unsigned available() const noexcept;
+
+ private:
+  rte_mempool* pool_ = nullptr;
+};
+
+}  // namespace nerve::drivers

@@ -1,0 +1,289 @@
+#include "nerve/config.hpp"
+
+#include <arpa/inet.h>
+#include <fmt/format.h>
+
+#include <charconv>
+#include <set>
+#include <toml++/toml.h>
+
+namespace nerve::config {
+namespace {
+
+// Reads one table strictly: every key read is ticked off; leftovers are unknown keys.
+class Reader {
+ public:
+  Reader(const toml::table& t, std::string where) : t_(t), where_(std::move(where)) {}
+
+  std::string key(std::string_view k) const {
+    return where_.empty() ? std::string(k) : fmt::format("{}.{}", where_, k);
+  }
+
+  template <typename T>
+  T integer(std::string_view k, T def, std::int64_t lo, std::int64_t hi, bool required = false) {
+    const toml::node* n = get(k, required);
+    if (!n) return def;
+    const auto* v = n->as_integer();
+    if (!v) throw type_error(k, "an integer", *n);
+    const std::int64_t x = v->get();
+    if (x < lo || x > hi) throw ConfigError(fmt::format("{}: {} is out of range [{}, {}]", key(k), x, lo, hi));
+    return static_cast<T>(x);
+  }
+
+  std::string string(std::string_view k, std::string def, bool required = false) {
+    const toml::node* n = get(k, required);
+    if (!n) return def;
+    const auto* v = n->as_string();
+    if (!v) throw type_error(k, "a string", *n);
+    return v->get();
+  }
+
+  template <typename T>
+  std::vector<T> int_array(std::string_view k, std::int64_t lo, std::int64_t hi, bool required = false) {
+    const toml::node* n = get(k, required);
+    std::vector<T> out;
+    if (!n) return out;
+    const auto* a = n->as_array();
+    if (!a) throw type_error(k, "an array of integers", *n);
+    for (std::size_t i = 0; i < a->size(); ++i) {
+      const auto* v = (*a)[i].as_integer();
+      if (!v) throw ConfigError(fmt::format("{}[{}]: expected an integer", key(k), i));
+      if (v->get() < lo || v->get() > hi)
+        throw ConfigError(fmt::format("{}[{}]: {} is out of range [{}, {}]", key(k), i, v->get(), lo, hi));
+      out.push_back(static_cast<T>(v->get()));
+    }
+    return out;
+  }
+
+  const toml::array* table_array(std::string_view k) {
+    const toml::node* n = get(k, false);
+    if (!n) return nullptr;
+    const auto* a = n->as_array();
+    if (!a || !a->is_array_of_tables()) throw type_error(k, "an array of tables ([[...]])", *n);
+    return a;
+  }
+
+  const toml::table* table(std::string_view k) {
+    const toml::node* n = get(k, false);
+    if (!n) return nullptr;
+    const auto* t = n->as_table();
+    if (!t) throw type_error(k, "a table", *n);
+    return t;
+  }
+
+  // After reading: anything not read is a typo or a key from another version.
+  void finish() const {
+    for (const auto& [k, v] : t_) {
+      if (!seen_.count(std::string(k.str())))
+        throw ConfigError(fmt::format("{}: unknown key", key(k.str())));
+    }
+  }
+
+ private:
+  const toml::node* get(std::string_view k, bool required) {
+    seen_.insert(std::string(k));
+    const toml::node* n = t_.get(k);
+    if (!n && required) throw ConfigError(fmt::format("{}: missing key", key(k)));
+    return n;
+  }
+  ConfigError type_error(std::string_view k, std::string_view want, const toml::node& got) const {
+    return ConfigError(fmt::format("{}: expected {}, got {}", key(k), want, toml_type(got)));
+  }
+  static std::string_view toml_type(const toml::node& n) {
+    switch (n.type()) {
+      case toml::node_type::string: return "a string";
+      case toml::node_type::integer: return "an integer";
+      case toml::node_type::floating_point: return "a float";
+      case toml::node_type::boolean: return "a boolean";
+      case toml::node_type::array: return "an array";
+      case toml::node_type::table: return "a table";
+      default: return "a date or time";
+    }
+  }
+
+  const toml::table& t_;
+  std::string where_;
+  std::set<std::string> seen_;
+};
+
+PortKind parse_kind(const std::string& s, const std::string& key) {
+  static constexpr PortKind kAll[] = {PortKind::kRing, PortKind::kMemif, PortKind::kAfPacket, PortKind::kAfXdp,
+                                      PortKind::kTap,  PortKind::kNull,  PortKind::kPci};
+  for (auto k : kAll)
+    if (s == to_string(k)) return k;
+  throw ConfigError(fmt::format("{}: unknown port kind '{}' (ring, memif, af_packet, af_xdp, tap, null, pci)", key, s));
+}
+
+Port read_port(const toml::table& t, const std::string& where) {
+  Reader r(t, where);
+  Port p;
+  p.kind = parse_kind(r.string("kind", "", true), r.key("kind"));
+  p.peers = r.int_array<std::uint16_t>("peers", 1, 65534);
+  p.rx_desc = r.integer<std::uint16_t>("rx_desc", p.rx_desc, 64, 4096);
+  p.tx_desc = r.integer<std::uint16_t>("tx_desc", p.tx_desc, 64, 4096);
+  switch (p.kind) {
+    case PortKind::kRing: p.pair = r.string("pair", "", true); break;
+    case PortKind::kMemif:
+      p.socket = r.string("socket", "", true);
+      p.role = r.string("role", "", true);
+      if (p.role != "server" && p.role != "client")
+        throw ConfigError(fmt::format("{}: must be \"server\" or \"client\", got '{}'", r.key("role"), p.role));
+      break;
+    case PortKind::kAfPacket:
+    case PortKind::kAfXdp:
+    case PortKind::kTap: p.iface = r.string("iface", "", true); break;
+    case PortKind::kPci: p.address = r.string("address", "", true); break;
+    case PortKind::kNull: break;
+  }
+  if (p.kind == PortKind::kRing && (p.pair.empty() || p.pair.size() > 12))
+    throw ConfigError(fmt::format("{}: ring pair names are 1 to 12 characters", r.key("pair")));
+  r.finish();
+  return p;
+}
+
+Node read_node(const toml::table& t, const std::string& where) {
+  Reader r(t, where);
+  Node n;
+  n.id = r.integer<std::uint16_t>("id", 0, 1, 65534, true);
+  n.name = r.string("name", fmt::format("node{}", n.id));
+  const std::string mac = r.string("mac", "", true);
+  if (!parse_mac(mac, n.mac)) throw ConfigError(fmt::format("{}: '{}' is not a MAC address", r.key("mac"), mac));
+  const std::string ip = r.string("ip", "", true);
+  if (!parse_ipv4(ip, n.ip)) throw ConfigError(fmt::format("{}: '{}' is not an IPv4 address", r.key("ip"), ip));
+  n.control_socket = r.string("control_socket", "", true);
+  const std::string profile = r.string("profile", "dev");
+  if (profile == "dev") n.profile = Profile::kDev;
+  else if (profile == "production") n.profile = Profile::kProduction;
+  else throw ConfigError(fmt::format("{}: must be \"dev\" or \"production\", got '{}'", r.key("profile"), profile));
+  const std::string idle = r.string("idle", "backoff");
+  if (idle == "busy") n.idle = Idle::kBusy;
+  else if (idle == "backoff") n.idle = Idle::kBackoff;
+  else throw ConfigError(fmt::format("{}: must be \"busy\" or \"backoff\", got '{}'", r.key("idle"), idle));
+  n.idle_sleep_max_us = r.integer<std::uint32_t>("idle_sleep_max_us", n.idle_sleep_max_us, 1, 100000);
+  n.cores = r.int_array<unsigned>("cores", 0, 1023);
+  n.memory_mb = r.integer<std::uint32_t>("memory_mb", n.memory_mb, 64, 65536);
+  n.mbufs = r.integer<std::uint32_t>("mbufs", n.mbufs, 1023, 1048575);
+  if (const auto* ports = r.table_array("port")) {
+    for (std::size_t i = 0; i < ports->size(); ++i)
+      n.ports.push_back(read_port(*(*ports)[i].as_table(), fmt::format("{}.port[{}]", where, i)));
+  }
+  if (n.ports.empty()) throw ConfigError(fmt::format("{}.port: a node needs at least one [[node.port]]", where));
+  r.finish();
+  return n;
+}
+
+Cluster read_cluster(const toml::table& root, const std::filesystem::path& source) {
+  Reader r(root, "");
+  Cluster c;
+  c.source = source;
+  const toml::table* cl = r.table("cluster");
+  if (!cl) throw ConfigError("cluster: missing key");
+  Reader cr(*cl, "cluster");
+  c.name = cr.string("name", "", true);
+  c.udp_port = cr.integer<std::uint16_t>("udp_port", c.udp_port, 1, 65535);
+  cr.finish();
+  const toml::array* nodes = r.table_array("node");
+  if (!nodes || nodes->empty()) throw ConfigError("node: missing key (at least one [[node]])");
+  for (std::size_t i = 0; i < nodes->size(); ++i)
+    c.nodes.push_back(read_node(*(*nodes)[i].as_table(), fmt::format("node[{}]", i)));
+  r.finish();
+
+  // Cross-field checks, once.
+  std::set<std::uint16_t> ids;
+  std::set<std::string> sockets;
+  for (std::size_t i = 0; i < c.nodes.size(); ++i) {
+    const Node& n = c.nodes[i];
+    if (!ids.insert(n.id).second) throw ConfigError(fmt::format("node[{}].id: {} is used twice", i, n.id));
+    if (!sockets.insert(n.control_socket).second)
+      throw ConfigError(fmt::format("node[{}].control_socket: '{}' is used twice", i, n.control_socket));
+  }
+  for (std::size_t i = 0; i < c.nodes.size(); ++i) {
+    for (std::size_t j = 0; j < c.nodes[i].ports.size(); ++j) {
+      for (std::size_t k = 0; k < c.nodes[i].ports[j].peers.size(); ++k) {
+        const auto peer = c.nodes[i].ports[j].peers[k];
+        if (!ids.count(peer))
+          throw ConfigError(fmt::format("node[{}].port[{}].peers[{}]: node {} is not in the cluster", i, j, k, peer));
+        if (peer == c.nodes[i].id)
+          throw ConfigError(fmt::format("node[{}].port[{}].peers[{}]: a node is not its own peer", i, j, k));
+      }
+    }
+  }
+  return c;
+}
+
+}  // namespace
+
+const Node* Cluster::find(std::uint16_t id) const noexcept {
+  for (const auto& n : nodes)
+    if (n.id == id) return &n;
+  return nullptr;
+}
+
+const Node& Cluster::node(std::uint16_t id) const {
+  if (const Node* n = find(id)) return *n;
+  throw ConfigError(fmt::format("node {} is not in {}", id, source.string()));
+}
+
+Cluster load_string(std::string_view text, const std::filesystem::path& source) {
+  try {
+    return read_cluster(toml::parse(text, source.string()), source);
+  } catch (const toml::parse_error& e) {
+    throw ConfigError(fmt::format("{}:{}:{}: {}", source.string(), e.source().begin.line, e.source().begin.column,
+                                  e.description()));
+  }
+}
+
+Cluster load_file(const std::filesystem::path& path) {
+  try {
+    return read_cluster(toml::parse_file(path.string()), path);
+  } catch (const toml::parse_error& e) {
+    throw ConfigError(fmt::format("{}:{}:{}: {}", path.string(), e.source().begin.line, e.source().begin.column,
+                                  e.description()));
+  }
+}
+
+bool parse_mac(std::string_view s, wire::Mac& out) noexcept {
+  if (s.size() != 17) return false;
+  for (std::size_t i = 0; i < 6; ++i) {
+    const char* b = s.data() + i * 3;
+    if (i < 5 && b[2] != ':') return false;
+    unsigned v = 0;
+    const auto [p, ec] = std::from_chars(b, b + 2, v, 16);
+    if (ec != std::errc() || p != b + 2) return false;
+    out[i] = static_cast<std::uint8_t>(v);
+  }
+  return true;
+}
+
+bool parse_ipv4(std::string_view s, std::uint32_t& out) noexcept {
+  in_addr a{};
+  const std::string z(s);
+  if (inet_pton(AF_INET, z.c_str(), &a) != 1) return false;
+  out = ntohl(a.s_addr);
+  return true;
+}
+
+std::string format_mac(const wire::Mac& m) {
+  return fmt::format("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5]);
+}
+
+std::string format_ipv4(std::uint32_t ip) {
+  return fmt::format("{}.{}.{}.{}", ip >> 24, (ip >> 16) & 0xff, (ip >> 8) & 0xff, ip & 0xff);
+}
+
+std::string_view to_string(PortKind k) noexcept {
+  switch (k) {
+    case PortKind::kRing: return "ring";
+    case PortKind::kMemif: return "memif";
+    case PortKind::kAfPacket: return "af_packet";
+    case PortKind::kAfXdp: return "af_xdp";
+    case PortKind::kTap: return "tap";
+    case PortKind::kNull: return "null";
+    case PortKind::kPci: return "pci";
+  }
+  return "unknown";
+}
+std::string_view to_string(Profile p) noexcept { return p == Profile::kDev ? "dev" : "production"; }
+std::string_view to_string(Idle i) noexcept { return i == Idle::kBusy ? "busy" : "backoff"; }
+
+}  // namespace nerve::config

@@ -1,0 +1,75 @@
+// The cluster file: one TOML file describes every node, its ports and the links between them.
+// A node is started with that file and its node id. Parsing is strict: a missing key, a wrong
+// type, an out-of-range value or an unknown key throws ConfigError naming the key.
+// docs/configuration.md documents every key with its default and bounds.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "nerve/wire.hpp"
+
+namespace nerve::config {
+
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+enum class Profile { kDev, kProduction };
+enum class Idle { kBusy, kBackoff };
+enum class PortKind { kRing, kMemif, kAfPacket, kAfXdp, kTap, kNull, kPci };
+
+std::string_view to_string(PortKind k) noexcept;
+std::string_view to_string(Profile p) noexcept;
+std::string_view to_string(Idle i) noexcept;
+
+struct Port {
+  PortKind kind = PortKind::kNull;
+  std::vector<std::uint16_t> peers;   // nodes reached through this port
+  std::string pair;                   // ring: name shared by both ends (in one process)
+  std::string socket;                 // memif: control socket path
+  std::string role;                   // memif: "server" or "client"
+  std::string iface;                  // af_packet, af_xdp, tap: kernel interface
+  std::string address;                // pci: bus address, e.g. 0000:3b:00.0
+  std::uint16_t rx_desc = 512;        // descriptors per RX queue, [64, 4096]
+  std::uint16_t tx_desc = 512;        // descriptors per TX queue, [64, 4096]
+};
+
+struct Node {
+  std::uint16_t id = 0;               // 1 .. 65534
+  std::string name;
+  wire::Mac mac{};
+  std::uint32_t ip = 0;               // host order
+  std::string control_socket;         // unix socket nerved serves and nerve-ctl uses
+  Profile profile = Profile::kDev;
+  Idle idle = Idle::kBackoff;
+  std::uint32_t idle_sleep_max_us = 200;  // back-off: longest sleep when idle, [1, 100000]
+  std::vector<unsigned> cores;        // empty: chosen on the ports' NUMA socket
+  std::uint32_t memory_mb = 256;      // dev profile: EAL memory without hugepages, [64, 65536]
+  std::uint32_t mbufs = 8191;         // mbufs in the node's pool, [1023, 1048575]
+  std::vector<Port> ports;
+};
+
+struct Cluster {
+  std::string name;
+  std::uint16_t udp_port = wire::kDefaultUdpPort;
+  std::filesystem::path source;       // the file it was read from
+  std::vector<Node> nodes;
+
+  const Node& node(std::uint16_t id) const;  // throws ConfigError "node N is not in <file>"
+  const Node* find(std::uint16_t id) const noexcept;
+};
+
+Cluster load_file(const std::filesystem::path& path);
+Cluster load_string(std::string_view toml, const std::filesystem::path& source = "<string>");
+
+bool parse_mac(std::string_view s, wire::Mac& out) noexcept;
+bool parse_ipv4(std::string_view s, std::uint32_t& out) noexcept;
+std::string format_mac(const wire::Mac& m);
+std::string format_ipv4(std::uint32_t ip);
+
+}  // namespace nerve::config

@@ -1,0 +1,67 @@
+// Datapath counters. Each datapath lcore owns one LcoreStats (cache-line aligned, single
+// writer); any thread reads them. Counter::add is a relaxed load + store: a plain `add` to
+// memory on x86, no lock prefix, because only the owner writes.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "nerve/histogram.hpp"
+#include "nerve/wire.hpp"
+
+namespace nerve::stats {
+
+class Counter {
+ public:
+  void add(std::uint64_t n = 1) noexcept { v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
+  std::uint64_t get() const noexcept { return v_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<std::uint64_t> v_{0};
+};
+
+// SPEC.md "Message Priority": the delivery budget of each lane.
+inline constexpr std::array<std::uint64_t, wire::kPriorities> kDefaultBudgetNs = {
+    100'000, 500'000, 1'000'000, 2'000'000, 5'000'000};
+
+struct alignas(64) LcoreStats {
+  Counter rx_frames, rx_bytes, tx_frames, tx_bytes;
+  std::array<Counter, wire::kRefusalCount> refused;  // by wire::Refusal; [0] unused
+  Counter rx_multi_segment;                           // chained mbufs: refused, never seen from our senders
+  std::array<std::array<Counter, wire::kPriorities>, wire::kMsgTypes + 1> delivered;  // [type][prio]
+  std::array<std::array<Counter, wire::kPriorities>, wire::kMsgTypes + 1> sent;
+  Counter tx_backpressure;  // send() refused: TX buffer full, frame returned to the caller
+  Counter tx_no_route;
+  Counter alloc_failed;
+  Counter rx_deferred;      // RX bursts shortened because the receive queue was full
+  std::array<Counter, wire::kPriorities> deadline_miss;
+  std::array<Histogram, wire::kPriorities> latency_ns;  // one-way, sender timestamp to delivery
+};
+
+struct LaneSummary {
+  std::uint64_t count = 0, deadline_miss = 0, budget_ns = 0;
+  std::uint64_t min = 0, p50 = 0, p90 = 0, p99 = 0, p999 = 0, max = 0;
+  double mean = 0;
+};
+
+// A point-in-time sum over a node's lcores, for status and tests.
+struct Snapshot {
+  std::uint64_t rx_frames = 0, rx_bytes = 0, tx_frames = 0, tx_bytes = 0;
+  std::array<std::uint64_t, wire::kRefusalCount> refused{};
+  std::uint64_t rx_multi_segment = 0, tx_backpressure = 0, tx_no_route = 0, alloc_failed = 0, rx_deferred = 0;
+  std::array<std::array<std::uint64_t, wire::kPriorities>, wire::kMsgTypes + 1> delivered{};
+  std::array<std::array<std::uint64_t, wire::kPriorities>, wire::kMsgTypes + 1> sent{};
+  std::array<LaneSummary, wire::kPriorities> lanes{};
+
+  std::uint64_t refused_total() const noexcept;
+  std::uint64_t delivered_total() const noexcept;
+  std::uint64_t sent_total() const noexcept;
+};
+
+Snapshot snapshot(const std::vector<const LcoreStats*>& lcores,
+                  const std::array<std::uint64_t, wire::kPriorities>& budgets_ns);
+
+}  // namespace nerve::stats

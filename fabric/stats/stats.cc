@@ -1,0 +1,66 @@
+#include <memory>
+
+#include "nerve/stats.hpp"
+
+namespace nerve::stats {
+
+std::uint64_t Snapshot::refused_total() const noexcept {
+  std::uint64_t n = rx_multi_segment;
+  for (auto v : refused) n += v;
+  return n;
+}
+std::uint64_t Snapshot::delivered_total() const noexcept {
+  std::uint64_t n = 0;
+  for (const auto& t : delivered)
+    for (auto v : t) n += v;
+  return n;
+}
+std::uint64_t Snapshot::sent_total() const noexcept {
+  std::uint64_t n = 0;
+  for (const auto& t : sent)
+    for (auto v : t) n += v;
+  return n;
+}
+
+Snapshot snapshot(const std::vector<const LcoreStats*>& lcores,
+                  const std::array<std::uint64_t, wire::kPriorities>& budgets_ns) {
+  Snapshot s;
+  auto merged = std::make_unique<std::array<Histogram, wire::kPriorities>>();
+  for (const LcoreStats* l : lcores) {
+    s.rx_frames += l->rx_frames.get();
+    s.rx_bytes += l->rx_bytes.get();
+    s.tx_frames += l->tx_frames.get();
+    s.tx_bytes += l->tx_bytes.get();
+    for (std::size_t r = 0; r < wire::kRefusalCount; ++r) s.refused[r] += l->refused[r].get();
+    s.rx_multi_segment += l->rx_multi_segment.get();
+    s.tx_backpressure += l->tx_backpressure.get();
+    s.tx_no_route += l->tx_no_route.get();
+    s.alloc_failed += l->alloc_failed.get();
+    s.rx_deferred += l->rx_deferred.get();
+    for (std::size_t t = 0; t <= wire::kMsgTypes; ++t)
+      for (std::size_t p = 0; p < wire::kPriorities; ++p) {
+        s.delivered[t][p] += l->delivered[t][p].get();
+        s.sent[t][p] += l->sent[t][p].get();
+      }
+    for (std::size_t p = 0; p < wire::kPriorities; ++p) {
+      s.lanes[p].deadline_miss += l->deadline_miss[p].get();
+      (*merged)[p].merge(l->latency_ns[p]);
+    }
+  }
+  for (std::size_t p = 0; p < wire::kPriorities; ++p) {
+    const Histogram& h = (*merged)[p];
+    LaneSummary& lane = s.lanes[p];
+    lane.budget_ns = budgets_ns[p];
+    lane.count = h.count();
+    lane.min = h.min();
+    lane.mean = h.mean();
+    lane.p50 = h.percentile(50);
+    lane.p90 = h.percentile(90);
+    lane.p99 = h.percentile(99);
+    lane.p999 = h.percentile(99.9);
+    lane.max = h.max();
+  }
+  return s;
+}
+
+}  // namespace nerve::stats

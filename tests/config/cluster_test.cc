@@ -1,0 +1,117 @@
+// The cluster file reader: a good file loads; every kind of bad file is refused with a message
+// naming the key.
+#include <catch2/catch.hpp>
+
+#include <string>
+
+#include "nerve/config.hpp"
+
+using namespace nerve::config;
+
+namespace {
+
+const std::string kGood = R"(
+[cluster]
+name = "c"
+udp_port = 47801
+
+[[node]]
+id = 1
+name = "alpha"
+mac = "02:00:00:00:00:01"
+ip = "198.18.0.1"
+control_socket = "/tmp/a.sock"
+idle = "busy"
+cores = [1]
+  [[node.port]]
+  kind = "memif"
+  socket = "/tmp/ab.sock"
+  role = "server"
+  peers = [2]
+
+[[node]]
+id = 2
+mac = "02:00:00:00:00:02"
+ip = "198.18.0.2"
+control_socket = "/tmp/b.sock"
+profile = "production"
+  [[node.port]]
+  kind = "pci"
+  address = "0000:3b:00.0"
+  peers = [1]
+)";
+
+std::string refusal(const std::string& text) {
+  try {
+    load_string(text);
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "accepted";
+}
+
+std::string replace(std::string s, const std::string& from, const std::string& to) {
+  const auto at = s.find(from);
+  REQUIRE(at != std::string::npos);
+  return s.replace(at, from.size(), to);
+}
+
+}  // namespace
+
+TEST_CASE("a complete cluster file loads with its values", "[config]") {
+  const Cluster c = load_string(kGood);
+  CHECK(c.name == "c");
+  CHECK(c.udp_port == 47801);
+  REQUIRE(c.nodes.size() == 2);
+  const Node& a = c.node(1);
+  CHECK(a.name == "alpha");
+  CHECK(a.ip == 0xc6120001);
+  CHECK(a.mac == nerve::wire::Mac{2, 0, 0, 0, 0, 1});
+  CHECK(a.idle == Idle::kBusy);
+  CHECK(a.cores == std::vector<unsigned>{1});
+  REQUIRE(a.ports.size() == 1);
+  CHECK(a.ports[0].kind == PortKind::kMemif);
+  CHECK(a.ports[0].peers == std::vector<std::uint16_t>{2});
+  CHECK(c.node(2).name == "node2");
+  CHECK(c.node(2).profile == Profile::kProduction);
+  CHECK(c.node(2).ports[0].address == "0000:3b:00.0");
+}
+
+TEST_CASE("bad cluster files name the problem", "[config]") {
+  CHECK(refusal(replace(kGood, "ip = \"198.18.0.1\"\n", "")) == "node[0].ip: missing key");
+  CHECK(refusal(replace(kGood, "id = 1\n", "id = \"one\"\n")) == "node[0].id: expected an integer, got a string");
+  CHECK(refusal(replace(kGood, "id = 1\n", "id = 0\n")) == "node[0].id: 0 is out of range [1, 65534]");
+  CHECK(refusal(replace(kGood, "idle = \"busy\"", "idel = \"busy\"")) == "node[0].idel: unknown key");
+  CHECK(refusal(replace(kGood, "role = \"server\"", "role = \"master\"")) ==
+        "node[0].port[0].role: must be \"server\" or \"client\", got 'master'");
+  CHECK(refusal(replace(kGood, "kind = \"pci\"", "kind = \"pcie\"")).starts_with("node[1].port[0].kind: unknown port kind 'pcie'"));
+  CHECK(refusal(replace(kGood, "peers = [2]", "peers = [7]")) == "node[0].port[0].peers[0]: node 7 is not in the cluster");
+  CHECK(refusal(replace(kGood, "id = 2\n", "id = 1\n")) == "node[1].id: 1 is used twice");
+  CHECK(refusal(replace(kGood, "mac = \"02:00:00:00:00:01\"", "mac = \"02:00:00:00:00\"")) ==
+        "node[0].mac: '02:00:00:00:00' is not a MAC address");
+  CHECK(refusal(replace(kGood, "ip = \"198.18.0.1\"", "ip = \"198.18.0.300\"")) ==
+        "node[0].ip: '198.18.0.300' is not an IPv4 address");
+  CHECK(refusal(replace(kGood, "udp_port = 47801", "udp_port = 70000")) == "cluster.udp_port: 70000 is out of range [1, 65535]");
+  CHECK(refusal(replace(kGood, "[cluster]\nname = \"c\"", "[cluster]")) == "cluster.name: missing key");
+  CHECK(refusal("[cluster]\nname = \"x\"\n") == "node: missing key (at least one [[node]])");
+  CHECK(refusal("[cluster\n").starts_with("<string>:1:"));  // TOML syntax errors carry line:column
+  CHECK(refusal(replace(kGood, "cores = [1]", "cores = [\"a\"]")) == "node[0].cores[0]: expected an integer");
+}
+
+TEST_CASE("an unknown node id is named with the file", "[config]") {
+  const Cluster c = load_string(kGood, "cluster.toml");
+  CHECK_THROWS_WITH(c.node(9), "node 9 is not in cluster.toml");
+  CHECK(c.find(9) == nullptr);
+}
+
+TEST_CASE("addresses parse and format", "[config]") {
+  nerve::wire::Mac m{};
+  CHECK(parse_mac("0a:1b:2c:3d:4e:5f", m));
+  CHECK(format_mac(m) == "0a:1b:2c:3d:4e:5f");
+  CHECK_FALSE(parse_mac("0a:1b:2c:3d:4e:5g", m));
+  CHECK_FALSE(parse_mac("0a-1b-2c-3d-4e-5f", m));
+  std::uint32_t ip = 0;
+  CHECK(parse_ipv4("198.19.255.1", ip));
+  CHECK(format_ipv4(ip) == "198.19.255.1");
+  CHECK_FALSE(parse_ipv4("1.2.3", ip));
+}

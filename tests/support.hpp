@@ -1,0 +1,57 @@
+// Shared by the tests that start an EAL: one per test process, with a prefix of its own so
+// parallel test processes never meet.
+#pragma once
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <string>
+
+#include "eal.hpp"
+#include "nerve/config.hpp"
+
+namespace nerve::test {
+
+inline drivers::Eal& eal() {
+  static drivers::Eal e([] {
+    drivers::EalOptions o;
+    o.file_prefix = fmt::format("nerve-test-{}", getpid());
+    o.memory_mb = 512;
+    o.cores = {drivers::cpus_on_node(-1).front()};
+    o.log_level = "error";
+    return o;
+  }());
+  return e;
+}
+
+// Two nodes joined by a net_ring pair inside this process.
+inline config::Cluster ring_pair_cluster(const std::string& pair, std::uint32_t mbufs = 8191) {
+  return config::load_string(fmt::format(R"(
+[cluster]
+name = "t{0}"
+
+[[node]]
+id = 1
+mac = "02:00:00:00:01:01"
+ip = "198.18.1.1"
+control_socket = "/tmp/nerve-test-{0}-1.sock"
+mbufs = {1}
+  [[node.port]]
+  kind = "ring"
+  pair = "{0}"
+  peers = [2]
+
+[[node]]
+id = 2
+mac = "02:00:00:00:01:02"
+ip = "198.18.1.2"
+control_socket = "/tmp/nerve-test-{0}-2.sock"
+mbufs = {1}
+  [[node.port]]
+  kind = "ring"
+  pair = "{0}"
+  peers = [1]
+)", pair, mbufs));
+}
+
+}  // namespace nerve::test
