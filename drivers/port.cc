@@ -7,6 +7,7 @@
 #include <rte_ring.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <map>
 #include <mutex>
 #include <stdexcept>
@@ -134,7 +135,21 @@ Port::Port(const config::Port& cfg, const std::string& name, rte_mempool* pool, 
     std::copy(mac.begin(), mac.end(), a.addr_bytes);
     rte_eth_dev_default_mac_addr_set(id_, &a);  // best effort: the node's configured address
   }
-  if (const int rc = rte_eth_dev_start(id_); rc != 0) fail(name, "start", rc);
+  // A memif client cannot start before its server has created the socket: retry for a while,
+  // so the two ends of a link may be started in any order.
+  const bool memif_client = cfg.kind == config::PortKind::kMemif && cfg.role == "client";
+  const auto start_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(memif_client ? 10 : 0);
+  while (true) {
+    if (memif_client && !std::filesystem::exists(cfg.socket) &&
+        std::chrono::steady_clock::now() < start_deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      continue;
+    }
+    const int rc = rte_eth_dev_start(id_);
+    if (rc == 0) break;
+    if (std::chrono::steady_clock::now() >= start_deadline) fail(name, "start", rc);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
   started_ = true;
   rte_eth_promiscuous_enable(id_);  // unsupported on some PMDs; frames are filtered by node id anyway
   rte_ether_addr a{};

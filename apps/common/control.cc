@@ -1,0 +1,119 @@
+#include "control.hpp"
+
+#include <fmt/format.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+namespace nerve::app {
+namespace {
+
+bool make_addr(const std::string& path, sockaddr_un& a, std::string& err) {
+  std::memset(&a, 0, sizeof a);
+  a.sun_family = AF_UNIX;
+  if (path.size() >= sizeof a.sun_path) {
+    err = fmt::format("control socket path '{}' is longer than {} bytes", path, sizeof a.sun_path - 1);
+    return false;
+  }
+  std::memcpy(a.sun_path, path.c_str(), path.size() + 1);
+  return true;
+}
+
+}  // namespace
+
+bool read_line(int fd, std::string& line, std::size_t max_bytes) {
+  line.clear();
+  char c;
+  while (true) {
+    const ssize_t n = ::read(fd, &c, 1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    if (c == '\n') return true;
+    if (line.size() >= max_bytes) return false;
+    line.push_back(c);
+  }
+}
+
+bool write_all(int fd, const std::string& data) {
+  std::size_t off = 0;
+  while (off < data.size()) {
+    const ssize_t n = ::send(fd, data.data() + off, data.size() - off, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    off += static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+std::optional<nlohmann::json> control_call(const std::string& path, const nlohmann::json& req, std::string& err,
+                                           int timeout_ms) {
+  sockaddr_un a;
+  if (!make_addr(path, a, err)) return std::nullopt;
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    err = fmt::format("socket: {}", std::strerror(errno));
+    return std::nullopt;
+  }
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    err = fmt::format("cannot reach nerved at {}: {} (is it running?)", path, std::strerror(errno));
+    ::close(fd);
+    return std::nullopt;
+  }
+  std::optional<nlohmann::json> out;
+  std::string line;
+  pollfd p{fd, POLLIN, 0};
+  if (!write_all(fd, req.dump() + "\n")) {
+    err = "nerved closed the control connection";
+  } else if (::poll(&p, 1, timeout_ms) <= 0) {
+    err = fmt::format("no reply from nerved within {} ms", timeout_ms);
+  } else if (!read_line(fd, line, 16 << 20)) {
+    err = "nerved closed the control connection";
+  } else {
+    out = nlohmann::json::parse(line, nullptr, false);
+    if (out->is_discarded()) {
+      err = "nerved sent a reply that is not JSON";
+      out.reset();
+    }
+  }
+  ::close(fd);
+  return out;
+}
+
+int control_listen(const std::string& path, std::string& err) {
+  sockaddr_un a;
+  if (!make_addr(path, a, err)) return -1;
+  std::error_code ec;
+  const auto dir = std::filesystem::path(path).parent_path();
+  if (!dir.empty()) std::filesystem::create_directories(dir, ec);
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    err = fmt::format("socket: {}", std::strerror(errno));
+    return -1;
+  }
+  // A socket file nobody answers on is left from a process that died: take it over. One that
+  // answers belongs to a running nerved: refuse to start a second one for the same node.
+  if (std::filesystem::exists(path, ec)) {
+    const int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    const bool alive = probe >= 0 && ::connect(probe, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+    if (probe >= 0) ::close(probe);
+    if (alive) {
+      err = fmt::format("control socket {} is in use: is this node already running?", path);
+      ::close(fd);
+      return -1;
+    }
+    ::unlink(path.c_str());
+  }
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(fd, 16) != 0) {
+    err = fmt::format("control socket {}: {}", path, std::strerror(errno));
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+}  // namespace nerve::app

@@ -1,0 +1,27 @@
+// The local control socket between nerved and nerve-ctl: a unix stream socket at the node's
+// control_socket path; one JSON request per line, one JSON reply per line.
+//
+//   {"op":"status"}
+//   {"op":"send","to":2,"type":"command","priority":0,"payload":"ping","count":1,
+//    "number":false,"await_reply":true,"timeout_ms":2000}
+//
+// docs/operations.md describes both and the replies.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <optional>
+#include <string>
+
+namespace nerve::app {
+
+// Client side: connects, sends one request, returns the reply, or nullopt with `err` set.
+std::optional<nlohmann::json> control_call(const std::string& path, const nlohmann::json& req, std::string& err,
+                                           int timeout_ms);
+
+// Server side helpers.
+int control_listen(const std::string& path, std::string& err);      // -1 on failure
+bool read_line(int fd, std::string& line, std::size_t max_bytes);   // false on EOF, error or overlong line
+bool write_all(int fd, const std::string& data);
+
+}  // namespace nerve::app
