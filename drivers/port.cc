@@ -79,7 +79,9 @@ Port::Port(const config::Port& cfg, const std::string& name, rte_mempool* pool, 
       break;
     case config::PortKind::kAfPacket:
       vdev_ = "net_af_packet_" + name;
-      args = fmt::format("iface={},qpairs={},qdisc_bypass=1", cfg.iface, queues);
+      // The kernel's packet ring is the RX queue: size it like one (rx_desc frames of 2 KiB).
+      args = fmt::format("iface={},qpairs={},qdisc_bypass=1,blocksz=4096,framesz=2048,framecnt={}", cfg.iface, queues,
+                         cfg.rx_desc);
       break;
     case config::PortKind::kAfXdp:
       vdev_ = "net_af_xdp_" + name;
