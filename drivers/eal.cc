@@ -97,7 +97,9 @@ Eal::Eal(const EalOptions& o) {
   for (auto& s : args) argv.push_back(s.data());
   argv.push_back(nullptr);
   if (rte_eal_init(static_cast<int>(args.size()), argv.data()) < 0)
-    throw std::runtime_error(fmt::format("EAL start-up failed: {}", rte_strerror(rte_errno)));
+    throw std::runtime_error(fmt::format(
+        "EAL start-up failed ({}; see the EAL messages above; a running process with file prefix '{}'?)",
+        rte_errno ? rte_strerror(rte_errno) : "no reason given", o.file_prefix));
   runtime_dir_ = rte_eal_get_runtime_dir();
 }
 
