@@ -39,6 +39,14 @@ void ring_release(const std::string& name) {
 
 std::string mac_arg(const wire::Mac& m) { return config::format_mac(m); }
 
+// Bytes of frame buffer for one frame of `mtu`: Ethernet header, the frame, and room for the
+// 64 bytes af_packet puts in front of it. 2 KiB at the standard MTU; whole pages above it, so an
+// af_packet ring block holds a whole number of frames (its PMD assumes frames are contiguous).
+unsigned frame_room(std::uint16_t mtu) {
+  const unsigned need = RTE_ETHER_HDR_LEN + mtu + 64;
+  return need <= 2048 ? 2048 : (need + 4095) / 4096 * 4096;
+}
+
 [[noreturn]] void fail(const std::string& port, const std::string& what, int err) {
   throw std::runtime_error(fmt::format("port {}: {}: {}", port, what, rte_strerror(err < 0 ? -err : err)));
 }
@@ -46,7 +54,7 @@ std::string mac_arg(const wire::Mac& m) { return config::format_mac(m); }
 }  // namespace
 
 Port::Port(const config::Port& cfg, const std::string& name, rte_mempool* pool, std::uint16_t queues,
-           const wire::Mac& mac, bool ring_lead)
+           const wire::Mac& mac, bool ring_lead, std::uint16_t mtu)
     : name_(name), kind_(cfg.kind), queues_(queues) {
   const int pool_socket = pool->socket_id;
   std::string args;
@@ -71,7 +79,9 @@ Port::Port(const config::Port& cfg, const std::string& name, rte_mempool* pool, 
     }
     case config::PortKind::kMemif:
       vdev_ = "net_memif_" + name;
-      args = fmt::format("role={},socket={},socket-abstract=no,id=0,mac={}", cfg.role, cfg.socket, mac_arg(mac));
+      // One memif buffer per frame: jumbo frames get 16 KiB buffers instead of chains of 2 KiB.
+      args = fmt::format("role={},socket={},socket-abstract=no,id=0,mac={},bsize={}", cfg.role, cfg.socket,
+                         mac_arg(mac), mtu <= 1500 ? 2048 : 16384);
       if (cfg.role == "server") {
         memif_socket_ = cfg.socket;
         ::unlink(cfg.socket.c_str());  // a stale socket of a process that died
@@ -80,8 +90,15 @@ Port::Port(const config::Port& cfg, const std::string& name, rte_mempool* pool, 
     case config::PortKind::kAfPacket:
       vdev_ = "net_af_packet_" + name;
       // The kernel's packet ring is the RX queue: size it like one (rx_desc frames of 2 KiB).
-      args = fmt::format("iface={},qpairs={},qdisc_bypass=1,blocksz=4096,framesz=2048,framecnt={}", cfg.iface, queues,
-                         cfg.rx_desc);
+      // The kernel's packet ring is the RX queue: size it like one (rx_desc frames, each big
+      // enough for a whole frame of the MTU).
+      {
+        const unsigned framesz = frame_room(mtu);
+        const unsigned blocksz = std::max(framesz, 4096u);
+        const unsigned framecnt = mtu <= 1500 ? cfg.rx_desc : std::min<unsigned>(cfg.rx_desc, 1024);
+        args = fmt::format("iface={},qpairs={},qdisc_bypass=1,blocksz={},framesz={},framecnt={}", cfg.iface, queues,
+                           blocksz, framesz, framecnt / (blocksz / framesz) * (blocksz / framesz));
+      }
       break;
     case config::PortKind::kAfXdp:
       vdev_ = "net_af_xdp_" + name;
@@ -124,6 +141,15 @@ Port::Port(const config::Port& cfg, const std::string& name, rte_mempool* pool, 
                                          info.max_rx_queues, info.max_tx_queues));
   rte_eth_conf conf{};
   if (const int rc = rte_eth_dev_configure(id_, queues, queues, &conf); rc != 0) fail(name, "configure", rc);
+  const bool kernel_port = cfg.kind == config::PortKind::kAfPacket || cfg.kind == config::PortKind::kAfXdp ||
+                           cfg.kind == config::PortKind::kTap;
+  if (mtu != 1500 && !kernel_port) {
+    // Jumbo frames: PMDs without an MTU setting (ring, null, memif) carry any frame that fits
+    // the mbuf; NICs must accept it. For kernel-backed ports the interface's own MTU rules
+    // (ip link set dev IFACE mtu N).
+    const int rc = rte_eth_dev_set_mtu(id_, mtu);
+    if (rc != 0 && rc != -ENOTSUP) fail(name, fmt::format("MTU {}", mtu), rc);
+  }
   std::uint16_t rxd = cfg.rx_desc, txd = cfg.tx_desc;
   if (const int rc = rte_eth_dev_adjust_nb_rx_tx_desc(id_, &rxd, &txd); rc != 0) fail(name, "descriptor counts", rc);
   for (std::uint16_t q = 0; q < queues; ++q) {
@@ -192,8 +218,9 @@ bool Port::wait_link(std::chrono::milliseconds timeout) const noexcept {
   return true;
 }
 
-Mempool::Mempool(const std::string& name, std::uint32_t mbufs, int socket) {
-  pool_ = rte_pktmbuf_pool_create(name.c_str(), mbufs, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE, socket);
+Mempool::Mempool(const std::string& name, std::uint32_t mbufs, int socket, std::uint16_t mtu) {
+  const unsigned room = RTE_PKTMBUF_HEADROOM + frame_room(mtu);  // 2176 at 1500, the DPDK default
+  pool_ = rte_pktmbuf_pool_create(name.c_str(), mbufs, 256, 0, static_cast<std::uint16_t>(room), socket);
   if (!pool_)
     throw std::runtime_error(fmt::format("mempool {} ({} mbufs on socket {}): {}", name, mbufs, socket,
                                          rte_strerror(rte_errno)));

@@ -23,7 +23,7 @@ class Port {
   // `ring_lead` picks which end of the pair transmits into which ring.
   // Throws std::runtime_error naming the port and the DPDK error.
   Port(const config::Port& cfg, const std::string& name, rte_mempool* pool, std::uint16_t queues,
-       const wire::Mac& mac, bool ring_lead);
+       const wire::Mac& mac, bool ring_lead, std::uint16_t mtu = 1500);
   ~Port();
   Port(const Port&) = delete;
   Port& operator=(const Port&) = delete;
@@ -62,7 +62,8 @@ class Port {
 // A pool of packet mbufs on one NUMA socket. Freed on destruction.
 class Mempool {
  public:
-  Mempool(const std::string& name, std::uint32_t mbufs, int socket);
+  // Each mbuf holds one whole frame of `mtu` (plus headroom): frames are never chained.
+  Mempool(const std::string& name, std::uint32_t mbufs, int socket, std::uint16_t mtu = 1500);
   ~Mempool();
   Mempool(const Mempool&) = delete;
   Mempool& operator=(const Mempool&) = delete;

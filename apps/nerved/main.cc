@@ -141,7 +141,8 @@ json handle(Node& node, const Received& rx, bool digest, unsigned lcore, const j
     cs.number_payloads = req.value("number", false);
     cs.await_reply = req.value("await_reply", false);
     cs.timeout = std::chrono::milliseconds(req.value("timeout_ms", 2000));
-    if (cs.payload.size() > wire::kMaxPayload) return {{"error", "payload too large"}};
+    if (cs.payload.size() > node.max_payload())
+      return {{"error", fmt::format("payload of {} bytes exceeds one frame ({} bytes at this MTU)", cs.payload.size(), node.max_payload())}};
     const ControlResult r = node.proxy().send(cs);
     json out = {{"status", to_string(r.status)}, {"sent", r.sent},   {"replies", r.replies},
                 {"rtt_ns", r.rtt_ns},            {"digest", r.digest}};

@@ -181,6 +181,7 @@ Cluster read_cluster(const toml::table& root, const std::filesystem::path& sourc
   Reader cr(*cl, "cluster");
   c.name = cr.string("name", "", true);
   c.udp_port = cr.integer<std::uint16_t>("udp_port", c.udp_port, 1, 65535);
+  c.mtu = cr.integer<std::uint16_t>("mtu", c.mtu, 576, 9000);
   cr.finish();
   const toml::array* nodes = r.table_array("node");
   if (!nodes || nodes->empty()) throw ConfigError("node: missing key (at least one [[node]])");

@@ -67,6 +67,7 @@ struct Node::Impl {
   config::Node cfg;
   NodeOptions opts;
   wire::RxFilter filter;
+  std::size_t max_payload = 0;  // one frame at the cluster's MTU
   std::map<int, std::unique_ptr<drivers::Mempool>> pools;  // one per NUMA socket
   rte_mempool* tx_pool = nullptr;                          // the datapath lcore's socket
   std::vector<std::unique_ptr<drivers::Port>> ports;
@@ -179,12 +180,15 @@ Node::Node(const config::Cluster& cluster, NodeId id, drivers::Eal& eal, const N
   if (opts.rx_queue_depth == 0 || (opts.rx_queue_depth & (opts.rx_queue_depth - 1)) != 0)
     throw std::invalid_argument("NodeOptions.rx_queue_depth must be a power of two");
   I.filter = wire::RxFilter{I.cfg.id, cluster.udp_port};
+  I.max_payload = config::max_payload(cluster.mtu);
   I.rxq.resize(opts.rx_queue_depth);
   I.rx_mask = opts.rx_queue_depth - 1;
 
   auto pool_for = [&](int socket) {
     auto& p = I.pools[socket];
-    if (!p) p = std::make_unique<drivers::Mempool>(fmt::format("nv{}s{}", I.cfg.id, socket), I.cfg.mbufs, socket);
+    if (!p)
+      p = std::make_unique<drivers::Mempool>(fmt::format("nv{}s{}", I.cfg.id, socket), I.cfg.mbufs, socket,
+                                             cluster.mtu);
     return p->get();
   };
   I.tx_pool = pool_for(eal.socket());
@@ -194,7 +198,8 @@ Node::Node(const config::Cluster& cluster, NodeId id, drivers::Eal& eal, const N
     const int numa = drivers::port_numa_node(pc);
     const bool lead = pc.peers.empty() || I.cfg.id < pc.peers.front();
     I.ports.push_back(std::make_unique<drivers::Port>(pc, fmt::format("n{}p{}", I.cfg.id, j),
-                                                      pool_for(numa >= 0 ? numa : eal.socket()), 1, I.cfg.mac, lead));
+                                                      pool_for(numa >= 0 ? numa : eal.socket()), 1, I.cfg.mac, lead,
+                                                      cluster.mtu));
   }
   I.tx.resize(I.ports.size());
 
@@ -246,7 +251,7 @@ void Node::on_message(Handler h) { impl_->handler = std::move(h); }
 
 TxFrame Node::alloc(std::size_t payload_len) noexcept {
   TxFrame f;
-  if (payload_len > wire::kMaxPayload || payload_len + wire::kOverhead > RTE_MBUF_DEFAULT_DATAROOM) return f;
+  if (payload_len > impl_->max_payload) return f;
   rte_mbuf* m = rte_pktmbuf_alloc(impl_->tx_pool);
   if (!m) [[unlikely]] {
     impl_->lcore->alloc_failed.add();
@@ -303,7 +308,7 @@ SendStatus Node::send(TxFrame& f, NodeId dst, MsgType type, std::uint8_t priorit
 SendStatus Node::send_copy(NodeId dst, MsgType type, std::uint8_t priority, std::span<const std::byte> payload,
                            const SendOptions& o) noexcept {
   TxFrame f = alloc(payload.size());
-  if (!f) return payload.size() > wire::kMaxPayload ? SendStatus::kTooLarge : SendStatus::kBackpressure;
+  if (!f) return payload.size() > impl_->max_payload ? SendStatus::kTooLarge : SendStatus::kBackpressure;
   std::memcpy(f.payload().data(), payload.data(), payload.size());
   return send(f, dst, type, priority, o);
 }
@@ -431,6 +436,13 @@ unsigned Node::poll() noexcept {
   return work;
 }
 
+unsigned Node::flush() noexcept {
+  impl_->flush_all();
+  unsigned waiting = 0;
+  for (const auto& b : impl_->tx) waiting += b.n;
+  return waiting;
+}
+
 void Node::run(const std::atomic<bool>& stop) noexcept {
   const bool busy = impl_->cfg.idle == config::Idle::kBusy;
   const std::uint32_t max_sleep_us = impl_->cfg.idle_sleep_max_us;
@@ -487,6 +499,8 @@ std::vector<PortInfo> Node::ports() const {
 }
 
 std::vector<PeerInfo> Node::peers() const { return impl_->peers; }
+
+std::size_t Node::max_payload() const noexcept { return impl_->max_payload; }
 
 unsigned Node::mbufs_available() const noexcept {
   unsigned n = 0;

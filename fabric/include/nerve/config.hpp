@@ -57,12 +57,18 @@ struct Node {
 struct Cluster {
   std::string name;
   std::uint16_t udp_port = wire::kDefaultUdpPort;
+  std::uint16_t mtu = 1500;           // IP MTU of every link, [576, 9000]; > 1500 means jumbo frames
   std::filesystem::path source;       // the file it was read from
   std::vector<Node> nodes;
 
   const Node& node(std::uint16_t id) const;  // throws ConfigError "node N is not in <file>"
   const Node* find(std::uint16_t id) const noexcept;
 };
+
+// Largest payload one frame carries at `mtu`.
+constexpr std::size_t max_payload(std::uint16_t mtu) noexcept {
+  return mtu - wire::kIpv4Len - wire::kUdpLen - wire::kHeaderLen;
+}
 
 Cluster load_file(const std::filesystem::path& path);
 Cluster load_string(std::string_view toml, const std::filesystem::path& source = "<string>");

@@ -6,6 +6,7 @@
 // the cells are relaxed atomics, which on x86 compile to plain loads and stores.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstddef>
@@ -34,6 +35,24 @@ class Histogram {
     if (v < min_.load(std::memory_order_relaxed)) min_.store(v, std::memory_order_relaxed);
     if (v > max_.load(std::memory_order_relaxed)) max_.store(v, std::memory_order_relaxed);
   }
+
+  // Records n occurrences of v (rebuilding a histogram from its buckets). Owner thread only.
+  void record_n(std::uint64_t v, std::uint64_t n) noexcept {
+    if (n == 0) return;
+    if (v > kMaxValue) v = kMaxValue;
+    bump(counts_[index_of(v)], n);
+    bump(total_, n);
+    bump(sum_, v * n);
+    if (v < min_.load(std::memory_order_relaxed)) min_.store(v, std::memory_order_relaxed);
+    if (v > max_.load(std::memory_order_relaxed)) max_.store(v, std::memory_order_relaxed);
+  }
+  // Values recorded above `v` (to within one bucket).
+  std::uint64_t count_above(std::uint64_t v) const noexcept {
+    std::uint64_t n = 0;
+    for (std::size_t i = index_of(std::min(v, kMaxValue)) + 1; i < kBuckets; ++i) n += bucket_count(i);
+    return n;
+  }
+  std::uint64_t sum() const noexcept { return sum_.load(std::memory_order_relaxed); }
 
   // Adds other's counts into this one (owner of this only; other may be live).
   void merge(const Histogram& other) noexcept;

@@ -199,6 +199,9 @@ class Node {
   // One iteration of the datapath loop: drain TX buffers, receive a burst from every port,
   // validate and deliver, carry out control requests. Returns the work done (frames moved).
   unsigned poll() noexcept;
+  // Hands buffered frames to the ports without receiving anything (safe inside a handler).
+  // Returns the frames still waiting.
+  unsigned flush() noexcept;
   // poll() until `stop`, idling per the node's config (busy-poll, or pause then sleep).
   void run(const std::atomic<bool>& stop) noexcept;
 
@@ -208,6 +211,7 @@ class Node {
   std::vector<PortInfo> ports() const;
   std::vector<PeerInfo> peers() const;
   unsigned mbufs_available() const noexcept;
+  std::size_t max_payload() const noexcept;  // bytes one frame carries at the cluster's MTU
 
   struct Impl;
 

@@ -1,0 +1,694 @@
+// Sessions (a transport and its peer) and the scenarios that run over them.
+#include "harness.hpp"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <rte_launch.h>
+#include <rte_lcore.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <csignal>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <stdexcept>
+#include <thread>
+
+#include "eal.hpp"
+#include "nerve/node.hpp"
+#include "schedule.hpp"
+#include "transport.hpp"
+#include "tsc.hpp"
+
+namespace nerve::perf {
+namespace {
+
+using nlohmann::json;
+
+std::atomic<bool> g_peer_stop{false};
+extern "C" void on_peer_signal(int) { g_peer_stop.store(true); }
+
+constexpr std::uint64_t kReplyTimeoutNs = 100'000'000;  // a ping unanswered for 100 ms is lost
+
+// ---- the far end ---------------------------------------------------------------------------
+
+struct PointStats {
+  std::uint64_t count = 0;
+  std::uint64_t flood = 0;  // background messages received for this point
+  std::unique_ptr<stats::Histogram> h = std::make_unique<stats::Histogram>();
+};
+struct PeerReport {
+  std::map<std::uint16_t, PointStats> points;  // one-way latency per sweep point
+  std::uint64_t flood = 0;
+};
+
+// Reflects pings, measures one-way probes, counts floods, until `stop`.
+void peer_loop(Transport& t, const Tsc& tsc, PeerReport& rep, const std::atomic<bool>& stop) {
+  const RxFn rx = [&](const Probe& p, std::size_t, std::uint64_t now) {
+    if (p.kind == kOneway) {
+      PointStats& ps = rep.points[p.point];
+      ++ps.count;
+      ps.h->record(now > p.stamp_tsc ? tsc.to_ns(now - p.stamp_tsc) : 0);
+    } else if (p.kind == kFlood) {
+      ++rep.flood;
+      ++rep.points[p.point].flood;
+    }
+  };
+  while (!stop.load(std::memory_order_relaxed)) t.poll(rx, true);
+}
+
+json report_to_json(const PeerReport& r) {
+  json j = {{"flood", r.flood}, {"points", json::object()}};
+  for (const auto& [id, ps] : r.points) {
+    json buckets = json::array();
+    for (std::size_t i = 0; i < stats::Histogram::kBuckets; ++i)
+      if (const auto n = ps.h->bucket_count(i)) buckets.push_back({i, n});
+    j["points"][std::to_string(id)] = {{"count", ps.count}, {"flood", ps.flood}, {"buckets", buckets}};
+  }
+  return j;
+}
+
+PeerReport report_from_json(const json& j) {
+  PeerReport r;
+  r.flood = j.value("flood", 0ull);
+  for (const auto& [id, pj] : j["points"].items()) {
+    PointStats& ps = r.points[static_cast<std::uint16_t>(std::stoi(id))];
+    ps.count = pj["count"].get<std::uint64_t>();
+    ps.flood = pj.value("flood", 0ull);
+    for (const auto& b : pj["buckets"])
+      ps.h->record_n(stats::Histogram::upper_of(b[0].get<std::size_t>()), b[1].get<std::uint64_t>());
+  }
+  return r;
+}
+
+int run_quiet(const std::string& cmd) { return std::system((cmd + " >/dev/null 2>&1").c_str()); }
+
+void pin_to(unsigned cpu) {
+  cpu_set_t s;
+  CPU_ZERO(&s);
+  CPU_SET(cpu, &s);
+  sched_setaffinity(0, sizeof s, &s);
+}
+
+// The process's single EAL, started at the first nerve session: this lcore plus one more for
+// the in-process (ring) peer.
+drivers::Eal& process_eal(const Options& opt, const std::string& transport, unsigned cpu_a, unsigned cpu_b) {
+  static std::unique_ptr<drivers::Eal> eal;
+  if (!eal) {
+    drivers::EalOptions o;
+    o.file_prefix = fmt::format("nerve-perf-{}", getpid());
+    o.memory_mb = 1024;
+    o.cores = {cpu_a};
+    if (cpu_b != cpu_a) o.cores.push_back(cpu_b);
+    o.log_level = "error";
+    if (transport == "pci") {
+      o.profile = config::Profile::kProduction;
+      o.pci_allow = {opt.pci_a};
+    }
+    eal = std::make_unique<drivers::Eal>(o);
+  }
+  return *eal;
+}
+
+class NetnsGuard {
+ public:
+  explicit NetnsGuard(const std::string& name) {
+    self_ = ::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+    const int fd = ::open(fmt::format("/var/run/netns/{}", name).c_str(), O_RDONLY | O_CLOEXEC);
+    if (self_ < 0 || fd < 0 || setns(fd, CLONE_NEWNET) != 0)
+      throw std::runtime_error(fmt::format("cannot enter network namespace {}", name));
+    ::close(fd);
+  }
+  ~NetnsGuard() {
+    setns(self_, CLONE_NEWNET);
+    ::close(self_);
+  }
+
+ private:
+  int self_ = -1;
+};
+
+// A transport and its peer, set up for one scenario run and torn down afterwards.
+class Session {
+ public:
+  Session(const Options& opt, const std::string& transport, std::size_t max_size)
+      : kind_(transport), tsc_(Tsc::calibrate()) {
+    const auto& cpus = harness_cpus();
+    cpu_a_ = cpus.front();
+    cpu_b_ = cpus.size() > 1 ? cpus[1] : cpus.front();
+    tag_ = fmt::format("{}{}", getpid() % 10000, serial_++);
+    try {
+      if (transport == "kernel-udp") start_udp();
+      else start_nerve(opt, max_size);
+      wait_peer();
+    } catch (...) {
+      finish();  // the peer, namespaces and files go, whatever failed
+      throw;
+    }
+  }
+  ~Session() {
+    try {
+      finish();
+    } catch (...) {
+    }
+  }
+
+  Transport& t() { return *t_; }
+  const Tsc& tsc() const { return tsc_; }
+
+  // Returns once the peer has handled everything sent before: a ping queued behind the
+  // backlog comes back only after it. Keeps one sweep point's backlog out of the next.
+  void barrier() { wait_peer(); }
+
+  // Stops the peer; returns what it measured.
+  PeerReport finish() {
+    PeerReport rep;
+    if (finished_) return rep;
+    finished_ = true;
+    if (lcore_peer_) {
+      ring_stop_.store(true);
+      rte_eal_mp_wait_lcore();
+      rep = std::move(ring_report_);
+    }
+    if (child_ > 0) {
+      ::kill(child_, SIGTERM);
+      std::string out;
+      char buf[65536];
+      ssize_t n;
+      while ((n = ::read(pipe_, buf, sizeof buf)) > 0) out.append(buf, static_cast<std::size_t>(n));
+      ::close(pipe_);
+      ::waitpid(child_, nullptr, 0);
+      child_ = -1;
+      const auto j = json::parse(out, nullptr, false);
+      if (!j.is_discarded()) rep = report_from_json(j);
+    }
+    t_.reset();
+    echo_t_.reset();
+    node_.reset();
+    echo_node_.reset();
+    if (!ns_a_.empty()) {
+      run_quiet("ip netns del " + ns_a_);
+      run_quiet("ip netns del " + ns_b_);
+    }
+    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+    return rep;
+  }
+
+ private:
+  void start_udp() {
+    const auto base = static_cast<std::uint16_t>(30000 + (getpid() % 5000) * 4 + (serial_ % 2) * 2);
+    pin_to(cpu_a_);
+    t_ = make_udp_transport(base, static_cast<std::uint16_t>(base + 1));
+    spawn({"peer", "--transport", "kernel-udp", "--role", "peer", "--udp-port", std::to_string(base + 1), "--cpu",
+           std::to_string(cpu_b_)},
+          "");
+  }
+
+  std::string cluster_toml(const Options& opt, std::size_t max_size) const {
+    const bool jumbo = max_size > config::max_payload(1500);
+    auto port = [&](int self) -> std::string {
+      const int peer = 3 - self;
+      if (kind_ == "ring") return fmt::format("kind = \"ring\"\n  pair = \"h{}\"\n  peers = [{}]", tag_, peer);
+      if (kind_ == "memif")
+        return fmt::format("kind = \"memif\"\n  socket = \"{}/link.memif\"\n  role = \"{}\"\n  peers = [{}]", dir_,
+                           self == 1 ? "server" : "client", peer);
+      if (kind_ == "pci")
+        return fmt::format("kind = \"pci\"\n  address = \"{}\"\n  peers = [{}]", self == 1 ? opt.pci_a : opt.pci_b,
+                           peer);
+      return fmt::format("kind = \"{}\"\n  iface = \"nvh{}{}\"\n  rx_desc = 4096\n  peers = [{}]", kind_, self, tag_,
+                         peer);
+    };
+    std::string out =
+        fmt::format("[cluster]\nname = \"perf{}\"\nmtu = {}\n", tag_, jumbo && kind_ != "af_xdp" ? 9000 : 1500);
+    for (int id = 1; id <= 2; ++id)
+      out += fmt::format(
+          "\n[[node]]\nid = {0}\nmac = \"02:00:00:00:0a:0{0}\"\nip = \"198.18.10.{0}\"\ncontrol_socket = "
+          "\"{1}/n{0}.sock\"\nidle = \"busy\"\nmemory_mb = 512\ncores = [{2}]\nprofile = \"{3}\"\n  [[node.port]]\n  "
+          "{4}\n",
+          id, dir_, id == 1 ? cpu_a_ : cpu_b_, kind_ == "pci" ? "production" : "dev", port(id));
+    return out;
+  }
+
+  void start_nerve(const Options& opt, std::size_t max_size) {
+    dir_ = fmt::format("/tmp/nerve-perf-{}", tag_);
+    std::filesystem::create_directories(dir_);
+    const std::string cfg = dir_ + "/cluster.toml";
+    std::ofstream(cfg) << cluster_toml(opt, max_size);
+    const auto cluster = config::load_file(cfg);
+    if (kind_ == "af_packet" || kind_ == "af_xdp") {
+      ns_a_ = "nvperf-a-" + tag_;
+      ns_b_ = "nvperf-b-" + tag_;
+      for (const auto& ns : {ns_a_, ns_b_})
+        if (run_quiet("ip netns add " + ns) != 0) throw std::runtime_error("ip netns add failed (root needed)");
+      run_quiet(fmt::format("ip link add nvh1{} netns {} type veth peer name nvh2{} netns {}", tag_, ns_a_, tag_, ns_b_));
+      for (auto [ns, i] : {std::pair{ns_a_, 1}, std::pair{ns_b_, 2}}) {
+        run_quiet(fmt::format("ip netns exec {} sysctl -qw net.ipv6.conf.all.disable_ipv6=1", ns));
+        if (cluster.mtu > 1500) run_quiet(fmt::format("ip -n {} link set nvh{}{} mtu {}", ns, i, tag_, cluster.mtu));
+        run_quiet(fmt::format("ip -n {} link set nvh{}{} up", ns, i, tag_));
+      }
+    }
+    drivers::Eal& eal = process_eal(opt, kind_, cpu_a_, cpu_b_);
+    NodeOptions no;
+    no.link_wait = std::chrono::milliseconds(15000);
+    if (kind_ == "ring") {
+      // Both nodes here; the echo node runs on the EAL's second lcore.
+      echo_node_ = std::make_unique<Node>(cluster, 2, eal);
+      node_ = std::make_unique<Node>(cluster, 1, eal);
+      echo_t_ = make_node_transport(*echo_node_, 1, kind_);
+      const unsigned worker = rte_get_next_lcore(rte_get_main_lcore(), 1, 0);
+      if (worker >= RTE_MAX_LCORE) throw std::runtime_error("the ring transport needs two cores");
+      rte_eal_remote_launch(
+          [](void* p) -> int {
+            auto* s = static_cast<Session*>(p);
+            peer_loop(*s->echo_t_, s->tsc_, s->ring_report_, s->ring_stop_);
+            return 0;
+          },
+          this, worker);
+      lcore_peer_ = true;
+    } else {
+      std::vector<std::string> args = {"peer", "--transport", kind_, "--role", "peer", "--config", cfg, "--node", "2"};
+      spawn(args, ns_b_);
+      if (!ns_a_.empty()) {
+        NetnsGuard in(ns_a_);
+        node_ = std::make_unique<Node>(cluster, 1, eal, no);
+      } else {
+        node_ = std::make_unique<Node>(cluster, 1, eal, no);
+      }
+    }
+    t_ = make_node_transport(*node_, 2, kind_);
+  }
+
+  void spawn(const std::vector<std::string>& args, const std::string& netns) {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
+    const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
+    std::vector<std::string> argv_s;
+    if (!netns.empty()) argv_s = {"ip", "netns", "exec", netns};
+    argv_s.push_back(self);
+    argv_s.insert(argv_s.end(), args.begin(), args.end());
+    child_ = ::fork();
+    if (child_ == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGTERM);  // never outlive the harness, however it ends
+      ::dup2(fds[1], STDOUT_FILENO);
+      std::vector<char*> argv;
+      for (auto& s : argv_s) argv.push_back(s.data());
+      argv.push_back(nullptr);
+      ::execvp(argv[0], argv.data());
+      _exit(127);
+    }
+    ::close(fds[1]);
+    pipe_ = fds[0];
+  }
+
+  // Pings until the peer answers, so no scenario starts against a peer that is not polling.
+  void wait_peer() {
+    bool answered = false;
+    const std::uint64_t token = ~0ull - 1 - barriers_++;
+    const RxFn rx = [&](const Probe& p, std::size_t, std::uint64_t) {
+      if (p.kind == kWarmup && p.seq == token) answered = true;
+    };
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    bool sent = false;
+    while (!answered) {
+      if (std::chrono::steady_clock::now() > deadline) throw std::runtime_error(kind_ + ": the peer never answered");
+      if (child_ > 0 && ::waitpid(child_, nullptr, WNOHANG) == child_) {
+        child_ = -1;
+        throw std::runtime_error(kind_ + ": the peer process exited during start-up");
+      }
+      // Until the peer has answered once, it may not be polling yet: ask again every 20 ms.
+      // After that, one question suffices (a lossy kernel transport may need a second).
+      if (!sent || barriers_ == 1) {
+        Probe p;
+        p.seq = token;
+        p.kind = kWarmup;
+        sent = t_->send(p, kProbeLen);
+        t_->flush();
+      }
+      const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(barriers_ == 1 ? 20 : 1000);
+      while (!answered && std::chrono::steady_clock::now() < until) t_->poll(rx, false);
+      if (!answered && barriers_ > 1) sent = false;
+    }
+  }
+  std::uint64_t barriers_ = 0;
+
+  std::string kind_;
+  Tsc tsc_;
+  unsigned cpu_a_ = 0, cpu_b_ = 0;
+  std::string tag_, dir_, ns_a_, ns_b_;
+  static inline unsigned serial_ = 0;
+  std::unique_ptr<Node> node_, echo_node_;
+  std::unique_ptr<Transport> t_, echo_t_;
+  pid_t child_ = -1;
+  int pipe_ = -1;
+  bool lcore_peer_ = false, finished_ = false;
+  std::atomic<bool> ring_stop_{false};
+  PeerReport ring_report_;
+};
+
+// ---- progress --------------------------------------------------------------------------------
+
+class Progress {
+ public:
+  Progress(bool enabled, std::string label, double expected_s)
+      : on_(enabled && expected_s > 2.0 && ::isatty(STDERR_FILENO)), label_(std::move(label)) {}
+  ~Progress() {
+    if (on_ && shown_) fmt::print(stderr, "\r{:<70}\r", "");
+  }
+  void update(double fraction) {
+    if (!on_) return;
+    const int pct = static_cast<int>(fraction * 100);
+    if (pct == last_) return;
+    last_ = pct;
+    shown_ = true;
+    const int filled = pct * 30 / 100;
+    fmt::print(stderr, "\r{:<24} [{:#<{}}{:<{}}] {:3}%", label_, "", filled, "", 30 - filled, pct);
+  }
+
+ private:
+  bool on_;
+  bool shown_ = false;
+  int last_ = -1;
+  std::string label_;
+};
+
+// ---- scenarios -----------------------------------------------------------------------------------
+
+std::uint64_t measured_count(const Options& o, double rate, double default_s, std::uint64_t default_n) {
+  if (o.count) return o.count;
+  if (o.seconds > 0) return rate > 0 ? static_cast<std::uint64_t>(o.seconds * rate) : 0;
+  return rate > 0 ? static_cast<std::uint64_t>(default_s * rate) : default_n;
+}
+
+void fill_rates(Row& r, double seconds) {
+  const std::uint64_t delivered = r.latency->count();
+  r.rate_mps = seconds > 0 ? static_cast<double>(delivered) / seconds : 0;
+  r.gbps = r.rate_mps * static_cast<double>(r.frame_bytes) * 8 / 1e9;
+  r.deadline_misses = r.latency->count_above(stats::kDefaultBudgetNs[static_cast<std::size_t>(r.priority)]);
+}
+
+// P-lane round trips; closed loop (one in flight), or open loop at opt.rate; optionally with
+// background floods on other lanes from the same sender.
+Row pingpong(Session& s, const Options& o, int prio, std::size_t size, const std::vector<int>& background,
+             const std::string& scenario, std::uint16_t point = 0) {
+  Transport& t = s.t();
+  const Tsc& tsc = s.tsc();
+  Row row;
+  row.scenario = scenario;
+  row.transport = t.name();
+  row.priority = prio;
+  row.size = size;
+  row.frame_bytes = t.frame_bytes(size);
+  row.offered_mps = o.rate;
+  const bool open = o.rate > 0;
+  const std::uint64_t n = measured_count(o, o.rate, 0, o.seconds > 0 ? ~0ull : 100000);
+  const std::uint64_t total = o.warmup + n;
+  const std::uint64_t timeout = tsc.from_ns(kReplyTimeoutNs);
+  const std::uint64_t deadline_tsc = o.seconds > 0 && !open ? rdtsc() + tsc.from_ns(static_cast<std::uint64_t>(
+                                                                             (o.seconds) * 1e9)) : ~0ull;
+  std::uint64_t replies = 0, last_seq = ~0ull;
+  const RxFn rx = [&](const Probe& p, std::size_t, std::uint64_t now) {
+    if (p.kind != kPing && p.kind != kWarmup) return;
+    if (p.seq >= ~0ull - 1'000'000) return;  // a late answer to a barrier
+    last_seq = p.seq;
+    if (p.kind == kPing) {
+      ++replies;
+      row.latency->record(tsc.to_ns(now - p.stamp_tsc));
+    }
+  };
+  // Background flood: as fast as the TX path takes it, or on its own schedule.
+  std::uint64_t flood_sent = 0, flood_seq = 0;
+  Schedule flood_sched(o.background_rate, tsc.cycles_per_ns(), rdtsc());
+  auto flood = [&] {
+    if (background.empty()) return;
+    const std::uint64_t due = flood_sched.open_loop() ? flood_sched.due_count(flood_seq, ~0ull, rdtsc()) : 32;
+    for (std::uint64_t k = 0; k < due; ++k) {
+      Probe f;
+      f.seq = flood_seq;
+      f.kind = kFlood;
+      f.point = point;
+      f.prio = static_cast<std::uint8_t>(background[flood_seq % background.size()]);
+      f.stamp_tsc = rdtsc();
+      if (!t.send(f, size)) break;
+      ++flood_seq;
+      ++flood_sent;
+    }
+  };
+
+  Progress bar(o.progress, fmt::format("{} {} P{}", scenario, t.name(), prio),
+               o.seconds > 0 ? o.seconds : static_cast<double>(total) * (open ? 1.0 / o.rate : 5e-6));
+  const std::uint64_t start = rdtsc();
+  std::uint64_t measured_start = start;
+  Schedule sched(o.rate, tsc.cycles_per_ns(), start);
+  std::uint64_t i = 0;
+  if (!open) {
+    for (; i < total && rdtsc() < deadline_tsc; ++i) {
+      if (i == o.warmup) measured_start = rdtsc();
+      Probe p;
+      p.seq = i;
+      p.prio = static_cast<std::uint8_t>(prio);
+      p.kind = i < o.warmup ? kWarmup : kPing;
+      p.stamp_tsc = rdtsc();
+      while (!t.send(p, size)) t.poll(rx, false);
+      t.flush();
+      while (last_seq != i && rdtsc() - p.stamp_tsc < timeout) {
+        t.poll(rx, false);
+        flood();
+      }
+      if ((i & 1023) == 0) bar.update(o.seconds > 0 ? static_cast<double>(rdtsc() - start) / static_cast<double>(
+                                                                 deadline_tsc - start)
+                                                     : static_cast<double>(i) / static_cast<double>(total));
+    }
+  } else {
+    // Open loop: pings leave on schedule whether or not earlier ones were answered.
+    while (i < total) {
+      const std::uint64_t now = rdtsc();
+      for (std::uint64_t k = sched.due_count(i, total, now); k > 0; --k, ++i) {
+        Probe p;
+        p.seq = i;
+        p.prio = static_cast<std::uint8_t>(prio);
+        p.kind = i < o.warmup ? kWarmup : kPing;
+        p.stamp_tsc = sched.due(i);
+        if (i == o.warmup) measured_start = p.stamp_tsc;
+        while (!t.send(p, size)) t.poll(rx, false);
+      }
+      t.poll(rx, false);
+      flood();
+      if ((i & 1023) == 0) bar.update(static_cast<double>(i) / static_cast<double>(total));
+    }
+    const std::uint64_t end = rdtsc() + timeout;
+    while (replies < i - o.warmup && rdtsc() < end) t.poll(rx, false);
+  }
+  const double seconds = tsc.to_ns(rdtsc() - measured_start) / 1e9;
+  row.sent = i > o.warmup ? i - o.warmup : 0;
+  row.lost = row.sent - std::min(row.sent, replies);
+  row.metric = "rtt";
+  fill_rates(row, seconds);
+  if (!background.empty()) {
+    row.has_background = true;
+    row.background_priorities = background;
+    row.background_seconds = tsc.to_ns(rdtsc() - start) / 1e9;
+    row.background_sent_mps = static_cast<double>(flood_sent) / row.background_seconds;
+  }
+  return row;
+}
+
+// One-way probes on a schedule (or as fast as possible) for sweep point `point`; the peer
+// measures them. Returns the row without latency (filled from the peer's report).
+Row oneway_send(Session& s, const Options& o, int prio, std::size_t size, double rate, std::uint16_t point,
+                double default_seconds) {
+  Transport& t = s.t();
+  const Tsc& tsc = s.tsc();
+  Row row;
+  row.scenario = "oneway";
+  row.transport = t.name();
+  row.priority = prio;
+  row.size = size;
+  row.frame_bytes = t.frame_bytes(size);
+  row.offered_mps = rate;
+  row.metric = "one-way";
+  const RxFn drop = [](const Probe&, std::size_t, std::uint64_t) {};
+  // Warm-up: caches, mbuf pools, the peer's branch predictors.
+  for (std::uint64_t w = 0; w < o.warmup; ++w) {
+    Probe p;
+    p.kind = kWarmup;
+    p.seq = w;
+    p.prio = static_cast<std::uint8_t>(prio);
+    while (!t.send(p, size)) t.poll(drop, false);
+    if ((w & 31) == 31) t.poll(drop, false);
+  }
+  const double secs = o.seconds > 0 ? o.seconds : default_seconds;
+  const std::uint64_t total = o.count && rate > 0 ? o.count : (rate > 0 ? static_cast<std::uint64_t>(secs * rate) : ~0ull);
+  const std::uint64_t start = rdtsc();
+  const std::uint64_t stop_tsc = (o.count && rate <= 0) ? ~0ull : start + tsc.from_ns(static_cast<std::uint64_t>(secs * 1e9));
+  const std::uint64_t limit = (o.count && rate <= 0) ? o.count : total;
+  Schedule sched(rate, tsc.cycles_per_ns(), start);
+  Progress bar(o.progress, fmt::format("oneway {} {} B", t.name(), size), secs);
+  std::uint64_t i = 0;
+  while (i < limit) {
+    const std::uint64_t now = rdtsc();
+    if (now >= stop_tsc && rate <= 0) break;
+    const std::uint64_t due = sched.open_loop() ? sched.due_count(i, limit, now) : std::min<std::uint64_t>(32, limit - i);
+    for (std::uint64_t k = 0; k < due; ++k) {
+      Probe p;
+      p.seq = i;
+      p.kind = kOneway;
+      p.point = point;
+      p.prio = static_cast<std::uint8_t>(prio);
+      p.stamp_tsc = sched.open_loop() ? sched.due(i) : rdtsc();
+      if (!t.send(p, size)) break;  // pushed back: the rest stay due (open loop) or wait
+      ++i;
+    }
+    t.poll(drop, false);
+    if ((i & 4095) == 0) bar.update(static_cast<double>(now - start) / static_cast<double>(tsc.from_ns(static_cast<std::uint64_t>(secs * 1e9))));
+  }
+  t.flush();
+  row.sent = i;
+  row.offered_mps = rate > 0 ? rate : static_cast<double>(i) / (tsc.to_ns(rdtsc() - start) / 1e9);
+  row.rate_mps = static_cast<double>(i) / (tsc.to_ns(rdtsc() - start) / 1e9);  // until the report says otherwise
+  s.barrier();  // the next point starts with the peer's queues empty
+  return row;
+}
+
+void attach_report(std::vector<Row>& rows, const std::vector<std::uint16_t>& points, PeerReport& rep,
+                   const std::vector<double>& seconds) {
+  for (std::size_t k = 0; k < rows.size(); ++k) {
+    Row& r = rows[k];
+    auto it = rep.points.find(points[k]);
+    if (it != rep.points.end()) r.latency = std::shared_ptr<stats::Histogram>(std::move(it->second.h));
+    r.lost = r.sent - std::min(r.sent, r.latency->count());
+    fill_rates(r, seconds[k]);
+  }
+}
+
+std::size_t max_of(const std::vector<std::size_t>& v) { return *std::max_element(v.begin(), v.end()); }
+
+}  // namespace
+
+const std::vector<unsigned>& harness_cpus() {
+  static const std::vector<unsigned> cpus = drivers::cpus_on_node(-1);
+  return cpus;
+}
+
+std::vector<Row> run_scenario(const Options& o, const std::string& transport) {
+  std::vector<Row> rows;
+  if (o.scenario == "pingpong") {
+    Session s(o, transport, max_of(o.sizes));
+    for (auto size : o.sizes) {
+      if (size < kProbeLen || size > s.t().max_payload())
+        throw std::invalid_argument(fmt::format("--size {}: {} carries {} to {} bytes", size, transport, kProbeLen,
+                                                s.t().max_payload()));
+      for (int p : o.priorities) rows.push_back(pingpong(s, o, p, size, {}, "pingpong"));
+    }
+  } else if (o.scenario == "isolation") {
+    Session s(o, transport, max_of(o.sizes));
+    const std::size_t size = o.sizes.front();
+    rows.push_back(pingpong(s, o, 0, size, {}, "isolation"));
+    rows.back().has_background = true;  // the idle row: an empty background
+    std::uint16_t point = 1;
+    for (int bg : o.background) rows.push_back(pingpong(s, o, 0, size, {bg}, "isolation", point++));
+    // The background rate reported is what the peer received, not what the sender offered.
+    const PeerReport rep = s.finish();
+    for (std::size_t k = 1; k < rows.size(); ++k) {
+      const auto it = rep.points.find(static_cast<std::uint16_t>(k));
+      const std::uint64_t got = it == rep.points.end() ? 0 : it->second.flood;
+      rows[k].background_rate_mps = static_cast<double>(got) / rows[k].background_seconds;
+    }
+  } else if (o.scenario == "oneway" || o.scenario == "throughput") {
+    Session s(o, transport, max_of(o.sizes));
+    std::vector<std::uint16_t> points;
+    std::vector<double> secs;
+    std::uint16_t point = 0;
+    for (auto size : o.sizes) {
+      if (size < kProbeLen || size > s.t().max_payload())
+        throw std::invalid_argument(fmt::format("--size {}: {} carries {} to {} bytes", size, transport, kProbeLen,
+                                                s.t().max_payload()));
+      for (int p : o.priorities) {
+        if (o.scenario == "oneway") {
+          Row r = oneway_send(s, o, p, size, o.rate > 0 ? o.rate : 100000, point, 1.0);
+          secs.push_back(static_cast<double>(r.sent) / r.offered_mps);
+          rows.push_back(r);
+          points.push_back(point++);
+          continue;
+        }
+        // Throughput: as fast as the sender can, then a sweep of offered loads below that.
+        Row max = oneway_send(s, o, p, size, 0, point, 1.0);
+        max.scenario = "throughput";
+        max.max_point = true;
+        secs.push_back(static_cast<double>(max.sent) / max.offered_mps);
+        const double capacity = max.offered_mps;
+        rows.push_back(max);
+        points.push_back(point++);
+        for (double f : o.sweep) {
+          Row r = oneway_send(s, o, p, size, capacity * f, point, 0.5);
+          r.scenario = "throughput";
+          secs.push_back(static_cast<double>(r.sent) / r.offered_mps);
+          rows.push_back(r);
+          points.push_back(point++);
+        }
+      }
+    }
+    PeerReport rep = s.finish();
+    attach_report(rows, points, rep, secs);
+    if (o.scenario == "throughput") {
+      // The knee of each (size, priority): the highest offered rate with no loss and p99 within
+      // the limit (the lane's budget unless --p99-limit-us).
+      for (std::size_t k = 0; k < rows.size();) {
+        std::size_t e = k;
+        while (e < rows.size() && rows[e].size == rows[k].size && rows[e].priority == rows[k].priority) ++e;
+        const std::uint64_t limit = o.p99_limit_us > 0 ? static_cast<std::uint64_t>(o.p99_limit_us * 1000)
+                                                       : stats::kDefaultBudgetNs[static_cast<std::size_t>(rows[k].priority)];
+        std::size_t best = e;
+        // The unpaced maximum is not a candidate: it is stamped at send time, so it cannot see
+        // the queueing a schedule would reveal.
+        for (std::size_t j = k; j < e; ++j)
+          if (!rows[j].max_point && rows[j].lost == 0 && rows[j].latency->count() > 0 && rows[j].latency->percentile(99) <= limit &&
+              (best == e || rows[j].offered_mps > rows[best].offered_mps))
+            best = j;
+        if (best != e) rows[best].knee = true;
+        k = e;
+      }
+    }
+  } else {
+    throw std::invalid_argument("unknown scenario " + o.scenario);
+  }
+  return rows;
+}
+
+int peer_main(const std::string& transport, const std::string& role, const std::string& config_path, int node_id,
+              int udp_port, int cpu) {
+  (void)role;
+  struct sigaction sa {};
+  sa.sa_handler = on_peer_signal;
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+  const Tsc tsc = Tsc::calibrate();
+  PeerReport rep;
+  if (transport == "kernel-udp") {
+    if (cpu >= 0) pin_to(static_cast<unsigned>(cpu));
+    auto t = make_udp_transport(static_cast<std::uint16_t>(udp_port), 0);
+    peer_loop(*t, tsc, rep, g_peer_stop);
+  } else {
+    const auto cluster = config::load_file(config_path);
+    const auto& self = cluster.node(static_cast<NodeId>(node_id));
+    auto eo = drivers::eal_options_for(cluster, self);
+    eo.log_level = "error";
+    drivers::Eal eal(eo);
+    NodeOptions no;
+    no.link_wait = std::chrono::milliseconds(15000);
+    Node node(cluster, self.id, eal, no);
+    auto t = make_node_transport(node, static_cast<std::uint16_t>(3 - node_id), transport);
+    peer_loop(*t, tsc, rep, g_peer_stop);
+  }
+  fmt::print("{}\n", report_to_json(rep).dump());
+  std::fflush(stdout);
+  return 0;
+}
+
+}  // namespace nerve::perf

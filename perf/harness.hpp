@@ -1,0 +1,71 @@
+// The nerve-perf framework: a scenario runs over a Session (the local transport plus a peer:
+// an echo or a sink, in a child process, on a second lcore, or a kernel UDP socket) and yields
+// Rows, which report.cc prints and writes (table, JSON, hgrm, SVG).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "nerve/histogram.hpp"
+#include "nerve/stats.hpp"
+
+namespace nerve::perf {
+
+struct Options {
+  std::string scenario;
+  std::string transport = "memif";  // ring, memif, af_packet, af_xdp, pci, kernel-udp
+  std::string compare;              // a second transport to run the same scenario over
+  std::vector<int> priorities{0};
+  std::vector<std::size_t> sizes{64};
+  std::uint64_t count = 0;          // measured messages; 0: use seconds
+  double seconds = 0;               // measured time; used when count is 0
+  std::uint64_t warmup = 1000;
+  double rate = 0;                  // offered msgs/s; 0: closed loop (pingpong) or max (others)
+  std::vector<int> background{4};   // isolation: flooding lanes
+  double background_rate = 0;       // isolation: flood msgs/s; 0: as fast as the sender can
+  double p99_limit_us = 0;          // throughput knee: p99 that must hold; 0: the lane's budget
+  std::vector<double> sweep{0.01, 0.1, 0.25, 0.5, 0.75, 0.9};  // throughput: fractions of max
+  std::string pci_a, pci_b;         // pci transport: the two ports, cabled to each other
+  std::string json_path, hgrm_path, plot_path;
+  bool progress = true;
+};
+
+struct Row {
+  std::string scenario, transport;
+  int priority = 0;
+  std::size_t size = 0, frame_bytes = 0;
+  std::uint64_t sent = 0, lost = 0, deadline_misses = 0;
+  double rate_mps = 0;     // achieved (delivered) messages per second
+  double offered_mps = 0;  // scheduled rate; 0 for closed loop / max
+  double gbps = 0;         // rate_mps * frame bits
+  std::string metric = "rtt";  // "rtt" or "one-way"
+  bool has_background = false;
+  std::vector<int> background_priorities;
+  double background_rate_mps = 0;   // delivered to the peer
+  double background_sent_mps = 0;   // handed to the transport
+  double background_seconds = 0;
+  bool knee = false;
+  bool max_point = false;  // throughput: the unpaced run that measured the maximum       // throughput: the highest offered rate at which p99 held
+  std::shared_ptr<stats::Histogram> latency = std::make_shared<stats::Histogram>();
+};
+
+// The CPUs the harness may use, as the process started (before the EAL pinned this thread).
+// The two ends of every scenario run on the first two. Call once early in main().
+const std::vector<unsigned>& harness_cpus();
+
+// Runs opt.scenario over one transport; throws std::invalid_argument for bad options.
+std::vector<Row> run_scenario(const Options& opt, const std::string& transport);
+
+// `nerve-perf peer ...`: the far end, in its own process.
+int peer_main(const std::string& transport, const std::string& role, const std::string& config, int node,
+              int udp_port, int cpu);
+
+// Output.
+void print_table(const std::vector<Row>& rows);
+std::string to_json(const Options& opt, const std::vector<Row>& rows);
+std::string to_hgrm(const std::vector<Row>& rows);
+std::string to_svg(const std::vector<Row>& rows);
+
+}  // namespace nerve::perf

@@ -1,0 +1,109 @@
+// nerve-perf: the latency harness. See docs/benchmarks.md for the method.
+//
+//   nerve-perf pingpong   --transport memif --priority 0 --size 64 --count 100000 [--rate R]
+//   nerve-perf oneway     --transport memif --rate 100000 --seconds 2
+//   nerve-perf throughput --transport memif --size 64,1024,8192 [--sweep 0.1,0.5,0.9,1]
+//   nerve-perf isolation  --transport memif --background 4 --background 1
+//   ... [--compare kernel-udp] [--json F] [--hgrm F] [--plot F.svg]
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include <csignal>
+#include <fstream>
+
+#include "harness.hpp"
+
+using namespace nerve::perf;
+
+int main(int argc, char** argv) {
+  CLI::App cli{"nerve-perf: the nerve latency harness."};
+  cli.require_subcommand(1);
+  Options o;
+  const std::vector<std::string> transports = {"ring", "memif", "af_packet", "af_xdp", "pci", "kernel-udp"};
+  std::vector<std::string> background;
+
+  auto common = [&](CLI::App* sc) {
+    sc->add_option("--transport", o.transport, "ring, memif, af_packet, af_xdp, pci or kernel-udp (default memif)")
+        ->check(CLI::IsMember(transports));
+    sc->add_option("--compare", o.compare, "run the same scenario over this transport too (e.g. kernel-udp)")
+        ->check(CLI::IsMember(transports));
+    sc->add_option("--priority", o.priorities, "lane(s) 0..4, comma-separated (default 0)")
+        ->delimiter(',')
+        ->check(CLI::Range(0, 4));
+    sc->add_option("--size", o.sizes, "payload bytes, comma-separated (default 64)")->delimiter(',');
+    sc->add_option("--count", o.count, "measured messages");
+    sc->add_option("--seconds", o.seconds, "measured time (instead of --count)")->check(CLI::Range(0.01, 86400.0));
+    sc->add_option("--warmup", o.warmup, "messages before measuring (default 1000)");
+    sc->add_option("--rate", o.rate, "offered messages/s, open loop (default: closed loop / max)")
+        ->check(CLI::Range(0.0, 1e9));
+    sc->add_option("--json", o.json_path, "write results as JSON");
+    sc->add_option("--hgrm", o.hgrm_path, "write HdrHistogram percentile distributions");
+    sc->add_option("--plot", o.plot_path, "write an SVG of latency by percentile");
+    sc->add_option("--pci-a", o.pci_a, "pci transport: this side's port address");
+    sc->add_option("--pci-b", o.pci_b, "pci transport: the peer's port address");
+    sc->add_flag("!--no-progress", o.progress, "no progress bar");
+  };
+  auto* pp = cli.add_subcommand("pingpong", "round-trip time per lane between two nodes");
+  auto* ow = cli.add_subcommand("oneway", "one-way latency between two nodes sharing a clock (same host)");
+  auto* tp = cli.add_subcommand("throughput", "messages/s and Gbit/s by size, with an offered-load sweep to the knee");
+  auto* is = cli.add_subcommand("isolation", "P0 pingpong, idle and while other lanes flood");
+  for (auto* sc : {pp, ow, tp, is}) common(sc);
+  tp->add_option("--sweep", o.sweep, "offered loads as fractions of the maximum (default 0.01,0.1,0.25,0.5,0.75,0.9)")
+      ->delimiter(',')
+      ->check(CLI::Range(0.001, 1.0));
+  tp->add_option("--p99-limit-us", o.p99_limit_us, "p99 the knee must hold (default: the lane's budget)");
+  is->add_option("--background", background, "lanes that flood, comma-separated; repeat for separate runs (default 4)");
+  is->add_option("--background-rate", o.background_rate, "flood messages/s (default: as fast as the sender can)");
+
+  std::string peer_transport, peer_role, peer_config;
+  int peer_node = 0, peer_port = 0, peer_cpu = -1;
+  auto* peer = cli.add_subcommand("peer", "(internal) the far end of a scenario");
+  peer->group("");
+  peer->add_option("--transport", peer_transport)->required();
+  peer->add_option("--role", peer_role);
+  peer->add_option("--config", peer_config);
+  peer->add_option("--node", peer_node);
+  peer->add_option("--udp-port", peer_port);
+  peer->add_option("--cpu", peer_cpu);
+
+  try {
+    cli.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return cli.exit(e);
+  } catch (const CLI::ParseError& e) {
+    fmt::print(stderr, "nerve-perf: {}\nRun with --help for usage.\n", e.what());
+    return 2;
+  }
+  harness_cpus();  // before anything pins this thread
+  try {
+    if (*peer) return peer_main(peer_transport, peer_role, peer_config, peer_node, peer_port, peer_cpu);
+    for (auto* sc : {pp, ow, tp, is})
+      if (*sc) o.scenario = sc->get_name();
+    if (!background.empty()) {
+      o.background.clear();
+      for (const auto& b : background) o.background.push_back(std::stoi(b));
+    }
+    for (int b : o.background)
+      if (b < 1 || b > 4) throw std::invalid_argument("--background lanes are 1..4");
+    if (o.transport == "pci" && (o.pci_a.empty() || o.pci_b.empty()))
+      throw std::invalid_argument("--transport pci needs --pci-a and --pci-b");
+    std::signal(SIGPIPE, SIG_IGN);
+
+    auto rows = run_scenario(o, o.transport);
+    if (!o.compare.empty()) {
+      auto more = run_scenario(o, o.compare);
+      rows.insert(rows.end(), more.begin(), more.end());
+    }
+    print_table(rows);
+    if (!o.json_path.empty()) std::ofstream(o.json_path) << to_json(o, rows);
+    if (!o.hgrm_path.empty()) std::ofstream(o.hgrm_path) << to_hgrm(rows);
+    if (!o.plot_path.empty()) std::ofstream(o.plot_path) << to_svg(rows);
+    return 0;
+  } catch (const std::invalid_argument& e) {
+    fmt::print(stderr, "nerve-perf: {}\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "nerve-perf: {}\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,77 @@
+#include <cstring>
+
+#include "nerve/node.hpp"
+#include "transport.hpp"
+#include "tsc.hpp"
+
+namespace nerve::perf {
+namespace {
+
+class NodeTransport final : public Transport {
+ public:
+  NodeTransport(Node& node, std::uint16_t peer, std::string name) : node_(node), peer_(peer), name_(std::move(name)) {
+    node_.on_message([this](const RxMessage& m) { on_message(m); });
+  }
+  ~NodeTransport() override { node_.on_message({}); }
+
+  std::string name() const override { return name_; }
+  std::size_t frame_bytes(std::size_t payload) const override { return wire::frame_len(payload); }
+  std::size_t max_payload() const override { return node_.max_payload(); }
+
+  bool send(const Probe& p, std::size_t size) override {
+    TxFrame f = node_.alloc(size);
+    if (!f) return false;
+    write(f, p, size);
+    return node_.send(f, peer_, MsgType::kMetric, p.prio) == SendStatus::kOk;
+  }
+
+  unsigned poll(const RxFn& rx, bool reflect) override {
+    rx_ = &rx;
+    reflect_ = reflect;
+    handled_ = 0;
+    node_.poll();
+    rx_ = nullptr;
+    return handled_;
+  }
+
+  void flush() override { node_.flush(); }
+
+ private:
+  static void write(TxFrame& f, const Probe& p, std::size_t size) {
+    auto* d = f.payload().data();
+    std::memcpy(d, &p, std::min(size, kProbeLen));
+    if (size > kProbeLen) std::memset(d + kProbeLen, 0x5a, size - kProbeLen);
+  }
+
+  void on_message(const RxMessage& m) {
+    const std::uint64_t now = rdtsc();
+    if (m.payload().size() < kProbeLen) return;
+    Probe p;
+    std::memcpy(&p, m.payload().data(), kProbeLen);
+    ++handled_;
+    if (reflect_ && (p.kind == kPing || p.kind == kWarmup)) {
+      // Reflect: the same payload back, on the same lane.
+      TxFrame f = node_.alloc(m.payload().size());
+      if (f) {
+        std::memcpy(f.payload().data(), m.payload().data(), m.payload().size());
+        while (node_.respond(m, f) == SendStatus::kBackpressure) node_.flush();
+      }
+    }
+    if (rx_) (*rx_)(p, m.payload().size(), now);
+  }
+
+  Node& node_;
+  std::uint16_t peer_;
+  std::string name_;
+  const RxFn* rx_ = nullptr;
+  bool reflect_ = false;
+  unsigned handled_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Transport> make_node_transport(Node& node, std::uint16_t peer, std::string name) {
+  return std::make_unique<NodeTransport>(node, peer, std::move(name));
+}
+
+}  // namespace nerve::perf

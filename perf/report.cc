@@ -1,0 +1,220 @@
+// Output of nerve-perf: terminal table, JSON, HdrHistogram percentile text, SVG plot.
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <rte_version.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "eal.hpp"
+#include "harness.hpp"
+
+namespace nerve::perf {
+namespace {
+
+using nlohmann::json;
+
+double us(std::uint64_t ns) { return static_cast<double>(ns) / 1000.0; }
+
+std::string cpu_model() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+  return "unknown";
+}
+
+std::string iso_now() {
+  const auto t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+  return buf;
+}
+
+std::string label(const Row& r) {
+  std::string s = fmt::format("{} P{} {}B", r.transport, r.priority, r.size);
+  if (r.has_background)
+    s += r.background_priorities.empty() ? " idle" : fmt::format(" +flood P{}", fmt::join(r.background_priorities, ",P"));
+  if (r.offered_mps > 0 && r.scenario != "isolation") s += fmt::format(" @{:.0f}/s", r.offered_mps);
+  return s;
+}
+
+}  // namespace
+
+void print_table(const std::vector<Row>& rows) {
+  if (rows.empty()) return;
+  fmt::print("{:<11} {:<10} {:>3} {:>6} {:>6} {:>9} {:>7} {:>11} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>6} {}\n",
+             "scenario", "transport", "lane", "size", "frame", "count", "lost", "rate/s", "Gbit/s", "min", "p50", "p99",
+             "p99.9", "p99.99", "max", "miss", "(latency in us)");
+  for (const auto& r : rows) {
+    const auto& h = *r.latency;
+    std::string note;
+    if (r.has_background)
+      note = r.background_priorities.empty()
+                 ? "idle"
+                 : fmt::format("flood P{}: {:.0f}/s delivered of {:.0f}/s sent", fmt::join(r.background_priorities, ",P"),
+                               r.background_rate_mps, r.background_sent_mps);
+    if (r.scenario == "throughput") note = r.max_point ? "max (unpaced)" : fmt::format("offered {:.0f}/s", r.offered_mps);
+    if (r.knee) note += "  <- knee";
+    fmt::print("{:<11} {:<10} {:>3} {:>6} {:>6} {:>9} {:>7} {:>11.0f} {:>7.3f} {:>8.2f} {:>8.2f} {:>8.2f} {:>8.2f} {:>8.2f} "
+               "{:>9.2f} {:>6} {}\n",
+               r.scenario, r.transport, fmt::format("P{}", r.priority), r.size, r.frame_bytes, h.count(), r.lost,
+               r.rate_mps, r.gbps, us(h.min()), us(h.percentile(50)), us(h.percentile(99)), us(h.percentile(99.9)),
+               us(h.percentile(99.99)), us(h.max()), r.deadline_misses, note);
+  }
+}
+
+std::string to_json(const Options& opt, const std::vector<Row>& rows) {
+  // The harness runs its two ends on the first two CPUs it may use (Session).
+  auto cores = harness_cpus();
+  if (cores.size() > 2) cores.resize(2);
+  char host[256] = "unknown";
+  gethostname(host, sizeof host);
+  json j = {{"tool", "nerve-perf"},
+            {"version", NERVE_VERSION},
+            {"commit", NERVE_COMMIT},
+            {"setup", {{"cpu", cpu_model()},
+                       {"cores", cores},
+                       {"numa_node", 0},
+                       {"dpdk", rte_version()},
+                       {"host", host},
+                       {"date", iso_now()},
+                       {"scenario", opt.scenario}}},
+            {"results", json::array()}};
+  for (const auto& r : rows) {
+    const auto& h = *r.latency;
+    json x = {{"scenario", r.scenario},
+              {"transport", r.transport},
+              {"priority", r.priority},
+              {"size", r.size},
+              {"frame_bytes", r.frame_bytes},
+              {"count", h.count()},
+              {"sent", r.sent},
+              {"lost", r.lost},
+              {"deadline_misses", r.deadline_misses},
+              {"budget_ns", stats::kDefaultBudgetNs[static_cast<std::size_t>(r.priority)]},
+              {"rate_mps", r.rate_mps},
+              {"offered_mps", r.offered_mps},
+              {"gbps", r.gbps},
+              {"metric", r.metric},
+              {"latency_ns",
+               {{"min", h.min()},
+                {"mean", h.mean()},
+                {"p50", h.percentile(50)},
+                {"p90", h.percentile(90)},
+                {"p99", h.percentile(99)},
+                {"p999", h.percentile(99.9)},
+                {"p9999", h.percentile(99.99)},
+                {"max", h.max()}}}};
+    if (r.has_background)
+      x["background"] = {{"priorities", r.background_priorities},
+                         {"rate_mps", r.background_rate_mps},
+                         {"sent_mps", r.background_sent_mps}};
+    if (r.scenario == "throughput") {
+      x["knee"] = r.knee;
+      x["max"] = r.max_point;
+    }
+    j["results"].push_back(x);
+  }
+  return j.dump(2) + "\n";
+}
+
+// HdrHistogram's percentile-distribution text (values in microseconds), one block per row;
+// each block opens with a "#" line naming the row.
+std::string to_hgrm(const std::vector<Row>& rows) {
+  std::ostringstream out;
+  for (const auto& r : rows) {
+    const auto& h = *r.latency;
+    out << fmt::format("# {} {} ({})\n", r.scenario, label(r), r.metric);
+    out << fmt::format("{:>12} {:>14} {:>10} {:>14}\n\n", "Value", "Percentile", "TotalCount", "1/(1-Percentile)");
+    const std::uint64_t total = h.count();
+    std::uint64_t seen = 0;
+    for (std::size_t i = 0; i < stats::Histogram::kBuckets && total; ++i) {
+      const std::uint64_t c = h.bucket_count(i);
+      if (!c) continue;
+      seen += c;
+      const double p = static_cast<double>(seen) / static_cast<double>(total);
+      const double v = us(std::min(stats::Histogram::upper_of(i), h.max()));
+      if (p < 1.0)
+        out << fmt::format("{:>12.3f} {:>14.12f} {:>10} {:>14.2f}\n", v, p, seen, 1.0 / (1.0 - p));
+      else
+        out << fmt::format("{:>12.3f} {:>14.12f} {:>10}\n", v, p, seen);
+    }
+    double var = 0;  // the standard deviation from bucket midpoints
+    for (std::size_t i = 0; i < stats::Histogram::kBuckets && total; ++i)
+      if (const auto c = h.bucket_count(i)) {
+        const double d = us(stats::Histogram::upper_of(i)) - h.mean() / 1000.0;
+        var += d * d * static_cast<double>(c);
+      }
+    out << fmt::format("#[Mean    = {:12.3f}, StdDeviation   = {:12.3f}]\n", h.mean() / 1000.0,
+                       total ? std::sqrt(var / static_cast<double>(total)) : 0.0);
+    out << fmt::format("#[Max     = {:12.3f}, Total count    = {:12}]\n", us(h.max()), total);
+    out << fmt::format("#[Buckets = {:12}, SubBuckets     = {:12}]\n\n", stats::Histogram::kMaxExp,
+                       stats::Histogram::kSub);
+  }
+  return out.str();
+}
+
+// Latency by percentile on a "nines" axis (x = -log10(1 - p)), log latency axis, one line per
+// row (transport, lane, background).
+std::string to_svg(const std::vector<Row>& rows) {
+  constexpr double W = 900, H = 520, L = 80, R = 250, T = 40, B = 60;
+  constexpr double kMaxNines = 5;  // up to 99.999 %
+  double lo = 1e18, hi = 0;
+  for (const auto& r : rows)
+    if (r.latency->count()) {
+      lo = std::min(lo, std::max(0.01, us(r.latency->min())));
+      hi = std::max(hi, us(r.latency->max()));
+    }
+  if (hi <= 0) lo = 0.1, hi = 10;
+  const double ylo = std::floor(std::log10(lo)), yhi = std::ceil(std::log10(hi)) + (std::log10(hi) == std::ceil(std::log10(hi)) ? 1 : 0);
+  auto X = [&](double nines) { return L + (W - L - R) * std::min(nines, kMaxNines) / kMaxNines; };
+  auto Y = [&](double v_us) {
+    return H - B - (H - T - B) * (std::log10(std::max(v_us, std::pow(10.0, ylo))) - ylo) / (yhi - ylo);
+  };
+  static const char* kColors[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
+                                  "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
+  std::ostringstream s;
+  s << fmt::format("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" "
+                   "font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n",
+                   W, H);
+  s << fmt::format("<text x=\"{}\" y=\"22\" font-size=\"15\">nerve-perf: latency by percentile{}</text>\n", L,
+                   rows.empty() ? "" : " (" + rows.front().scenario + ", " + rows.front().metric + ")");
+  for (int k = 0; k <= static_cast<int>(kMaxNines); ++k) {
+    static const char* kNames[] = {"0%", "90%", "99%", "99.9%", "99.99%", "99.999%"};
+    s << fmt::format("<line x1=\"{0}\" x2=\"{0}\" y1=\"{1}\" y2=\"{2}\" stroke=\"#ddd\"/>\n", X(k), T, H - B);
+    s << fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n", X(k), H - B + 18, kNames[k]);
+  }
+  for (double e = ylo; e <= yhi; ++e) {
+    s << fmt::format("<line x1=\"{0}\" x2=\"{1}\" y1=\"{2}\" y2=\"{2}\" stroke=\"#ddd\"/>\n", L, W - R, Y(std::pow(10, e)));
+    s << fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>\n", L - 6, Y(std::pow(10, e)) + 4,
+                     std::pow(10, e) >= 1 ? fmt::format("{:.0f}", std::pow(10, e)) : fmt::format("{:g}", std::pow(10, e)));
+  }
+  s << fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">percentile</text>\n", (L + W - R) / 2, H - 18);
+  s << fmt::format("<text x=\"24\" y=\"{0}\" transform=\"rotate(-90 24 {0})\" text-anchor=\"middle\">latency (us)</text>\n",
+                   (T + H - B) / 2);
+  std::size_t k = 0;
+  for (const auto& r : rows) {
+    if (!r.latency->count()) continue;
+    const char* c = kColors[k % 10];
+    std::string pts;
+    for (double n = 0; n <= kMaxNines + 1e-9; n += 0.05) {
+      const double p = 100.0 * (1.0 - std::pow(10.0, -n));
+      pts += fmt::format("{:.1f},{:.1f} ", X(n), Y(us(r.latency->percentile(p))));
+    }
+    s << fmt::format("<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"2\" points=\"{}\"/>\n", c, pts);
+    const double ly = T + 10 + 18 * static_cast<double>(k);
+    s << fmt::format("<line x1=\"{0}\" x2=\"{1}\" y1=\"{2}\" y2=\"{2}\" stroke=\"{3}\" stroke-width=\"3\"/>\n", W - R + 12,
+                     W - R + 36, ly, c);
+    s << fmt::format("<text x=\"{}\" y=\"{}\">{}</text>\n", W - R + 42, ly + 4, label(r));
+    ++k;
+  }
+  s << "</svg>\n";
+  return s.str();
+}
+
+}  // namespace nerve::perf

@@ -1,0 +1,62 @@
+// The harness's view of a transport: send a probe on a lane, poll for probes, reflect probes.
+// Implemented over a nerve::Node (ring, memif, af_packet, af_xdp, pci) and over a kernel UDP
+// socket (the peer baseline). Owner thread only.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+namespace nerve {
+class Node;
+}
+
+namespace nerve::perf {
+
+// The first 24 bytes of every payload the harness sends; the rest is filler.
+struct Probe {
+  std::uint64_t seq = 0;
+  std::uint64_t stamp_tsc = 0;  // when the probe was due (open loop) or sent (closed loop)
+  std::uint8_t prio = 0;
+  std::uint8_t kind = 0;        // Kind
+  std::uint16_t point = 0;      // sweep point the probe belongs to
+  std::uint32_t reserved = 0;
+};
+static_assert(sizeof(Probe) == 24);
+inline constexpr std::size_t kProbeLen = sizeof(Probe);
+
+enum Kind : std::uint8_t {
+  kPing = 1,    // reflect it
+  kFlood = 2,   // background traffic: count, do not reflect
+  kOneway = 3,  // measure one-way latency at the receiver
+  kWarmup = 4,  // reflect or count, never record
+};
+
+using RxFn = std::function<void(const Probe&, std::size_t size, std::uint64_t rx_tsc)>;
+
+class Transport {
+ public:
+  virtual ~Transport() = default;
+  virtual std::string name() const = 0;
+  // Bytes on the wire (no FCS) for a payload of n bytes.
+  virtual std::size_t frame_bytes(std::size_t payload) const = 0;
+  virtual std::size_t max_payload() const = 0;
+  // Sends one probe padded to `size` bytes on its lane; false when the transport pushes back.
+  virtual bool send(const Probe& p, std::size_t size) = 0;
+  // Hands every probe that arrived to `rx` (reflecting kPing/kWarmup ones when `reflect`);
+  // returns the number handled.
+  virtual unsigned poll(const RxFn& rx, bool reflect) = 0;
+  virtual void flush() = 0;
+};
+
+// A nerve node as transport: sends to `peer`, probes as kMetric messages, reflections as
+// responses.
+std::unique_ptr<Transport> make_node_transport(Node& node, std::uint16_t peer, std::string name);
+
+// A UDP socket on 127.0.0.1 bound to `local_port`, sending to `peer_port` (0: reply to the last
+// sender). Non-blocking, busy-polled.
+std::unique_ptr<Transport> make_udp_transport(std::uint16_t local_port, std::uint16_t peer_port);
+
+}  // namespace nerve::perf
