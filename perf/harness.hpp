@@ -16,7 +16,7 @@ namespace nerve::perf {
 struct Options {
   std::string scenario;
   std::string transport = "memif";  // ring, memif, af_packet, af_xdp, pci, kernel-udp
-  std::string compare;              // a second transport to run the same scenario over
+  std::vector<std::string> compare; // more transports to run the same scenario over
   std::vector<int> priorities{0};
   std::vector<std::size_t> sizes{64};
   std::uint64_t count = 0;          // measured messages; 0: use seconds

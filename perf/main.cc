@@ -25,7 +25,8 @@ int main(int argc, char** argv) {
   auto common = [&](CLI::App* sc) {
     sc->add_option("--transport", o.transport, "ring, memif, af_packet, af_xdp, pci or kernel-udp (default memif)")
         ->check(CLI::IsMember(transports));
-    sc->add_option("--compare", o.compare, "run the same scenario over this transport too (e.g. kernel-udp)")
+    sc->add_option("--compare", o.compare, "run the same scenario over these transports too (e.g. kernel-udp)")
+        ->delimiter(',')
         ->check(CLI::IsMember(transports));
     sc->add_option("--priority", o.priorities, "lane(s) 0..4, comma-separated (default 0)")
         ->delimiter(',')
@@ -90,8 +91,8 @@ int main(int argc, char** argv) {
     std::signal(SIGPIPE, SIG_IGN);
 
     auto rows = run_scenario(o, o.transport);
-    if (!o.compare.empty()) {
-      auto more = run_scenario(o, o.compare);
+    for (const auto& t : o.compare) {
+      auto more = run_scenario(o, t);
       rows.insert(rows.end(), more.begin(), more.end());
     }
     print_table(rows);

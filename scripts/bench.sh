@@ -35,7 +35,7 @@ for t in memif af_packet kernel-udp; do
   run "isolation-$t" isolation --transport "$t" --count "$iso" --background 4 --background 1
 done
 # One plot of the pingpong rows of every transport.
-"$perf" pingpong --transport memif --size 64 --count "$count" --compare af_packet --plot "$out/$stamp-pingpong.svg" \
+"$perf" pingpong --transport memif --size 64 --count "$count" --compare af_packet,kernel-udp --plot "$out/$stamp-pingpong.svg" \
   --json "$tmp/plot.json" >/dev/null
 
 /usr/bin/python3 - "$tmp" "$out/$stamp" <<'PY'
