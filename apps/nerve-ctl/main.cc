@@ -77,6 +77,7 @@ int main(int argc, char** argv) {
   unsigned count = 1;
   std::string type, payload;
   bool number = false, no_wait = false, wait = false;
+  double rate = 0;
   send->add_option("--to", to, "destination node id")->required()->check(CLI::Range(1, 65534));
   send->add_option("--type", type, "command, status, metric, alert, request or response")
       ->required()
@@ -84,6 +85,8 @@ int main(int argc, char** argv) {
   send->add_option("--priority", priority, "lane 0 (critical) .. 4 (background)")->required()->check(CLI::Range(0, 4));
   send->add_option("--count", count, "send N messages (default 1)")->check(CLI::Range(1u, 10'000'000u));
   send->add_flag("--number", number, "append #i to the payload of message i");
+  send->add_option("--rate", rate, "pace the messages at this many per second (default: as fast as the port takes them)")
+      ->check(CLI::Range(0.0, 1e9));
   send->add_flag("--no-wait", no_wait, "do not wait for replies to commands and requests");
   send->add_flag("--wait", wait, "wait for a reply whatever the type");
   send->add_option("payload", payload, "message payload (text)")->required();
@@ -120,7 +123,7 @@ int main(int argc, char** argv) {
     const bool is_request = type == "command" || type == "request";
     req = {{"op", "send"},   {"to", to},         {"type", type},
            {"priority", priority}, {"payload", payload}, {"count", count},
-           {"number", number},     {"await_reply", wait || (is_request && !no_wait)},
+           {"number", number},     {"await_reply", wait || (is_request && !no_wait)}, {"rate", rate},
            {"timeout_ms", timeout_ms}};
   }
   std::string err;

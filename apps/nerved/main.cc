@@ -140,6 +140,8 @@ json handle(Node& node, const Received& rx, bool digest, unsigned lcore, const j
     cs.count = req.value("count", 1u);
     cs.number_payloads = req.value("number", false);
     cs.await_reply = req.value("await_reply", false);
+    cs.rate_mps = req.value("rate", 0.0);
+    if (cs.rate_mps < 0) return {{"error", "rate must be >= 0"}};
     cs.timeout = std::chrono::milliseconds(req.value("timeout_ms", 2000));
     if (cs.payload.size() > node.max_payload())
       return {{"error", fmt::format("payload of {} bytes exceeds one frame ({} bytes at this MTU)", cs.payload.size(), node.max_payload())}};

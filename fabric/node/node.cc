@@ -57,6 +57,7 @@ struct ProxyRequest {
   std::uint32_t next = 0;       // messages sent so far
   std::uint32_t awaiting = 0;   // replies outstanding
   std::uint64_t deadline_ns = 0;
+  std::uint64_t start_ns = 0;
 };
 
 struct Node::Impl {
@@ -400,6 +401,7 @@ unsigned Node::poll() noexcept {
     const unsigned n = rte_ring_sc_dequeue_burst(I.control, objs, 8, nullptr);
     for (unsigned i = 0; i < n; ++i) {
       auto* r = static_cast<ProxyRequest*>(objs[i]);
+      r->start_ns = now;
       r->deadline_ns = now + static_cast<std::uint64_t>(r->req.timeout.count()) * 1'000'000u;
       I.active.push_back(r);
     }
@@ -407,6 +409,12 @@ unsigned Node::poll() noexcept {
   for (std::size_t k = 0; k < I.active.size();) {
     ProxyRequest* r = I.active[k];
     unsigned budget = kControlPerPoll;
+    if (r->req.rate_mps > 0) {
+      // Paced: only the messages the schedule has made due by now.
+      const double due = static_cast<double>(now - r->start_ns) * r->req.rate_mps / 1e9 + 1;
+      const auto due_n = static_cast<std::uint64_t>(std::min(due, static_cast<double>(r->req.count)));
+      budget = static_cast<unsigned>(std::min<std::uint64_t>(budget, due_n > r->next ? due_n - r->next : 0));
+    }
     SendStatus st = SendStatus::kOk;
     while (budget-- > 0 && r->next < r->req.count) {
       std::string payload = r->req.payload;
@@ -419,6 +427,7 @@ unsigned Node::poll() noexcept {
       r->res.digest += fnv1a64(bytes);
       ++r->res.sent;
       ++r->next;
+      r->deadline_ns = now + static_cast<std::uint64_t>(r->req.timeout.count()) * 1'000'000u;
       ++work;
       if (r->req.await_reply) {
         I.awaiting[msg_id] = {r, now};

@@ -87,8 +87,10 @@ class Cluster:
     def status(self, node_id):
         return json.loads(self.ctl(node_id, "status").stdout)
 
-    def send(self, src, dst, mtype, prio, payload, count=1, number=False, wait=False, no_wait=False):
+    def send(self, src, dst, mtype, prio, payload, count=1, number=False, wait=False, no_wait=False, rate=0):
         args = ["send", "--to", str(dst), "--type", mtype, "--priority", str(prio), "--count", str(count)]
+        if rate:
+            args += ["--rate", str(rate)]
         if number:
             args.append("--number")
         if wait:
@@ -122,14 +124,15 @@ class Cluster:
                 p.wait()
 
 
-def exchange_all(cl, a, b, per_lane):
+def exchange_all(cl, a, b, per_lane, rate=0):
     """per_lane messages of every type and priority from a to b; b must receive every one with
-    the same payload digest a sent."""
+    the same payload digest a sent. `rate` paces the sender (kernel-backed links have no
+    back-pressure: a receiver that loses its core for milliseconds would otherwise overflow)."""
     base = settle(cl, b)
     sent = {}
     for t in TYPES:
         for prio in range(5):
-            r = cl.send(a, b, t, prio, f"{t}-P{prio}-from-{a}", count=per_lane, number=True, no_wait=True)
+            r = cl.send(a, b, t, prio, f"{t}-P{prio}-from-{a}", count=per_lane, number=True, no_wait=True, rate=rate)
             if r["status"] != "ok" or r["sent"] != per_lane:
                 raise Failure(f"{a}->{b} {t} P{prio}: {r}")
             sent[(t, prio)] = r["digest"]
@@ -146,8 +149,12 @@ def exchange_all(cl, a, b, per_lane):
             got = st["delivered"][t][prio] - base["delivered"][t][prio]
             digest = (st["digest"][t][prio] - base["digest"][t][prio]) % (1 << 64)
             if got != per_lane or digest != sent[(t, prio)]:
+                refused = {k: v for k, v in st["counters"]["refused"].items() if v}
                 raise Failure(f"{a}->{b} {t} P{prio}: delivered {got}/{per_lane}, digest "
-                              f"{digest:#x} vs sent {sent[(t, prio)]:#x}")
+                              f"{digest:#x} vs sent {sent[(t, prio)]:#x}; receiver ports "
+                              f"{[(p['name'], p['ipackets'], p['imissed'], p['ierrors']) for p in st['ports']]}, "
+                              f"refused {refused}, rx_frames {st['counters']['rx_frames']}; sender ports "
+                              f"{[(p['name'], p['opackets'], p['oerrors']) for p in cl.status(a)['ports']]}")
     check(True, f"{a}->{b}: {per_lane} messages of each of 6 types x 5 priorities delivered, payloads byte-exact")
     return st
 

@@ -72,16 +72,24 @@ def run():
         for n, v, mac in zip(ns, veth, ["02:00:00:00:00:01", "02:00:00:00:00:02"]):
             sh("ip", "-n", n, "link", "set", v, "address", mac)
             sh("ip", "-n", n, "link", "set", v, "up")
-        cl.write(h.node_toml(1, "alpha", "198.18.3.1", cl.sock(1), [{"kind": kind, "iface": veth[0], "peers": [2], "rx_desc": 4096}]) +
-                 h.node_toml(2, "beta", "198.18.3.2", cl.sock(2), [{"kind": kind, "iface": veth[1], "peers": [1], "rx_desc": 4096}]))
+        # Busy-polling, as production nodes on kernel-backed ports run: a receiver that sleeps
+        # when idle can miss the start of a burst (there is no back-pressure through the kernel).
+        busy = 'idle = "busy"'
+        cl.write(h.node_toml(1, "alpha", "198.18.3.1", cl.sock(1),
+                             [{"kind": kind, "iface": veth[0], "peers": [2], "rx_desc": 4096}], busy) +
+                 h.node_toml(2, "beta", "198.18.3.2", cl.sock(2),
+                             [{"kind": kind, "iface": veth[1], "peers": [1], "rx_desc": 4096}], busy))
         cl.start(1, netns=ns[0])
         cl.start(2, netns=ns[1])
         cl.wait_ready(1)
         cl.wait_ready(2)
         r = cl.send(1, 2, "command", 0, "ping")
         h.check(r["status"] == "ok" and r["reply"] == "pong", f"ping across namespaces over {kind}: {r.get('reply')}")
-        h.exchange_all(cl, 1, 2, per_lane)
-        st = h.exchange_all(cl, 2, 1, per_lane)
+        # Paced: with DPDK 22.11's af_packet PMD, bursts at 200k msgs/s lost ~0.3% of frames
+        # between a sender that counted them sent (opackets) and a receiver that never saw them
+        # (ipackets, with imissed 0): no back-pressure and no counter on that path.
+        h.exchange_all(cl, 1, 2, per_lane, rate=50000)
+        st = h.exchange_all(cl, 2, 1, per_lane, rate=50000)
         h.check(st["counters"]["refused_total"] == 0, f"nothing refused ({st['counters']['refused']})")
         forge(ns[1], veth[1], cl)
         cl.stop()

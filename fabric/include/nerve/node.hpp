@@ -136,7 +136,8 @@ struct ControlSend {
   std::uint32_t count = 1;        // send this many messages
   bool number_payloads = false;   // message i carries payload + "#" + i
   bool await_reply = false;       // wait for a kResponse to each message
-  std::chrono::milliseconds timeout{2000};
+  double rate_mps = 0;            // pace the messages at this rate; 0: as fast as the port takes them
+  std::chrono::milliseconds timeout{2000};  // from the last message sent
 };
 
 struct ControlResult {
