@@ -4,6 +4,7 @@
 #include <rte_bus_vdev.h>
 #include <rte_errno.h>
 #include <rte_eth_ring.h>
+#include <rte_flow.h>
 #include <rte_ring.h>
 #include <unistd.h>
 
@@ -185,8 +186,42 @@ Port::Port(const config::Port& cfg, const std::string& name, rte_mempool* pool, 
   std::copy(std::begin(a.addr_bytes), std::end(a.addr_bytes), mac_.begin());
 }
 
+bool Port::steer_lanes_by_dscp() noexcept {
+  if (queues_ < wire::kPriorities) return false;
+  for (unsigned l = 0; l < wire::kPriorities; ++l) {
+    rte_flow_attr attr{};
+    attr.ingress = 1;
+    rte_flow_item_ipv4 spec{}, mask{};
+    spec.hdr.type_of_service = static_cast<std::uint8_t>(wire::kDscp[l] << 2);
+    mask.hdr.type_of_service = 0xfc;  // DSCP; ECN ignored
+    rte_flow_item pattern[3]{};
+    pattern[0].type = RTE_FLOW_ITEM_TYPE_ETH;
+    pattern[1].type = RTE_FLOW_ITEM_TYPE_IPV4;
+    pattern[1].spec = &spec;
+    pattern[1].mask = &mask;
+    pattern[2].type = RTE_FLOW_ITEM_TYPE_END;
+    rte_flow_action_queue queue{static_cast<std::uint16_t>(l)};
+    rte_flow_action actions[2]{};
+    actions[0].type = RTE_FLOW_ACTION_TYPE_QUEUE;
+    actions[0].conf = &queue;
+    actions[1].type = RTE_FLOW_ACTION_TYPE_END;
+    rte_flow_error err{};
+    if (rte_flow_validate(id_, &attr, pattern, actions, &err) != 0 ||
+        rte_flow_create(id_, &attr, pattern, actions, &err) == nullptr) {
+      rte_flow_flush(id_, &err);
+      return false;
+    }
+  }
+  flows_ = true;
+  return true;
+}
+
 Port::~Port() {
   if (id_ == RTE_MAX_ETHPORTS) return;
+  if (flows_) {
+    rte_flow_error err{};
+    rte_flow_flush(id_, &err);
+  }
   if (started_) rte_eth_dev_stop(id_);
   if (!vdev_.empty()) {
     rte_eth_dev_close(id_);

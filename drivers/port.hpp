@@ -35,6 +35,11 @@ class Port {
   const wire::Mac& mac() const noexcept { return mac_; }
   std::uint16_t queues() const noexcept { return queues_; }
 
+  // Hardware lane steering: one rte_flow rule per priority sends IPv4 frames with that
+  // priority's DSCP to RX queue `priority`. False (and no rule left) when the device refuses
+  // any of them. Needs wire::kPriorities RX queues.
+  bool steer_lanes_by_dscp() noexcept;
+
   bool link_up() const noexcept;
   // Polls link state until up or `timeout` passes.
   bool wait_link(std::chrono::milliseconds timeout) const noexcept;
@@ -57,6 +62,7 @@ class Port {
   int socket_ = 0;
   wire::Mac mac_{};
   bool started_ = false;
+  bool flows_ = false;
 };
 
 // A pool of packet mbufs on one NUMA socket. Freed on destruction.

@@ -25,7 +25,8 @@ inline drivers::Eal& eal() {
 }
 
 // Two nodes joined by a net_ring pair inside this process.
-inline config::Cluster ring_pair_cluster(const std::string& pair, std::uint32_t mbufs = 8191) {
+inline config::Cluster ring_pair_cluster(const std::string& pair, std::uint32_t mbufs = 8191,
+                                         const std::string& node_keys = "", const std::string& port_keys = "") {
   return config::load_string(fmt::format(R"(
 [cluster]
 name = "t{0}"
@@ -36,10 +37,12 @@ mac = "02:00:00:00:01:01"
 ip = "198.18.1.1"
 control_socket = "/tmp/nerve-test-{0}-1.sock"
 mbufs = {1}
+{2}
   [[node.port]]
   kind = "ring"
   pair = "{0}"
   peers = [2]
+  {3}
 
 [[node]]
 id = 2
@@ -47,11 +50,13 @@ mac = "02:00:00:00:01:02"
 ip = "198.18.1.2"
 control_socket = "/tmp/nerve-test-{0}-2.sock"
 mbufs = {1}
+{2}
   [[node.port]]
   kind = "ring"
   pair = "{0}"
   peers = [1]
-)", pair, mbufs));
+  {3}
+)", pair, mbufs, node_keys, port_keys));
 }
 
 }  // namespace nerve::test

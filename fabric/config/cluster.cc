@@ -30,6 +30,32 @@ class Reader {
     return static_cast<T>(x);
   }
 
+  double number(std::string_view k, double def, double lo, double hi) {
+    const toml::node* n = get(k, false);
+    if (!n) return def;
+    double x = 0;
+    if (const auto* f = n->as_floating_point()) x = f->get();
+    else if (const auto* i = n->as_integer()) x = static_cast<double>(i->get());
+    else throw type_error(k, "a number", *n);
+    if (x < lo || x > hi) throw ConfigError(fmt::format("{}: {} is out of range [{}, {}]", key(k), x, lo, hi));
+    return x;
+  }
+
+  // An array of exactly N integers.
+  template <std::size_t N>
+  std::array<std::uint32_t, N> fixed_array(std::string_view k, std::array<std::uint32_t, N> def, std::int64_t lo,
+                                           std::int64_t hi) {
+    if (!t_.get(k)) {
+      seen_.insert(std::string(k));
+      return def;
+    }
+    const auto v = int_array<std::uint32_t>(k, lo, hi);
+    if (v.size() != N) throw ConfigError(fmt::format("{}: expected {} values (one per lane), got {}", key(k), N, v.size()));
+    std::array<std::uint32_t, N> out{};
+    std::copy(v.begin(), v.end(), out.begin());
+    return out;
+  }
+
   std::string string(std::string_view k, std::string def, bool required = false) {
     const toml::node* n = get(k, required);
     if (!n) return def;
@@ -121,6 +147,10 @@ Port read_port(const toml::table& t, const std::string& where) {
   p.peers = r.int_array<std::uint16_t>("peers", 1, 65534);
   p.rx_desc = r.integer<std::uint16_t>("rx_desc", p.rx_desc, 64, 4096);
   p.tx_desc = r.integer<std::uint16_t>("tx_desc", p.tx_desc, 64, 4096);
+  const std::string lanes = r.string("lanes", "auto");
+  if (lanes == "auto") p.lanes = LaneMode::kAuto;
+  else if (lanes == "software") p.lanes = LaneMode::kSoftware;
+  else throw ConfigError(fmt::format("{}: must be \"auto\" or \"software\", got '{}'", r.key("lanes"), lanes));
   switch (p.kind) {
     case PortKind::kRing: p.pair = r.string("pair", "", true); break;
     case PortKind::kMemif:
@@ -163,6 +193,12 @@ Node read_node(const toml::table& t, const std::string& where) {
   n.cores = r.int_array<unsigned>("cores", 0, 1023);
   n.memory_mb = r.integer<std::uint32_t>("memory_mb", n.memory_mb, 64, 65536);
   n.mbufs = r.integer<std::uint32_t>("mbufs", n.mbufs, 1023, 1048575);
+  n.lane_budget_us = r.fixed_array<wire::kPriorities>("lane_budget_us", n.lane_budget_us, 1, 600'000'000);
+  n.lane_depth = r.fixed_array<wire::kPriorities>("lane_depth", n.lane_depth, 32, 65536);
+  n.lane_min_share = r.number("lane_min_share", n.lane_min_share, 0.0, 0.2);
+  const auto busy = r.int_array<unsigned>("busy_lanes", 0, wire::kPriorities - 1);
+  if (t.get("busy_lanes")) n.busy_lanes = busy;  // an explicit [] means: always back off
+  n.busy_window_ms = r.integer<std::uint32_t>("busy_window_ms", n.busy_window_ms, 0, 3'600'000);
   if (const auto* ports = r.table_array("port")) {
     for (std::size_t i = 0; i < ports->size(); ++i)
       n.ports.push_back(read_port(*(*ports)[i].as_table(), fmt::format("{}.port[{}]", where, i)));

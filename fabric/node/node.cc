@@ -16,13 +16,14 @@
 #include <unordered_map>
 
 #include "eal.hpp"
+#include "nerve/tx_lanes.hpp"
 #include "port.hpp"
 
 namespace nerve {
 namespace {
 
 constexpr std::uint16_t kBurst = 32;          // RX and TX burst size (DESIGN.md: up to 32)
-constexpr std::uint16_t kTxCap = 512;         // frames buffered per port before back-pressure
+constexpr unsigned kSoftwareRxBursts = 4;     // software lanes: bursts read per poll before delivering
 constexpr unsigned kControlRingSize = 1024;   // pending proxy requests
 constexpr unsigned kControlPerPoll = 32;      // proxy messages sent per poll iteration
 constexpr unsigned kSpinPolls = 512;          // back-off: empty polls spent pausing before sleeping
@@ -41,10 +42,18 @@ struct Route {
   wire::Endpoints ep;
 };
 
-struct TxBuffer {
-  std::array<rte_mbuf*, kTxCap> pkts{};
-  std::uint16_t n = 0;
+// A port and how it keeps lanes apart.
+struct PortLanes {
+  LaneMode mode = LaneMode::kSoftware;
+  lane::TxLanes<rte_mbuf> tx;
+  explicit PortLanes(const lane::LaneConfig& c) : tx(c) {}
 };
+
+unsigned held_total(const std::array<unsigned, lane::kLanes>& h) noexcept {
+  unsigned n = 0;
+  for (unsigned v : h) n += v;
+  return n;
+}
 
 }  // namespace
 
@@ -72,7 +81,11 @@ struct Node::Impl {
   std::map<int, std::unique_ptr<drivers::Mempool>> pools;  // one per NUMA socket
   rte_mempool* tx_pool = nullptr;                          // the datapath lcore's socket
   std::vector<std::unique_ptr<drivers::Port>> ports;
-  std::vector<TxBuffer> tx;
+  std::vector<PortLanes> lanes;  // per port
+  lane::LaneConfig lane_cfg;
+  std::array<std::uint64_t, wire::kPriorities> budget_ns{};
+  std::uint32_t busy_mask = 0;    // lanes that keep a backing-off node busy
+  std::uint64_t busy_until_ns = 0;
   std::vector<std::int32_t> route_of = std::vector<std::int32_t>(65536, -1);
   std::vector<Route> routes;
   std::vector<PeerInfo> peers;
@@ -88,27 +101,121 @@ struct Node::Impl {
 
   std::uint32_t rxq_space() const noexcept { return rx_mask + 1 - (rx_tail - rx_head); }
 
-  void flush(std::size_t p) noexcept {
-    TxBuffer& b = tx[p];
-    if (b.n == 0) return;
+  // Frames one RX burst may take: with no handler, never more than recv()'s queue can keep
+  // (the rest wait in the port's ring rather than be dropped).
+  std::uint16_t rx_want() noexcept {
+    if (handler) return kBurst;
+    const std::uint32_t space = rxq_space();
+    if (space >= kBurst) return kBurst;
+    lcore->rx_deferred.add();
+    return static_cast<std::uint16_t>(space);
+  }
+
+  // Counts a received frame and validates it; false (frame freed, refusal counted) if refused.
+  bool accept(rte_mbuf* m, wire::Decoded& d) noexcept {
+    lcore->rx_frames.add();
+    lcore->rx_bytes.add(m->pkt_len);
+    if (m->nb_segs != 1) [[unlikely]] {
+      lcore->rx_multi_segment.add();
+      rte_pktmbuf_free(m);
+      return false;
+    }
+    const auto frame = std::span<const std::byte>(rte_pktmbuf_mtod(m, const std::byte*), m->data_len);
+    if (const wire::Refusal r = wire::decode(frame, filter, d); r != wire::Refusal::kNone) [[unlikely]] {
+      lcore->refused[static_cast<std::size_t>(r)].add();
+      rte_pktmbuf_free(m);
+      return false;
+    }
+    return true;
+  }
+
+  // Accounts latency against the lane's budget, then hands the message to a waiting proxy
+  // request, the handler, or recv()'s queue.
+  void deliver(rte_mbuf* m, const wire::Decoded& d, std::uint64_t now) noexcept {
+    const std::uint8_t prio = d.hdr.priority;
+    const std::uint64_t lat = now > d.hdr.timestamp_ns ? now - d.hdr.timestamp_ns : 0;
+    lcore->latency_ns[prio].record(lat);
+    if (lat > budget_ns[prio]) lcore->deadline_miss[prio].add();
+    lcore->delivered[static_cast<std::size_t>(d.hdr.type)][prio].add();
+    if ((busy_mask >> prio) & 1u) busy_until_ns = now + cfg.busy_window_ms * 1'000'000ull;
+
+    RxMessage msg;
+    msg.m_ = m;
+    msg.hdr_ = d.hdr;
+    msg.payload_ = d.payload;
+    msg.latency_ns_ = lat;
+    if (d.hdr.type == MsgType::kResponse && !awaiting.empty()) {
+      if (auto it = awaiting.find(d.hdr.corr_id); it != awaiting.end()) {
+        auto [req, sent_ns] = it->second;
+        awaiting.erase(it);
+        if (req->res.replies++ == 0) {
+          req->res.reply.assign(reinterpret_cast<const char*>(d.payload.data()), d.payload.size());
+          req->res.rtt_ns = now - sent_ns;
+        }
+        --req->awaiting;
+        if (req->awaiting == 0 && req->next == req->req.count) finish(req, SendStatus::kOk);
+        return;
+      }
+    }
+    if (handler) handler(msg);
+    else rxq[rx_tail++ & rx_mask] = std::move(msg);
+  }
+
+  struct Held {
+    rte_mbuf* m;
+    wire::Decoded d;
+  };
+  std::array<std::array<Held, kSoftwareRxBursts * kBurst>, lane::kLanes> stash{};  // software lanes
+
+  void count_tx(rte_mbuf* const* pkts, std::uint16_t n) noexcept {
     std::uint64_t bytes = 0;
-    for (std::uint16_t i = 0; i < b.n; ++i) bytes += b.pkts[i]->pkt_len;
-    const std::uint16_t sent = ports[p]->tx_burst(0, b.pkts.data(), b.n);
-    // Partial TX: keep the rest, in order, for the next flush (the PMD's ring is full).
-    for (std::uint16_t i = sent; i < b.n; ++i) bytes -= b.pkts[i]->pkt_len;
-    if (sent < b.n) std::memmove(b.pkts.data(), b.pkts.data() + sent, (b.n - sent) * sizeof(rte_mbuf*));
-    b.n = static_cast<std::uint16_t>(b.n - sent);
-    lcore->tx_frames.add(sent);
+    for (std::uint16_t i = 0; i < n; ++i) bytes += pkts[i]->pkt_len;
+    lcore->tx_frames.add(n);
     lcore->tx_bytes.add(bytes);
   }
 
-  unsigned flush_all() noexcept {
-    unsigned pending = 0;
-    for (std::size_t p = 0; p < tx.size(); ++p) {
-      pending += tx[p].n;
-      flush(p);
+  // Hands queued frames to port p, scheduler order. A port that takes less than offered keeps
+  // the rest at the head of their lanes for next time. Returns frames handed over.
+  unsigned flush(std::size_t p) noexcept {
+    PortLanes& pl = lanes[p];
+    drivers::Port& port = *ports[p];
+    unsigned moved = 0;
+    rte_mbuf* burst[kBurst];
+    if (pl.mode == LaneMode::kPaired) {
+      // Lane l leaves on TX queue l, which the peer reads as RX queue l: no lane waits behind
+      // another anywhere between the two nodes.
+      for (unsigned l = 0; l < lane::kLanes; ++l) {
+        while (pl.tx.size(l) > 0) {
+          const auto n = static_cast<std::uint16_t>(pl.tx.pull_lane(l, burst, kBurst));
+          const std::uint16_t sent = port.tx_burst(static_cast<std::uint16_t>(l), burst, n);
+          count_tx(burst, sent);
+          moved += sent;
+          if (sent < n) {
+            pl.tx.unpull_lane(l, burst + sent, n - sent);
+            break;
+          }
+        }
+      }
+      return moved;
     }
-    return pending;
+    std::uint8_t from[kBurst];
+    while (pl.tx.total() > 0) {
+      const auto n = static_cast<std::uint16_t>(pl.tx.pull(burst, from, kBurst));
+      const std::uint16_t sent = port.tx_burst(0, burst, n);
+      count_tx(burst, sent);
+      moved += sent;
+      if (sent < n) {
+        pl.tx.unpull(burst + sent, from + sent, n - sent);
+        break;
+      }
+    }
+    return moved;
+  }
+
+  unsigned flush_all() noexcept {
+    unsigned moved = 0;
+    for (std::size_t p = 0; p < lanes.size(); ++p) moved += flush(p);
+    return moved;
   }
 
   void finish(ProxyRequest* r, SendStatus s) {
@@ -149,6 +256,15 @@ RxMessage& RxMessage::operator=(RxMessage&& o) noexcept {
 }
 RxMessage::~RxMessage() {
   if (m_) rte_pktmbuf_free(m_);
+}
+
+std::string_view to_string(LaneMode m) noexcept {
+  switch (m) {
+    case LaneMode::kPaired: return "paired-queues";
+    case LaneMode::kFlow: return "rte_flow";
+    case LaneMode::kSoftware: return "software";
+  }
+  return "unknown";
 }
 
 std::string_view to_string(SendStatus s) noexcept {
@@ -193,16 +309,38 @@ Node::Node(const config::Cluster& cluster, NodeId id, drivers::Eal& eal, const N
     return p->get();
   };
   I.tx_pool = pool_for(eal.socket());
+  for (unsigned l = 0; l < lane::kLanes; ++l) {
+    I.budget_ns[l] = std::uint64_t{I.cfg.lane_budget_us[l]} * 1000u;
+    I.lane_cfg.depth[l] = I.cfg.lane_depth[l];
+    I.lane_cfg.min_share[l] = l == 0 ? 0.0 : I.cfg.lane_min_share;
+  }
+  for (unsigned l : I.cfg.busy_lanes) I.busy_mask |= 1u << l;
 
   for (std::size_t j = 0; j < I.cfg.ports.size(); ++j) {
     const config::Port& pc = I.cfg.ports[j];
     const int numa = drivers::port_numa_node(pc);
     const bool lead = pc.peers.empty() || I.cfg.id < pc.peers.front();
+    // Lane mode: paired queues where the link pairs them end to end, hardware steering where a
+    // NIC accepts the rules, software classification everywhere else.
+    LaneMode mode = LaneMode::kSoftware;
+    std::uint16_t queues = 1;
+    if (pc.lanes == config::LaneMode::kAuto) {
+      if (pc.kind == config::PortKind::kRing || pc.kind == config::PortKind::kMemif) {
+        mode = LaneMode::kPaired;
+        queues = lane::kLanes;
+      } else if (pc.kind == config::PortKind::kPci) {
+        mode = LaneMode::kFlow;
+        queues = lane::kLanes;
+      }
+    }
     I.ports.push_back(std::make_unique<drivers::Port>(pc, fmt::format("n{}p{}", I.cfg.id, j),
-                                                      pool_for(numa >= 0 ? numa : eal.socket()), 1, I.cfg.mac, lead,
-                                                      cluster.mtu));
+                                                      pool_for(numa >= 0 ? numa : eal.socket()), queues, I.cfg.mac,
+                                                      lead, cluster.mtu));
+    // Without the rules every frame lands on queue 0 (no RSS is configured): software lanes.
+    if (mode == LaneMode::kFlow && !I.ports.back()->steer_lanes_by_dscp()) mode = LaneMode::kSoftware;
+    I.lanes.emplace_back(I.lane_cfg);
+    I.lanes.back().mode = mode;
   }
-  I.tx.resize(I.ports.size());
 
   for (std::size_t j = 0; j < I.cfg.ports.size(); ++j) {
     for (NodeId peer : I.cfg.ports[j].peers) {
@@ -235,9 +373,10 @@ Node::~Node() {
   while (!I.active.empty()) I.finish(I.active.back(), SendStatus::kShutdown);
   rte_ring_free(I.control);
   I.rxq.clear();
-  for (auto& b : I.tx) {
-    for (std::uint16_t i = 0; i < b.n; ++i) rte_pktmbuf_free(b.pkts[i]);
-    b.n = 0;
+  for (auto& pl : I.lanes) {
+    rte_mbuf* m[kBurst];
+    for (unsigned l = 0; l < lane::kLanes; ++l)
+      while (const unsigned n = pl.tx.pull_lane(l, m, kBurst)) rte_pktmbuf_free_bulk(m, n);
   }
   I.ports.clear();  // stop and close before their pools go
   I.pools.clear();
@@ -277,11 +416,13 @@ SendStatus Node::send(TxFrame& f, NodeId dst, MsgType type, std::uint8_t priorit
     return SendStatus::kNoRoute;
   }
   const Route& route = I.routes[static_cast<std::size_t>(r)];
-  TxBuffer& b = I.tx[route.port];
-  if (b.n == kTxCap) [[unlikely]] {
+  PortLanes& pl = I.lanes[route.port];
+  if (!lane::sheds(priority) && pl.tx.full(priority)) [[unlikely]] {
     I.flush(route.port);
-    if (b.n == kTxCap) {
+    if (pl.tx.full(priority)) {
+      // P0-P2 are never dropped: the caller keeps the frame and decides.
       I.lcore->tx_backpressure.add();
+      I.lcore->backpressure[priority].add();
       return SendStatus::kBackpressure;
     }
   }
@@ -299,10 +440,17 @@ SendStatus Node::send(TxFrame& f, NodeId dst, MsgType type, std::uint8_t priorit
   h.timestamp_ns = now_ns();
   auto* hdr = reinterpret_cast<std::byte*>(rte_pktmbuf_prepend(f.m_, wire::kOverhead));
   wire::encode_headers(std::span<std::byte, wire::kOverhead>(hdr, wire::kOverhead), route.ep, h);
-  b.pkts[b.n++] = f.m_;
+  rte_mbuf* evicted = nullptr;
+  if (pl.tx.push(priority, f.m_, &evicted) == lane::Push::kShed) {
+    // P3/P4 lane full: its oldest frame makes room (counted, never silent).
+    I.lcore->shed[priority].add();
+    rte_pktmbuf_free(evicted);
+  }
   f.m_ = nullptr;
   I.lcore->sent[t][priority].add();
-  if (b.n >= kBurst) I.flush(route.port);
+  if ((I.busy_mask >> priority) & 1u) I.busy_until_ns = h.timestamp_ns + I.cfg.busy_window_ms * 1'000'000ull;
+  // P0 leaves now, ahead of anything queued; the other lanes go out in bursts.
+  if (priority == 0 || pl.tx.total() >= kBurst) I.flush(route.port);
   return SendStatus::kOk;
 }
 
@@ -336,63 +484,45 @@ unsigned Node::poll() noexcept {
   const std::uint64_t now = now_ns();
 
   for (std::size_t p = 0; p < I.ports.size(); ++p) {
-    std::uint16_t want = kBurst;
-    if (!I.handler) {
-      const std::uint32_t space = I.rxq_space();
-      if (space < want) {
-        // Leave frames in the port's RX ring rather than take what we could not keep.
-        lc.rx_deferred.add();
-        want = static_cast<std::uint16_t>(space);
-        if (want == 0) continue;
-      }
-    }
+    drivers::Port& port = *I.ports[p];
     rte_mbuf* bufs[kBurst];
-    const std::uint16_t n = I.ports[p]->rx_burst(0, bufs, want);
-    for (std::uint16_t i = 0; i < n; ++i) {
-      if (i + 1 < n) rte_prefetch0(rte_pktmbuf_mtod(bufs[i + 1], void*));
-      rte_mbuf* m = bufs[i];
-      lc.rx_frames.add();
-      lc.rx_bytes.add(m->pkt_len);
-      if (m->nb_segs != 1) [[unlikely]] {
-        lc.rx_multi_segment.add();
-        rte_pktmbuf_free(m);
-        continue;
-      }
-      wire::Decoded d;
-      const auto frame = std::span<const std::byte>(rte_pktmbuf_mtod(m, const std::byte*), m->data_len);
-      if (const wire::Refusal r = wire::decode(frame, I.filter, d); r != wire::Refusal::kNone) [[unlikely]] {
-        lc.refused[static_cast<std::size_t>(r)].add();
-        rte_pktmbuf_free(m);
-        continue;
-      }
-      const std::uint8_t prio = d.hdr.priority;
-      const std::uint64_t lat = now > d.hdr.timestamp_ns ? now - d.hdr.timestamp_ns : 0;
-      lc.latency_ns[prio].record(lat);
-      if (lat > I.opts.budget_ns[prio]) lc.deadline_miss[prio].add();
-      lc.delivered[static_cast<std::size_t>(d.hdr.type)][prio].add();
-
-      RxMessage msg;
-      msg.m_ = m;
-      msg.hdr_ = d.hdr;
-      msg.payload_ = d.payload;
-      msg.latency_ns_ = lat;
-      if (d.hdr.type == MsgType::kResponse && !I.awaiting.empty()) {
-        if (auto it = I.awaiting.find(d.hdr.corr_id); it != I.awaiting.end()) {
-          auto [req, sent_ns] = it->second;
-          I.awaiting.erase(it);
-          if (req->res.replies++ == 0) {
-            req->res.reply.assign(reinterpret_cast<const char*>(d.payload.data()), d.payload.size());
-            req->res.rtt_ns = now - sent_ns;
-          }
-          --req->awaiting;
-          if (req->awaiting == 0 && req->next == req->req.count) I.finish(req, SendStatus::kOk);
-          continue;
+    if (I.lanes[p].mode != LaneMode::kSoftware) {
+      // One RX queue per lane: read P0's queue first, so a P0 frame never waits behind
+      // lower-priority frames in a shared ring.
+      for (std::uint16_t q = 0; q < lane::kLanes; ++q) {
+        const std::uint16_t want = I.rx_want();
+        if (want == 0) break;
+        const std::uint16_t n = port.rx_burst(q, bufs, want);
+        for (std::uint16_t i = 0; i < n; ++i) {
+          if (i + 1 < n) rte_prefetch0(rte_pktmbuf_mtod(bufs[i + 1], void*));
+          wire::Decoded d;
+          if (I.accept(bufs[i], d)) I.deliver(bufs[i], d, now);
         }
+        work += n;
       }
-      if (I.handler) I.handler(msg);
-      else I.rxq[I.rx_tail++ & I.rx_mask] = std::move(msg);
+      continue;
     }
-    work += n;
+    // Shared RX queue: read several bursts (reading is cheap next to delivering), classify
+    // them into lanes, then deliver P0 first.
+    std::array<unsigned, lane::kLanes> held{};
+    for (unsigned b = 0; b < kSoftwareRxBursts; ++b) {
+      std::uint16_t want = I.rx_want();
+      if (!I.handler) want = static_cast<std::uint16_t>(std::min<unsigned>(want, I.rxq_space() - held_total(held)));
+      if (want == 0) break;
+      const std::uint16_t n = port.rx_burst(0, bufs, want);
+      for (std::uint16_t i = 0; i < n; ++i) {
+        if (i + 1 < n) rte_prefetch0(rte_pktmbuf_mtod(bufs[i + 1], void*));
+        wire::Decoded d;
+        if (!I.accept(bufs[i], d)) continue;
+        const unsigned l = d.hdr.priority;
+        I.stash[l][held[l]] = {bufs[i], d};
+        ++held[l];
+      }
+      work += n;
+      if (n < want) break;
+    }
+    for (unsigned l = 0; l < lane::kLanes; ++l)
+      for (unsigned k = 0; k < held[l]; ++k) I.deliver(I.stash[l][k].m, I.stash[l][k].d, now);
   }
 
   // Control requests from other threads: bounded work per iteration so traffic keeps moving.
@@ -448,7 +578,7 @@ unsigned Node::poll() noexcept {
 unsigned Node::flush() noexcept {
   impl_->flush_all();
   unsigned waiting = 0;
-  for (const auto& b : impl_->tx) waiting += b.n;
+  for (const auto& pl : impl_->lanes) waiting += pl.tx.total();
   return waiting;
 }
 
@@ -464,6 +594,8 @@ void Node::run(const std::atomic<bool>& stop) noexcept {
       continue;
     }
     if (busy) continue;
+    // A busy lane (busy_lanes) had traffic within busy_window_ms: keep polling for the next.
+    if (impl_->busy_until_ns != 0 && now_ns() < impl_->busy_until_ns) continue;
     if (++idle < kSpinPolls) {
       rte_pause();
       continue;
@@ -491,7 +623,7 @@ ControlResult NodeProxy::send(const ControlSend& req) {
 }
 
 stats::Snapshot Node::snapshot() const {
-  return stats::snapshot({impl_->lcore.get()}, impl_->opts.budget_ns);
+  return stats::snapshot({impl_->lcore.get()}, impl_->budget_ns);
 }
 
 std::vector<PortInfo> Node::ports() const {
@@ -500,7 +632,9 @@ std::vector<PortInfo> Node::ports() const {
     const auto& p = *impl_->ports[j];
     rte_eth_stats s{};
     rte_eth_stats_get(p.id(), &s);
-    out.push_back(PortInfo{p.name(), p.kind(), p.id(), p.socket(), p.mac(), p.link_up(), s.ipackets, s.opackets,
+    std::array<std::uint32_t, wire::kPriorities> queued{};
+    for (unsigned l = 0; l < lane::kLanes; ++l) queued[l] = impl_->lanes[j].tx.size(l);
+    out.push_back(PortInfo{p.name(), p.kind(), impl_->lanes[j].mode, queued, p.id(), p.socket(), p.mac(), p.link_up(), s.ipackets, s.opackets,
                            s.ibytes, s.obytes, s.imissed, s.ierrors, s.oerrors, s.rx_nombuf,
                            impl_->cfg.ports[j].peers});
   }

@@ -44,6 +44,8 @@ Snapshot snapshot(const std::vector<const LcoreStats*>& lcores,
       }
     for (std::size_t p = 0; p < wire::kPriorities; ++p) {
       s.lanes[p].deadline_miss += l->deadline_miss[p].get();
+      s.lanes[p].shed += l->shed[p].get();
+      s.lanes[p].backpressure += l->backpressure[p].get();
       (*merged)[p].merge(l->latency_ns[p]);
     }
   }

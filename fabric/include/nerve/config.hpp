@@ -4,6 +4,7 @@
 // docs/configuration.md documents every key with its default and bounds.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <filesystem>
 #include <stdexcept>
@@ -22,6 +23,9 @@ class ConfigError : public std::runtime_error {
 enum class Profile { kDev, kProduction };
 enum class Idle { kBusy, kBackoff };
 enum class PortKind { kRing, kMemif, kAfPacket, kAfXdp, kTap, kNull, kPci };
+// How a port keeps the lanes apart on receive: "auto" picks paired queues (ring, memif),
+// hardware steering with rte_flow where the device accepts it, else software classification.
+enum class LaneMode { kAuto, kSoftware };
 
 std::string_view to_string(PortKind k) noexcept;
 std::string_view to_string(Profile p) noexcept;
@@ -37,6 +41,7 @@ struct Port {
   std::string address;                // pci: bus address, e.g. 0000:3b:00.0
   std::uint16_t rx_desc = 512;        // descriptors per RX queue, [64, 4096]
   std::uint16_t tx_desc = 512;        // descriptors per TX queue, [64, 4096]
+  LaneMode lanes = LaneMode::kAuto;
 };
 
 struct Node {
@@ -51,6 +56,15 @@ struct Node {
   std::vector<unsigned> cores;        // empty: chosen on the ports' NUMA socket
   std::uint32_t memory_mb = 256;      // dev profile: EAL memory without hugepages, [64, 65536]
   std::uint32_t mbufs = 8191;         // mbufs in the node's pool, [1023, 1048575]
+  // Lanes (SPEC.md "Message Priority"): delivery budget, TX queue depth and the share of TX
+  // slots each lower lane keeps under load.
+  std::array<std::uint32_t, wire::kPriorities> lane_budget_us{100, 500, 1000, 2000, 5000};
+  std::array<std::uint32_t, wire::kPriorities> lane_depth{512, 512, 512, 1024, 1024};
+  double lane_min_share = 0.01;       // each of P1..P4, [0, 0.2]
+  // Back-off: while a frame of one of these lanes was sent or received in the last
+  // busy_window_ms, the node busy-polls instead of sleeping.
+  std::vector<unsigned> busy_lanes{0};
+  std::uint32_t busy_window_ms = 100; // [0, 3600000]
   std::vector<Port> ports;
 };
 

@@ -50,6 +50,14 @@ enum class SendStatus : std::uint8_t {
 };
 std::string_view to_string(SendStatus s) noexcept;
 
+// How a port keeps the lanes apart on receive (docs/architecture.md, "Lanes").
+enum class LaneMode : std::uint8_t {
+  kPaired,    // one queue per lane at both ends (ring, memif): lane i on queue i
+  kFlow,      // the NIC steers each DSCP to its own RX queue (rte_flow)
+  kSoftware,  // one shared RX queue, classified right after rx_burst, P0 delivered first
+};
+std::string_view to_string(LaneMode m) noexcept;
+
 struct SendOptions {
   std::uint16_t channel = 0;
   std::uint32_t corr_id = 0;  // set by respond()
@@ -105,12 +113,13 @@ class RxMessage {
 struct NodeOptions {
   std::chrono::milliseconds link_wait{2000};   // at start-up; a link down is reported, not fatal
   std::uint32_t rx_queue_depth = 4096;         // messages held for recv(), power of two
-  std::array<std::uint64_t, wire::kPriorities> budget_ns = stats::kDefaultBudgetNs;
 };
 
 struct PortInfo {
   std::string name;
   config::PortKind kind;
+  LaneMode lane_mode;
+  std::array<std::uint32_t, wire::kPriorities> tx_queued;  // frames waiting per lane (approximate)
   std::uint16_t dpdk_port;
   int socket;
   wire::Mac mac;

@@ -38,11 +38,13 @@ struct alignas(64) LcoreStats {
   Counter alloc_failed;
   Counter rx_deferred;      // RX bursts shortened because the receive queue was full
   std::array<Counter, wire::kPriorities> deadline_miss;
+  std::array<Counter, wire::kPriorities> shed;          // P3/P4 frames dropped, oldest first, from a full lane
+  std::array<Counter, wire::kPriorities> backpressure;  // send() refused on a full P0-P2 lane
   std::array<Histogram, wire::kPriorities> latency_ns;  // one-way, sender timestamp to delivery
 };
 
 struct LaneSummary {
-  std::uint64_t count = 0, deadline_miss = 0, budget_ns = 0;
+  std::uint64_t count = 0, deadline_miss = 0, budget_ns = 0, shed = 0, backpressure = 0;
   std::uint64_t min = 0, p50 = 0, p90 = 0, p99 = 0, p999 = 0, max = 0;
   double mean = 0;
 };
