@@ -61,7 +61,7 @@ void peer_loop(Transport& t, const Tsc& tsc, PeerReport& rep, const std::atomic<
       ++rep.points[p.point].flood;
     }
   };
-  while (!stop.load(std::memory_order_relaxed)) t.poll(rx, true);
+  while (!stop.load(std::memory_order_relaxed)) t.idle(t.poll(rx, true));
 }
 
 json report_to_json(const PeerReport& r) {
@@ -139,7 +139,7 @@ class NetnsGuard {
 class Session {
  public:
   Session(const Options& opt, const std::string& transport, std::size_t max_size)
-      : kind_(transport), tsc_(Tsc::calibrate()) {
+      : kind_(transport), peer_idle_(opt.peer_idle), tsc_(Tsc::calibrate()) {
     const auto& cpus = harness_cpus();
     cpu_a_ = cpus.front();
     cpu_b_ = cpus.size() > 1 ? cpus[1] : cpus.front();
@@ -206,8 +206,8 @@ class Session {
     const auto base = static_cast<std::uint16_t>(30000 + (getpid() % 5000) * 4 + (serial_ % 2) * 2);
     pin_to(cpu_a_);
     t_ = make_udp_transport(base, static_cast<std::uint16_t>(base + 1));
-    spawn({"peer", "--transport", "kernel-udp", "--role", "peer", "--udp-port", std::to_string(base + 1), "--cpu",
-           std::to_string(cpu_b_)},
+    spawn({"peer", "--transport", "kernel-udp", "--role", peer_idle_ == "busy" ? "peer" : "block", "--udp-port",
+           std::to_string(base + 1), "--cpu", std::to_string(cpu_b_)},
           "");
   }
 
@@ -230,9 +230,12 @@ class Session {
     for (int id = 1; id <= 2; ++id)
       out += fmt::format(
           "\n[[node]]\nid = {0}\nmac = \"02:00:00:00:0a:0{0}\"\nip = \"198.18.10.{0}\"\ncontrol_socket = "
-          "\"{1}/n{0}.sock\"\nidle = \"busy\"\nmemory_mb = 512\ncores = [{2}]\nprofile = \"{3}\"\n  [[node.port]]\n  "
+          "\"{1}/n{0}.sock\"\n{5}\nmemory_mb = 512\ncores = [{2}]\nprofile = \"{3}\"\n  [[node.port]]\n  "
           "{4}\n",
-          id, dir_, id == 1 ? cpu_a_ : cpu_b_, kind_ == "pci" ? "production" : "dev", port(id));
+          id, dir_, id == 1 ? cpu_a_ : cpu_b_, kind_ == "pci" ? "production" : "dev", port(id),
+          id == 1 || peer_idle_ == "busy" ? "idle = \"busy\""
+          : peer_idle_ == "backoff"       ? "idle = \"backoff\"\nbusy_lanes = []"
+                                          : "idle = \"backoff\"\nbusy_lanes = [0]");
     return out;
   }
 
@@ -339,6 +342,7 @@ class Session {
   std::uint64_t barriers_ = 0;
 
   std::string kind_;
+  std::string peer_idle_;
   Tsc tsc_;
   unsigned cpu_a_ = 0, cpu_b_ = 0;
   std::string tag_, dir_, ns_a_, ns_b_;
@@ -406,6 +410,9 @@ Row pingpong(Session& s, const Options& o, int prio, std::size_t size, const std
   row.size = size;
   row.frame_bytes = t.frame_bytes(size);
   row.offered_mps = o.rate;
+  row.peer_idle = o.peer_idle;
+  row.gap_us = o.gap_us;
+  const std::uint64_t gap_cycles = tsc.from_ns(static_cast<std::uint64_t>(o.gap_us * 1000));
   const bool open = o.rate > 0;
   const std::uint64_t n = measured_count(o, o.rate, 0, o.seconds > 0 ? ~0ull : 100000);
   const std::uint64_t total = o.warmup + n;
@@ -460,6 +467,10 @@ Row pingpong(Session& s, const Options& o, int prio, std::size_t size, const std
       while (last_seq != i && rdtsc() - p.stamp_tsc < timeout) {
         t.poll(rx, false);
         flood();
+      }
+      if (gap_cycles) {  // an idle gap: the far end may back off before the next ping
+        const std::uint64_t until = rdtsc() + gap_cycles;
+        while (rdtsc() < until) t.poll(rx, false);
       }
       if ((i & 1023) == 0) bar.update(o.seconds > 0 ? static_cast<double>(rdtsc() - start) / static_cast<double>(
                                                                  deadline_tsc - start)
@@ -663,7 +674,6 @@ std::vector<Row> run_scenario(const Options& o, const std::string& transport) {
 
 int peer_main(const std::string& transport, const std::string& role, const std::string& config_path, int node_id,
               int udp_port, int cpu) {
-  (void)role;
   struct sigaction sa {};
   sa.sa_handler = on_peer_signal;
   sigaction(SIGTERM, &sa, nullptr);
@@ -672,7 +682,7 @@ int peer_main(const std::string& transport, const std::string& role, const std::
   PeerReport rep;
   if (transport == "kernel-udp") {
     if (cpu >= 0) pin_to(static_cast<unsigned>(cpu));
-    auto t = make_udp_transport(static_cast<std::uint16_t>(udp_port), 0);
+    auto t = make_udp_transport(static_cast<std::uint16_t>(udp_port), 0, role == "block");
     peer_loop(*t, tsc, rep, g_peer_stop);
   } else {
     const auto cluster = config::load_file(config_path);

@@ -27,6 +27,8 @@ struct Options {
   double background_rate = 0;       // isolation: flood msgs/s; 0: as fast as the sender can
   double p99_limit_us = 0;          // throughput knee: p99 that must hold; 0: the lane's budget
   std::vector<double> sweep{0.01, 0.1, 0.25, 0.5, 0.75, 0.9};  // throughput: fractions of max
+  std::string peer_idle = "busy";    // busy | backoff | backoff-p0-busy (the far end's idle policy)
+  double gap_us = 0;                 // pingpong/isolation: pause between round trips
   std::string pci_a, pci_b;         // pci transport: the two ports, cabled to each other
   std::string json_path, hgrm_path, plot_path;
   bool progress = true;
@@ -41,6 +43,8 @@ struct Row {
   double offered_mps = 0;  // scheduled rate; 0 for closed loop / max
   double gbps = 0;         // rate_mps * frame bits
   std::string metric = "rtt";  // "rtt" or "one-way"
+  std::string peer_idle = "busy";
+  double gap_us = 0;
   bool has_background = false;
   std::vector<int> background_priorities;
   double background_rate_mps = 0;   // delivered to the peer

@@ -43,6 +43,12 @@ int main(int argc, char** argv) {
     sc->add_option("--pci-a", o.pci_a, "pci transport: this side's port address");
     sc->add_option("--pci-b", o.pci_b, "pci transport: the peer's port address");
     sc->add_flag("!--no-progress", o.progress, "no progress bar");
+    sc->add_option("--peer-idle", o.peer_idle,
+                   "the far end's idle policy: busy (default), backoff, or backoff-p0-busy (backs off, but stays "
+                   "busy for 100 ms after P0 traffic); kernel-udp: backoff blocks in poll(2)")
+        ->check(CLI::IsMember({"busy", "backoff", "backoff-p0-busy"}));
+    sc->add_option("--gap-us", o.gap_us, "pingpong/isolation: idle gap between round trips (default 0)")
+        ->check(CLI::Range(0.0, 1e7));
   };
   auto* pp = cli.add_subcommand("pingpong", "round-trip time per lane between two nodes");
   auto* ow = cli.add_subcommand("oneway", "one-way latency between two nodes sharing a clock (same host)");

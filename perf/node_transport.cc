@@ -35,6 +35,7 @@ class NodeTransport final : public Transport {
   }
 
   void flush() override { node_.flush(); }
+  void idle(unsigned work) override { node_.idle_step(work); }
 
  private:
   static void write(TxFrame& f, const Probe& p, std::size_t size) {

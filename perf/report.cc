@@ -60,6 +60,7 @@ void print_table(const std::vector<Row>& rows) {
                                r.background_rate_mps, r.background_sent_mps);
     if (r.scenario == "throughput") note = r.max_point ? "max (unpaced)" : fmt::format("offered {:.0f}/s", r.offered_mps);
     if (r.knee) note += "  <- knee";
+    if (r.peer_idle != "busy" || r.gap_us > 0) note += fmt::format(" peer {} gap {:.0f}us", r.peer_idle, r.gap_us);
     fmt::print("{:<11} {:<10} {:>3} {:>6} {:>6} {:>9} {:>7} {:>11.0f} {:>7.3f} {:>8.2f} {:>8.2f} {:>8.2f} {:>8.2f} {:>8.2f} "
                "{:>9.2f} {:>6} {}\n",
                r.scenario, r.transport, fmt::format("P{}", r.priority), r.size, r.frame_bytes, h.count(), r.lost,
@@ -101,6 +102,8 @@ std::string to_json(const Options& opt, const std::vector<Row>& rows) {
               {"offered_mps", r.offered_mps},
               {"gbps", r.gbps},
               {"metric", r.metric},
+              {"peer_idle", r.peer_idle},
+              {"gap_us", r.gap_us},
               {"latency_ns",
                {{"min", h.min()},
                 {"mean", h.mean()},

@@ -49,6 +49,9 @@ class Transport {
   // returns the number handled.
   virtual unsigned poll(const RxFn& rx, bool reflect) = 0;
   virtual void flush() = 0;
+  // The far end's idle policy after a poll that handled `work` messages (node: its configured
+  // busy/backoff policy; kernel UDP in backoff: block in poll(2) until a datagram arrives).
+  virtual void idle(unsigned work) = 0;
 };
 
 // A nerve node as transport: sends to `peer`, probes as kMetric messages, reflections as
@@ -57,6 +60,7 @@ std::unique_ptr<Transport> make_node_transport(Node& node, std::uint16_t peer, s
 
 // A UDP socket on 127.0.0.1 bound to `local_port`, sending to `peer_port` (0: reply to the last
 // sender). Non-blocking, busy-polled.
-std::unique_ptr<Transport> make_udp_transport(std::uint16_t local_port, std::uint16_t peer_port);
+std::unique_ptr<Transport> make_udp_transport(std::uint16_t local_port, std::uint16_t peer_port,
+                                              bool block_when_idle = false);
 
 }  // namespace nerve::perf

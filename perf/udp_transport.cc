@@ -4,6 +4,7 @@
 // per message.
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -25,7 +26,7 @@ constexpr unsigned kBatch = 32;
 
 class UdpTransport final : public Transport {
  public:
-  UdpTransport(std::uint16_t local_port, std::uint16_t peer_port) {
+  UdpTransport(std::uint16_t local_port, std::uint16_t peer_port, bool block) : block_(block) {
     fd_ = ::socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd_ < 0) throw std::runtime_error(std::string("socket: ") + std::strerror(errno));
     const int buf = 8 << 20;
@@ -87,12 +88,19 @@ class UdpTransport final : public Transport {
 
   void flush() override {}
 
+  void idle(unsigned work) override {
+    if (!block_ || work != 0) return;
+    pollfd p{fd_, POLLIN, 0};
+    ::poll(&p, 1, 100);  // the kernel wakes us when a datagram lands
+  }
+
  private:
   bool send_raw(const void* data, std::size_t len, const sockaddr_in& to) {
     const ssize_t n = ::sendto(fd_, data, len, 0, reinterpret_cast<const sockaddr*>(&to), sizeof to);
     return n == static_cast<ssize_t>(len);  // EAGAIN: the socket buffer is full, push back
   }
 
+  bool block_ = false;
   int fd_ = -1;
   sockaddr_in peer_{};
   bool has_peer_ = false;
@@ -105,8 +113,8 @@ class UdpTransport final : public Transport {
 
 }  // namespace
 
-std::unique_ptr<Transport> make_udp_transport(std::uint16_t local_port, std::uint16_t peer_port) {
-  return std::make_unique<UdpTransport>(local_port, peer_port);
+std::unique_ptr<Transport> make_udp_transport(std::uint16_t local_port, std::uint16_t peer_port, bool block) {
+  return std::make_unique<UdpTransport>(local_port, peer_port, block);
 }
 
 }  // namespace nerve::perf

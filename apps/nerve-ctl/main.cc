@@ -27,11 +27,12 @@ void print_status(const json& j) {
              n["name"].get<std::string>(), n["ip"].get<std::string>(), n["mac"].get<std::string>(),
              n["profile"].get<std::string>(), n["idle"].get<std::string>(), n["lcore"].get<int>(),
              n["mbufs_available"].get<unsigned>());
-  fmt::print("\nports\n  {:<10} {:<10} {:<5} {:<18} {:>10} {:>10} {:>8} {:>8}\n", "name", "kind", "link", "mac",
-             "rx", "tx", "missed", "errors");
+  fmt::print("\nports\n  {:<10} {:<10} {:<14} {:<5} {:<18} {:>10} {:>10} {:>8} {:>8}\n", "name", "kind", "lanes",
+             "link", "mac", "rx", "tx", "missed", "errors");
   for (const auto& p : j["ports"])
-    fmt::print("  {:<10} {:<10} {:<5} {:<18} {:>10} {:>10} {:>8} {:>8}\n", p["name"].get<std::string>(),
-               p["kind"].get<std::string>(), p["link"].get<std::string>(), p["mac"].get<std::string>(),
+    fmt::print("  {:<10} {:<10} {:<14} {:<5} {:<18} {:>10} {:>10} {:>8} {:>8}\n", p["name"].get<std::string>(),
+               p["kind"].get<std::string>(), p["lane_mode"].get<std::string>(), p["link"].get<std::string>(),
+               p["mac"].get<std::string>(),
                p["ipackets"].get<std::uint64_t>(), p["opackets"].get<std::uint64_t>(),
                p["imissed"].get<std::uint64_t>(), p["ierrors"].get<std::uint64_t>() + p["oerrors"].get<std::uint64_t>());
   fmt::print("\npeers\n");
@@ -51,12 +52,13 @@ void print_status(const json& j) {
   for (const auto& [type, v] : j["delivered"].items())
     fmt::print("  {:<10} {:>9} {:>9} {:>9} {:>9} {:>9}\n", type, v[0].get<std::uint64_t>(), v[1].get<std::uint64_t>(),
                v[2].get<std::uint64_t>(), v[3].get<std::uint64_t>(), v[4].get<std::uint64_t>());
-  fmt::print("\nlanes (one-way latency, us)\n  {:<4} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>7}\n", "lane",
-             "count", "p50", "p90", "p99", "p99.9", "max", "budget", "missed");
+  fmt::print("\nlanes (one-way latency, us)\n  {:<4} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>7} {:>7} {:>7}\n",
+             "lane", "count", "p50", "p90", "p99", "p99.9", "max", "budget", "missed", "shed", "pushbk");
   for (const auto& l : j["lanes"])
-    fmt::print("  P{:<3} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>7}\n", l["priority"].get<int>(),
+    fmt::print("  P{:<3} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>7} {:>7} {:>7}\n", l["priority"].get<int>(),
                l["count"].get<std::uint64_t>(), us(l["p50_ns"]), us(l["p90_ns"]), us(l["p99_ns"]), us(l["p999_ns"]),
-               us(l["max_ns"]), us(l["budget_ns"]), l["deadline_miss"].get<std::uint64_t>());
+               us(l["max_ns"]), us(l["budget_ns"]), l["deadline_miss"].get<std::uint64_t>(),
+               l["shed"].get<std::uint64_t>(), l["backpressure"].get<std::uint64_t>());
 }
 
 }  // namespace

@@ -57,6 +57,7 @@ std::string answer(const Node& node, const RxMessage& m) {
 
 json lane_json(const stats::LaneSummary& l, std::size_t prio) {
   return {{"priority", prio}, {"count", l.count}, {"budget_ns", l.budget_ns}, {"deadline_miss", l.deadline_miss},
+          {"shed", l.shed},   {"backpressure", l.backpressure},
           {"min_ns", l.min},  {"mean_ns", l.mean}, {"p50_ns", l.p50},       {"p90_ns", l.p90},
           {"p99_ns", l.p99},  {"p999_ns", l.p999}, {"max_ns", l.max}};
 }
@@ -76,6 +77,7 @@ json status_json(const Node& node, const Received& rx, bool digest, unsigned lco
   j["ports"] = json::array();
   for (const auto& p : node.ports())
     j["ports"].push_back({{"name", p.name},         {"kind", config::to_string(p.kind)},
+                          {"lane_mode", to_string(p.lane_mode)}, {"tx_queued", p.tx_queued},
                           {"dpdk_port", p.dpdk_port}, {"socket", p.socket},
                           {"mac", config::format_mac(p.mac)}, {"link", p.link_up ? "up" : "down"},
                           {"ipackets", p.ipackets}, {"opackets", p.opackets},

@@ -86,6 +86,8 @@ struct Node::Impl {
   std::array<std::uint64_t, wire::kPriorities> budget_ns{};
   std::uint32_t busy_mask = 0;    // lanes that keep a backing-off node busy
   std::uint64_t busy_until_ns = 0;
+  unsigned idle_polls = 0;        // back-off state (idle_step)
+  std::uint32_t sleep_us = 1;
   std::vector<std::int32_t> route_of = std::vector<std::int32_t>(65536, -1);
   std::vector<Route> routes;
   std::vector<PeerInfo> peers;
@@ -582,29 +584,28 @@ unsigned Node::flush() noexcept {
   return waiting;
 }
 
-void Node::run(const std::atomic<bool>& stop) noexcept {
-  const bool busy = impl_->cfg.idle == config::Idle::kBusy;
-  const std::uint32_t max_sleep_us = impl_->cfg.idle_sleep_max_us;
-  unsigned idle = 0;
-  std::uint32_t sleep_us = 1;
-  while (!stop.load(std::memory_order_relaxed)) {
-    if (poll() != 0) {
-      idle = 0;
-      sleep_us = 1;
-      continue;
-    }
-    if (busy) continue;
-    // A busy lane (busy_lanes) had traffic within busy_window_ms: keep polling for the next.
-    if (impl_->busy_until_ns != 0 && now_ns() < impl_->busy_until_ns) continue;
-    if (++idle < kSpinPolls) {
-      rte_pause();
-      continue;
-    }
-    // Back-off: sleep, doubling up to the node's limit, so idle dev nodes share cores.
-    const timespec ts{0, static_cast<long>(sleep_us) * 1000};
-    nanosleep(&ts, nullptr);
-    sleep_us = std::min(sleep_us * 2, max_sleep_us);
+void Node::idle_step(unsigned work) noexcept {
+  Impl& I = *impl_;
+  if (work != 0) {
+    I.idle_polls = 0;
+    I.sleep_us = 1;
+    return;
   }
+  if (I.cfg.idle == config::Idle::kBusy) return;
+  // A busy lane (busy_lanes) had traffic within busy_window_ms: keep polling for the next.
+  if (I.busy_until_ns != 0 && now_ns() < I.busy_until_ns) return;
+  if (++I.idle_polls < kSpinPolls) {
+    rte_pause();
+    return;
+  }
+  // Back-off: sleep, doubling up to the node's limit, so idle dev nodes share cores.
+  const timespec ts{0, static_cast<long>(I.sleep_us) * 1000};
+  nanosleep(&ts, nullptr);
+  I.sleep_us = std::min(I.sleep_us * 2, I.cfg.idle_sleep_max_us);
+}
+
+void Node::run(const std::atomic<bool>& stop) noexcept {
+  while (!stop.load(std::memory_order_relaxed)) idle_step(poll());
   impl_->flush_all();
 }
 

@@ -25,6 +25,9 @@ def run():
         st = h.exchange_all(cl, 2, 1, PER_LANE)
         h.check(st["counters"]["refused_total"] == 0, "nothing refused")
         h.check(st["lanes"][0]["count"] > 0 and st["lanes"][0]["p50_ns"] > 0, "P0 latency recorded")
+        h.check(all(p["lane_mode"] == "paired-queues" for p in st["ports"]), "memif ports pair one queue per lane")
+        h.check(all(l["shed"] == 0 and "backpressure" in l and l["budget_ns"] > 0 for l in st["lanes"]),
+                "lanes report budget, shed and back-pressure")
         cl.stop()
         h.check(not __import__("os").path.exists(memif), "memif socket removed")
     finally:

@@ -91,6 +91,7 @@ def run():
         h.exchange_all(cl, 1, 2, per_lane, rate=50000)
         st = h.exchange_all(cl, 2, 1, per_lane, rate=50000)
         h.check(st["counters"]["refused_total"] == 0, f"nothing refused ({st['counters']['refused']})")
+        h.check(all(p["lane_mode"] == "software" for p in st["ports"]), f"{kind} ports classify lanes in software")
         forge(ns[1], veth[1], cl)
         cl.stop()
     finally:

@@ -212,6 +212,9 @@ class Node {
   // Hands buffered frames to the ports without receiving anything (safe inside a handler).
   // Returns the frames still waiting.
   unsigned flush() noexcept;
+  // One step of the node's idle policy after a poll() that did `work`: nothing after work;
+  // when idle, nothing (busy), or pause, then sleep with a doubling interval (backoff).
+  void idle_step(unsigned work) noexcept;
   // poll() until `stop`, idling per the node's config (busy-poll, or pause then sleep).
   void run(const std::atomic<bool>& stop) noexcept;
 
