@@ -311,32 +311,34 @@ class Session {
   }
 
   // Pings until the peer answers, so no scenario starts against a peer that is not polling.
+  // One token probe per lane: with a queue per lane, each lane's backlog drains on its own.
   void wait_peer() {
-    bool answered = false;
+    unsigned answered = 0;  // bit per lane
     const std::uint64_t token = ~0ull - 1 - barriers_++;
     const RxFn rx = [&](const Probe& p, std::size_t, std::uint64_t) {
-      if (p.kind == kWarmup && p.seq == token) answered = true;
+      if (p.kind == kWarmup && p.seq == token) answered |= 1u << p.prio;
     };
+    constexpr unsigned kAll = (1u << wire::kPriorities) - 1;
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-    bool sent = false;
-    while (!answered) {
+    while (answered != kAll) {
       if (std::chrono::steady_clock::now() > deadline) throw std::runtime_error(kind_ + ": the peer never answered");
       if (child_ > 0 && ::waitpid(child_, nullptr, WNOHANG) == child_) {
         child_ = -1;
         throw std::runtime_error(kind_ + ": the peer process exited during start-up");
       }
-      // Until the peer has answered once, it may not be polling yet: ask again every 20 ms.
-      // After that, one question suffices (a lossy kernel transport may need a second).
-      if (!sent || barriers_ == 1) {
+      // Ask on every lane not yet answered: every 20 ms until the peer is first up (it may
+      // not be polling yet), then every second (a lossy kernel transport may drop a probe).
+      for (unsigned l = 0; l < wire::kPriorities; ++l) {
+        if (answered & (1u << l)) continue;
         Probe p;
         p.seq = token;
         p.kind = kWarmup;
-        sent = t_->send(p, kProbeLen);
-        t_->flush();
+        p.prio = static_cast<std::uint8_t>(l);
+        t_->send(p, kProbeLen);
       }
+      t_->flush();
       const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(barriers_ == 1 ? 20 : 1000);
-      while (!answered && std::chrono::steady_clock::now() < until) t_->poll(rx, false);
-      if (!answered && barriers_ > 1) sent = false;
+      while (answered != kAll && std::chrono::steady_clock::now() < until) t_->poll(rx, false);
     }
   }
   std::uint64_t barriers_ = 0;
@@ -434,7 +436,9 @@ Row pingpong(Session& s, const Options& o, int prio, std::size_t size, const std
   Schedule flood_sched(o.background_rate, tsc.cycles_per_ns(), rdtsc());
   auto flood = [&] {
     if (background.empty()) return;
-    const std::uint64_t due = flood_sched.open_loop() ? flood_sched.due_count(flood_seq, ~0ull, rdtsc()) : 32;
+    // Unpaced: 16 per loop iteration, which keeps the TX path full without the flood's own
+    // generation delaying the pinger's next look at its RX queue by more than ~1 us.
+    const std::uint64_t due = flood_sched.open_loop() ? flood_sched.due_count(flood_seq, ~0ull, rdtsc()) : 16;
     for (std::uint64_t k = 0; k < due; ++k) {
       Probe f;
       f.seq = flood_seq;
@@ -603,7 +607,10 @@ std::vector<Row> run_scenario(const Options& o, const std::string& transport) {
     rows.push_back(pingpong(s, o, 0, size, {}, "isolation"));
     rows.back().has_background = true;  // the idle row: an empty background
     std::uint16_t point = 1;
-    for (int bg : o.background) rows.push_back(pingpong(s, o, 0, size, {bg}, "isolation", point++));
+    for (int bg : o.background) {
+      rows.push_back(pingpong(s, o, 0, size, {bg}, "isolation", point++));
+      s.barrier();  // the flood's backlog lands before the next row (and before the count)
+    }
     // The background rate reported is what the peer received, not what the sender offered.
     const PeerReport rep = s.finish();
     for (std::size_t k = 1; k < rows.size(); ++k) {

@@ -6,7 +6,7 @@
 # Writes perf/results/<date>-<host>.json (every row), perf/results/<date>-<host>-<scenario>.svg
 # and perf/results/<date>-<host>.md (the tables docs/benchmarks.md quotes). Needs root (namespaces).
 #   scripts/bench.sh            # full suite (a few minutes)
-#   BENCH_QUICK=1 scripts/bench.sh   # a short run of the same suite
+#   BENCH_QUICK=1 scripts/bench.sh   # a short run of the same suite (not for the record)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh >/dev/null
@@ -34,6 +34,12 @@ for t in memif af_packet kernel-udp; do
   run "throughput-$t" throughput --transport "$t" --size 64,1024,8192 --seconds "$secs"
   run "isolation-$t" isolation --transport "$t" --count "$iso" --background 4 --background 1
 done
+# Wake-up cost: P0 round trips 1 ms apart, the far end busy-polling, backing off, or backing
+# off but kept busy by recent P0 traffic (busy_lanes = [0]); kernel UDP blocking in poll(2).
+for idle in busy backoff backoff-p0-busy; do
+  run "wakeup-$idle" pingpong --transport memif --count "$((count / 50))" --warmup 100 --gap-us 1000 \
+      --peer-idle "$idle" --compare kernel-udp
+done
 # One plot of the pingpong rows of every transport.
 "$perf" pingpong --transport memif --size 64 --count "$count" --compare af_packet,kernel-udp --plot "$out/$stamp-pingpong.svg" \
   --json "$tmp/plot.json" >/dev/null
@@ -60,7 +66,10 @@ def table(title, rows, extra):
                      f" | {us(l['p50'])} | {us(l['p99'])} | {us(l['p999'])} | {us(l['max'])} |")
     lines.append("")
 rs = merged["results"]
-table("pingpong (round trip)", [r for r in rs if r["scenario"] == "pingpong"], [("round trips/s", lambda r: f"{r['rate_mps']:.0f}")])
+table("pingpong (round trip)", [r for r in rs if r["scenario"] == "pingpong" and not r.get("gap_us")],
+      [("round trips/s", lambda r: f"{r['rate_mps']:.0f}")])
+table("wake-up (P0 round trips 1 ms apart; far end's idle policy)",
+      [r for r in rs if r["scenario"] == "pingpong" and r.get("gap_us")], [("far end", lambda r: r["peer_idle"])])
 table("throughput (one way; max = unpaced, then offered loads; * = knee)",
       [r for r in rs if r["scenario"] == "throughput"],
       [("offered/s", lambda r: "max" if r.get("max") else f"{r['offered_mps']:.0f}"),

@@ -489,11 +489,12 @@ unsigned Node::poll() noexcept {
     drivers::Port& port = *I.ports[p];
     rte_mbuf* bufs[kBurst];
     if (I.lanes[p].mode != LaneMode::kSoftware) {
-      // One RX queue per lane: read P0's queue first, so a P0 frame never waits behind
-      // lower-priority frames in a shared ring.
-      for (std::uint16_t q = 0; q < lane::kLanes; ++q) {
+      // One RX queue per lane: read P0's queue first, and again after each lower lane's
+      // burst, so a P0 frame never waits behind lower-priority frames in a shared ring and at
+      // most one burst of lower-lane work.
+      auto drain = [&](std::uint16_t q) -> std::uint16_t {
         const std::uint16_t want = I.rx_want();
-        if (want == 0) break;
+        if (want == 0) return 0;
         const std::uint16_t n = port.rx_burst(q, bufs, want);
         for (std::uint16_t i = 0; i < n; ++i) {
           if (i + 1 < n) rte_prefetch0(rte_pktmbuf_mtod(bufs[i + 1], void*));
@@ -501,7 +502,11 @@ unsigned Node::poll() noexcept {
           if (I.accept(bufs[i], d)) I.deliver(bufs[i], d, now);
         }
         work += n;
-      }
+        return n;
+      };
+      drain(0);
+      for (std::uint16_t q = 1; q < lane::kLanes; ++q)
+        if (drain(q) != 0) drain(0);
       continue;
     }
     // Shared RX queue: read several bursts (reading is cheap next to delivering), classify
