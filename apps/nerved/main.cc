@@ -239,8 +239,8 @@ int main(int argc, char** argv) {
     {
       Node node(cluster, self->id, eal);
       for (const auto& p : node.ports())
-        log(Level::kInfo, "port {} ({}) mac {} socket {} link {}", p.name, config::to_string(p.kind),
-            config::format_mac(p.mac), p.socket, p.link_up ? "up" : "down (waiting for peer)");
+        log(Level::kInfo, "port {} ({}) mac {} socket {} lanes {} link {}", p.name, config::to_string(p.kind),
+            config::format_mac(p.mac), p.socket, to_string(p.lane_mode), p.link_up ? "up" : "down (waiting for peer)");
       for (const auto& p : node.peers())
         log(Level::kInfo, "peer {} ({}) at {} via port {}", p.id, p.name, config::format_ipv4(p.ip), p.port);
 
