@@ -481,7 +481,6 @@ std::optional<RxMessage> Node::recv() noexcept {
 
 unsigned Node::poll() noexcept {
   Impl& I = *impl_;
-  stats::LcoreStats& lc = *I.lcore;
   unsigned work = I.flush_all();
   const std::uint64_t now = now_ns();
 
