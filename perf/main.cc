@@ -11,6 +11,7 @@
 #include <csignal>
 #include <fstream>
 
+#include "../apps/common/cli.hpp"
 #include "harness.hpp"
 
 using namespace nerve::perf;
@@ -73,14 +74,7 @@ int main(int argc, char** argv) {
   peer->add_option("--udp-port", peer_port);
   peer->add_option("--cpu", peer_cpu);
 
-  try {
-    cli.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return cli.exit(e);
-  } catch (const CLI::ParseError& e) {
-    fmt::print(stderr, "nerve-perf: {}\nRun with --help for usage.\n", e.what());
-    return 2;
-  }
+  if (const auto rc = nerve::app::parse_cli(cli, argc, argv, "nerve-perf")) return *rc;
   harness_cpus();  // before anything pins this thread
   try {
     if (*peer) return peer_main(peer_transport, peer_role, peer_config, peer_node, peer_port, peer_cpu);

@@ -10,6 +10,7 @@
 
 #include <string>
 
+#include "../common/cli.hpp"
 #include "../common/control.hpp"
 #include "nerve/config.hpp"
 #include "nerve/wire.hpp"
@@ -95,14 +96,7 @@ int main(int argc, char** argv) {
 
   auto* status = cli.add_subcommand("status", "print the node's ports, peers, counters and lanes");
 
-  try {
-    cli.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return cli.exit(e);
-  } catch (const CLI::ParseError& e) {
-    fmt::print(stderr, "nerve-ctl: {}\nRun with --help for usage.\n", e.what());
-    return 2;
-  }
+  if (const auto rc = nerve::app::parse_cli(cli, argc, argv, "nerve-ctl")) return *rc;
 
   config::Cluster cluster;
   const config::Node* self = nullptr;

@@ -18,6 +18,7 @@
 #include <cstring>
 #include <thread>
 
+#include "../common/cli.hpp"
 #include "../common/control.hpp"
 #include "../common/log.hpp"
 #include "eal.hpp"
@@ -193,14 +194,7 @@ int main(int argc, char** argv) {
   cli.add_flag("--digest", digest, "keep a digest of every received payload per type and priority (tests, demo)");
   cli.add_option("--log-level", level, "debug, info, warn or error")
       ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
-  try {
-    cli.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return cli.exit(e);
-  } catch (const CLI::ParseError& e) {
-    fmt::print(stderr, "nerved: {}\nRun with --help for usage.\n", e.what());
-    return 2;
-  }
+  if (const auto rc = nerve::app::parse_cli(cli, argc, argv, "nerved")) return *rc;
   app::g_log_level = level == "debug" ? Level::kDebug : level == "warn" ? Level::kWarn
                    : level == "error" ? Level::kError : Level::kInfo;
 

@@ -20,6 +20,18 @@ struct Seen {
   std::uint32_t seq;
 };
 
+// Records (priority, sequence) of every message `n` delivers, in delivery order.
+const std::vector<Seen>& record(Node& n) {
+  static std::vector<Seen> seen;
+  seen.clear();
+  n.on_message([](const RxMessage& m) {
+    std::uint32_t seq = 0;
+    std::memcpy(&seq, m.payload().data(), 4);
+    seen.push_back({m.priority(), seq});
+  });
+  return seen;
+}
+
 SendStatus send_seq(Node& n, std::uint8_t prio, std::uint32_t seq) {
   TxFrame f = n.alloc(8);
   REQUIRE(f);
@@ -45,12 +57,7 @@ TEST_CASE("paired queues: a P0 frame sent behind a full P4 backlog is the first 
   auto c = test::ring_pair_cluster("ln3", 16383, "lane_depth = [512, 512, 512, 1024, 8192]");
   Node a(c, 1, test::eal());
   Node b(c, 2, test::eal());
-  std::vector<Seen> seen;
-  b.on_message([&](const RxMessage& m) {
-    std::uint32_t seq = 0;
-    std::memcpy(&seq, m.payload().data(), 4);
-    seen.push_back({m.priority(), seq});
-  });
+  const std::vector<Seen>& seen = record(b);
   for (std::uint32_t i = 0; i < 6000; ++i) REQUIRE(send_seq(a, 4, i) == SendStatus::kOk);
   a.flush();  // the P4 ring queue (4096) fills; the rest stays in the P4 lane
   CHECK(a.ports()[0].tx_queued[4] > 0);
@@ -72,12 +79,7 @@ TEST_CASE("software lanes: a P0 frame overtakes every P4 frame still queued in t
                                    "lanes = \"software\"");
   Node a(c, 1, test::eal());
   Node b(c, 2, test::eal());
-  std::vector<Seen> seen;
-  b.on_message([&](const RxMessage& m) {
-    std::uint32_t seq = 0;
-    std::memcpy(&seq, m.payload().data(), 4);
-    seen.push_back({m.priority(), seq});
-  });
+  const std::vector<Seen>& seen = record(b);
   for (std::uint32_t i = 0; i < 6000; ++i) REQUIRE(send_seq(a, 4, i) == SendStatus::kOk);
   a.flush();
   const std::uint32_t in_port = 6000 - a.ports()[0].tx_queued[4];  // already in the shared ring
@@ -98,12 +100,7 @@ TEST_CASE("full P3 and P4 lanes shed their oldest frames and count them", "[lane
   auto c = test::ring_pair_cluster("ln5", 16383, "lane_depth = [512, 512, 512, 64, 64]");
   Node a(c, 1, test::eal());
   Node b(c, 2, test::eal());
-  std::vector<Seen> seen;
-  b.on_message([&](const RxMessage& m) {
-    std::uint32_t seq = 0;
-    std::memcpy(&seq, m.payload().data(), 4);
-    seen.push_back({m.priority(), seq});
-  });
+  const std::vector<Seen>& seen = record(b);
   // The ring queue takes 4095 (+ what one flush burst carries); then the lane keeps 64, and
   // every frame beyond sheds the oldest queued one.
   for (std::uint32_t i = 0; i < 5000; ++i) REQUIRE(send_seq(a, 3, i) == SendStatus::kOk);
