@@ -1,6 +1,7 @@
 // Output of nerve-perf: terminal table, JSON, HdrHistogram percentile text, SVG plot.
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <numa.h>
 #include <rte_version.h>
 #include <unistd.h>
 
@@ -80,7 +81,7 @@ std::string to_json(const Options& opt, const std::vector<Row>& rows) {
             {"commit", NERVE_COMMIT},
             {"setup", {{"cpu", cpu_model()},
                        {"cores", cores},
-                       {"numa_node", 0},
+                       {"numa_node", numa_available() >= 0 ? numa_node_of_cpu(static_cast<int>(cores.front())) : 0},
                        {"dpdk", rte_version()},
                        {"host", host},
                        {"date", iso_now()},
