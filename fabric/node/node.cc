@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include <cstring>
+#include <deque>
 #include <future>
 #include <map>
 #include <stdexcept>
@@ -81,7 +82,7 @@ struct Node::Impl {
   std::map<int, std::unique_ptr<drivers::Mempool>> pools;  // one per NUMA socket
   rte_mempool* tx_pool = nullptr;                          // the datapath lcore's socket
   std::vector<std::unique_ptr<drivers::Port>> ports;
-  std::vector<PortLanes> lanes;  // per port
+  std::deque<PortLanes> lanes;  // per port (deque: TxLanes is not movable)
   lane::LaneConfig lane_cfg;
   std::array<std::uint64_t, wire::kPriorities> budget_ns{};
   std::uint32_t busy_mask = 0;    // lanes that keep a backing-off node busy
@@ -104,10 +105,11 @@ struct Node::Impl {
   std::uint32_t rxq_space() const noexcept { return rx_mask + 1 - (rx_tail - rx_head); }
 
   // Frames one RX burst may take: with no handler, never more than recv()'s queue can keep
-  // (the rest wait in the port's ring rather than be dropped).
-  std::uint16_t rx_want() noexcept {
+  // beside the `held` frames already taken but not yet queued (the rest wait in the port's
+  // ring rather than be dropped).
+  std::uint16_t rx_want(std::uint32_t held = 0) noexcept {
     if (handler) return kBurst;
-    const std::uint32_t space = rxq_space();
+    const std::uint32_t space = rxq_space() - held;
     if (space >= kBurst) return kBurst;
     lcore->rx_deferred.add();
     return static_cast<std::uint16_t>(space);
@@ -512,8 +514,7 @@ unsigned Node::poll() noexcept {
     // them into lanes, then deliver P0 first.
     std::array<unsigned, lane::kLanes> held{};
     for (unsigned b = 0; b < kSoftwareRxBursts; ++b) {
-      std::uint16_t want = I.rx_want();
-      if (!I.handler) want = static_cast<std::uint16_t>(std::min<unsigned>(want, I.rxq_space() - held_total(held)));
+      const std::uint16_t want = I.rx_want(held_total(held));
       if (want == 0) break;
       const std::uint16_t n = port.rx_burst(0, bufs, want);
       for (std::uint16_t i = 0; i < n; ++i) {

@@ -155,7 +155,8 @@ def exchange_all(cl, a, b, per_lane, rate=0):
                               f"{[(p['name'], p['ipackets'], p['imissed'], p['ierrors']) for p in st['ports']]}, "
                               f"refused {refused}, rx_frames {st['counters']['rx_frames']}; sender ports "
                               f"{[(p['name'], p['opackets'], p['oerrors']) for p in cl.status(a)['ports']]}")
-    check(True, f"{a}->{b}: {per_lane} messages of each of 6 types x 5 priorities delivered, payloads byte-exact")
+    print(f"ok: {a}->{b}: {per_lane} messages of each of 6 types x 5 priorities delivered, payloads byte-exact",
+          flush=True)
     return st
 
 

@@ -10,11 +10,13 @@
 // P3 and P4 shed their oldest frame to take the new one, handing it back to be freed and
 // counted.
 //
-// Owner thread only; no allocation after construction. T is the frame type (rte_mbuf in the
-// node, anything in tests).
+// Owner thread only, except size()/total(), which any thread may read (the indices are relaxed
+// atomics: plain loads and stores on x86). No allocation after construction. T is the frame
+// type (rte_mbuf in the node, anything in tests).
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -53,11 +55,11 @@ class TxLanes {
     Q& q = q_[lane];
     if (size(lane) >= cfg_.depth[lane]) {
       if (!sheds(lane)) return Push::kBackpressure;
-      *evicted = q.slots[q.head++ & q.mask];
-      q.slots[q.tail++ & q.mask] = item;
+      *evicted = q.slots[bump(q.head, 1) & q.mask];
+      q.slots[bump(q.tail, 1) & q.mask] = item;
       return Push::kShed;
     }
-    q.slots[q.tail++ & q.mask] = item;
+    q.slots[bump(q.tail, 1) & q.mask] = item;
     return Push::kQueued;
   }
 
@@ -85,15 +87,17 @@ class TxLanes {
   void unpull(T* const* items, const std::uint8_t* lanes, unsigned n) noexcept {
     for (unsigned i = n; i-- > 0;) {
       Q& q = q_[lanes[i]];
-      q.slots[--q.head & q.mask] = items[i];
+      q.slots[(bump(q.head, -1u) - 1) & q.mask] = items[i];
     }
   }
   void unpull_lane(unsigned lane, T* const* items, unsigned n) noexcept {
     Q& q = q_[lane];
-    for (unsigned i = n; i-- > 0;) q.slots[--q.head & q.mask] = items[i];
+    for (unsigned i = n; i-- > 0;) q.slots[(bump(q.head, -1u) - 1) & q.mask] = items[i];
   }
 
-  std::uint32_t size(unsigned lane) const noexcept { return q_[lane].tail - q_[lane].head; }
+  std::uint32_t size(unsigned lane) const noexcept {
+    return q_[lane].tail.load(std::memory_order_relaxed) - q_[lane].head.load(std::memory_order_relaxed);
+  }
   std::uint32_t total() const noexcept {
     std::uint32_t n = 0;
     for (unsigned l = 0; l < kLanes; ++l) n += size(l);
@@ -104,8 +108,16 @@ class TxLanes {
  private:
   struct Q {
     std::vector<T*> slots;
-    std::uint32_t head = 0, tail = 0, mask = 0;
+    std::atomic<std::uint32_t> head{0}, tail{0};
+    std::uint32_t mask = 0;
   };
+
+  // Single writer: add `by` (wrapping) and return the old value.
+  static std::uint32_t bump(std::atomic<std::uint32_t>& v, std::uint32_t by) noexcept {
+    const std::uint32_t old = v.load(std::memory_order_relaxed);
+    v.store(old + by, std::memory_order_relaxed);
+    return old;
+  }
 
   T* pop(unsigned lane) noexcept {
     Q& q = q_[lane];
@@ -116,7 +128,7 @@ class TxLanes {
       if (size(l) == 0 && credit_[l] > 1.0) credit_[l] = 1.0;
     }
     if (lane > 0 && credit_[lane] >= 1.0) credit_[lane] -= 1.0;
-    return q.slots[q.head++ & q.mask];
+    return q.slots[bump(q.head, 1) & q.mask];
   }
 
   int next_lane() const noexcept {
