@@ -421,10 +421,10 @@ SendStatus Node::send(TxFrame& f, NodeId dst, MsgType type, std::uint8_t priorit
   }
   const Route& route = I.routes[static_cast<std::size_t>(r)];
   PortLanes& pl = I.lanes[route.port];
-  if (!lane::sheds(priority) && pl.tx.full(priority)) [[unlikely]] {
+  if ((o.never_shed || !lane::sheds(priority)) && pl.tx.full(priority)) [[unlikely]] {
     I.flush(route.port);
     if (pl.tx.full(priority)) {
-      // P0-P2 are never dropped: the caller keeps the frame and decides.
+      // P0-P2 (and never_shed sends) are never dropped: the caller keeps the frame and decides.
       I.lcore->tx_backpressure.add();
       I.lcore->backpressure[priority].add();
       return SendStatus::kBackpressure;
@@ -558,7 +558,10 @@ unsigned Node::poll() noexcept {
       if (r->req.number_payloads) payload += fmt::format("#{}", r->next);
       const auto bytes = std::as_bytes(std::span(payload));
       const std::uint32_t msg_id = I.next_msg_id;
-      st = send_copy(r->req.dst, r->req.type, r->req.priority, bytes);
+      // A counted bulk send must deliver every message: it waits for room on P3/P4 too.
+      SendOptions o;
+      o.never_shed = true;
+      st = send_copy(r->req.dst, r->req.type, r->req.priority, bytes, o);
       if (st == SendStatus::kBackpressure) break;  // retried next iteration, until the deadline
       if (st != SendStatus::kOk) break;
       r->res.digest += fnv1a64(bytes);

@@ -150,11 +150,13 @@ def exchange_all(cl, a, b, per_lane, rate=0):
             digest = (st["digest"][t][prio] - base["digest"][t][prio]) % (1 << 64)
             if got != per_lane or digest != sent[(t, prio)]:
                 refused = {k: v for k, v in st["counters"]["refused"].items() if v}
+                sender = cl.status(a)
                 raise Failure(f"{a}->{b} {t} P{prio}: delivered {got}/{per_lane}, digest "
                               f"{digest:#x} vs sent {sent[(t, prio)]:#x}; receiver ports "
                               f"{[(p['name'], p['ipackets'], p['imissed'], p['ierrors']) for p in st['ports']]}, "
                               f"refused {refused}, rx_frames {st['counters']['rx_frames']}; sender ports "
-                              f"{[(p['name'], p['opackets'], p['oerrors']) for p in cl.status(a)['ports']]}")
+                              f"{[(p['name'], p['opackets'], p['oerrors']) for p in sender['ports']]}, sender "
+                              f"lanes shed {[l['shed'] for l in sender['lanes']]}")
     print(f"ok: {a}->{b}: {per_lane} messages of each of 6 types x 5 priorities delivered, payloads byte-exact",
           flush=True)
     return st

@@ -5,7 +5,9 @@
 
 #include <rte_ring.h>
 
+#include <atomic>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include "nerve/node.hpp"
@@ -139,4 +141,56 @@ TEST_CASE("full P0, P1 and P2 lanes push back; the frame stays with the caller",
     while (a.poll() + b.poll() != 0) {
     }
   }
+}
+
+TEST_CASE("a never_shed send on a full P4 lane pushes back; a counted bulk send loses nothing", "[lanes]") {
+  auto c = test::ring_pair_cluster("ln7", 16383, "lane_depth = [64, 64, 64, 64, 64]", "lanes = \"software\"");
+  Node a(c, 1, test::eal());
+  Node b(c, 2, test::eal());
+  std::uint64_t delivered = 0;
+  b.on_message([&](const RxMessage&) { ++delivered; });
+
+  SendOptions keep;
+  keep.never_shed = true;
+  SendStatus st = SendStatus::kOk;
+  TxFrame f;
+  for (std::uint32_t sent = 0; st == SendStatus::kOk; ++sent) {
+    REQUIRE(sent < 20000);
+    f = a.alloc(8);
+    REQUIRE(f);
+    st = a.send(f, 2, MsgType::kMetric, 4, keep);
+  }
+  CHECK(st == SendStatus::kBackpressure);
+  CHECK(f);  // still the caller's
+  CHECK(a.snapshot().lanes[4].shed == 0);
+  CHECK(a.snapshot().lanes[4].backpressure == 1);
+  f = TxFrame{};
+  while (a.poll() + b.poll() != 0) {
+  }
+
+  // The proxy's bulk send outruns a receiver that polls rarely: it waits, it does not shed.
+  delivered = 0;
+  std::atomic<bool> stop{false};
+  std::thread datapath([&] {
+    for (unsigned i = 0; !stop.load(); ++i) {
+      a.poll();
+      if (i % 64 == 0) b.poll();
+    }
+    while (a.poll() + b.poll() != 0) {
+    }
+  });
+  ControlSend bulk;
+  bulk.dst = 2;
+  bulk.type = MsgType::kMetric;
+  bulk.priority = 4;
+  bulk.payload = "m";
+  bulk.count = 30000;
+  const ControlResult r = a.proxy().send(bulk);
+  stop = true;
+  datapath.join();
+  CHECK(r.status == SendStatus::kOk);
+  CHECK(r.sent == 30000);
+  CHECK(delivered == 30000);
+  CHECK(a.snapshot().lanes[4].shed == 0);
+  CHECK(a.snapshot().lanes[4].backpressure > 1);
 }

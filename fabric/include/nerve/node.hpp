@@ -62,6 +62,9 @@ struct SendOptions {
   std::uint16_t channel = 0;
   std::uint32_t corr_id = 0;  // set by respond()
   std::uint8_t flags = 0;     // wire::flag bits the sender may set
+  // P3/P4 normally shed their oldest frame when full; a sender that must not lose a message
+  // (a counted bulk send) asks for back-pressure instead and retries.
+  bool never_shed = false;
 };
 
 // A frame being built. Owns its mbuf until send() takes it; freed on destruction otherwise.
