@@ -6,8 +6,12 @@
 #include <rte_eth_ring.h>
 #include <rte_flow.h>
 #include <rte_ring.h>
+#include <linux/if_packet.h>
+#include <net/if.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -50,6 +54,29 @@ unsigned frame_room(std::uint16_t mtu) {
 
 [[noreturn]] void fail(const std::string& port, const std::string& what, int err) {
   throw std::runtime_error(fmt::format("port {}: {}: {}", port, what, rte_strerror(err < 0 ? -err : err)));
+}
+
+// The AF_PACKET sockets of this process bound to `iface`: the af_packet PMD's, one per queue.
+// DPDK keeps them private; their PACKET_STATISTICS are the only record of frames the kernel
+// dropped because the ring was full.
+std::vector<int> packet_sockets_on(const std::string& iface) {
+  std::vector<int> fds;
+  const unsigned ifindex = if_nametoindex(iface.c_str());
+  if (ifindex == 0) return fds;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd", ec)) {
+    char* end = nullptr;
+    const long fd = std::strtol(e.path().filename().c_str(), &end, 10);
+    if (*end != '\0') continue;
+    int domain = 0;
+    socklen_t len = sizeof domain;
+    if (getsockopt(static_cast<int>(fd), SOL_SOCKET, SO_DOMAIN, &domain, &len) != 0 || domain != AF_PACKET) continue;
+    sockaddr_ll sll{};
+    len = sizeof sll;
+    if (getsockname(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&sll), &len) != 0) continue;
+    if (sll.sll_ifindex == static_cast<int>(ifindex)) fds.push_back(static_cast<int>(fd));
+  }
+  return fds;
 }
 
 }  // namespace
@@ -130,6 +157,7 @@ Port::Port(const config::Port& cfg, const std::string& name, rte_mempool* pool, 
     std::uint16_t id = 0;
     if (rte_eth_dev_get_port_by_name(vdev_.c_str(), &id) != 0) fail(name, "port lookup", ENODEV);
     id_ = id;
+    if (cfg.kind == config::PortKind::kAfPacket) packet_fds_ = packet_sockets_on(cfg.iface);
   }
 
   const int dev_socket = rte_eth_dev_socket_id(id_);
@@ -184,6 +212,21 @@ Port::Port(const config::Port& cfg, const std::string& name, rte_mempool* pool, 
   rte_ether_addr a{};
   rte_eth_macaddr_get(id_, &a);
   std::copy(std::begin(a.addr_bytes), std::end(a.addr_bytes), mac_.begin());
+}
+
+rte_eth_stats Port::stats() const noexcept {
+  rte_eth_stats s{};
+  rte_eth_stats_get(id_, &s);
+  if (!packet_fds_.empty()) {
+    const std::lock_guard lock(drops_mu_);
+    for (const int fd : packet_fds_) {
+      tpacket_stats st{};
+      socklen_t len = sizeof st;
+      if (getsockopt(fd, SOL_PACKET, PACKET_STATISTICS, &st, &len) == 0) kernel_drops_ += st.tp_drops;
+    }
+    s.imissed += kernel_drops_;
+  }
+  return s;
 }
 
 bool Port::steer_lanes_by_dscp() noexcept {

@@ -8,7 +8,9 @@
 #include <rte_mbuf.h>
 
 #include <chrono>
+#include <mutex>
 #include <string>
+#include <vector>
 
 #include "nerve/config.hpp"
 
@@ -40,6 +42,10 @@ class Port {
   // any of them. Needs wire::kPriorities RX queues.
   bool steer_lanes_by_dscp() noexcept;
 
+  // The device's counters. For af_packet, imissed also counts the frames the kernel dropped
+  // because the socket's RX ring was full (PACKET_STATISTICS), which DPDK 22.11 leaves out.
+  rte_eth_stats stats() const noexcept;
+
   bool link_up() const noexcept;
   // Polls link state until up or `timeout` passes.
   bool wait_link(std::chrono::milliseconds timeout) const noexcept;
@@ -63,6 +69,9 @@ class Port {
   wire::Mac mac_{};
   bool started_ = false;
   bool flows_ = false;
+  std::vector<int> packet_fds_;  // af_packet: the PMD's sockets, read for kernel drops
+  mutable std::mutex drops_mu_;  // PACKET_STATISTICS resets on read: accumulate under a lock
+  mutable std::uint64_t kernel_drops_ = 0;
 };
 
 // A pool of packet mbufs on one NUMA socket. Freed on destruction.

@@ -639,8 +639,7 @@ std::vector<PortInfo> Node::ports() const {
   std::vector<PortInfo> out;
   for (std::size_t j = 0; j < impl_->ports.size(); ++j) {
     const auto& p = *impl_->ports[j];
-    rte_eth_stats s{};
-    rte_eth_stats_get(p.id(), &s);
+    const rte_eth_stats s = p.stats();
     std::array<std::uint32_t, wire::kPriorities> queued{};
     for (unsigned l = 0; l < lane::kLanes; ++l) queued[l] = impl_->lanes[j].tx.size(l);
     out.push_back(PortInfo{p.name(), p.kind(), impl_->lanes[j].mode, queued, p.id(), p.socket(), p.mac(), p.link_up(), s.ipackets, s.opackets,

@@ -3,8 +3,10 @@ net_af_xdp: pass the kind as argv[1], and the count as argv[2]): 10,000 messages
 lost, payloads byte-exact. The namespaces and the veth pair are the test's own and are removed
 afterwards. The veths carry no IP address, so the kernel stays out of the fabric's traffic."""
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import harness as h
 
@@ -56,6 +58,25 @@ def forge(netns, iface, cl):
     h.check(got == 1, "the one well-formed injected frame was delivered")
 
 
+def stall(cl, kind):
+    """The receiver loses its core (SIGSTOP) while a burst arrives: the kernel ring overflows.
+    Every message must be either delivered or counted as missed by the receiving port."""
+    burst = 8000
+    before = h.settle(cl, 2)
+    os.kill(cl.procs[2].pid, signal.SIGSTOP)  # `ip netns exec` execs nerved: same pid
+    try:
+        r = cl.send(1, 2, "metric", 4, "burst", count=burst, no_wait=True)
+        h.check(r["status"] == "ok" and r["sent"] == burst, f"{burst} sent at a stopped receiver")
+        time.sleep(0.5)
+    finally:
+        os.kill(cl.procs[2].pid, signal.SIGCONT)
+    after = h.settle(cl, 2)
+    got = after["delivered"]["metric"][4] - before["delivered"]["metric"][4]
+    missed = sum(p["imissed"] for p in after["ports"]) - sum(p["imissed"] for p in before["ports"])
+    h.check(missed > 0 and got + missed == burst,
+            f"{kind}: a stopped receiver's overflow is counted: {got} delivered + {missed} missed = {burst}")
+
+
 def run():
     kind = sys.argv[1] if len(sys.argv) > 1 else "af_packet"
     per_lane = int(sys.argv[2]) if len(sys.argv) > 2 else 10000
@@ -93,6 +114,7 @@ def run():
         h.check(st["counters"]["refused_total"] == 0, f"nothing refused ({st['counters']['refused']})")
         h.check(all(p["lane_mode"] == "software" for p in st["ports"]), f"{kind} ports classify lanes in software")
         forge(ns[1], veth[1], cl)
+        stall(cl, kind)
         cl.stop()
     finally:
         cl.kill_all()
