@@ -145,6 +145,9 @@ def main():
                 print(f"   {NAMES[n]:<7}P{lane['priority']:<5}{lane['count']:>8}{lane['p50_ns']/1000:>9.1f}"
                       f"{lane['p99_ns']/1000:>9.1f}{lane['max_ns']/1000:>10.1f}{lane['budget_ns']/1000:>9.0f}"
                       f"{lane['deadline_miss']:>8}")
+        print(f"   (three nodes share {os.cpu_count()} cores here and sleep when idle, so wake-ups and time"
+              f" slices dominate these figures;\n    on dedicated busy-polling cores see docs/benchmarks.md,"
+              f" or measure with nerve-perf)")
         refused = sum(after[n]["counters"]["refused_total"] for n in (1, 2, 3))
         total = sum(v[0] for v in sent.values())
         answered = sum(replies.values())
