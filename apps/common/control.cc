@@ -26,15 +26,15 @@ bool make_addr(const std::string& path, sockaddr_un& a, std::string& err) {
 
 }  // namespace
 
-bool read_line(int fd, std::string& line, std::size_t max_bytes) {
+Line read_line(int fd, std::string& line, std::size_t max_bytes) {
   line.clear();
   char c;
   while (true) {
     const ssize_t n = ::read(fd, &c, 1);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    if (c == '\n') return true;
-    if (line.size() >= max_bytes) return false;
+    if (n <= 0) return Line::kClosed;
+    if (c == '\n') return Line::kLine;
+    if (line.size() >= max_bytes) return Line::kTooLong;
     line.push_back(c);
   }
 }
@@ -71,7 +71,7 @@ std::optional<nlohmann::json> control_call(const std::string& path, const nlohma
     err = "nerved closed the control connection";
   } else if (::poll(&p, 1, timeout_ms) <= 0) {
     err = fmt::format("no reply from nerved within {} ms", timeout_ms);
-  } else if (!read_line(fd, line, 16 << 20)) {
+  } else if (read_line(fd, line, 16 << 20) != Line::kLine) {
     err = "nerved closed the control connection";
   } else {
     out = nlohmann::json::parse(line, nullptr, false);

@@ -21,7 +21,8 @@ std::optional<nlohmann::json> control_call(const std::string& path, const nlohma
 
 // Server side helpers.
 int control_listen(const std::string& path, std::string& err);      // -1 on failure
-bool read_line(int fd, std::string& line, std::size_t max_bytes);   // false on EOF, error or overlong line
+enum class Line { kLine, kClosed, kTooLong };
+Line read_line(int fd, std::string& line, std::size_t max_bytes);   // one line, without its '\n'
 bool write_all(int fd, const std::string& data);
 
 }  // namespace nerve::app

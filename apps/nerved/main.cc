@@ -16,6 +16,7 @@
 #include <atomic>
 #include <csignal>
 #include <cstring>
+#include <optional>
 #include <thread>
 
 #include "../common/cli.hpp"
@@ -40,6 +41,8 @@ extern "C" void on_signal(int) { g_stop.store(true, std::memory_order_relaxed); 
 struct Received {
   std::array<std::array<stats::Counter, wire::kPriorities>, wire::kMsgTypes + 1> digest;
   stats::Counter replies_sent;
+  // Control requests refused (bad JSON, bad fields, limits); several connection threads add.
+  mutable std::atomic<std::uint64_t> control_refused{0};
 };
 
 std::string text(std::span<const std::byte> b) { return std::string(reinterpret_cast<const char*>(b.data()), b.size()); }
@@ -104,7 +107,8 @@ json status_json(const Node& node, const Received& rx, bool digest, unsigned lco
                    {"tx_no_route", s.tx_no_route},
                    {"alloc_failed", s.alloc_failed},
                    {"rx_deferred", s.rx_deferred},
-                   {"replies_sent", rx.replies_sent.get()}};
+                   {"replies_sent", rx.replies_sent.get()},
+                   {"control_refused", rx.control_refused.load(std::memory_order_relaxed)}};
   json delivered = json::object(), sent = json::object(), dig = json::object();
   for (std::uint8_t t = wire::kMsgTypeFirst; t <= wire::kMsgTypeLast; ++t) {
     const std::string name(wire::to_string(static_cast<MsgType>(t)));
@@ -124,37 +128,123 @@ json status_json(const Node& node, const Received& rx, bool digest, unsigned lco
   return j;
 }
 
-json handle(Node& node, const Received& rx, bool digest, unsigned lcore, const json& req) {
-  const std::string op = req.value("op", "");
+// Reads the optional fields of a control request: an absent field keeps its default; a present
+// one must have the right type and range, or the request is refused naming it.
+class Fields {
+ public:
+  explicit Fields(const json& req) : req_(req) {}
+  const std::string& error() const noexcept { return err_; }
+
+  bool integer(const char* key, std::int64_t lo, std::int64_t hi, std::int64_t& out) {
+    const auto it = req_.find(key);
+    if (it == req_.end()) return true;
+    if (!it->is_number_integer() || it->get<std::int64_t>() < lo || it->get<std::int64_t>() > hi ||
+        (it->is_number_unsigned() && it->get<std::uint64_t>() > static_cast<std::uint64_t>(hi)))
+      return fail(fmt::format("{}: expected an integer in {}..{}", key, lo, hi));
+    out = it->get<std::int64_t>();
+    return true;
+  }
+  bool number(const char* key, double lo, double hi, double& out) {
+    const auto it = req_.find(key);
+    if (it == req_.end()) return true;
+    if (!it->is_number() || !(it->get<double>() >= lo && it->get<double>() <= hi))
+      return fail(fmt::format("{}: expected a number in {}..{}", key, lo, hi));
+    out = it->get<double>();
+    return true;
+  }
+  bool boolean(const char* key, bool& out) {
+    const auto it = req_.find(key);
+    if (it == req_.end()) return true;
+    if (!it->is_boolean()) return fail(fmt::format("{}: expected true or false", key));
+    out = it->get<bool>();
+    return true;
+  }
+  bool string(const char* key, std::string& out) {
+    const auto it = req_.find(key);
+    if (it == req_.end()) return true;
+    if (!it->is_string()) return fail(fmt::format("{}: expected a string", key));
+    out = it->get<std::string>();
+    return true;
+  }
+
+ private:
+  bool fail(std::string e) {
+    err_ = std::move(e);
+    return false;
+  }
+  const json& req_;
+  std::string err_;
+};
+
+constexpr std::int64_t kMaxCount = 100'000'000;     // messages in one send request
+constexpr std::int64_t kMaxTimeoutMs = 3'600'000;   // one hour
+constexpr int kMaxConnections = 64;                 // control connections served at once
+constexpr std::size_t kMaxRequestBytes = 1 << 20;   // one request line
+
+// A send request, or an error naming the field that is wrong.
+std::optional<ControlSend> parse_send(const Node& node, const json& req, std::string& err) {
+  Fields f(req);
+  std::string type, payload;
+  std::int64_t prio = -1, to = 0, count = 1, timeout_ms = 2000;
+  ControlSend cs;
+  if (!f.string("type", type) || !f.integer("priority", 0, wire::kPriorities - 1, prio) ||
+      !f.integer("to", 1, wire::kBroadcast - 1, to) || !f.string("payload", payload) ||
+      !f.integer("count", 1, kMaxCount, count) || !f.boolean("number", cs.number_payloads) ||
+      !f.boolean("await_reply", cs.await_reply) || !f.number("rate", 0, 1e9, cs.rate_mps) ||
+      !f.integer("timeout_ms", 1, kMaxTimeoutMs, timeout_ms)) {
+    err = f.error();
+    return std::nullopt;
+  }
+  MsgType t{};
+  if (!wire::parse_msg_type(type, t)) {
+    err = fmt::format("type: unknown message type '{}'", type.substr(0, 64));
+    return std::nullopt;
+  }
+  if (prio < 0) {
+    err = "priority: required, 0..4";
+    return std::nullopt;
+  }
+  if (to == 0) {
+    err = "to: required, a node id 1..65534";
+    return std::nullopt;
+  }
+  if (payload.size() > node.max_payload()) {
+    err = fmt::format("payload of {} bytes exceeds one frame ({} bytes at this MTU)", payload.size(),
+                      node.max_payload());
+    return std::nullopt;
+  }
+  cs.dst = static_cast<NodeId>(to);
+  cs.type = t;
+  cs.priority = static_cast<std::uint8_t>(prio);
+  cs.payload = std::move(payload);
+  cs.count = static_cast<std::uint32_t>(count);
+  cs.timeout = std::chrono::milliseconds(timeout_ms);
+  return cs;
+}
+
+// One request line: the reply, or {"error": ...} (counted in `refused`).
+json handle(Node& node, const Received& rx, bool digest, unsigned lcore, const std::string& line) {
+  auto refuse = [&](std::string why) {
+    rx.control_refused.fetch_add(1, std::memory_order_relaxed);
+    return json{{"error", std::move(why)}};
+  };
+  const json req = json::parse(line, nullptr, false);
+  if (req.is_discarded()) return refuse("request is not JSON");
+  if (!req.is_object()) return refuse("request must be a JSON object");
+  std::string op;
+  if (Fields f(req); !f.string("op", op)) return refuse(f.error());
   if (op == "status") return status_json(node, rx, digest, lcore);
   if (op == "send") {
-    ControlSend cs;
-    MsgType t{};
-    const std::string type = req.value("type", "");
-    if (!wire::parse_msg_type(type, t)) return {{"error", fmt::format("unknown message type '{}'", type)}};
-    const int prio = req.value("priority", -1);
-    if (prio < 0 || prio >= wire::kPriorities) return {{"error", "priority must be 0..4"}};
-    const int to = req.value("to", 0);
-    if (to <= 0 || to >= wire::kBroadcast) return {{"error", "to: a node id 1..65534"}};
-    cs.dst = static_cast<NodeId>(to);
-    cs.type = t;
-    cs.priority = static_cast<std::uint8_t>(prio);
-    cs.payload = req.value("payload", "");
-    cs.count = req.value("count", 1u);
-    cs.number_payloads = req.value("number", false);
-    cs.await_reply = req.value("await_reply", false);
-    cs.rate_mps = req.value("rate", 0.0);
-    if (cs.rate_mps < 0) return {{"error", "rate must be >= 0"}};
-    cs.timeout = std::chrono::milliseconds(req.value("timeout_ms", 2000));
-    if (cs.payload.size() > node.max_payload())
-      return {{"error", fmt::format("payload of {} bytes exceeds one frame ({} bytes at this MTU)", cs.payload.size(), node.max_payload())}};
-    const ControlResult r = node.proxy().send(cs);
+    std::string err;
+    const auto cs = parse_send(node, req, err);
+    if (!cs) return refuse(err);
+    const ControlResult r = node.proxy().send(*cs);
     json out = {{"status", to_string(r.status)}, {"sent", r.sent},   {"replies", r.replies},
                 {"rtt_ns", r.rtt_ns},            {"digest", r.digest}};
     if (r.replies) out["reply"] = r.reply;
     return out;
   }
-  return {{"error", fmt::format("unknown op '{}' (status, send)", op)}};
+  return refuse(fmt::format("unknown op '{}' (status, send)", op.substr(0, 64)));
 }
 
 // Serves the control socket until g_stop; each connection gets a thread of its own, since a
@@ -166,13 +256,26 @@ void serve_control(int listen_fd, Node& node, const Received& rx, bool digest, u
     if (::poll(&p, 1, 100) <= 0) continue;
     const int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
     if (fd < 0) continue;
+    if (open.load() >= kMaxConnections) {
+      rx.control_refused.fetch_add(1, std::memory_order_relaxed);
+      app::write_all(fd, json{{"error", fmt::format("busy: {} control connections open", kMaxConnections)}}.dump() + "\n");
+      ::close(fd);
+      continue;
+    }
     open.fetch_add(1);
     std::thread([fd, &node, &rx, digest, lcore, &open] {
       std::string line;
-      while (app::read_line(fd, line, 1 << 20)) {
-        json req = json::parse(line, nullptr, false);
-        json rep = req.is_discarded() ? json{{"error", "request is not JSON"}} : handle(node, rx, digest, lcore, req);
-        if (!app::write_all(fd, rep.dump() + "\n")) break;
+      while (true) {
+        const app::Line got = app::read_line(fd, line, kMaxRequestBytes);
+        if (got == app::Line::kClosed) break;
+        if (got == app::Line::kTooLong) {
+          rx.control_refused.fetch_add(1, std::memory_order_relaxed);
+          app::write_all(fd, json{{"error", fmt::format("request longer than {} bytes", kMaxRequestBytes)}}.dump() + "\n");
+          break;
+        }
+        // dump() with replace: a payload echoed back may hold bytes that are not UTF-8.
+        const std::string rep = handle(node, rx, digest, lcore, line).dump(-1, ' ', false, json::error_handler_t::replace);
+        if (!app::write_all(fd, rep + "\n")) break;
       }
       ::close(fd);
       open.fetch_sub(1);
