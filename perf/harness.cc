@@ -557,7 +557,8 @@ Row oneway_send(Session& s, const Options& o, int prio, std::size_t size, double
       p.point = point;
       p.prio = static_cast<std::uint8_t>(prio);
       p.stamp_tsc = sched.open_loop() ? sched.due(i) : rdtsc();
-      if (!t.send(p, size)) break;  // pushed back: the rest stay due (open loop) or wait
+      // A batch (unpaced, or paced and behind) goes out together; poll() below sends the rest.
+      if (!t.send(p, size, k + 1 < due)) break;  // pushed back: the rest stay due (open loop) or wait
       ++i;
     }
     t.poll(drop, false);

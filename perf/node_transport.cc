@@ -18,11 +18,16 @@ class NodeTransport final : public Transport {
   std::size_t frame_bytes(std::size_t payload) const override { return wire::frame_len(payload); }
   std::size_t max_payload() const override { return node_.max_payload(); }
 
-  bool send(const Probe& p, std::size_t size) override {
+  bool send(const Probe& p, std::size_t size, bool more) override {
     TxFrame f = node_.alloc(size);
     if (!f) return false;
     write(f, p, size);
-    return node_.send(f, peer_, MsgType::kMetric, p.prio) == SendStatus::kOk;
+    // The harness never sheds its own probes: a full lane pushes back, so `lost` counts only
+    // what the fabric lost after a probe was accepted.
+    SendOptions o;
+    o.never_shed = true;
+    o.more = more;
+    return node_.send(f, peer_, MsgType::kMetric, p.prio, o) == SendStatus::kOk;
   }
 
   unsigned poll(const RxFn& rx, bool reflect) override {

@@ -44,7 +44,9 @@ class Transport {
   virtual std::size_t frame_bytes(std::size_t payload) const = 0;
   virtual std::size_t max_payload() const = 0;
   // Sends one probe padded to `size` bytes on its lane; false when the transport pushes back.
-  virtual bool send(const Probe& p, std::size_t size) = 0;
+  // `more`: further probes follow at once, so the transport may hold this one for the batch
+  // (the next send without `more`, poll() or flush() sends it).
+  virtual bool send(const Probe& p, std::size_t size, bool more = false) = 0;
   // Hands every probe that arrived to `rx` (reflecting kPing/kWarmup ones when `reflect`);
   // returns the number handled.
   virtual unsigned poll(const RxFn& rx, bool reflect) = 0;

@@ -58,7 +58,7 @@ class UdpTransport final : public Transport {
   std::size_t frame_bytes(std::size_t payload) const override { return 14 + 20 + 8 + payload; }
   std::size_t max_payload() const override { return kMaxDatagram; }
 
-  bool send(const Probe& p, std::size_t size) override {
+  bool send(const Probe& p, std::size_t size, bool /*more: one datagram per call*/) override {
     std::memcpy(tx_.data(), &p, std::min(size, kProbeLen));
     return send_raw(tx_.data(), size, peer_);
   }

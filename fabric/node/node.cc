@@ -453,8 +453,9 @@ SendStatus Node::send(TxFrame& f, NodeId dst, MsgType type, std::uint8_t priorit
   f.m_ = nullptr;
   I.lcore->sent[t][priority].add();
   if ((I.busy_mask >> priority) & 1u) I.busy_until_ns = h.timestamp_ns + I.cfg.busy_window_ms * 1'000'000ull;
-  // P0 leaves now, ahead of anything queued; the other lanes go out in bursts.
-  if (priority == 0 || pl.tx.total() >= kBurst) I.flush(route.port);
+  // P0 leaves now (unless the caller has more at once), ahead of anything queued; the other
+  // lanes go out in bursts.
+  if ((priority == 0 && !o.more) || pl.tx.total() >= kBurst) I.flush(route.port);
   return SendStatus::kOk;
 }
 
@@ -561,6 +562,7 @@ unsigned Node::poll() noexcept {
       // A counted bulk send must deliver every message: it waits for room on P3/P4 too.
       SendOptions o;
       o.never_shed = true;
+      o.more = budget > 0 && r->next + 1 < r->req.count;  // P0 too leaves as one batch per poll
       st = send_copy(r->req.dst, r->req.type, r->req.priority, bytes, o);
       if (st == SendStatus::kBackpressure) break;  // retried next iteration, until the deadline
       if (st != SendStatus::kOk) break;

@@ -194,3 +194,38 @@ TEST_CASE("a never_shed send on a full P4 lane pushes back; a counted bulk send 
   CHECK(a.snapshot().lanes[4].shed == 0);
   CHECK(a.snapshot().lanes[4].backpressure > 1);
 }
+
+TEST_CASE("a P0 send with `more` waits for its batch; the batch leaves with the last send", "[lanes]") {
+  auto c = test::ring_pair_cluster("ln8");
+  Node a(c, 1, test::eal());
+  Node b(c, 2, test::eal());
+  const std::vector<Seen>& seen = record(b);
+  SendOptions more;
+  more.more = true;
+  for (std::uint32_t i = 0; i < 3; ++i) {
+    TxFrame f = a.alloc(8);
+    REQUIRE(f);
+    std::memcpy(f.payload().data(), &i, 4);
+    REQUIRE(a.send(f, 2, MsgType::kCommand, 0, more) == SendStatus::kOk);
+  }
+  CHECK(a.ports()[0].tx_queued[0] == 3);  // held: nothing has left yet
+  b.poll();
+  CHECK(seen.empty());
+  REQUIRE(send_seq(a, 0, 3) == SendStatus::kOk);  // no `more`: the batch leaves now
+  CHECK(a.ports()[0].tx_queued[0] == 0);
+  b.poll();
+  REQUIRE(seen.size() == 4);
+  for (std::uint32_t i = 0; i < 4; ++i) CHECK(seen[i].seq == i);
+
+  // A batch whose last send never comes still leaves at the next poll().
+  TxFrame f = a.alloc(8);
+  REQUIRE(f);
+  std::memcpy(f.payload().data(), "\x09\0\0\0", 4);
+  REQUIRE(a.send(f, 2, MsgType::kCommand, 0, more) == SendStatus::kOk);
+  CHECK(a.ports()[0].tx_queued[0] == 1);
+  a.poll();
+  CHECK(a.ports()[0].tx_queued[0] == 0);
+  b.poll();
+  REQUIRE(seen.size() == 5);
+  CHECK(seen.back().seq == 9);
+}

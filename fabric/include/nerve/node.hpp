@@ -65,6 +65,9 @@ struct SendOptions {
   // P3/P4 normally shed their oldest frame when full; a sender that must not lose a message
   // (a counted bulk send) asks for back-pressure instead and retries.
   bool never_shed = false;
+  // More frames follow at once (like MSG_MORE): a P0 frame waits for the batch instead of
+  // leaving alone. It leaves with the next send without `more`, a full burst, poll() or flush().
+  bool more = false;
 };
 
 // A frame being built. Owns its mbuf until send() takes it; freed on destruction otherwise.
