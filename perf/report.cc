@@ -11,6 +11,7 @@
 #include <set>
 #include <sstream>
 
+#include "commit.hpp"
 #include "eal.hpp"
 #include "harness.hpp"
 
