@@ -203,7 +203,7 @@ class Session {
 
  private:
   void start_udp() {
-    const auto base = static_cast<std::uint16_t>(30000 + (getpid() % 5000) * 4 + (serial_ % 2) * 2);
+    const auto base = static_cast<std::uint16_t>(30000u + static_cast<unsigned>(getpid() % 5000) * 4u + (serial_ % 2u) * 2u);
     pin_to(cpu_a_);
     t_ = make_udp_transport(base, static_cast<std::uint16_t>(base + 1));
     spawn({"peer", "--transport", "kernel-udp", "--role", peer_idle_ == "busy" ? "peer" : "block", "--udp-port",

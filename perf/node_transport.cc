@@ -7,6 +7,8 @@
 namespace nerve::perf {
 namespace {
 
+constexpr unsigned kReflectTries = 100000;  // flushes before a reflected probe is dropped
+
 class NodeTransport final : public Transport {
  public:
   NodeTransport(Node& node, std::uint16_t peer, std::string name) : node_(node), peer_(peer), name_(std::move(name)) {
@@ -60,7 +62,10 @@ class NodeTransport final : public Transport {
       TxFrame f = node_.alloc(m.payload().size());
       if (f) {
         std::memcpy(f.payload().data(), m.payload().data(), m.payload().size());
-        while (node_.respond(m, f) == SendStatus::kBackpressure) node_.flush();
+        // A full lane drains as the port takes frames; a peer that stopped reading never lets
+        // it, so retry a bounded number of times and then drop (the pinger counts it lost).
+        for (unsigned tries = 0; tries < kReflectTries && node_.respond(m, f) == SendStatus::kBackpressure; ++tries)
+          node_.flush();
       }
     }
     if (rx_) (*rx_)(p, m.payload().size(), now);
