@@ -68,7 +68,18 @@ struct ProxyRequest {
   std::uint32_t awaiting = 0;   // replies outstanding
   std::uint64_t deadline_ns = 0;
   std::uint64_t start_ns = 0;
+  // The hand-over through the control ring, in C++ terms: DPDK 22.11's ring orders its slots
+  // with x86 compiler barriers, which the C++ memory model (and ThreadSanitizer) do not see.
+  // Released by the caller before the enqueue, acquired by the datapath after the dequeue.
+  std::atomic<bool> published{false};
 };
+
+// A request just dequeued from the control ring, with everything its caller wrote visible.
+ProxyRequest* take_request(void* obj) noexcept {
+  auto* r = static_cast<ProxyRequest*>(obj);
+  while (!r->published.load(std::memory_order_acquire)) rte_pause();  // set before the enqueue: never spins
+  return r;
+}
 
 struct Node::Impl {
   Impl(Node& self, const config::Cluster& c, NodeId node_id, const NodeOptions& o)
@@ -373,7 +384,7 @@ Node::~Node() {
   Impl& I = *impl_;
   // Requests still queued or in flight end with kShutdown: their callers are waiting.
   void* obj = nullptr;
-  while (rte_ring_dequeue(I.control, &obj) == 0) I.active.push_back(static_cast<ProxyRequest*>(obj));
+  while (rte_ring_dequeue(I.control, &obj) == 0) I.active.push_back(take_request(obj));
   while (!I.active.empty()) I.finish(I.active.back(), SendStatus::kShutdown);
   rte_ring_free(I.control);
   I.rxq.clear();
@@ -538,7 +549,7 @@ unsigned Node::poll() noexcept {
     void* objs[8];
     const unsigned n = rte_ring_sc_dequeue_burst(I.control, objs, 8, nullptr);
     for (unsigned i = 0; i < n; ++i) {
-      auto* r = static_cast<ProxyRequest*>(objs[i]);
+      ProxyRequest* r = take_request(objs[i]);
       r->start_ns = now;
       r->deadline_ns = now + static_cast<std::uint64_t>(r->req.timeout.count()) * 1'000'000u;
       I.active.push_back(r);
@@ -626,6 +637,7 @@ ControlResult NodeProxy::send(const ControlSend& req) {
   r.req = req;
   if (req.count == 0) return r.res;
   auto fut = r.done.get_future();
+  r.published.store(true, std::memory_order_release);
   if (rte_ring_mp_enqueue(node_.impl_->control, &r) != 0) {
     r.res.status = SendStatus::kBackpressure;
     return r.res;

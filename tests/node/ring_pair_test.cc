@@ -245,3 +245,46 @@ TEST_CASE("proxy: another thread sends a command and gets the response", "[node]
   CHECK(r2.replies == 500);
   CHECK(r3.status == SendStatus::kNoRoute);
 }
+
+TEST_CASE("status read from another thread while traffic flows: counters only grow", "[node][ring]") {
+  // What nerved's control thread does while the datapath runs; under ThreadSanitizer (the
+  // tsan build of scripts/test.sh) any unsynchronised access here is reported.
+  auto cluster = test::ring_pair_cluster("rp6");
+  Node a(cluster, 1, test::eal());
+  Node b(cluster, 2, test::eal());
+  b.on_message([](const RxMessage&) {});
+  constexpr std::uint32_t kMessages = 20'000;
+  std::atomic<bool> done{false};
+  std::thread datapath([&] {
+    std::uint32_t sent = 0;
+    while (sent < kMessages) {
+      for (unsigned k = 0; k < 32 && sent < kMessages; ++k) {
+        TxFrame f = a.alloc(16);
+        if (!f) break;
+        std::memset(f.payload().data(), 0x11, 16);
+        if (a.send(f, 2, MsgType::kMetric, static_cast<std::uint8_t>(sent % 5)) != SendStatus::kOk) break;
+        ++sent;
+      }
+      a.poll();
+      b.poll();
+    }
+    while (a.poll() + b.poll() != 0) {
+    }
+    done = true;
+  });
+  std::uint64_t last_delivered = 0, last_tx = 0, reads = 0;
+  bool monotonic = true;
+  while (!done.load()) {
+    const auto s = b.snapshot();
+    const auto ports = a.ports();
+    monotonic &= s.delivered_total() >= last_delivered && ports[0].opackets >= last_tx;
+    last_delivered = s.delivered_total();
+    last_tx = ports[0].opackets;
+    ++reads;
+  }
+  datapath.join();
+  CHECK(reads > 0);
+  CHECK(monotonic);
+  CHECK(b.snapshot().delivered_total() == kMessages);
+  CHECK(b.snapshot().lanes[0].count == kMessages / 5);
+}
