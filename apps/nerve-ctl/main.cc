@@ -8,6 +8,7 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <string>
 
 #include "../common/cli.hpp"
@@ -43,10 +44,10 @@ void print_status(const json& j) {
   const auto& c = j["counters"];
   fmt::print("\ncounters\n  rx {} frames / {} B   tx {} frames / {} B\n", c["rx_frames"].get<std::uint64_t>(),
              c["rx_bytes"].get<std::uint64_t>(), c["tx_frames"].get<std::uint64_t>(), c["tx_bytes"].get<std::uint64_t>());
-  fmt::print("  refused {}   backpressure {}   no route {}   alloc failed {}   replies sent {}\n",
+  fmt::print("  refused {}   backpressure {}   no route {}   alloc failed {}   replies sent {}   control refused {}\n",
              c["refused_total"].get<std::uint64_t>(), c["tx_backpressure"].get<std::uint64_t>(),
              c["tx_no_route"].get<std::uint64_t>(), c["alloc_failed"].get<std::uint64_t>(),
-             c["replies_sent"].get<std::uint64_t>());
+             c["replies_sent"].get<std::uint64_t>(), c["control_refused"].get<std::uint64_t>());
   for (const auto& [reason, v] : c["refused"].items())
     if (v.get<std::uint64_t>() != 0) fmt::print("    refused {:<16} {}\n", reason, v.get<std::uint64_t>());
   fmt::print("\ndelivered           P0        P1        P2        P3        P4\n");
@@ -123,8 +124,11 @@ int main(int argc, char** argv) {
            {"timeout_ms", timeout_ms}};
   }
   std::string err;
-  // The fabric's own timeout runs inside nerved; give the socket a margin over it.
-  const auto rep = app::control_call(self->control_socket, req, err, timeout_ms + 5000 + static_cast<int>(count / 100));
+  // The fabric's own timeout runs inside nerved; give the socket a margin over it, plus the
+  // time a paced send takes by its schedule.
+  const double paced_ms = rate > 0 ? 1000.0 * count / rate : 0.0;
+  const auto wait_ms = static_cast<int>(std::min(2e9, timeout_ms + 5000 + count / 100.0 + paced_ms));
+  const auto rep = app::control_call(self->control_socket, req, err, wait_ms);
   if (!rep) {
     fmt::print(stderr, "nerve-ctl: {}\n", err);
     return 3;

@@ -563,6 +563,12 @@ unsigned Node::poll() noexcept {
       const double due = static_cast<double>(now - r->start_ns) * r->req.rate_mps / 1e9 + 1;
       const auto due_n = static_cast<std::uint64_t>(std::min(due, static_cast<double>(r->req.count)));
       budget = static_cast<unsigned>(std::min<std::uint64_t>(budget, due_n > r->next ? due_n - r->next : 0));
+      // The timeout runs from when the next message is due, not from the last one sent: a
+      // slow schedule is not a stalled send.
+      if (r->next < r->req.count) {
+        const auto next_due_ns = r->start_ns + static_cast<std::uint64_t>(static_cast<double>(r->next) * 1e9 / r->req.rate_mps);
+        r->deadline_ns = std::max(r->deadline_ns, next_due_ns + static_cast<std::uint64_t>(r->req.timeout.count()) * 1'000'000u);
+      }
     }
     SendStatus st = SendStatus::kOk;
     while (budget-- > 0 && r->next < r->req.count) {

@@ -79,6 +79,12 @@ def run():
                 f"a reply that is not UTF-8 is delivered (with U+FFFD for the cut character): {r.get('reply')!r}")
         r = cl.send(1, 2, "command", 0, "ping")
         h.check(r["status"] == "ok" and r["reply"] == "pong", "nerved still serves after all of it")
+
+        # A paced send outlasts both the fabric timeout (1 ms, counted from when each message
+        # is due) and nerve-ctl's usual reply margin (5 s): it still runs to its end.
+        r = json.loads(cl.ctl(1, "--timeout-ms", "1", "send", "--to", "2", "--type", "metric", "--priority", "4",
+                              "--count", "600", "--rate", "100", "paced").stdout)
+        h.check(r["status"] == "ok" and r["sent"] == 600, f"a 6 s paced send completes: {r}")
         cl.stop()
     finally:
         cl.kill_all()

@@ -152,7 +152,7 @@ struct ControlSend {
   bool number_payloads = false;   // message i carries payload + "#" + i
   bool await_reply = false;       // wait for a kResponse to each message
   double rate_mps = 0;            // pace the messages at this rate; 0: as fast as the port takes them
-  std::chrono::milliseconds timeout{2000};  // from the last message sent
+  std::chrono::milliseconds timeout{2000};  // from the last message sent (paced: from when the next is due)
 };
 
 struct ControlResult {
