@@ -33,9 +33,10 @@ int main(int argc, char** argv) {
         ->delimiter(',')
         ->check(CLI::Range(0, 4));
     sc->add_option("--size", o.sizes, "payload bytes, comma-separated (default 64)")->delimiter(',');
-    sc->add_option("--count", o.count, "measured messages");
+    sc->add_option("--count", o.count, "measured messages")->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1'000'000'000'000}));
     sc->add_option("--seconds", o.seconds, "measured time (instead of --count)")->check(CLI::Range(0.01, 86400.0));
-    sc->add_option("--warmup", o.warmup, "messages before measuring (default 1000)");
+    sc->add_option("--warmup", o.warmup, "messages before measuring (default 1000)")
+        ->check(CLI::Range(std::uint64_t{0}, std::uint64_t{1'000'000'000}));
     sc->add_option("--rate", o.rate, "offered messages/s, open loop (default: closed loop / max)")
         ->check(CLI::Range(0.0, 1e9));
     sc->add_option("--json", o.json_path, "write results as JSON");
@@ -59,9 +60,11 @@ int main(int argc, char** argv) {
   tp->add_option("--sweep", o.sweep, "offered loads as fractions of the maximum (default 0.01,0.1,0.25,0.5,0.75,0.9)")
       ->delimiter(',')
       ->check(CLI::Range(0.001, 1.0));
-  tp->add_option("--p99-limit-us", o.p99_limit_us, "p99 the knee must hold (default: the lane's budget)");
+  tp->add_option("--p99-limit-us", o.p99_limit_us, "p99 the knee must hold (default: the lane's budget)")
+      ->check(CLI::Range(0.001, 1e9));
   is->add_option("--background", background, "lanes that flood, comma-separated; repeat for separate runs (default 4)");
-  is->add_option("--background-rate", o.background_rate, "flood messages/s (default: as fast as the sender can)");
+  is->add_option("--background-rate", o.background_rate, "flood messages/s (default: as fast as the sender can)")
+      ->check(CLI::Range(0.0, 1e9));
 
   std::string peer_transport, peer_role, peer_config;
   int peer_node = 0, peer_port = 0, peer_cpu = -1;

@@ -91,6 +91,9 @@ def main():
     check(r.returncode == 2 and "--size 4" in r.stderr, f"a payload too small is refused: {r.stderr.strip()}")
     r = subprocess.run([PERF, "pingpong", "--transport", "carrier-pigeon"], capture_output=True, text=True, timeout=60)
     check(r.returncode == 2 and "--transport" in r.stderr, "an unknown transport is refused")
+    for bad, opt in ((["--count", "0"], "--count"), (["--warmup", "-5"], "--warmup"), (["--rate", "-1"], "--rate")):
+        r = subprocess.run([PERF, "pingpong", "--transport", "ring", *bad], capture_output=True, text=True, timeout=60)
+        check(r.returncode == 2 and opt in r.stderr, f"{' '.join(bad)} is refused: {r.stderr.strip()[:80]}")
     left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     check("nvperf" not in left, "no namespaces left behind")
     print(f"{len(failures)} failure(s)")
