@@ -26,10 +26,16 @@ bool make_addr(const std::string& path, sockaddr_un& a, std::string& err) {
 
 }  // namespace
 
-Line read_line(int fd, std::string& line, std::size_t max_bytes) {
+Line read_line(int fd, std::string& line, std::size_t max_bytes, const std::atomic<bool>* stop) {
   line.clear();
   char c;
   while (true) {
+    if (stop) {
+      pollfd p{fd, POLLIN, 0};
+      const int r = ::poll(&p, 1, 100);
+      if (stop->load(std::memory_order_relaxed)) return Line::kClosed;
+      if (r == 0 || (r < 0 && errno == EINTR)) continue;
+    }
     const ssize_t n = ::read(fd, &c, 1);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return Line::kClosed;

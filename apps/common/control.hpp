@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <atomic>
 #include <optional>
 #include <string>
 
@@ -22,7 +23,9 @@ std::optional<nlohmann::json> control_call(const std::string& path, const nlohma
 // Server side helpers.
 int control_listen(const std::string& path, std::string& err);      // -1 on failure
 enum class Line { kLine, kClosed, kTooLong };
-Line read_line(int fd, std::string& line, std::size_t max_bytes);   // one line, without its '\n'
+// One line, without its '\n'. With `stop`, waits in 100 ms steps and gives up (kClosed) once
+// *stop is true, so an idle or half-written connection never holds up a shutdown.
+Line read_line(int fd, std::string& line, std::size_t max_bytes, const std::atomic<bool>* stop = nullptr);
 bool write_all(int fd, const std::string& data);
 
 }  // namespace nerve::app

@@ -266,7 +266,7 @@ void serve_control(int listen_fd, Node& node, const Received& rx, bool digest, u
     std::thread([fd, &node, &rx, digest, lcore, &open] {
       std::string line;
       while (true) {
-        const app::Line got = app::read_line(fd, line, kMaxRequestBytes);
+        const app::Line got = app::read_line(fd, line, kMaxRequestBytes, &g_stop);
         if (got == app::Line::kClosed) break;
         if (got == app::Line::kTooLong) {
           rx.control_refused.fetch_add(1, std::memory_order_relaxed);

@@ -3,6 +3,7 @@ naming the problem and is counted (counters.control_refused); the daemon keeps s
 stops cleanly afterwards. Also: a reply that is not valid UTF-8 reaches the caller intact."""
 import json
 import socket
+import time
 
 import harness as h
 
@@ -85,7 +86,18 @@ def run():
         r = json.loads(cl.ctl(1, "--timeout-ms", "1", "send", "--to", "2", "--type", "metric", "--priority", "4",
                               "--count", "600", "--rate", "100", "paced").stdout)
         h.check(r["status"] == "ok" and r["sent"] == 600, f"a 6 s paced send completes: {r}")
+
+        # Connections that stay open, one idle and one mid-line, must not hold up a shutdown.
+        idle = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        idle.connect(cl.sock(1))
+        half = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        half.connect(cl.sock(1))
+        half.sendall(b'{"op": "sta')
+        t0 = time.time()
         cl.stop()
+        h.check(time.time() - t0 < 5, f"stopped in {time.time() - t0:.1f} s with two control connections open")
+        idle.close()
+        half.close()
     finally:
         cl.kill_all()
 
