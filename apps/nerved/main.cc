@@ -366,8 +366,12 @@ int main(int argc, char** argv) {
       node.run(g_stop);  // the datapath, on this (pinned) thread
 
       log(Level::kInfo, "stopping");
-      // Requests in flight on the control socket finish against a live datapath.
-      while (!control_done.load()) node.poll();
+      // Requests in flight on the control socket end now with "shutdown" (a paced send may have
+      // hours to go); the datapath stays live until every control thread has answered.
+      while (!control_done.load()) {
+        node.cancel_requests();
+        node.poll();
+      }
       control.join();
       const auto s = node.snapshot();
       log(Level::kInfo, "final: rx {} tx {} delivered {} refused {}", s.rx_frames, s.tx_frames, s.delivered_total(),

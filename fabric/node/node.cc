@@ -380,12 +380,16 @@ Node::Node(const config::Cluster& cluster, NodeId id, drivers::Eal& eal, const N
   for (auto& p : I.ports) p->wait_link(opts.link_wait);
 }
 
-Node::~Node() {
+void Node::cancel_requests() noexcept {
   Impl& I = *impl_;
-  // Requests still queued or in flight end with kShutdown: their callers are waiting.
   void* obj = nullptr;
   while (rte_ring_dequeue(I.control, &obj) == 0) I.active.push_back(take_request(obj));
   while (!I.active.empty()) I.finish(I.active.back(), SendStatus::kShutdown);
+}
+
+Node::~Node() {
+  Impl& I = *impl_;
+  cancel_requests();  // requests still queued or in flight: their callers are waiting
   rte_ring_free(I.control);
   I.rxq.clear();
   for (auto& pl : I.lanes) {

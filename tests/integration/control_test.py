@@ -3,6 +3,7 @@ naming the problem and is counted (counters.control_refused); the daemon keeps s
 stops cleanly afterwards. Also: a reply that is not valid UTF-8 reaches the caller intact."""
 import json
 import socket
+import subprocess
 import time
 
 import harness as h
@@ -93,9 +94,18 @@ def run():
         half = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         half.connect(cl.sock(1))
         half.sendall(b'{"op": "sta')
+        # And a paced send with an hour to go ends at once, with status "shutdown".
+        slow = subprocess.Popen([h.CTL, "--config", cl.path, "--node", "1", "--json", "send", "--to", "2", "--type",
+                                 "metric", "--priority", "4", "--count", "360000", "--rate", "100", "hour"],
+                                stdout=subprocess.PIPE, text=True)
+        time.sleep(1)
         t0 = time.time()
         cl.stop()
-        h.check(time.time() - t0 < 5, f"stopped in {time.time() - t0:.1f} s with two control connections open")
+        h.check(time.time() - t0 < 5, f"stopped in {time.time() - t0:.1f} s with three control connections open")
+        out, _ = slow.communicate(timeout=10)
+        r = json.loads(out)
+        h.check(slow.returncode == 1 and r["status"] == "shutdown" and 0 < r["sent"] < 360000,
+                f"the paced send in progress ended with status shutdown after {r['sent']} messages")
         idle.close()
         half.close()
     finally:

@@ -223,6 +223,9 @@ class Node {
   void idle_step(unsigned work) noexcept;
   // poll() until `stop`, idling per the node's config (busy-poll, or pause then sleep).
   void run(const std::atomic<bool>& stop) noexcept;
+  // Ends every proxy request queued or in progress with kShutdown (what was sent stays sent);
+  // their callers return at once. For a daemon on its way down.
+  void cancel_requests() noexcept;
 
   // --- any thread -------------------------------------------------------------------------
   NodeProxy& proxy() noexcept;
