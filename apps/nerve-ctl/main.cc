@@ -3,7 +3,7 @@
 //   nerve-ctl --config FILE --node ID send --to ID --type TYPE --priority P [--count N] PAYLOAD
 //   nerve-ctl --config FILE --node ID status [--json]
 //
-// Exit codes: 0 done, 1 the fabric did not deliver (no route, timeout, back-pressure),
+// Exit codes: 0 done, 1 the fabric did not deliver (no route, timeout, back-pressure, shutdown),
 // 2 bad arguments or config, 3 nerved not reachable.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
