@@ -35,6 +35,16 @@ using nlohmann::json;
 std::atomic<bool> g_peer_stop{false};
 extern "C" void on_peer_signal(int) { g_peer_stop.store(true); }
 
+std::atomic<int> g_interrupt{0};  // the signal that asked the harness to stop
+extern "C" void on_interrupt(int sig) { g_interrupt.store(sig); }
+
+// Called at every step of a scenario loop (never inside a receive callback, which runs under
+// a noexcept poll()): a relaxed load, then unwinding through the Session's teardown.
+void check_interrupt() {
+  if (const int sig = g_interrupt.load(std::memory_order_relaxed)) [[unlikely]]
+    throw Interrupted(sig);
+}
+
 constexpr std::uint64_t kReplyTimeoutNs = 100'000'000;  // a ping unanswered for 100 ms is lost
 
 // ---- the far end ---------------------------------------------------------------------------
@@ -143,7 +153,7 @@ class Session {
     const auto& cpus = harness_cpus();
     cpu_a_ = cpus.front();
     cpu_b_ = cpus.size() > 1 ? cpus[1] : cpus.front();
-    tag_ = fmt::format("{}{}", getpid() % 10000, serial_++);
+    tag_ = fmt::format("{}{}", getpid() % 10000, id_);
     try {
       if (transport == "kernel-udp") start_udp();
       else start_nerve(opt, max_size);
@@ -226,7 +236,9 @@ class Session {
                          peer);
     };
     std::string out =
-        fmt::format("[cluster]\nname = \"perf{}\"\nmtu = {}\n", tag_, jumbo && kind_ != "af_xdp" ? 9000 : 1500);
+        // The name gives the nodes' EAL file prefixes (nerve-perf-<pid>-<n>-<node>): by pid,
+        // so reap_stale_runs() finds a killed run's runtime directories.
+        fmt::format("[cluster]\nname = \"perf-{}-{}\"\nmtu = {}\n", getpid(), id_, jumbo && kind_ != "af_xdp" ? 9000 : 1500);
     for (int id = 1; id <= 2; ++id)
       out += fmt::format(
           "\n[[node]]\nid = {0}\nmac = \"02:00:00:00:0a:0{0}\"\nip = \"198.18.10.{0}\"\ncontrol_socket = "
@@ -240,14 +252,15 @@ class Session {
   }
 
   void start_nerve(const Options& opt, std::size_t max_size) {
-    dir_ = fmt::format("/tmp/nerve-perf-{}", tag_);
+    dir_ = fmt::format("/tmp/nerve-perf-{}-{}", getpid(), id_);
     std::filesystem::create_directories(dir_);
     const std::string cfg = dir_ + "/cluster.toml";
     std::ofstream(cfg) << cluster_toml(opt, max_size);
     const auto cluster = config::load_file(cfg);
     if (kind_ == "af_packet" || kind_ == "af_xdp") {
-      ns_a_ = "nvperf-a-" + tag_;
-      ns_b_ = "nvperf-b-" + tag_;
+      // Named by pid, so reap_stale_runs() can tell a dead run's namespaces from a live one's.
+      ns_a_ = fmt::format("nvperf-a-{}-{}", getpid(), id_);
+      ns_b_ = fmt::format("nvperf-b-{}-{}", getpid(), id_);
       for (const auto& ns : {ns_a_, ns_b_})
         if (run_quiet("ip netns add " + ns) != 0) throw std::runtime_error("ip netns add failed (root needed)");
       run_quiet(fmt::format("ip link add nvh1{} netns {} type veth peer name nvh2{} netns {}", tag_, ns_a_, tag_, ns_b_));
@@ -321,6 +334,7 @@ class Session {
     constexpr unsigned kAll = (1u << wire::kPriorities) - 1;
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
     while (answered != kAll) {
+      check_interrupt();
       if (std::chrono::steady_clock::now() > deadline) throw std::runtime_error(kind_ + ": the peer never answered");
       if (child_ > 0 && ::waitpid(child_, nullptr, WNOHANG) == child_) {
         child_ = -1;
@@ -348,7 +362,8 @@ class Session {
   Tsc tsc_;
   unsigned cpu_a_ = 0, cpu_b_ = 0;
   std::string tag_, dir_, ns_a_, ns_b_;
-  static inline unsigned serial_ = 0;
+  static inline unsigned serial_ = 0;  // sessions started by this process
+  unsigned id_ = serial_++;
   std::unique_ptr<Node> node_, echo_node_;
   std::unique_ptr<Transport> t_, echo_t_;
   pid_t child_ = -1;
@@ -460,13 +475,17 @@ Row pingpong(Session& s, const Options& o, int prio, std::size_t size, const std
   std::uint64_t i = 0;
   if (!open) {
     for (; i < total && rdtsc() < deadline_tsc; ++i) {
+      check_interrupt();
       if (i == o.warmup) measured_start = rdtsc();
       Probe p;
       p.seq = i;
       p.prio = static_cast<std::uint8_t>(prio);
       p.kind = i < o.warmup ? kWarmup : kPing;
       p.stamp_tsc = rdtsc();
-      while (!t.send(p, size)) t.poll(rx, false);
+      while (!t.send(p, size)) {
+        check_interrupt();
+        t.poll(rx, false);
+      }
       t.flush();
       while (last_seq != i && rdtsc() - p.stamp_tsc < timeout) {
         t.poll(rx, false);
@@ -483,6 +502,7 @@ Row pingpong(Session& s, const Options& o, int prio, std::size_t size, const std
   } else {
     // Open loop: pings leave on schedule whether or not earlier ones were answered.
     while (i < total) {
+      check_interrupt();
       const std::uint64_t now = rdtsc();
       for (std::uint64_t k = sched.due_count(i, total, now); k > 0; --k, ++i) {
         Probe p;
@@ -491,7 +511,10 @@ Row pingpong(Session& s, const Options& o, int prio, std::size_t size, const std
         p.kind = i < o.warmup ? kWarmup : kPing;
         p.stamp_tsc = sched.due(i);
         if (i == o.warmup) measured_start = p.stamp_tsc;
-        while (!t.send(p, size)) t.poll(rx, false);
+        while (!t.send(p, size)) {
+          check_interrupt();
+          t.poll(rx, false);
+        }
       }
       t.poll(rx, false);
       flood();
@@ -535,7 +558,10 @@ Row oneway_send(Session& s, const Options& o, int prio, std::size_t size, double
     p.kind = kWarmup;
     p.seq = w;
     p.prio = static_cast<std::uint8_t>(prio);
-    while (!t.send(p, size)) t.poll(drop, false);
+    while (!t.send(p, size)) {
+      check_interrupt();
+      t.poll(drop, false);
+    }
     if ((w & 31) == 31) t.poll(drop, false);
   }
   const double secs = o.seconds > 0 ? o.seconds : default_seconds;
@@ -547,6 +573,7 @@ Row oneway_send(Session& s, const Options& o, int prio, std::size_t size, double
   Progress bar(o.progress, fmt::format("oneway {} {} B", t.name(), size), secs);
   std::uint64_t i = 0;
   while (i < limit) {
+    check_interrupt();
     const std::uint64_t now = rdtsc();
     if (now >= stop_tsc && rate <= 0) break;
     const std::uint64_t due = sched.open_loop() ? sched.due_count(i, limit, now) : std::min<std::uint64_t>(32, limit - i);
@@ -590,6 +617,33 @@ std::size_t max_of(const std::vector<std::size_t>& v) { return *std::max_element
 const std::vector<unsigned>& harness_cpus() {
   static const std::vector<unsigned> cpus = drivers::cpus_on_node(-1);
   return cpus;
+}
+
+void install_interrupt_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_interrupt;
+  for (const int sig : {SIGINT, SIGTERM, SIGHUP}) sigaction(sig, &sa, nullptr);
+}
+
+unsigned reap_stale_runs() {
+  // <prefix><pid>[-<serial>] whose process no longer exists.
+  auto dead_run = [](const std::string& name, std::string_view prefix) {
+    if (!name.starts_with(prefix)) return false;
+    char* end = nullptr;
+    const long pid = std::strtol(name.c_str() + prefix.size(), &end, 10);
+    if (pid <= 0 || end == name.c_str() + prefix.size() || (*end != '\0' && *end != '-')) return false;
+    return ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
+  };
+  unsigned reaped = 0;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator("/var/run/netns", ec)) {
+    const std::string n = e.path().filename().string();
+    if (dead_run(n, "nvperf-a-") || dead_run(n, "nvperf-b-")) reaped += run_quiet("ip netns del " + n) == 0;
+  }
+  for (const auto& [dir, prefix] : {std::pair{"/tmp", "nerve-perf-"}, std::pair{"/var/run/dpdk", "nerve-perf-"}})
+    for (const auto& e : std::filesystem::directory_iterator(dir, ec))
+      if (dead_run(e.path().filename().string(), prefix)) reaped += std::filesystem::remove_all(e.path(), ec) > 0;
+  return reaped;
 }
 
 std::vector<Row> run_scenario(const Options& o, const std::string& transport) {

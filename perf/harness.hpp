@@ -3,8 +3,11 @@
 // Rows, which report.cc prints and writes (table, JSON, hgrm, SVG).
 #pragma once
 
+#include <fmt/format.h>
+
 #include <cstdint>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -59,8 +62,21 @@ struct Row {
 // The two ends of every scenario run on the first two. Call once early in main().
 const std::vector<unsigned>& harness_cpus();
 
-// Runs opt.scenario over one transport; throws std::invalid_argument for bad options.
+// Runs opt.scenario over one transport; throws std::invalid_argument for bad options, and
+// Interrupted once SIGINT, SIGTERM or SIGHUP arrived (after tearing the session down: the
+// peer, the namespaces, the files).
 std::vector<Row> run_scenario(const Options& opt, const std::string& transport);
+
+struct Interrupted : std::runtime_error {
+  explicit Interrupted(int sig) : std::runtime_error(fmt::format("interrupted by signal {}", sig)) {}
+};
+// Makes SIGINT, SIGTERM and SIGHUP stop a scenario at its next step (see Interrupted).
+void install_interrupt_handlers();
+
+// Removes what earlier runs that were killed outright (SIGKILL, a crash) left behind: their
+// network namespaces, /tmp directories and DPDK runtime directories. Only those whose process
+// is gone. Returns how many were removed.
+unsigned reap_stale_runs();
 
 // `nerve-perf peer ...`: the far end, in its own process.
 int peer_main(const std::string& transport, const std::string& role, const std::string& config, int node,

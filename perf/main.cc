@@ -92,6 +92,9 @@ int main(int argc, char** argv) {
     if (o.transport == "pci" && (o.pci_a.empty() || o.pci_b.empty()))
       throw std::invalid_argument("--transport pci needs --pci-a and --pci-b");
     std::signal(SIGPIPE, SIG_IGN);
+    install_interrupt_handlers();
+    if (const unsigned n = reap_stale_runs())
+      fmt::print(stderr, "nerve-perf: removed {} leftover(s) of earlier runs that were killed\n", n);
 
     auto rows = run_scenario(o, o.transport);
     for (const auto& t : o.compare) {
@@ -106,6 +109,9 @@ int main(int argc, char** argv) {
   } catch (const std::invalid_argument& e) {
     fmt::print(stderr, "nerve-perf: {}\n", e.what());
     return 2;
+  } catch (const Interrupted& e) {
+    fmt::print(stderr, "nerve-perf: {}; peer, namespaces and files removed, no results written\n", e.what());
+    return 130;
   } catch (const std::exception& e) {
     fmt::print(stderr, "nerve-perf: {}\n", e.what());
     return 1;

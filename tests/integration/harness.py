@@ -6,6 +6,7 @@ runtime directories).
 """
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,10 +39,14 @@ def node_toml(node_id, name, ip, sock, ports, extra=""):
     return "\n".join(out) + "\n"
 
 
+_dirs = []  # every cluster's directory, removed by main() when the test passes
+
+
 class Cluster:
     def __init__(self, name, tmp=None):
         self.name = name
         self.dir = tmp or tempfile.mkdtemp(prefix=f"nerve-{name}-")
+        _dirs.append(self.dir)
         self.path = os.path.join(self.dir, "cluster.toml")
         self.procs = {}
         self.nodes = {}
@@ -174,8 +179,14 @@ def settle(cl, node_id):
 
 
 def main(fn):
+    """Runs a test; its clusters' directories (configs, logs, sockets) go when it passes and
+    stay, named on stderr, when it fails."""
     try:
         fn()
     except Failure as e:
         print(f"FAIL: {e}", file=sys.stderr, flush=True)
+        for d in _dirs:
+            print(f"logs kept in {d}", file=sys.stderr, flush=True)
         sys.exit(1)
+    for d in _dirs:
+        shutil.rmtree(d, ignore_errors=True)

@@ -4,9 +4,12 @@ speed: the run succeeds, the JSON has the schema perf engineers rely on, counts 
 hgrm and SVG outputs are well formed. (The pci transport needs two cabled NIC ports.)"""
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 import xml.etree.ElementTree as ET
 
 BUILD = os.environ.get("NERVE_BUILD", "build")
@@ -58,6 +61,48 @@ def validate(doc, scenario, transport):
         check(len(rows) == 2 * 3 and sum(1 for r in rows if r.get("max")) == 2, f"throughput/{transport}: max + sweep rows per size")
 
 
+def leftovers(pid):
+    """What a run with this pid has set up and not yet removed: namespaces, /tmp dirs."""
+    ns = [n.split()[0] for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.splitlines()
+          if n.startswith((f"nvperf-a-{pid}-", f"nvperf-b-{pid}-"))]
+    return ns + [f for f in os.listdir("/tmp") if f.startswith(f"nerve-perf-{pid}-")]
+
+
+def start_long_run():
+    """An af_packet pingpong that would run for minutes; returns once its namespaces exist."""
+    p = subprocess.Popen([PERF, "pingpong", "--transport", "af_packet", "--count", "100000000", "--no-progress"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 30
+    while time.time() < deadline and len(leftovers(p.pid)) < 3 and p.poll() is None:
+        time.sleep(0.1)
+    time.sleep(1)  # under way
+    return p
+
+
+def interrupt_and_reap():
+    # Ctrl-C: the run stops at its next step, removes its peer, namespaces and files, exits 130.
+    p = start_long_run()
+    check(len(leftovers(p.pid)) == 3, f"a long af_packet run set up {leftovers(p.pid)}")
+    p.send_signal(signal.SIGINT)
+    try:
+        _, err = p.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        err = "did not stop"
+    check(p.returncode == 130 and "interrupted" in err, f"SIGINT stops a run with exit 130: {p.returncode} {err.strip()[:100]}")
+    check(leftovers(p.pid) == [], f"an interrupted run leaves nothing behind: {leftovers(p.pid)}")
+    # SIGKILL leaves its namespaces and files; the next run removes them.
+    p = start_long_run()
+    p.kill()
+    p.wait()
+    time.sleep(0.5)  # the peer goes too (PR_SET_PDEATHSIG)
+    check(len(leftovers(p.pid)) == 3, f"a killed run left {leftovers(p.pid)}")
+    r = subprocess.run([PERF, "pingpong", "--transport", "ring", "--count", "100", "--warmup", "10", "--no-progress"],
+                       capture_output=True, text=True, timeout=60)
+    check(r.returncode == 0 and "leftover" in r.stderr and leftovers(p.pid) == [],
+          f"the next run removes a killed run's leftovers: {r.stderr.strip()[:100]} {leftovers(p.pid)}")
+
+
 def main():
     d = tempfile.mkdtemp(prefix="nerve-perf-smoke-")
     for scenario, args in SCENARIOS.items():
@@ -94,9 +139,14 @@ def main():
     for bad, opt in ((["--count", "0"], "--count"), (["--warmup", "-5"], "--warmup"), (["--rate", "-1"], "--rate")):
         r = subprocess.run([PERF, "pingpong", "--transport", "ring", *bad], capture_output=True, text=True, timeout=60)
         check(r.returncode == 2 and opt in r.stderr, f"{' '.join(bad)} is refused: {r.stderr.strip()[:80]}")
+    interrupt_and_reap()
     left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     check("nvperf" not in left, "no namespaces left behind")
     print(f"{len(failures)} failure(s)")
+    if failures:
+        print(f"outputs kept in {d}")
+    else:
+        shutil.rmtree(d, ignore_errors=True)
     sys.exit(1 if failures else 0)
 
 
