@@ -2,6 +2,7 @@
 // naming the key.
 #include <catch2/catch.hpp>
 
+#include <filesystem>
 #include <string>
 
 #include "nerve/config.hpp"
@@ -114,4 +115,17 @@ TEST_CASE("addresses parse and format", "[config]") {
   CHECK(parse_ipv4("198.19.255.1", ip));
   CHECK(format_ipv4(ip) == "198.19.255.1");
   CHECK_FALSE(parse_ipv4("1.2.3", ip));
+}
+
+TEST_CASE("the example cluster files in docs/examples load", "[config]") {
+  std::size_t files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(NERVE_SOURCE_ROOT "/docs/examples")) {
+    if (e.path().extension() != ".toml") continue;
+    ++files;
+    INFO(e.path().string());
+    const Cluster c = load_file(e.path());
+    CHECK(c.nodes.size() >= 2);
+    for (const auto& n : c.nodes) CHECK(!n.ports.empty());
+  }
+  CHECK(files >= 2);
 }
