@@ -628,7 +628,10 @@ void install_interrupt_handlers() {
 unsigned reap_stale_runs() {
   // <prefix><pid>[-<serial>] whose process no longer exists.
   auto dead_run = [](const std::string& name, std::string_view prefix) {
-    if (!name.starts_with(prefix)) return false;
+    // Only names this harness makes (digits and dashes after the prefix): they reach a shell.
+    if (!name.starts_with(prefix) ||
+        name.find_first_not_of("0123456789-", prefix.size()) != std::string::npos)
+      return false;
     char* end = nullptr;
     const long pid = std::strtol(name.c_str() + prefix.size(), &end, 10);
     if (pid <= 0 || end == name.c_str() + prefix.size() || (*end != '\0' && *end != '-')) return false;
