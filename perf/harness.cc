@@ -47,6 +47,15 @@ void check_interrupt() {
 
 constexpr std::uint64_t kReplyTimeoutNs = 100'000'000;  // a ping unanswered for 100 ms is lost
 
+// Sends `p`, polling (and handing arrivals to `rx`) while the transport pushes back; an
+// interrupt ends the wait.
+void send_retrying(Transport& t, const Probe& p, std::size_t size, const RxFn& rx) {
+  while (!t.send(p, size)) {
+    check_interrupt();
+    t.poll(rx, false);
+  }
+}
+
 // ---- the far end ---------------------------------------------------------------------------
 
 struct PointStats {
@@ -213,7 +222,7 @@ class Session {
 
  private:
   void start_udp() {
-    const auto base = static_cast<std::uint16_t>(30000u + static_cast<unsigned>(getpid() % 5000) * 4u + (serial_ % 2u) * 2u);
+    const auto base = static_cast<std::uint16_t>(30000u + static_cast<unsigned>(getpid() % 5000) * 4u + (id_ % 2u) * 2u);
     pin_to(cpu_a_);
     t_ = make_udp_transport(base, static_cast<std::uint16_t>(base + 1));
     spawn({"peer", "--transport", "kernel-udp", "--role", peer_idle_ == "busy" ? "peer" : "block", "--udp-port",
@@ -236,9 +245,8 @@ class Session {
                          peer);
     };
     std::string out =
-        // The name gives the nodes' EAL file prefixes (nerve-perf-<pid>-<n>-<node>): by pid,
-        // so reap_stale_runs() finds a killed run's runtime directories.
-        fmt::format("[cluster]\nname = \"perf-{}-{}\"\nmtu = {}\n", getpid(), id_, jumbo && kind_ != "af_xdp" ? 9000 : 1500);
+        // The name gives the nodes' EAL file prefixes: nerve-perf-<pid>-<id>-<node>.
+        fmt::format("[cluster]\nname = \"perf-{}\"\nmtu = {}\n", run_, jumbo && kind_ != "af_xdp" ? 9000 : 1500);
     for (int id = 1; id <= 2; ++id)
       out += fmt::format(
           "\n[[node]]\nid = {0}\nmac = \"02:00:00:00:0a:0{0}\"\nip = \"198.18.10.{0}\"\ncontrol_socket = "
@@ -252,15 +260,14 @@ class Session {
   }
 
   void start_nerve(const Options& opt, std::size_t max_size) {
-    dir_ = fmt::format("/tmp/nerve-perf-{}-{}", getpid(), id_);
+    dir_ = "/tmp/nerve-perf-" + run_;
     std::filesystem::create_directories(dir_);
     const std::string cfg = dir_ + "/cluster.toml";
     std::ofstream(cfg) << cluster_toml(opt, max_size);
     const auto cluster = config::load_file(cfg);
     if (kind_ == "af_packet" || kind_ == "af_xdp") {
-      // Named by pid, so reap_stale_runs() can tell a dead run's namespaces from a live one's.
-      ns_a_ = fmt::format("nvperf-a-{}-{}", getpid(), id_);
-      ns_b_ = fmt::format("nvperf-b-{}-{}", getpid(), id_);
+      ns_a_ = "nvperf-a-" + run_;
+      ns_b_ = "nvperf-b-" + run_;
       for (const auto& ns : {ns_a_, ns_b_})
         if (run_quiet("ip netns add " + ns) != 0) throw std::runtime_error("ip netns add failed (root needed)");
       run_quiet(fmt::format("ip link add nvh1{} netns {} type veth peer name nvh2{} netns {}", tag_, ns_a_, tag_, ns_b_));
@@ -364,6 +371,9 @@ class Session {
   std::string tag_, dir_, ns_a_, ns_b_;
   static inline unsigned serial_ = 0;  // sessions started by this process
   unsigned id_ = serial_++;
+  // <pid>-<id>: names the session's namespaces, /tmp directory and EAL prefixes, so
+  // reap_stale_runs() can tell a dead run's leftovers from a live one's.
+  std::string run_ = fmt::format("{}-{}", getpid(), id_);
   std::unique_ptr<Node> node_, echo_node_;
   std::unique_ptr<Transport> t_, echo_t_;
   pid_t child_ = -1;
@@ -482,10 +492,7 @@ Row pingpong(Session& s, const Options& o, int prio, std::size_t size, const std
       p.prio = static_cast<std::uint8_t>(prio);
       p.kind = i < o.warmup ? kWarmup : kPing;
       p.stamp_tsc = rdtsc();
-      while (!t.send(p, size)) {
-        check_interrupt();
-        t.poll(rx, false);
-      }
+      send_retrying(t, p, size, rx);
       t.flush();
       while (last_seq != i && rdtsc() - p.stamp_tsc < timeout) {
         t.poll(rx, false);
@@ -511,10 +518,7 @@ Row pingpong(Session& s, const Options& o, int prio, std::size_t size, const std
         p.kind = i < o.warmup ? kWarmup : kPing;
         p.stamp_tsc = sched.due(i);
         if (i == o.warmup) measured_start = p.stamp_tsc;
-        while (!t.send(p, size)) {
-          check_interrupt();
-          t.poll(rx, false);
-        }
+        send_retrying(t, p, size, rx);
       }
       t.poll(rx, false);
       flood();
@@ -558,10 +562,7 @@ Row oneway_send(Session& s, const Options& o, int prio, std::size_t size, double
     p.kind = kWarmup;
     p.seq = w;
     p.prio = static_cast<std::uint8_t>(prio);
-    while (!t.send(p, size)) {
-      check_interrupt();
-      t.poll(drop, false);
-    }
+    send_retrying(t, p, size, drop);
     if ((w & 31) == 31) t.poll(drop, false);
   }
   const double secs = o.seconds > 0 ? o.seconds : default_seconds;
