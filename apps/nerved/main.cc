@@ -222,12 +222,15 @@ std::optional<ControlSend> parse_send(const Node& node, const json& req, std::st
   return cs;
 }
 
-// One request line: the reply, or {"error": ...} (counted in `refused`).
+// Every refused control request goes through here: counted, and answered with the reason.
+json refusal(const Received& rx, std::string why) {
+  rx.control_refused.fetch_add(1, std::memory_order_relaxed);
+  return json{{"error", std::move(why)}};
+}
+
+// One request line: the reply, or a refusal.
 json handle(Node& node, const Received& rx, bool digest, unsigned lcore, const std::string& line) {
-  auto refuse = [&](std::string why) {
-    rx.control_refused.fetch_add(1, std::memory_order_relaxed);
-    return json{{"error", std::move(why)}};
-  };
+  auto refuse = [&](std::string why) { return refusal(rx, std::move(why)); };
   const json req = json::parse(line, nullptr, false);
   if (req.is_discarded()) return refuse("request is not JSON");
   if (!req.is_object()) return refuse("request must be a JSON object");
@@ -257,8 +260,7 @@ void serve_control(int listen_fd, Node& node, const Received& rx, bool digest, u
     const int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
     if (fd < 0) continue;
     if (open.load() >= kMaxConnections) {
-      rx.control_refused.fetch_add(1, std::memory_order_relaxed);
-      app::write_all(fd, json{{"error", fmt::format("busy: {} control connections open", kMaxConnections)}}.dump() + "\n");
+      app::write_all(fd, refusal(rx, fmt::format("busy: {} control connections open", kMaxConnections)).dump() + "\n");
       ::close(fd);
       continue;
     }
@@ -269,8 +271,7 @@ void serve_control(int listen_fd, Node& node, const Received& rx, bool digest, u
         const app::Line got = app::read_line(fd, line, kMaxRequestBytes, &g_stop);
         if (got == app::Line::kClosed) break;
         if (got == app::Line::kTooLong) {
-          rx.control_refused.fetch_add(1, std::memory_order_relaxed);
-          app::write_all(fd, json{{"error", fmt::format("request longer than {} bytes", kMaxRequestBytes)}}.dump() + "\n");
+          app::write_all(fd, refusal(rx, fmt::format("request longer than {} bytes", kMaxRequestBytes)).dump() + "\n");
           break;
         }
         // dump() with replace: a payload echoed back may hold bytes that are not UTF-8.
