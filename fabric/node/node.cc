@@ -97,6 +97,7 @@ struct Node::Impl {
   lane::LaneConfig lane_cfg;
   std::array<std::uint64_t, wire::kPriorities> budget_ns{};
   std::uint32_t busy_mask = 0;    // lanes that keep a backing-off node busy
+  std::uint64_t busy_window_ns = 0;
   std::uint64_t busy_until_ns = 0;
   unsigned idle_polls = 0;        // back-off state (idle_step)
   std::uint32_t sleep_us = 1;
@@ -152,7 +153,7 @@ struct Node::Impl {
     lcore->latency_ns[prio].record(lat);
     if (lat > budget_ns[prio]) lcore->deadline_miss[prio].add();
     lcore->delivered[static_cast<std::size_t>(d.hdr.type)][prio].add();
-    if ((busy_mask >> prio) & 1u) busy_until_ns = now + cfg.busy_window_ms * 1'000'000ull;
+    if ((busy_mask >> prio) & 1u) busy_until_ns = now + busy_window_ns;
 
     RxMessage msg;
     msg.m_ = m;
@@ -330,6 +331,7 @@ Node::Node(const config::Cluster& cluster, NodeId id, drivers::Eal& eal, const N
     I.lane_cfg.min_share[l] = l == 0 ? 0.0 : I.cfg.lane_min_share;
   }
   for (unsigned l : I.cfg.busy_lanes) I.busy_mask |= 1u << l;
+  I.busy_window_ns = std::uint64_t{I.cfg.busy_window_ms} * 1'000'000u;
 
   for (std::size_t j = 0; j < I.cfg.ports.size(); ++j) {
     const config::Port& pc = I.cfg.ports[j];
@@ -467,7 +469,7 @@ SendStatus Node::send(TxFrame& f, NodeId dst, MsgType type, std::uint8_t priorit
   }
   f.m_ = nullptr;
   I.lcore->sent[t][priority].add();
-  if ((I.busy_mask >> priority) & 1u) I.busy_until_ns = h.timestamp_ns + I.cfg.busy_window_ms * 1'000'000ull;
+  if ((I.busy_mask >> priority) & 1u) I.busy_until_ns = h.timestamp_ns + I.busy_window_ns;
   // P0 leaves now (unless the caller has more at once), ahead of anything queued; the other
   // lanes go out in bursts.
   if ((priority == 0 && !o.more) || pl.tx.total() >= kBurst) I.flush(route.port);
