@@ -50,17 +50,9 @@ BAD = [
 
 
 def run():
-    cl = h.Cluster("it-control")
-    memif = f"{cl.dir}/link.memif"
-    cl.write(h.node_toml(1, "alpha", "198.18.5.1", cl.sock(1),
-                         [{"kind": "memif", "socket": memif, "role": "server", "peers": [2]}]) +
-             h.node_toml(2, "beta", "198.18.5.2", cl.sock(2),
-                         [{"kind": "memif", "socket": memif, "role": "client", "peers": [1]}]))
+    cl = h.memif_pair("it-control", "198.18.5")
     try:
-        cl.start(1)
-        cl.start(2)
-        cl.wait_ready(1)
-        cl.wait_ready(2)
+        cl.up()
         for raw, needle in BAD:
             line = raw if isinstance(raw, bytes) else (json.dumps(raw) + "\n").encode()
             rep = call(cl.sock(1), line)

@@ -21,10 +21,7 @@ class Example(h.Cluster):
 def run():
     cl = Example()
     try:
-        cl.start(1)
-        cl.start(2)
-        cl.wait_ready(1)
-        cl.wait_ready(2)
+        cl.up()
         r = cl.send(1, 2, "command", 0, "ping")
         h.check(r["status"] == "ok" and r["reply"] == "pong", f"the example answers ping: {r.get('reply')}")
         st = cl.status(1)

@@ -42,6 +42,18 @@ def node_toml(node_id, name, ip, sock, ports, extra=""):
 _dirs = []  # every cluster's directory, removed by main() when the test passes
 
 
+def memif_pair(name, subnet):
+    """A cluster file of alpha (1, memif server) and beta (2, client) joined by one memif link,
+    addressed subnet.1 and subnet.2 (198.18.x)."""
+    cl = Cluster(name)
+    memif = f"{cl.dir}/link.memif"
+    cl.write(node_toml(1, "alpha", f"{subnet}.1", cl.sock(1),
+                       [{"kind": "memif", "socket": memif, "role": "server", "peers": [2]}]) +
+             node_toml(2, "beta", f"{subnet}.2", cl.sock(2),
+                       [{"kind": "memif", "socket": memif, "role": "client", "peers": [1]}]))
+    return cl
+
+
 class Cluster:
     def __init__(self, name, tmp=None):
         self.name = name
@@ -64,6 +76,14 @@ class Cluster:
             cmd = ["ip", "netns", "exec", netns] + cmd
         log = open(os.path.join(self.dir, f"nerved-{node_id}.log"), "w")
         self.procs[node_id] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+
+    def up(self, netns=None):
+        """Starts nodes 1 and 2 (in netns[0] and netns[1] if given) and waits until both are
+        ready: all the integration tests run such a pair."""
+        for node_id in (1, 2):
+            self.start(node_id, netns=netns[node_id - 1] if netns else None)
+        for node_id in (1, 2):
+            self.wait_ready(node_id)
 
     def wait_ready(self, node_id, timeout=20):
         deadline = time.time() + timeout

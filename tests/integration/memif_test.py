@@ -6,17 +6,10 @@ PER_LANE = 10000
 
 
 def run():
-    cl = h.Cluster("it-memif")
+    cl = h.memif_pair("it-memif", "198.18.0")
     memif = f"{cl.dir}/link.memif"
-    cl.write(h.node_toml(1, "alpha", "198.18.0.1", cl.sock(1),
-                         [{"kind": "memif", "socket": memif, "role": "server", "peers": [2]}]) +
-             h.node_toml(2, "beta", "198.18.0.2", cl.sock(2),
-                         [{"kind": "memif", "socket": memif, "role": "client", "peers": [1]}]))
     try:
-        cl.start(1)
-        cl.start(2)
-        cl.wait_ready(1)
-        cl.wait_ready(2)
+        cl.up()
         r = cl.send(1, 2, "command", 0, "echo hello fabric")
         h.check(r["status"] == "ok" and r["reply"] == "hello fabric", f"command answered: {r.get('reply')}")
         r = cl.send(2, 1, "request", 2, "cpu=2")

@@ -100,10 +100,7 @@ def run():
                              [{"kind": kind, "iface": veth[0], "peers": [2], "rx_desc": 4096}], busy) +
                  h.node_toml(2, "beta", "198.18.3.2", cl.sock(2),
                              [{"kind": kind, "iface": veth[1], "peers": [1], "rx_desc": 4096}], busy))
-        cl.start(1, netns=ns[0])
-        cl.start(2, netns=ns[1])
-        cl.wait_ready(1)
-        cl.wait_ready(2)
+        cl.up(netns=ns)
         r = cl.send(1, 2, "command", 0, "ping")
         h.check(r["status"] == "ok" and r["reply"] == "pong", f"ping across namespaces over {kind}: {r.get('reply')}")
         # Paced: the kernel gives no back-pressure, and a receiver that loses its core while
