@@ -46,11 +46,11 @@ def memif_pair(name, subnet):
     """A cluster file of alpha (1, memif server) and beta (2, client) joined by one memif link,
     addressed subnet.1 and subnet.2 (198.18.x)."""
     cl = Cluster(name)
-    memif = f"{cl.dir}/link.memif"
+    cl.memif = f"{cl.dir}/link.memif"
     cl.write(node_toml(1, "alpha", f"{subnet}.1", cl.sock(1),
-                       [{"kind": "memif", "socket": memif, "role": "server", "peers": [2]}]) +
+                       [{"kind": "memif", "socket": cl.memif, "role": "server", "peers": [2]}]) +
              node_toml(2, "beta", f"{subnet}.2", cl.sock(2),
-                       [{"kind": "memif", "socket": memif, "role": "client", "peers": [1]}]))
+                       [{"kind": "memif", "socket": cl.memif, "role": "client", "peers": [1]}]))
     return cl
 
 

@@ -1,5 +1,7 @@
 """Two nerved processes joined by net_memif: 10,000 messages of every type and priority each way,
 none lost, every payload byte-exact; commands are answered; SIGTERM stops both cleanly."""
+import os
+
 import harness as h
 
 PER_LANE = 10000
@@ -7,7 +9,6 @@ PER_LANE = 10000
 
 def run():
     cl = h.memif_pair("it-memif", "198.18.0")
-    memif = f"{cl.dir}/link.memif"
     try:
         cl.up()
         r = cl.send(1, 2, "command", 0, "echo hello fabric")
@@ -22,7 +23,7 @@ def run():
         h.check(all(l["shed"] == 0 and "backpressure" in l and l["budget_ns"] > 0 for l in st["lanes"]),
                 "lanes report budget, shed and back-pressure")
         cl.stop()
-        h.check(not __import__("os").path.exists(memif), "memif socket removed")
+        h.check(not os.path.exists(cl.memif), "memif socket removed")
     finally:
         cl.kill_all()
 
