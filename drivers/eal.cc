@@ -28,6 +28,7 @@ std::vector<std::string> eal_args(const EalOptions& o) {
     a.push_back(std::to_string(o.memory_mb));
     a.push_back("--no-pci");
   } else {
+    if (!o.huge_dir.empty()) a.push_back("--huge-dir=" + o.huge_dir);
     for (const auto& pci : o.pci_allow) {
       a.push_back("-a");
       a.push_back(pci);
@@ -76,6 +77,7 @@ EalOptions eal_options_for(const config::Cluster& cluster, const config::Node& n
   o.profile = node.profile;
   o.file_prefix = fmt::format("nerve-{}-{}", cluster.name, node.id);
   o.memory_mb = node.memory_mb;
+  o.huge_dir = node.huge_dir;
   for (const auto& p : node.ports)
     if (p.kind == config::PortKind::kPci) o.pci_allow.push_back(p.address);
   if (!node.cores.empty()) {
@@ -101,6 +103,8 @@ Eal::Eal(const EalOptions& o) {
         "EAL start-up failed ({}; see the EAL messages above; a running process with file prefix '{}'?)",
         rte_errno ? rte_strerror(rte_errno) : "no reason given", o.file_prefix));
   runtime_dir_ = rte_eal_get_runtime_dir();
+  file_prefix_ = o.file_prefix;
+  hugepages_ = o.profile == config::Profile::kProduction;
 }
 
 Eal::~Eal() {
@@ -109,6 +113,19 @@ Eal::~Eal() {
   // process gone they are litter. Remove ours, and the prefix directory if now empty.
   std::error_code ec;
   if (!runtime_dir_.empty()) std::filesystem::remove_all(runtime_dir_, ec);
+  // EAL keeps its hugepage files (<mount>/<prefix>map_<n>) after cleanup, for a restart or a
+  // secondary process to find; with this process gone they only pin memory.
+  if (hugepages_) {
+    std::ifstream mounts("/proc/mounts");
+    std::string dev, dir, type, rest;
+    while (mounts >> dev >> dir >> type && std::getline(mounts, rest)) {
+      if (type != "hugetlbfs") continue;
+      for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+        const std::string f = e.path().filename().string();
+        if (f.starts_with(file_prefix_ + "map_")) std::filesystem::remove(e.path(), ec);
+      }
+    }
+  }
 }
 
 unsigned Eal::main_lcore() const noexcept { return rte_get_main_lcore(); }

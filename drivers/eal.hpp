@@ -19,6 +19,7 @@ struct EalOptions {
   std::vector<unsigned> cores;        // the first is the main lcore; all are pinned
   std::uint32_t memory_mb = 256;      // dev profile only
   std::vector<std::string> pci_allow; // production profile only
+  std::string huge_dir;               // production profile: hugetlbfs mount (--huge-dir); empty: EAL's choice
   std::string log_level = "notice";
 };
 
@@ -37,7 +38,8 @@ int port_numa_node(const config::Port& port);
 std::vector<unsigned> cpus_on_node(int numa);
 
 // Owns the process's EAL. Throws std::runtime_error if rte_eal_init fails. The destructor
-// runs rte_eal_cleanup and removes the runtime directory, so nothing is left behind.
+// runs rte_eal_cleanup and removes the runtime directory and the process's hugepage files, so
+// nothing is left behind.
 class Eal {
  public:
   explicit Eal(const EalOptions& o);
@@ -50,6 +52,8 @@ class Eal {
 
  private:
   std::string runtime_dir_;
+  std::string file_prefix_;
+  bool hugepages_ = false;
 };
 
 }  // namespace nerve::drivers

@@ -1,6 +1,10 @@
 #include "port.hpp"
 
+#include "intr_registry.hpp"
+
 #include <fmt/format.h>
+#include <linux/filter.h>
+#include <rte_alarm.h>
 #include <rte_bus_vdev.h>
 #include <rte_errno.h>
 #include <rte_eth_ring.h>
@@ -11,7 +15,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -79,11 +86,78 @@ std::vector<int> packet_sockets_on(const std::string& iface) {
   return fds;
 }
 
+// A packet socket on `ifindex` that takes only IPv4 fragments (MF set or a fragment offset)
+// and keeps none of them: its PACKET_STATISTICS count them. -1 if it cannot be opened.
+int fragment_counter(unsigned ifindex) {
+  const int fd = ::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, htons(0x0800));
+  if (fd < 0) return -1;
+  sock_filter code[] = {
+      BPF_STMT(BPF_LD | BPF_H | BPF_ABS, 12),               // EtherType
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0x0800, 0, 3),
+      BPF_STMT(BPF_LD | BPF_H | BPF_ABS, 14 + 6),           // IPv4 flags and fragment offset
+      BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, 0x3fff, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, 1),                         // a fragment: counted
+      BPF_STMT(BPF_RET | BPF_K, 0),                         // anything else: not taken
+  };
+  sock_fprog prog{static_cast<unsigned short>(std::size(code)), code};
+  sockaddr_ll sll{};
+  sll.sll_family = AF_PACKET;
+  sll.sll_protocol = htons(0x0800);
+  sll.sll_ifindex = static_cast<int>(ifindex);
+  const int small = 1;  // the kernel's minimum: fragments are counted, not kept
+  if (::setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) != 0 ||
+      ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small) != 0 ||
+      ::bind(fd, reinterpret_cast<sockaddr*>(&sll), sizeof sll) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
 }  // namespace
+
+void run_on_interrupt_thread(const std::function<void()>& fn, std::chrono::milliseconds timeout) {
+  struct Call {
+    const std::function<void()>* fn;
+    std::atomic<bool> published{false};  // the hand-over in C++ terms (the EAL's is a timerfd)
+    std::atomic<bool> done{false};
+  } call{&fn};
+  auto trampoline = [](void* arg) {
+    auto* c = static_cast<Call*>(arg);
+    while (!c->published.load(std::memory_order_acquire)) {
+    }
+    (*c->fn)();
+    c->done.store(true, std::memory_order_release);
+  };
+  call.published.store(true, std::memory_order_release);
+  if (rte_eal_alarm_set(1, trampoline, &call) != 0) {
+    fn();  // no interrupt thread to run it on
+    return;
+  }
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!call.done.load(std::memory_order_acquire)) {
+    if (std::chrono::steady_clock::now() > deadline && rte_eal_alarm_cancel(trampoline, &call) > 0) {
+      fn();  // the interrupt thread is stuck: never ran it, never will
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+}
 
 Port::Port(const config::Port& cfg, const std::string& name, rte_mempool* pool, std::uint16_t queues,
            const wire::Mac& mac, bool ring_lead, std::uint16_t mtu)
     : name_(name), kind_(cfg.kind), queues_(queues) {
+  try {
+    open(cfg, pool, mac, ring_lead, mtu);
+  } catch (...) {
+    close();  // whatever was made so far goes
+    throw;
+  }
+}
+
+void Port::open(const config::Port& cfg, rte_mempool* pool, const wire::Mac& mac, bool ring_lead, std::uint16_t mtu) {
+  const std::uint16_t queues = queues_;
+  const std::string& name = name_;
   const int pool_socket = pool->socket_id;
   std::string args;
   switch (cfg.kind) {
@@ -149,6 +223,10 @@ Port::Port(const config::Port& cfg, const std::string& name, rte_mempool* pool, 
       break;
     }
   }
+  if ((cfg.kind == config::PortKind::kAfPacket || cfg.kind == config::PortKind::kAfXdp) &&
+      if_nametoindex(cfg.iface.c_str()) == 0)
+    throw std::runtime_error(fmt::format("port {}: interface '{}' does not exist in this network namespace",
+                                         name, cfg.iface));
   if (cfg.kind != config::PortKind::kRing && cfg.kind != config::PortKind::kPci) {
     if (const int rc = rte_vdev_init(vdev_.c_str(), args.c_str()); rc != 0) {
       vdev_.clear();
@@ -157,7 +235,10 @@ Port::Port(const config::Port& cfg, const std::string& name, rte_mempool* pool, 
     std::uint16_t id = 0;
     if (rte_eth_dev_get_port_by_name(vdev_.c_str(), &id) != 0) fail(name, "port lookup", ENODEV);
     id_ = id;
-    if (cfg.kind == config::PortKind::kAfPacket) packet_fds_ = packet_sockets_on(cfg.iface);
+    if (cfg.kind == config::PortKind::kAfPacket) {
+      packet_fds_ = packet_sockets_on(cfg.iface);
+      frag_fd_ = fragment_counter(if_nametoindex(cfg.iface.c_str()));
+    }
   }
 
   const int dev_socket = rte_eth_dev_socket_id(id_);
@@ -169,6 +250,11 @@ Port::Port(const config::Port& cfg, const std::string& name, rte_mempool* pool, 
     throw std::runtime_error(fmt::format("port {}: {} queues requested, device has {} RX / {} TX", name, queues,
                                          info.max_rx_queues, info.max_tx_queues));
   rte_eth_conf conf{};
+  // The device fills in IPv4 header checksums where it can (TX offload), saving the sum.
+  if ((info.tx_offload_capa & RTE_ETH_TX_OFFLOAD_IPV4_CKSUM) != 0) {
+    conf.txmode.offloads |= RTE_ETH_TX_OFFLOAD_IPV4_CKSUM;
+    csum_offload_ = true;
+  }
   if (const int rc = rte_eth_dev_configure(id_, queues, queues, &conf); rc != 0) fail(name, "configure", rc);
   const bool kernel_port = cfg.kind == config::PortKind::kAfPacket || cfg.kind == config::PortKind::kAfXdp ||
                            cfg.kind == config::PortKind::kTap;
@@ -187,10 +273,11 @@ Port::Port(const config::Port& cfg, const std::string& name, rte_mempool* pool, 
     if (const int rc = rte_eth_tx_queue_setup(id_, q, txd, static_cast<unsigned>(socket_), nullptr); rc != 0)
       fail(name, fmt::format("TX queue {}", q), rc);
   }
-  if (cfg.kind == config::PortKind::kRing) {
+  {
+    // The node's address on every port, where the device lets us set it; checked below.
     rte_ether_addr a;
     std::copy(mac.begin(), mac.end(), a.addr_bytes);
-    rte_eth_dev_default_mac_addr_set(id_, &a);  // best effort: the node's configured address
+    rte_eth_dev_default_mac_addr_set(id_, &a);
   }
   // A memif client cannot start before its server has created the socket: retry for a while,
   // so the two ends of a link may be started in any order.
@@ -208,23 +295,37 @@ Port::Port(const config::Port& cfg, const std::string& name, rte_mempool* pool, 
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   started_ = true;
-  rte_eth_promiscuous_enable(id_);  // unsupported on some PMDs; frames are filtered by node id anyway
   rte_ether_addr a{};
   rte_eth_macaddr_get(id_, &a);
   std::copy(std::begin(a.addr_bytes), std::end(a.addr_bytes), mac_.begin());
+  // A ring is two queues in memory: no wire, no address of its own. It carries the node's.
+  if (cfg.kind == config::PortKind::kRing || cfg.kind == config::PortKind::kNull) mac_ = mac;
+  if (mac_ != mac) {
+    const std::string have = config::format_mac(mac_), want = config::format_mac(mac);
+    throw std::runtime_error(fmt::format(
+        "port {}: the device keeps MAC {}, but peers send to the node's mac {} (set the node's mac to {}, "
+        "or give the interface the node's address)", name, have, want, have));
+  }
 }
 
-rte_eth_stats Port::stats() const noexcept {
-  rte_eth_stats s{};
-  rte_eth_stats_get(id_, &s);
-  if (!packet_fds_.empty()) {
+PortStats Port::stats() const noexcept {
+  PortStats s{};
+  rte_eth_stats_get(id_, &s.eth);
+  if (!packet_fds_.empty() || frag_fd_ >= 0) {
     const std::lock_guard lock(drops_mu_);
     for (const int fd : packet_fds_) {
       tpacket_stats st{};
       socklen_t len = sizeof st;
       if (getsockopt(fd, SOL_PACKET, PACKET_STATISTICS, &st, &len) == 0) kernel_drops_ += st.tp_drops;
     }
-    s.imissed += kernel_drops_;
+    if (frag_fd_ >= 0) {
+      tpacket_stats st{};
+      socklen_t len = sizeof st;
+      // tp_packets: every frame that passed the filter, kept or dropped for want of room.
+      if (getsockopt(frag_fd_, SOL_PACKET, PACKET_STATISTICS, &st, &len) == 0) fragments_ += st.tp_packets;
+    }
+    s.eth.imissed += kernel_drops_;
+    s.ip_fragments = fragments_;
   }
   return s;
 }
@@ -259,26 +360,39 @@ bool Port::steer_lanes_by_dscp() noexcept {
   return true;
 }
 
-Port::~Port() {
-  if (id_ == RTE_MAX_ETHPORTS) return;
-  if (flows_) {
-    rte_flow_error err{};
-    rte_flow_flush(id_, &err);
-  }
-  if (started_) rte_eth_dev_stop(id_);
-  if (!vdev_.empty()) {
-    rte_eth_dev_close(id_);
-    rte_vdev_uninit(vdev_.c_str());
-  } else {
-    rte_eth_dev_close(id_);
-  }
+Port::~Port() { close(); }
+
+void Port::close() noexcept {
+  if (frag_fd_ >= 0) ::close(frag_fd_);
+  frag_fd_ = -1;
+  if (id_ != RTE_MAX_ETHPORTS) stop_and_remove();
+  id_ = RTE_MAX_ETHPORTS;
   if (!ring_pair_.empty()) {
     for (std::uint16_t q = 0; q < queues_; ++q) {
       ring_release(fmt::format("nv{}{}ab", ring_pair_, q));
       ring_release(fmt::format("nv{}{}ba", ring_pair_, q));
     }
+    ring_pair_.clear();
   }
   if (!memif_socket_.empty()) ::unlink(memif_socket_.c_str());
+  memif_socket_.clear();
+}
+
+void Port::stop_and_remove() noexcept {
+  // Stop, close and remove the device on the interrupt thread, where the PMD's own callbacks
+  // run (memif: the peer's connect and disconnect): a peer that goes away meanwhile cannot have
+  // its disconnect handled on a device half torn down, or after the EAL has unmapped it.
+  run_on_interrupt_thread([this] {
+    if (flows_) {
+      rte_flow_error err{};
+      rte_flow_flush(id_, &err);
+    }
+    if (started_) rte_eth_dev_stop(id_);
+    rte_eth_dev_close(id_);
+    if (!vdev_.empty()) rte_vdev_uninit(vdev_.c_str());
+    // The listener DPDK 22.11's memif leaves registered (intr_registry.hpp).
+    if (!memif_socket_.empty()) release_unix_listener(memif_socket_);
+  });
 }
 
 bool Port::link_up() const noexcept {

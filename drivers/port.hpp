@@ -8,6 +8,7 @@
 #include <rte_mbuf.h>
 
 #include <chrono>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -16,14 +17,31 @@
 
 namespace nerve::drivers {
 
+struct PortStats {
+  rte_eth_stats eth;
+  // IPv4 fragments that reached the port's interface. The af_packet PMD joins its sockets to a
+  // fanout group with PACKET_FANOUT_FLAG_DEFRAG, so the kernel reassembles or drops fragments
+  // before the node sees them; a socket of our own counts them on the way in. 0 elsewhere:
+  // other ports hand fragments to the node, whose codec refuses them (ip_fragment).
+  std::uint64_t ip_fragments = 0;
+};
+
+// Runs `fn` on the EAL interrupt thread and waits for it (up to `timeout`, then runs it here).
+// PMD callbacks (memif's link events, a peer's disconnect) run on that thread: work done there
+// cannot race them. Control thread only.
+void run_on_interrupt_thread(const std::function<void()>& fn,
+                             std::chrono::milliseconds timeout = std::chrono::milliseconds(10000));
+
 class Port {
  public:
   // Creates (virtual kinds) or finds (pci) the device, configures `queues` RX and TX queues
   // with descriptors from cfg, RX buffers from `pool`, and starts it. `name` is unique in the
   // process (it names the virtual device). `mac` is applied where the device lets us choose
-  // (ring, memif, null); kernel-backed ports keep their interface's address. For ring ports,
-  // `ring_lead` picks which end of the pair transmits into which ring.
-  // Throws std::runtime_error naming the port and the DPDK error.
+  // on every kind that lets us set it (ring, memif, tap, null, af_packet, and NICs that allow
+  // it); a port that cannot carry the node's address is an error, since peers address frames
+  // to it. For ring ports, `ring_lead` picks which end of the pair transmits into which ring.
+  // IPv4 checksum offload is enabled where the device offers it (ip_checksum_offload()).
+  // Throws std::runtime_error naming the port and the problem.
   Port(const config::Port& cfg, const std::string& name, rte_mempool* pool, std::uint16_t queues,
        const wire::Mac& mac, bool ring_lead, std::uint16_t mtu = 1500);
   ~Port();
@@ -36,6 +54,7 @@ class Port {
   int socket() const noexcept { return socket_; }
   const wire::Mac& mac() const noexcept { return mac_; }
   std::uint16_t queues() const noexcept { return queues_; }
+  bool ip_checksum_offload() const noexcept { return csum_offload_; }
 
   // Hardware lane steering: one rte_flow rule per priority sends IPv4 frames with that
   // priority's DSCP to RX queue `priority`. False (and no rule left) when the device refuses
@@ -44,7 +63,7 @@ class Port {
 
   // The device's counters. For af_packet, imissed also counts the frames the kernel dropped
   // because the socket's RX ring was full (PACKET_STATISTICS), which DPDK 22.11 leaves out.
-  rte_eth_stats stats() const noexcept;
+  PortStats stats() const noexcept;
 
   bool link_up() const noexcept;
   // Polls link state until up or `timeout` passes.
@@ -58,6 +77,10 @@ class Port {
   }
 
  private:
+  void open(const config::Port& cfg, rte_mempool* pool, const wire::Mac& mac, bool ring_lead, std::uint16_t mtu);
+  void close() noexcept;
+  void stop_and_remove() noexcept;
+
   std::string name_;
   std::string vdev_;  // the virtual device's name, empty for pci
   std::string ring_pair_;  // ring kind: the pair whose rings we hold a reference to
@@ -69,9 +92,12 @@ class Port {
   wire::Mac mac_{};
   bool started_ = false;
   bool flows_ = false;
+  bool csum_offload_ = false;
   std::vector<int> packet_fds_;  // af_packet: the PMD's sockets, read for kernel drops
+  int frag_fd_ = -1;             // af_packet: our socket that counts IPv4 fragments
   mutable std::mutex drops_mu_;  // PACKET_STATISTICS resets on read: accumulate under a lock
   mutable std::uint64_t kernel_drops_ = 0;
+  mutable std::uint64_t fragments_ = 0;
 };
 
 // A pool of packet mbufs on one NUMA socket. Freed on destruction.

@@ -25,7 +25,7 @@
 #include "nerve/node.hpp"
 #include "schedule.hpp"
 #include "transport.hpp"
-#include "tsc.hpp"
+#include "nerve/clock.hpp"
 
 namespace nerve::perf {
 namespace {
@@ -69,7 +69,7 @@ struct PeerReport {
 };
 
 // Reflects pings, measures one-way probes, counts floods, until `stop`.
-void peer_loop(Transport& t, const Tsc& tsc, PeerReport& rep, const std::atomic<bool>& stop) {
+void peer_loop(Transport& t, const Clock& tsc, PeerReport& rep, const std::atomic<bool>& stop) {
   const RxFn rx = [&](const Probe& p, std::size_t, std::uint64_t now) {
     if (p.kind == kOneway) {
       PointStats& ps = rep.points[p.point];
@@ -158,7 +158,7 @@ class NetnsGuard {
 class Session {
  public:
   Session(const Options& opt, const std::string& transport, std::size_t max_size)
-      : kind_(transport), peer_idle_(opt.peer_idle), tsc_(Tsc::calibrate()) {
+      : kind_(transport), peer_idle_(opt.peer_idle), tsc_(Clock::tsc()) {
     const auto& cpus = harness_cpus();
     cpu_a_ = cpus.front();
     cpu_b_ = cpus.size() > 1 ? cpus[1] : cpus.front();
@@ -180,7 +180,7 @@ class Session {
   }
 
   Transport& t() { return *t_; }
-  const Tsc& tsc() const { return tsc_; }
+  const Clock& tsc() const { return tsc_; }
 
   // Returns once the peer has handled everything sent before: a ping queued behind the
   // backlog comes back only after it. Keeps one sweep point's backlog out of the next.
@@ -274,6 +274,8 @@ class Session {
       for (auto [ns, i] : {std::pair{ns_a_, 1}, std::pair{ns_b_, 2}}) {
         run_quiet(fmt::format("ip netns exec {} sysctl -qw net.ipv6.conf.all.disable_ipv6=1", ns));
         if (cluster.mtu > 1500) run_quiet(fmt::format("ip -n {} link set nvh{}{} mtu {}", ns, i, tag_, cluster.mtu));
+        // The node's address on its interface: peers send to it (af_xdp cannot set it itself).
+        run_quiet(fmt::format("ip -n {} link set nvh{}{} address 02:00:00:00:0a:0{}", ns, i, tag_, i));
         run_quiet(fmt::format("ip -n {} link set nvh{}{} up", ns, i, tag_));
       }
     }
@@ -366,7 +368,7 @@ class Session {
 
   std::string kind_;
   std::string peer_idle_;
-  Tsc tsc_;
+  const Clock& tsc_;
   unsigned cpu_a_ = 0, cpu_b_ = 0;
   std::string tag_, dir_, ns_a_, ns_b_;
   static inline unsigned serial_ = 0;  // sessions started by this process
@@ -429,7 +431,7 @@ void fill_rates(Row& r, double seconds) {
 Row pingpong(Session& s, const Options& o, int prio, std::size_t size, const std::vector<int>& background,
              const std::string& scenario, std::uint16_t point = 0) {
   Transport& t = s.t();
-  const Tsc& tsc = s.tsc();
+  const Clock& tsc = s.tsc();
   Row row;
   row.scenario = scenario;
   row.transport = t.name();
@@ -439,12 +441,12 @@ Row pingpong(Session& s, const Options& o, int prio, std::size_t size, const std
   row.offered_mps = o.rate;
   row.peer_idle = o.peer_idle;
   row.gap_us = o.gap_us;
-  const std::uint64_t gap_cycles = tsc.from_ns(static_cast<std::uint64_t>(o.gap_us * 1000));
+  const std::uint64_t gap_cycles = tsc.to_cycles(static_cast<std::uint64_t>(o.gap_us * 1000));
   const bool open = o.rate > 0;
   const std::uint64_t n = measured_count(o, o.rate, 0, o.seconds > 0 ? ~0ull : 100000);
   const std::uint64_t total = o.warmup + n;
-  const std::uint64_t timeout = tsc.from_ns(kReplyTimeoutNs);
-  const std::uint64_t deadline_tsc = o.seconds > 0 && !open ? rdtsc() + tsc.from_ns(static_cast<std::uint64_t>(
+  const std::uint64_t timeout = tsc.to_cycles(kReplyTimeoutNs);
+  const std::uint64_t deadline_tsc = o.seconds > 0 && !open ? Clock::cycles() + tsc.to_cycles(static_cast<std::uint64_t>(
                                                                              (o.seconds) * 1e9)) : ~0ull;
   std::uint64_t replies = 0, last_seq = ~0ull;
   const RxFn rx = [&](const Probe& p, std::size_t, std::uint64_t now) {
@@ -458,19 +460,19 @@ Row pingpong(Session& s, const Options& o, int prio, std::size_t size, const std
   };
   // Background flood: as fast as the TX path takes it, or on its own schedule.
   std::uint64_t flood_sent = 0, flood_seq = 0;
-  Schedule flood_sched(o.background_rate, tsc.cycles_per_ns(), rdtsc());
+  Schedule flood_sched(o.background_rate, tsc.cycles_per_ns(), Clock::cycles());
   auto flood = [&] {
     if (background.empty()) return;
     // Unpaced: 16 per loop iteration, which keeps the TX path full without the flood's own
     // generation delaying the pinger's next look at its RX queue by more than ~1 us.
-    const std::uint64_t due = flood_sched.open_loop() ? flood_sched.due_count(flood_seq, ~0ull, rdtsc()) : 16;
+    const std::uint64_t due = flood_sched.open_loop() ? flood_sched.due_count(flood_seq, ~0ull, Clock::cycles()) : 16;
     for (std::uint64_t k = 0; k < due; ++k) {
       Probe f;
       f.seq = flood_seq;
       f.kind = kFlood;
       f.point = point;
       f.prio = static_cast<std::uint8_t>(background[flood_seq % background.size()]);
-      f.stamp_tsc = rdtsc();
+      f.stamp_tsc = Clock::cycles();
       if (!t.send(f, size)) break;
       ++flood_seq;
       ++flood_sent;
@@ -479,30 +481,30 @@ Row pingpong(Session& s, const Options& o, int prio, std::size_t size, const std
 
   Progress bar(o.progress, fmt::format("{} {} P{}", scenario, t.name(), prio),
                o.seconds > 0 ? o.seconds : static_cast<double>(total) * (open ? 1.0 / o.rate : 5e-6));
-  const std::uint64_t start = rdtsc();
+  const std::uint64_t start = Clock::cycles();
   std::uint64_t measured_start = start;
   Schedule sched(o.rate, tsc.cycles_per_ns(), start);
   std::uint64_t i = 0;
   if (!open) {
-    for (; i < total && rdtsc() < deadline_tsc; ++i) {
+    for (; i < total && Clock::cycles() < deadline_tsc; ++i) {
       check_interrupt();
-      if (i == o.warmup) measured_start = rdtsc();
+      if (i == o.warmup) measured_start = Clock::cycles();
       Probe p;
       p.seq = i;
       p.prio = static_cast<std::uint8_t>(prio);
       p.kind = i < o.warmup ? kWarmup : kPing;
-      p.stamp_tsc = rdtsc();
+      p.stamp_tsc = Clock::cycles();
       send_retrying(t, p, size, rx);
       t.flush();
-      while (last_seq != i && rdtsc() - p.stamp_tsc < timeout) {
+      while (last_seq != i && Clock::cycles() - p.stamp_tsc < timeout) {
         t.poll(rx, false);
         flood();
       }
       if (gap_cycles) {  // an idle gap: the far end may back off before the next ping
-        const std::uint64_t until = rdtsc() + gap_cycles;
-        while (rdtsc() < until) t.poll(rx, false);
+        const std::uint64_t until = Clock::cycles() + gap_cycles;
+        while (Clock::cycles() < until) t.poll(rx, false);
       }
-      if ((i & 1023) == 0) bar.update(o.seconds > 0 ? static_cast<double>(rdtsc() - start) / static_cast<double>(
+      if ((i & 1023) == 0) bar.update(o.seconds > 0 ? static_cast<double>(Clock::cycles() - start) / static_cast<double>(
                                                                  deadline_tsc - start)
                                                      : static_cast<double>(i) / static_cast<double>(total));
     }
@@ -510,7 +512,7 @@ Row pingpong(Session& s, const Options& o, int prio, std::size_t size, const std
     // Open loop: pings leave on schedule whether or not earlier ones were answered.
     while (i < total) {
       check_interrupt();
-      const std::uint64_t now = rdtsc();
+      const std::uint64_t now = Clock::cycles();
       for (std::uint64_t k = sched.due_count(i, total, now); k > 0; --k, ++i) {
         Probe p;
         p.seq = i;
@@ -524,10 +526,10 @@ Row pingpong(Session& s, const Options& o, int prio, std::size_t size, const std
       flood();
       if ((i & 1023) == 0) bar.update(static_cast<double>(i) / static_cast<double>(total));
     }
-    const std::uint64_t end = rdtsc() + timeout;
-    while (replies < i - o.warmup && rdtsc() < end) t.poll(rx, false);
+    const std::uint64_t end = Clock::cycles() + timeout;
+    while (replies < i - o.warmup && Clock::cycles() < end) t.poll(rx, false);
   }
-  const double seconds = tsc.to_ns(rdtsc() - measured_start) / 1e9;
+  const double seconds = tsc.to_ns(Clock::cycles() - measured_start) / 1e9;
   row.sent = i > o.warmup ? i - o.warmup : 0;
   row.lost = row.sent - std::min(row.sent, replies);
   row.metric = "rtt";
@@ -535,7 +537,7 @@ Row pingpong(Session& s, const Options& o, int prio, std::size_t size, const std
   if (!background.empty()) {
     row.has_background = true;
     row.background_priorities = background;
-    row.background_seconds = tsc.to_ns(rdtsc() - start) / 1e9;
+    row.background_seconds = tsc.to_ns(Clock::cycles() - start) / 1e9;
     row.background_sent_mps = static_cast<double>(flood_sent) / row.background_seconds;
   }
   return row;
@@ -546,7 +548,7 @@ Row pingpong(Session& s, const Options& o, int prio, std::size_t size, const std
 Row oneway_send(Session& s, const Options& o, int prio, std::size_t size, double rate, std::uint16_t point,
                 double default_seconds) {
   Transport& t = s.t();
-  const Tsc& tsc = s.tsc();
+  const Clock& tsc = s.tsc();
   Row row;
   row.scenario = "oneway";
   row.transport = t.name();
@@ -567,15 +569,15 @@ Row oneway_send(Session& s, const Options& o, int prio, std::size_t size, double
   }
   const double secs = o.seconds > 0 ? o.seconds : default_seconds;
   const std::uint64_t total = o.count && rate > 0 ? o.count : (rate > 0 ? static_cast<std::uint64_t>(secs * rate) : ~0ull);
-  const std::uint64_t start = rdtsc();
-  const std::uint64_t stop_tsc = (o.count && rate <= 0) ? ~0ull : start + tsc.from_ns(static_cast<std::uint64_t>(secs * 1e9));
+  const std::uint64_t start = Clock::cycles();
+  const std::uint64_t stop_tsc = (o.count && rate <= 0) ? ~0ull : start + tsc.to_cycles(static_cast<std::uint64_t>(secs * 1e9));
   const std::uint64_t limit = (o.count && rate <= 0) ? o.count : total;
   Schedule sched(rate, tsc.cycles_per_ns(), start);
   Progress bar(o.progress, fmt::format("oneway {} {} B", t.name(), size), secs);
   std::uint64_t i = 0;
   while (i < limit) {
     check_interrupt();
-    const std::uint64_t now = rdtsc();
+    const std::uint64_t now = Clock::cycles();
     if (now >= stop_tsc && rate <= 0) break;
     const std::uint64_t due = sched.open_loop() ? sched.due_count(i, limit, now) : std::min<std::uint64_t>(32, limit - i);
     for (std::uint64_t k = 0; k < due; ++k) {
@@ -584,18 +586,18 @@ Row oneway_send(Session& s, const Options& o, int prio, std::size_t size, double
       p.kind = kOneway;
       p.point = point;
       p.prio = static_cast<std::uint8_t>(prio);
-      p.stamp_tsc = sched.open_loop() ? sched.due(i) : rdtsc();
+      p.stamp_tsc = sched.open_loop() ? sched.due(i) : Clock::cycles();
       // A batch (unpaced, or paced and behind) goes out together; poll() below sends the rest.
       if (!t.send(p, size, k + 1 < due)) break;  // pushed back: the rest stay due (open loop) or wait
       ++i;
     }
     t.poll(drop, false);
-    if ((i & 4095) == 0) bar.update(static_cast<double>(now - start) / static_cast<double>(tsc.from_ns(static_cast<std::uint64_t>(secs * 1e9))));
+    if ((i & 4095) == 0) bar.update(static_cast<double>(now - start) / static_cast<double>(tsc.to_cycles(static_cast<std::uint64_t>(secs * 1e9))));
   }
   t.flush();
   row.sent = i;
-  row.offered_mps = rate > 0 ? rate : static_cast<double>(i) / (tsc.to_ns(rdtsc() - start) / 1e9);
-  row.rate_mps = static_cast<double>(i) / (tsc.to_ns(rdtsc() - start) / 1e9);  // until the report says otherwise
+  row.offered_mps = rate > 0 ? rate : static_cast<double>(i) / (tsc.to_ns(Clock::cycles() - start) / 1e9);
+  row.rate_mps = static_cast<double>(i) / (tsc.to_ns(Clock::cycles() - start) / 1e9);  // until the report says otherwise
   s.barrier();  // the next point starts with the peer's queues empty
   return row;
 }
@@ -744,7 +746,7 @@ int peer_main(const std::string& transport, const std::string& role, const std::
   sa.sa_handler = on_peer_signal;
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGINT, &sa, nullptr);
-  const Tsc tsc = Tsc::calibrate();
+  const Clock& tsc = Clock::tsc();
   PeerReport rep;
   if (transport == "kernel-udp") {
     if (cpu >= 0) pin_to(static_cast<unsigned>(cpu));

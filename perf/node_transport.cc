@@ -2,7 +2,7 @@
 
 #include "nerve/node.hpp"
 #include "transport.hpp"
-#include "tsc.hpp"
+#include "nerve/clock.hpp"
 
 namespace nerve::perf {
 namespace {
@@ -12,7 +12,7 @@ constexpr unsigned kReflectTries = 100000;  // flushes before a reflected probe 
 class NodeTransport final : public Transport {
  public:
   NodeTransport(Node& node, std::uint16_t peer, std::string name) : node_(node), peer_(peer), name_(std::move(name)) {
-    node_.on_message([this](const RxMessage& m) { on_message(m); });
+    node_.on_message([this](RxMessage& m) { on_message(m); });
   }
   ~NodeTransport() override { node_.on_message({}); }
 
@@ -51,24 +51,22 @@ class NodeTransport final : public Transport {
     if (size > kProbeLen) std::memset(d + kProbeLen, 0x5a, size - kProbeLen);
   }
 
-  void on_message(const RxMessage& m) {
-    const std::uint64_t now = rdtsc();
-    if (m.payload().size() < kProbeLen) return;
+  void on_message(RxMessage& m) {
+    const std::uint64_t now = Clock::cycles();
+    const std::size_t size = m.payload().size();
+    if (size < kProbeLen) return;
     Probe p;
     std::memcpy(&p, m.payload().data(), kProbeLen);
     ++handled_;
     if (reflect_ && (p.kind == kPing || p.kind == kWarmup)) {
-      // Reflect: the same payload back, on the same lane.
-      TxFrame f = node_.alloc(m.payload().size());
-      if (f) {
-        std::memcpy(f.payload().data(), m.payload().data(), m.payload().size());
-        // A full lane drains as the port takes frames; a peer that stopped reading never lets
-        // it, so retry a bounded number of times and then drop (the pinger counts it lost).
-        for (unsigned tries = 0; tries < kReflectTries && node_.respond(m, f) == SendStatus::kBackpressure; ++tries)
-          node_.flush();
-      }
+      // Reflect: the same payload back, on the same lane, in the same mbuf (no copy).
+      TxFrame f = node_.take_frame(m);
+      // A full lane drains as the port takes frames; a peer that stopped reading never lets
+      // it, so retry a bounded number of times and then drop (the pinger counts it lost).
+      for (unsigned tries = 0; tries < kReflectTries && node_.respond(m, f) == SendStatus::kBackpressure; ++tries)
+        node_.flush();
     }
-    if (rx_) (*rx_)(p, m.payload().size(), now);
+    if (rx_) (*rx_)(p, size, now);
   }
 
   Node& node_;

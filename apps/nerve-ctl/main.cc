@@ -29,6 +29,10 @@ void print_status(const json& j) {
              n["name"].get<std::string>(), n["ip"].get<std::string>(), n["mac"].get<std::string>(),
              n["profile"].get<std::string>(), n["idle"].get<std::string>(), n["lcore"].get<int>(),
              n["mbufs_available"].get<unsigned>());
+  if (n["idle"] == "backoff")
+    fmt::print("  backoff: a P0 frame after an idle gap waits up to {} us plus a wake-up (~50-100 us); busy_lanes "
+               "keep the node polling while they carry traffic\n",
+               n["idle_max_sleep_us"].get<unsigned>());
   fmt::print("\nports\n  {:<10} {:<10} {:<14} {:<5} {:<18} {:>10} {:>10} {:>8} {:>8}\n", "name", "kind", "lanes",
              "link", "mac", "rx", "tx", "missed", "errors");
   for (const auto& p : j["ports"])
@@ -44,10 +48,12 @@ void print_status(const json& j) {
   const auto& c = j["counters"];
   fmt::print("\ncounters\n  rx {} frames / {} B   tx {} frames / {} B\n", c["rx_frames"].get<std::uint64_t>(),
              c["rx_bytes"].get<std::uint64_t>(), c["tx_frames"].get<std::uint64_t>(), c["tx_bytes"].get<std::uint64_t>());
-  fmt::print("  refused {}   backpressure {}   no route {}   alloc failed {}   replies sent {}   control refused {}\n",
+  fmt::print("  refused {}   backpressure {}   no route {}   alloc failed {}   control refused {}\n",
              c["refused_total"].get<std::uint64_t>(), c["tx_backpressure"].get<std::uint64_t>(),
              c["tx_no_route"].get<std::uint64_t>(), c["alloc_failed"].get<std::uint64_t>(),
-             c["replies_sent"].get<std::uint64_t>(), c["control_refused"].get<std::uint64_t>());
+             c["control_refused"].get<std::uint64_t>());
+  fmt::print("  replies sent {}   deferred (full lane, sent later) {}   failed {}\n", c["replies_sent"].get<std::uint64_t>(),
+             c["replies_deferred"].get<std::uint64_t>(), c["replies_failed"].get<std::uint64_t>());
   for (const auto& [reason, v] : c["refused"].items())
     if (v.get<std::uint64_t>() != 0) fmt::print("    refused {:<16} {}\n", reason, v.get<std::uint64_t>());
   fmt::print("\ndelivered           P0        P1        P2        P3        P4\n");

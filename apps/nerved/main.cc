@@ -14,13 +14,17 @@
 
 #include <array>
 #include <atomic>
+#include <charconv>
 #include <csignal>
 #include <cstring>
+#include <filesystem>
 #include <optional>
+#include <string_view>
 #include <thread>
 
 #include "../common/cli.hpp"
 #include "../common/control.hpp"
+#include "../common/digest.hpp"
 #include "../common/log.hpp"
 #include "eal.hpp"
 #include "nerve/node.hpp"
@@ -41,23 +45,66 @@ extern "C" void on_signal(int) { g_stop.store(true, std::memory_order_relaxed); 
 struct Received {
   std::array<std::array<stats::Counter, wire::kPriorities>, wire::kMsgTypes + 1> digest;
   stats::Counter replies_sent;
+  stats::Counter replies_deferred;  // pushed back by a full lane, sent later
+  stats::Counter replies_failed;    // not sent: the pool was empty, or the deferred queue full
   // Control requests refused (bad JSON, bad fields, limits); several connection threads add.
   mutable std::atomic<std::uint64_t> control_refused{0};
 };
 
-std::string text(std::span<const std::byte> b) { return std::string(reinterpret_cast<const char*>(b.data()), b.size()); }
-
-// What nerved answers to a command or a resource request.
-std::string answer(const Node& node, const RxMessage& m) {
-  const std::string body = text(m.payload());
-  if (m.type() == MsgType::kResourceRequest) return fmt::format("received resource request ({} bytes)", body.size());
+// What nerved answers to a command or a resource request, written into `out` (the response's
+// payload); returns its length. Runs on the datapath: no allocation.
+std::size_t answer(const Node& node, const RxMessage& m, std::span<std::byte> out) {
+  auto* o = reinterpret_cast<char*>(out.data());
+  const std::string_view body(reinterpret_cast<const char*>(m.payload().data()), m.payload().size());
+  auto put = [&](std::string_view text) {
+    const std::size_t n = std::min(text.size(), out.size());
+    std::memcpy(o, text.data(), n);
+    return n;
+  };
+  if (m.type() == MsgType::kResourceRequest)
+    return fmt::format_to_n(o, out.size(), "received resource request ({} bytes)", body.size()).size;
   const auto sp = body.find(' ');
-  const std::string verb = body.substr(0, sp);
-  if (verb == "ping") return "pong";
-  if (verb == "echo") return sp == std::string::npos ? "" : body.substr(sp + 1);
-  if (verb == "hostname") return node.config().name;
-  return fmt::format("unknown command '{}' (ping, echo TEXT, hostname)", verb.substr(0, 64));
+  const std::string_view verb = body.substr(0, sp);
+  if (verb == "ping") return put("pong");
+  if (verb == "echo") return put(sp == std::string_view::npos ? "" : body.substr(sp + 1));
+  if (verb == "hostname") return put(node.config().name);
+  return fmt::format_to_n(o, out.size(), "unknown command '{}' (ping, echo TEXT, hostname)", verb.substr(0, 64)).size;
 }
+
+// Responses a full lane pushed back: kept, with their requests, and sent in order as soon as the
+// lane has room (a response is owed; it is never dropped). Datapath thread only.
+class PendingResponses {
+ public:
+  static constexpr std::size_t kCapacity = 4096;
+  bool empty() const noexcept { return head_ == tail_; }
+  bool full() const noexcept { return tail_ - head_ == kCapacity; }
+  void push(RxMessage req, TxFrame resp) noexcept {
+    Entry& e = ring_[tail_++ % kCapacity];
+    e.req = std::move(req);
+    e.resp = std::move(resp);
+  }
+  // Sends what the lanes take now, oldest first; returns the number sent.
+  unsigned retry(Node& node, stats::Counter& sent) noexcept {
+    unsigned n = 0;
+    while (!empty()) {
+      Entry& e = ring_[head_ % kCapacity];
+      if (node.respond(e.req, e.resp) != SendStatus::kOk) break;
+      e.req = RxMessage{};
+      ++head_;
+      ++n;
+      sent.add();
+    }
+    return n;
+  }
+
+ private:
+  struct Entry {
+    RxMessage req;
+    TxFrame resp;
+  };
+  std::array<Entry, kCapacity> ring_{};
+  std::size_t head_ = 0, tail_ = 0;
+};
 
 json lane_json(const stats::LaneSummary& l, std::size_t prio) {
   return {{"priority", prio}, {"count", l.count}, {"budget_ns", l.budget_ns}, {"deadline_miss", l.deadline_miss},
@@ -76,12 +123,16 @@ json status_json(const Node& node, const Received& rx, bool digest, unsigned lco
                {"mac", config::format_mac(c.mac)},
                {"profile", config::to_string(c.profile)},
                {"idle", config::to_string(c.idle)},
+               // Backing off, a P0 frame after an idle gap waits for the sleep the node is in
+               // (up to this long) plus a wake-up; busy_lanes keep it polling while P0 flows.
+               {"idle_max_sleep_us", c.idle == config::Idle::kBusy ? 0u : c.idle_sleep_max_us},
                {"lcore", lcore},
                {"mbufs_available", node.mbufs_available()}};
   j["ports"] = json::array();
   for (const auto& p : node.ports())
     j["ports"].push_back({{"name", p.name},         {"kind", config::to_string(p.kind)},
-                          {"lane_mode", to_string(p.lane_mode)}, {"tx_queued", p.tx_queued},
+                          {"lane_mode", config::to_string(p.lane_mode)}, {"tx_queued", p.tx_queued},
+                          {"ip_checksum_offload", p.ip_checksum_offload}, {"ip_fragments", p.ip_fragments},
                           {"dpdk_port", p.dpdk_port}, {"socket", p.socket},
                           {"mac", config::format_mac(p.mac)}, {"link", p.link_up ? "up" : "down"},
                           {"ipackets", p.ipackets}, {"opackets", p.opackets},
@@ -97,17 +148,23 @@ json status_json(const Node& node, const Received& rx, bool digest, unsigned lco
   for (std::size_t r = 1; r < wire::kRefusalCount; ++r)
     refused[std::string(wire::to_string(static_cast<wire::Refusal>(r)))] = s.refused[r];
   refused["multi_segment"] = s.rx_multi_segment;
+  // IPv4 fragments the kernel kept from the node (af_packet): refused too, before the node.
+  std::uint64_t kernel_fragments = 0;
+  for (const auto& p : node.ports()) kernel_fragments += p.ip_fragments;
+  refused["ip_fragment"] = refused["ip_fragment"].get<std::uint64_t>() + kernel_fragments;
   j["counters"] = {{"rx_frames", s.rx_frames},
                    {"rx_bytes", s.rx_bytes},
                    {"tx_frames", s.tx_frames},
                    {"tx_bytes", s.tx_bytes},
-                   {"refused_total", s.refused_total()},
+                   {"refused_total", s.refused_total() + kernel_fragments},
                    {"refused", refused},
                    {"tx_backpressure", s.tx_backpressure},
                    {"tx_no_route", s.tx_no_route},
                    {"alloc_failed", s.alloc_failed},
                    {"rx_deferred", s.rx_deferred},
                    {"replies_sent", rx.replies_sent.get()},
+                   {"replies_deferred", rx.replies_deferred.get()},
+                   {"replies_failed", rx.replies_failed.get()},
                    {"control_refused", rx.control_refused.load(std::memory_order_relaxed)}};
   json delivered = json::object(), sent = json::object(), dig = json::object();
   for (std::uint8_t t = wire::kMsgTypeFirst; t <= wire::kMsgTypeLast; ++t) {
@@ -181,22 +238,47 @@ constexpr std::int64_t kMaxTimeoutMs = 3'600'000;   // one hour
 constexpr int kMaxConnections = 64;                 // control connections served at once
 constexpr std::size_t kMaxRequestBytes = 1 << 20;   // one request line
 
+// A send request: what the proxy carries out, and the payload its messages are made of.
+struct SendRequest {
+  ProxySend send;
+  std::string payload;
+  bool number = false;  // message i carries payload + "#" + i
+
+  // Message i's payload, into `out`; returns its length. Runs on the datapath: no allocation.
+  std::size_t fill(std::uint32_t i, std::span<std::byte> out) const noexcept {
+    auto* o = reinterpret_cast<char*>(out.data());
+    const std::size_t n = std::min(payload.size(), out.size());
+    std::memcpy(o, payload.data(), n);
+    if (!number || n + 1 >= out.size()) return n;
+    o[n] = '#';
+    const auto r = std::to_chars(o + n + 1, o + out.size(), i);
+    return static_cast<std::size_t>(r.ptr - o);
+  }
+  // The digest of messages 0..sent-1, as the receivers compute it.
+  std::uint64_t digest(std::uint32_t sent) const {
+    std::vector<std::byte> buf(payload.size() + 16);
+    std::uint64_t sum = 0;
+    for (std::uint32_t i = 0; i < sent; ++i) sum += app::fnv1a64(std::span(buf).first(fill(i, buf)));
+    return sum;
+  }
+};
+
 // A send request, or an error naming the field that is wrong.
-std::optional<ControlSend> parse_send(const Node& node, const json& req, std::string& err) {
+std::optional<SendRequest> parse_send(const Node& node, const json& req, std::string& err) {
   Fields f(req);
-  std::string type, payload;
+  std::string type;
   std::int64_t prio = -1, to = 0, count = 1, timeout_ms = 2000;
-  ControlSend cs;
+  SendRequest sr;
+  ProxySend& ps = sr.send;
   if (!f.string("type", type) || !f.integer("priority", 0, wire::kPriorities - 1, prio) ||
-      !f.integer("to", 1, wire::kBroadcast - 1, to) || !f.string("payload", payload) ||
-      !f.integer("count", 1, kMaxCount, count) || !f.boolean("number", cs.number_payloads) ||
-      !f.boolean("await_reply", cs.await_reply) || !f.number("rate", 0, 1e9, cs.rate_mps) ||
+      !f.integer("to", 1, wire::kBroadcast - 1, to) || !f.string("payload", sr.payload) ||
+      !f.integer("count", 1, kMaxCount, count) || !f.boolean("number", sr.number) ||
+      !f.boolean("await_reply", ps.await_reply) || !f.number("rate", 0, 1e9, ps.rate_mps) ||
       !f.integer("timeout_ms", 1, kMaxTimeoutMs, timeout_ms)) {
     err = f.error();
     return std::nullopt;
   }
-  MsgType t{};
-  if (!wire::parse_msg_type(type, t)) {
+  if (!wire::parse_msg_type(type, ps.type)) {
     err = fmt::format("type: unknown message type '{}'", type.substr(0, 64));
     return std::nullopt;
   }
@@ -208,18 +290,17 @@ std::optional<ControlSend> parse_send(const Node& node, const json& req, std::st
     err = "to: required, a node id 1..65534";
     return std::nullopt;
   }
-  if (payload.size() > node.max_payload()) {
-    err = fmt::format("payload of {} bytes exceeds one frame ({} bytes at this MTU)", payload.size(),
-                      node.max_payload());
+  // Numbered payloads grow by "#" and the digits of the last index.
+  const std::size_t longest = sr.payload.size() + (sr.number ? 1 + std::to_string(count - 1).size() : 0);
+  if (longest > node.max_payload()) {
+    err = fmt::format("payload of {} bytes exceeds one frame ({} bytes at this MTU)", longest, node.max_payload());
     return std::nullopt;
   }
-  cs.dst = static_cast<NodeId>(to);
-  cs.type = t;
-  cs.priority = static_cast<std::uint8_t>(prio);
-  cs.payload = std::move(payload);
-  cs.count = static_cast<std::uint32_t>(count);
-  cs.timeout = std::chrono::milliseconds(timeout_ms);
-  return cs;
+  ps.dst = static_cast<NodeId>(to);
+  ps.priority = static_cast<std::uint8_t>(prio);
+  ps.count = static_cast<std::uint32_t>(count);
+  ps.timeout = std::chrono::milliseconds(timeout_ms);
+  return sr;
 }
 
 // Every refused control request goes through here: counted, and answered with the reason.
@@ -239,11 +320,13 @@ json handle(Node& node, const Received& rx, bool digest, unsigned lcore, const s
   if (op == "status") return status_json(node, rx, digest, lcore);
   if (op == "send") {
     std::string err;
-    const auto cs = parse_send(node, req, err);
-    if (!cs) return refuse(err);
-    const ControlResult r = node.proxy().send(*cs);
+    auto sr = parse_send(node, req, err);
+    if (!sr) return refuse(err);
+    const SendRequest& request = *sr;
+    sr->send.fill = [&request](std::uint32_t i, std::span<std::byte> out) { return request.fill(i, out); };
+    const ProxyResult r = node.proxy().send(sr->send);
     json out = {{"status", to_string(r.status)}, {"sent", r.sent},   {"replies", r.replies},
-                {"rtt_ns", r.rtt_ns},            {"digest", r.digest}};
+                {"rtt_ns", r.rtt_ns},            {"digest", request.digest(r.sent)}};
     if (r.replies) out["reply"] = r.reply;
     return out;
   }
@@ -322,6 +405,27 @@ int main(int argc, char** argv) {
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
 
+  // Files the node makes go in directories that must exist: nerved creates none (and so leaves
+  // none behind).
+  auto dir_of = [](const std::string& path) {
+    const auto d = std::filesystem::path(path).parent_path();
+    return d.empty() ? std::filesystem::path(".") : d;
+  };
+  const std::size_t self_index = static_cast<std::size_t>(self - cluster.nodes.data());
+  std::vector<std::pair<std::string, std::string>> paths = {
+      {fmt::format("node[{}].control_socket", self_index), self->control_socket}};
+  for (std::size_t j = 0; j < self->ports.size(); ++j)
+    if (self->ports[j].kind == config::PortKind::kMemif)
+      paths.emplace_back(fmt::format("node[{}].port[{}].socket", self_index, j), self->ports[j].socket);
+  for (const auto& [key, path] : paths) {
+    std::error_code ec;
+    if (!std::filesystem::is_directory(dir_of(path), ec)) {
+      fmt::print(stderr, "nerved: config error: {}: directory {} does not exist (nerved creates no directories)\n",
+                 key, dir_of(path).string());
+      return 2;
+    }
+  }
+
   std::string err;
   const int listen_fd = app::control_listen(self->control_socket, err);
   if (listen_fd < 0) {
@@ -338,20 +442,32 @@ int main(int argc, char** argv) {
       Node node(cluster, self->id, eal);
       for (const auto& p : node.ports())
         log(Level::kInfo, "port {} ({}) mac {} socket {} lanes {} link {}", p.name, config::to_string(p.kind),
-            config::format_mac(p.mac), p.socket, to_string(p.lane_mode), p.link_up ? "up" : "down (waiting for peer)");
+            config::format_mac(p.mac), p.socket, config::to_string(p.lane_mode),
+            p.link_up ? "up" : "down (waiting for peer)");
       for (const auto& p : node.peers())
         log(Level::kInfo, "peer {} ({}) at {} via port {}", p.id, p.name, config::format_ipv4(p.ip), p.port);
 
       Received rx;
-      node.on_message([&](const RxMessage& m) {
+      auto pending_store = std::make_unique<PendingResponses>();  // 4096 entries: not on the stack
+      PendingResponses& pending = *pending_store;
+      node.on_message([&](RxMessage& m) {
         const auto t = static_cast<std::size_t>(m.type());
-        if (digest) rx.digest[t][m.priority()].add(fnv1a64(m.payload()));
-        if (m.type() == MsgType::kCommand || m.type() == MsgType::kResourceRequest) {
-          const std::string a = answer(node, m);
-          TxFrame f = node.alloc(a.size());
-          if (!f) return;  // pool exhausted: counted in alloc_failed; the requester times out
-          std::memcpy(f.payload().data(), a.data(), a.size());
-          if (node.respond(m, f) == SendStatus::kOk) rx.replies_sent.add();
+        if (digest) rx.digest[t][m.priority()].add(app::fnv1a64(m.payload()));
+        if (m.type() != MsgType::kCommand && m.type() != MsgType::kResourceRequest) return;
+        pending.retry(node, rx.replies_sent);  // answers stay in order
+        TxFrame f = node.alloc(node.max_payload());
+        if (!f) {
+          rx.replies_failed.add();  // pool exhausted (alloc_failed too); the requester times out
+          return;
+        }
+        f.truncate(answer(node, m, f.payload()));
+        if (pending.empty() && node.respond(m, f) == SendStatus::kOk) {
+          rx.replies_sent.add();
+        } else if (!pending.full()) {
+          rx.replies_deferred.add();  // the lane is full: kept, and sent when it has room
+          pending.push(std::move(m), std::move(f));
+        } else {
+          rx.replies_failed.add();
         }
       });
 
@@ -364,7 +480,13 @@ int main(int argc, char** argv) {
       });
       log(Level::kInfo, "node {} running; control socket {}", self->id, self->control_socket);
 
-      node.run(g_stop);  // the datapath, on this (pinned) thread
+      // The datapath, on this (pinned) thread: the node's loop, plus the responses it owes.
+      while (!g_stop.load(std::memory_order_relaxed)) {
+        unsigned work = node.poll();
+        if (!pending.empty()) work += pending.retry(node, rx.replies_sent);
+        node.idle_step(work);
+      }
+      node.flush();
 
       log(Level::kInfo, "stopping");
       // Requests in flight on the control socket end now with "shutdown" (a paced send may have
@@ -372,6 +494,7 @@ int main(int argc, char** argv) {
       while (!control_done.load()) {
         node.cancel_requests();
         node.poll();
+        pending.retry(node, rx.replies_sent);
       }
       control.join();
       const auto s = node.snapshot();

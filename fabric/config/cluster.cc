@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <charconv>
+#include <map>
 #include <set>
 #include <toml++/toml.h>
 
@@ -178,14 +179,23 @@ Node read_node(const toml::table& t, const std::string& where) {
   n.name = r.string("name", fmt::format("node{}", n.id));
   const std::string mac = r.string("mac", "", true);
   if (!parse_mac(mac, n.mac)) throw ConfigError(fmt::format("{}: '{}' is not a MAC address", r.key("mac"), mac));
+  if ((n.mac[0] & 1) != 0 || n.mac == wire::Mac{})
+    throw ConfigError(fmt::format("{}: {} is not a unicast address", r.key("mac"), mac));
   const std::string ip = r.string("ip", "", true);
   if (!parse_ipv4(ip, n.ip)) throw ConfigError(fmt::format("{}: '{}' is not an IPv4 address", r.key("ip"), ip));
+  if (n.ip == 0 || n.ip == 0xffffffff || (n.ip >> 28) == 0xe)
+    throw ConfigError(fmt::format("{}: {} is not a unicast address", r.key("ip"), ip));
   n.control_socket = r.string("control_socket", "", true);
   const std::string profile = r.string("profile", "dev");
   if (profile == "dev") n.profile = Profile::kDev;
   else if (profile == "production") n.profile = Profile::kProduction;
   else throw ConfigError(fmt::format("{}: must be \"dev\" or \"production\", got '{}'", r.key("profile"), profile));
-  const std::string idle = r.string("idle", "backoff");
+  n.huge_dir = r.string("huge_dir", "");
+  if (!n.huge_dir.empty() && n.profile != Profile::kProduction)
+    throw ConfigError(fmt::format("{}: only with profile = \"production\" (dev nodes use no hugepages)", r.key("huge_dir")));
+  // Production nodes busy-poll unless told otherwise: backing off costs a P0 frame that arrives
+  // after an idle gap the sleep it finds the node in plus a wake-up (docs/benchmarks.md).
+  const std::string idle = r.string("idle", n.profile == Profile::kProduction ? "busy" : "backoff");
   if (idle == "busy") n.idle = Idle::kBusy;
   else if (idle == "backoff") n.idle = Idle::kBackoff;
   else throw ConfigError(fmt::format("{}: must be \"busy\" or \"backoff\", got '{}'", r.key("idle"), idle));
@@ -218,6 +228,7 @@ Cluster read_cluster(const toml::table& root, const std::filesystem::path& sourc
   c.name = cr.string("name", "", true);
   c.udp_port = cr.integer<std::uint16_t>("udp_port", c.udp_port, 1, 65535);
   c.mtu = cr.integer<std::uint16_t>("mtu", c.mtu, 576, 9000);
+  c.timestamp_window_ms = cr.integer<std::uint32_t>("timestamp_window_ms", c.timestamp_window_ms, 1, 86'400'000);
   cr.finish();
   const toml::array* nodes = r.table_array("node");
   if (!nodes || nodes->empty()) throw ConfigError("node: missing key (at least one [[node]])");
@@ -225,14 +236,21 @@ Cluster read_cluster(const toml::table& root, const std::filesystem::path& sourc
     c.nodes.push_back(read_node(*(*nodes)[i].as_table(), fmt::format("node[{}]", i)));
   r.finish();
 
-  // Cross-field checks, once.
-  std::set<std::uint16_t> ids;
-  std::set<std::string> sockets;
+  // Cross-field checks, once. Two nodes with one address would take each other's frames.
+  std::map<std::uint16_t, std::size_t> ids;
+  std::map<std::string, std::size_t> sockets;
+  std::map<wire::Mac, std::size_t> macs;
+  std::map<std::uint32_t, std::size_t> ips;
   for (std::size_t i = 0; i < c.nodes.size(); ++i) {
     const Node& n = c.nodes[i];
-    if (!ids.insert(n.id).second) throw ConfigError(fmt::format("node[{}].id: {} is used twice", i, n.id));
-    if (!sockets.insert(n.control_socket).second)
-      throw ConfigError(fmt::format("node[{}].control_socket: '{}' is used twice", i, n.control_socket));
+    if (const auto [it, fresh] = ids.emplace(n.id, i); !fresh)
+      throw ConfigError(fmt::format("node[{}].id: {} is also node[{}]'s", i, n.id, it->second));
+    if (const auto [it, fresh] = sockets.emplace(n.control_socket, i); !fresh)
+      throw ConfigError(fmt::format("node[{}].control_socket: '{}' is also node[{}]'s", i, n.control_socket, it->second));
+    if (const auto [it, fresh] = macs.emplace(n.mac, i); !fresh)
+      throw ConfigError(fmt::format("node[{}].mac: {} is also node[{}]'s", i, format_mac(n.mac), it->second));
+    if (const auto [it, fresh] = ips.emplace(n.ip, i); !fresh)
+      throw ConfigError(fmt::format("node[{}].ip: {} is also node[{}]'s", i, format_ipv4(n.ip), it->second));
   }
   for (std::size_t i = 0; i < c.nodes.size(); ++i) {
     for (std::size_t j = 0; j < c.nodes[i].ports.size(); ++j) {
@@ -317,6 +335,15 @@ std::string_view to_string(PortKind k) noexcept {
     case PortKind::kTap: return "tap";
     case PortKind::kNull: return "null";
     case PortKind::kPci: return "pci";
+  }
+  return "unknown";
+}
+std::string_view to_string(LaneMode m) noexcept {
+  switch (m) {
+    case LaneMode::kAuto: return "auto";
+    case LaneMode::kPaired: return "paired-queues";
+    case LaneMode::kFlow: return "rte_flow";
+    case LaneMode::kSoftware: return "software";
   }
   return "unknown";
 }

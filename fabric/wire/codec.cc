@@ -5,6 +5,7 @@
 #include <cassert>
 
 #include "bytes.hpp"
+#include "layout.hpp"
 
 namespace nerve::wire {
 namespace {
@@ -18,18 +19,10 @@ constexpr std::uint16_t kEtherTypeIpv4 = 0x0800;
 constexpr std::uint8_t kIpProtoUdp = 17;
 constexpr std::uint8_t kIpDefaultTtl = 64;
 
-// Offsets of the three outer headers in the frame.
-constexpr std::size_t kIpOff = kEthLen;
-constexpr std::size_t kUdpOff = kIpOff + kIpv4Len;
-constexpr std::size_t kHdrOff = kUdpOff + kUdpLen;
-
-// Offsets inside the nerve header (docs/wire.md, "nerve header").
-namespace h {
-constexpr std::size_t kMagic = 0, kVersion = 2, kType = 3, kPriority = 4, kFlags = 5, kTtl = 6,
-                      kKeyEpoch = 7, kSrc = 8, kDst = 10, kChannel = 12, kFragIndex = 14,
-                      kFragCount = 15, kSeq = 16, kAck = 20, kMsgId = 24, kCorrId = 28,
-                      kTimestamp = 32, kPayloadLen = 40, kReserved = 42;
-}  // namespace h
+using layout::kHdrOff;
+using layout::kIpOff;
+using layout::kUdpOff;
+namespace h = layout::hdr;
 
 std::uint32_t sum16(std::span<const std::byte> data, std::uint32_t sum) noexcept {
   std::size_t i = 0;
@@ -118,6 +111,7 @@ void encode_headers(std::span<std::byte, kOverhead> out, const Endpoints& ep, co
 Refusal decode(std::span<const std::byte> frame, const RxFilter& filter, Decoded& out) noexcept {
   // Length first: after this check every fixed offset below is in bounds.
   if (frame.size() < kOverhead) [[unlikely]] return Refusal::kTruncated;
+  if (frame.size() > kEthLen + filter.mtu) [[unlikely]] return Refusal::kOverMtu;
   const std::byte* f = frame.data();
 
   if (load_be<std::uint16_t>(f + 12) != kEtherTypeIpv4) return Refusal::kNotIpv4;
@@ -153,6 +147,7 @@ Refusal decode(std::span<const std::byte> frame, const RxFilter& filter, Decoded
   if ((u8(ip + 1) >> 2) != kDscp[prio]) return Refusal::kDscpMismatch;
   const std::uint8_t flags = u8(n + h::kFlags);
   if ((flags & ~flag::kKnown) != 0) return Refusal::kUnknownFlags;
+  if ((flags & ~filter.enabled_flags) != 0) return Refusal::kFeatureDisabled;
 
   const std::uint16_t payload_len = load_le<std::uint16_t>(n + h::kPayloadLen);
   const bool encrypted = (flags & flag::kEncrypted) != 0;
@@ -176,7 +171,6 @@ Refusal decode(std::span<const std::byte> frame, const RxFilter& filter, Decoded
     if (n[i] != std::byte{0}) return Refusal::kReservedSet;
   const std::uint8_t ttl = u8(n + h::kTtl);
   if (ttl == 0) return Refusal::kTtlExpired;
-  if (!bcast && !mcast && dst != filter.local_node) return Refusal::kNotForUs;
 
   std::memcpy(out.ep.dst_mac.data(), f, 6);
   std::memcpy(out.ep.src_mac.data(), f + 6, 6);
@@ -233,6 +227,7 @@ std::string_view to_string(Refusal r) noexcept {
   switch (r) {
     case Refusal::kNone: return "none";
     case Refusal::kTruncated: return "truncated";
+    case Refusal::kOverMtu: return "over_mtu";
     case Refusal::kNotIpv4: return "not_ipv4";
     case Refusal::kBadIpHeader: return "bad_ip_header";
     case Refusal::kIpFragment: return "ip_fragment";
@@ -248,12 +243,19 @@ std::string_view to_string(Refusal r) noexcept {
     case Refusal::kBadPriority: return "bad_priority";
     case Refusal::kDscpMismatch: return "dscp_mismatch";
     case Refusal::kUnknownFlags: return "unknown_flags";
+    case Refusal::kFeatureDisabled: return "feature_disabled";
     case Refusal::kReservedSet: return "reserved_set";
     case Refusal::kPayloadLength: return "payload_length";
     case Refusal::kBadFragment: return "bad_fragment";
     case Refusal::kBadAddress: return "bad_address";
     case Refusal::kTtlExpired: return "ttl_expired";
+    case Refusal::kUnknownSource: return "unknown_source";
+    case Refusal::kSourceMismatch: return "source_mismatch";
+    case Refusal::kWrongDstMac: return "wrong_dst_mac";
+    case Refusal::kWrongDstIp: return "wrong_dst_ip";
     case Refusal::kNotForUs: return "not_for_us";
+    case Refusal::kBadTimestamp: return "bad_timestamp";
+    case Refusal::kResponseMismatch: return "response_mismatch";
     case Refusal::kCount: break;
   }
   return "unknown";

@@ -75,6 +75,8 @@ TEST_CASE("a complete cluster file loads with its values", "[config]") {
   CHECK(a.ports[0].peers == std::vector<std::uint16_t>{2});
   CHECK(c.node(2).name == "node2");
   CHECK(c.node(2).profile == Profile::kProduction);
+  CHECK(c.node(2).idle == Idle::kBusy);  // production busy-polls unless told otherwise
+  CHECK(c.timestamp_window_ms == 10'000);
   CHECK(c.node(2).ports[0].address == "0000:3b:00.0");
 }
 
@@ -87,7 +89,20 @@ TEST_CASE("bad cluster files name the problem", "[config]") {
         "node[0].port[0].role: must be \"server\" or \"client\", got 'master'");
   CHECK(refusal(replace(kGood, "kind = \"pci\"", "kind = \"pcie\"")).starts_with("node[1].port[0].kind: unknown port kind 'pcie'"));
   CHECK(refusal(replace(kGood, "peers = [2]", "peers = [7]")) == "node[0].port[0].peers[0]: node 7 is not in the cluster");
-  CHECK(refusal(replace(kGood, "id = 2\n", "id = 1\n")) == "node[1].id: 1 is used twice");
+  CHECK(refusal(replace(kGood, "id = 2\n", "id = 1\n")) == "node[1].id: 1 is also node[0]'s");
+  // Two nodes with one address would take each other's frames.
+  CHECK(refusal(replace(kGood, "02:00:00:00:00:02", "02:00:00:00:00:01")) ==
+        "node[1].mac: 02:00:00:00:00:01 is also node[0]'s");
+  CHECK(refusal(replace(kGood, "198.18.0.2", "198.18.0.1")) == "node[1].ip: 198.18.0.1 is also node[0]'s");
+  CHECK(refusal(replace(kGood, "/tmp/b.sock", "/tmp/a.sock")) == "node[1].control_socket: '/tmp/a.sock' is also node[0]'s");
+  CHECK(refusal(replace(kGood, "02:00:00:00:00:01", "03:00:00:00:00:01")) ==
+        "node[0].mac: 03:00:00:00:00:01 is not a unicast address");
+  CHECK(refusal(replace(kGood, "198.18.0.1", "224.0.0.1")) == "node[0].ip: 224.0.0.1 is not a unicast address");
+  CHECK(refusal(replace(kGood, "198.18.0.1", "0.0.0.0")) == "node[0].ip: 0.0.0.0 is not a unicast address");
+  CHECK(refusal(replace(kGood, "idle = \"busy\"", "huge_dir = \"/mnt/huge\"")) ==
+        "node[0].huge_dir: only with profile = \"production\" (dev nodes use no hugepages)");
+  CHECK(refusal(replace(kGood, "udp_port = 47801", "timestamp_window_ms = 0")) ==
+        "cluster.timestamp_window_ms: 0 is out of range [1, 86400000]");
   CHECK(refusal(replace(kGood, "mac = \"02:00:00:00:00:01\"", "mac = \"02:00:00:00:00\"")) ==
         "node[0].mac: '02:00:00:00:00' is not a MAC address");
   CHECK(refusal(replace(kGood, "ip = \"198.18.0.1\"", "ip = \"198.18.0.300\"")) ==
@@ -128,4 +143,13 @@ TEST_CASE("the example cluster files in docs/examples load", "[config]") {
     for (const auto& n : c.nodes) CHECK(!n.ports.empty());
   }
   CHECK(files >= 2);
+}
+
+TEST_CASE("the idle policy defaults to the profile's: busy in production, backoff in dev", "[config]") {
+  const Cluster c = load_string(replace(kGood, "idle = \"busy\"\n", ""));
+  CHECK(c.node(1).profile == Profile::kDev);
+  CHECK(c.node(1).idle == Idle::kBackoff);
+  CHECK(c.node(2).idle == Idle::kBusy);
+  const Cluster told = load_string(replace(kGood, "profile = \"production\"", "profile = \"production\"\nidle = \"backoff\""));
+  CHECK(told.node(2).idle == Idle::kBackoff);
 }

@@ -19,6 +19,7 @@ class Example(h.Cluster):
 
 
 def run():
+    os.makedirs(RUN_DIR, exist_ok=True)  # as the example's header says: nerved creates no directories
     cl = Example()
     try:
         cl.up()

@@ -133,8 +133,10 @@ class Cluster:
             try:
                 rc = p.wait(timeout=20)
             except subprocess.TimeoutExpired:
+                bt = subprocess.run(["gdb", "-batch", "-ex", "thread apply all bt", "-p", str(p.pid)],
+                                    capture_output=True, text=True).stdout
                 p.kill()
-                raise Failure(f"nerved {nid} did not stop on SIGTERM")
+                raise Failure(f"nerved {nid} did not stop on SIGTERM; its threads:\n{bt}")
             check(rc == 0, f"nerved {nid} exited 0 on SIGTERM (got {rc})")
             check("stopped cleanly" in self.log(nid), f"nerved {nid} logged a clean stop")
             check(not os.path.exists(self.sock(nid)), f"nerved {nid} removed its control socket")

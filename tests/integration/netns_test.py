@@ -17,7 +17,7 @@ def sh(*cmd):
 
 
 FORGER = r"""
-import socket, struct, sys
+import socket, struct, sys, time
 iface = sys.argv[1]
 def csum(b):
     s = sum(struct.unpack("!10H", b))
@@ -26,7 +26,7 @@ def csum(b):
 def frame(dst_node=1, magic=b"NV", ttl=8, bad_csum=False, cut=None):
     payload = b"forged"
     hdr = magic + bytes([1, 1, 0, 0, ttl, 0]) + struct.pack("<HHH", 2, dst_node, 0) + bytes([0, 1])
-    hdr += struct.pack("<IIIIQH", 0, 0, 1, 0, 0, len(payload)) + bytes(6)
+    hdr += struct.pack("<IIIIQH", 0, 0, 1, 0, time.time_ns(), len(payload)) + bytes(6)
     udp = struct.pack("!HHHH", 47800, 47800, 8 + len(hdr) + len(payload), 0)
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 46 << 2, 20 + len(udp) + len(hdr) + len(payload), 0, 0x4000, 64, 17, 0,
                      bytes([198, 18, 3, 2]), bytes([198, 18, 3, 1]))

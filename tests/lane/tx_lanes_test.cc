@@ -4,7 +4,7 @@
 
 #include <vector>
 
-#include "nerve/tx_lanes.hpp"
+#include "lane/tx_lanes.hpp"
 
 using namespace nerve::lane;
 

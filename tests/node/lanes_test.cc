@@ -47,11 +47,11 @@ TEST_CASE("ring and memif ports pair one queue per lane; others classify in soft
   {
     auto paired = test::ring_pair_cluster("ln1");
     Node a(paired, 1, test::eal());
-    CHECK(a.ports()[0].lane_mode == LaneMode::kPaired);
+    CHECK(a.ports()[0].lane_mode == config::LaneMode::kPaired);
   }
   auto soft = test::ring_pair_cluster("ln2", 8191, "", "lanes = \"software\"");
   Node b(soft, 1, test::eal());
-  CHECK(b.ports()[0].lane_mode == LaneMode::kSoftware);
+  CHECK(b.ports()[0].lane_mode == config::LaneMode::kSoftware);
 }
 
 TEST_CASE("paired queues: a P0 frame sent behind a full P4 backlog is the first one delivered", "[lanes]") {
@@ -179,13 +179,14 @@ TEST_CASE("a never_shed send on a full P4 lane pushes back; a counted bulk send 
     while (a.poll() + b.poll() != 0) {
     }
   });
-  ControlSend bulk;
+  ProxySend bulk;
   bulk.dst = 2;
   bulk.type = MsgType::kMetric;
   bulk.priority = 4;
-  bulk.payload = "m";
+  const std::string m = "m";
+  bulk.fill = ProxySend::copy_of(std::as_bytes(std::span(m)));
   bulk.count = 30000;
-  const ControlResult r = a.proxy().send(bulk);
+  const ProxyResult r = a.proxy().send(bulk);
   stop = true;
   datapath.join();
   CHECK(r.status == SendStatus::kOk);

@@ -172,32 +172,62 @@ TEST_CASE("forged and malformed frames are refused and counted by reason", "[nod
     std::memcpy(rte_pktmbuf_append(m, static_cast<std::uint16_t>(bytes.size())), bytes.data(), bytes.size());
     REQUIRE(rte_ring_enqueue(to_b, m) == 0);
   };
-  wire::Endpoints ep;
-  wire::Header h;
-  h.src_node = 1;
-  h.dst = 2;
-  h.payload_len = 10;
-  auto good = std::vector<std::byte>(wire::frame_len(10));
-  wire::encode_headers(std::span<std::byte, wire::kOverhead>(good.data(), wire::kOverhead), ep, h);
-
-  inject(good);                                             // accepted
-  inject(std::vector<std::byte>(good.begin(), good.begin() + 50));  // truncated
-  auto other = good;
-  other[wire::kEthLen + wire::kIpv4Len + wire::kUdpLen + 10] = std::byte{3};  // dst node 3
-  inject(other);
+  // A frame as node 1 would send it to node 2.
+  auto frame = [&](auto&& edit) {
+    wire::Endpoints ep;
+    ep.src_mac = {2, 0, 0, 0, 1, 1};
+    ep.dst_mac = {2, 0, 0, 0, 1, 2};
+    ep.src_ip = 0xc6120101;  // 198.18.1.1
+    ep.dst_ip = 0xc6120102;
+    wire::Header h;
+    h.src_node = 1;
+    h.dst = 2;
+    h.ttl = 8;
+    h.payload_len = 10;
+    h.timestamp_ns = Clock::tsc().now_ns();
+    edit(ep, h);
+    auto f = std::vector<std::byte>(wire::frame_len(h.payload_len, (h.flags & wire::flag::kEncrypted) != 0));
+    wire::encode_headers(std::span<std::byte, wire::kOverhead>(f.data(), wire::kOverhead), ep, h);
+    return f;
+  };
+  auto as_is = [](wire::Endpoints&, wire::Header&) {};
+  const auto good = frame(as_is);
+  inject(good);                                                      // accepted
+  inject(std::vector<std::byte>(good.begin(), good.begin() + 50));   // truncated
+  inject(std::vector<std::byte>{});                                  // empty frame: truncated
   auto magic = good;
   magic[wire::kEthLen + wire::kIpv4Len + wire::kUdpLen] = std::byte{0};
-  inject(magic);
-  inject(std::vector<std::byte>{});                        // empty frame
+  inject(magic);                                                                    // bad_magic
+  inject(frame([](auto&, auto& h) { h.dst = 3; }));                                 // not_for_us
+  inject(frame([](auto& ep, auto&) { ep.dst_mac = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff}; }));  // wrong_dst_mac
+  inject(frame([](auto& ep, auto&) { ep.dst_ip = 0xc6120109; }));                   // wrong_dst_ip
+  inject(frame([](auto& ep, auto&) { ep.src_ip = 0xc6120109; }));                   // source_mismatch
+  inject(frame([](auto&, auto& h) { h.src_node = 77; }));                           // unknown_source
+  inject(frame([](auto&, auto& h) { h.timestamp_ns = 0; }));                        // bad_timestamp
+  inject(frame([](auto&, auto& h) { h.timestamp_ns = ~0ull; }));                    // bad_timestamp
+  inject(frame([](auto&, auto& h) { h.flags = wire::flag::kEncrypted; }));          // feature_disabled
+  inject(frame([](auto&, auto& h) { h.payload_len = 1500; }));                      // over_mtu
   pump(a, b, 4);
 
   const auto s = b.snapshot();
+  using R = wire::Refusal;
+  auto refused = [&](R r) { return s.refused[static_cast<std::size_t>(r)]; };
   CHECK(got == 1);
-  CHECK(s.refused[static_cast<std::size_t>(wire::Refusal::kTruncated)] == 2);
-  CHECK(s.refused[static_cast<std::size_t>(wire::Refusal::kNotForUs)] == 1);
-  CHECK(s.refused[static_cast<std::size_t>(wire::Refusal::kBadMagic)] == 1);
-  CHECK(s.refused_total() == 4);
-  CHECK(s.rx_frames == 5);
+  CHECK(refused(R::kTruncated) == 2);
+  CHECK(refused(R::kBadMagic) == 1);
+  CHECK(refused(R::kNotForUs) == 1);
+  CHECK(refused(R::kWrongDstMac) == 1);
+  CHECK(refused(R::kWrongDstIp) == 1);
+  CHECK(refused(R::kSourceMismatch) == 1);
+  CHECK(refused(R::kUnknownSource) == 1);
+  CHECK(refused(R::kBadTimestamp) == 2);
+  CHECK(refused(R::kFeatureDisabled) == 1);
+  CHECK(refused(R::kOverMtu) == 1);
+  CHECK(s.refused_total() == 12);
+  CHECK(s.rx_frames == 13);
+  // Refused timestamps are never recorded: the lane's histogram holds the one good frame.
+  CHECK(s.lanes[0].count == 1);
+  CHECK(s.lanes[0].max < 1'000'000'000);
   rte_mempool_free(pool);
 }
 
@@ -219,20 +249,25 @@ TEST_CASE("proxy: another thread sends a command and gets the response", "[node]
       b.poll();
     }
   });
-  ControlSend req;
+  const std::string ping = "ping";
+  ProxySend req;
   req.dst = 2;
   req.type = MsgType::kCommand;
   req.priority = 0;
-  req.payload = "ping";
+  req.fill = ProxySend::copy_of(std::as_bytes(std::span(ping)));
   req.await_reply = true;
-  const ControlResult r = a.proxy().send(req);
-  ControlSend many = req;
+  const ProxyResult r = a.proxy().send(req);
+  ProxySend many = req;
   many.count = 500;
-  many.number_payloads = true;
-  const ControlResult r2 = a.proxy().send(many);
-  ControlSend nowhere = req;
+  many.fill = [](std::uint32_t i, std::span<std::byte> room) {
+    const std::string p = "m#" + std::to_string(i);
+    std::memcpy(room.data(), p.data(), p.size());
+    return p.size();
+  };
+  const ProxyResult r2 = a.proxy().send(many);
+  ProxySend nowhere = req;
   nowhere.dst = 9;
-  const ControlResult r3 = a.proxy().send(nowhere);
+  const ProxyResult r3 = a.proxy().send(nowhere);
   stop = true;
   datapath.join();
 
@@ -243,6 +278,7 @@ TEST_CASE("proxy: another thread sends a command and gets the response", "[node]
   CHECK(r2.status == SendStatus::kOk);
   CHECK(r2.sent == 500);
   CHECK(r2.replies == 500);
+  CHECK(r2.reply == "re:m#0");
   CHECK(r3.status == SendStatus::kNoRoute);
 }
 

@@ -3,10 +3,8 @@
 #include <catch2/catch.hpp>
 
 #include "schedule.hpp"
-#include "tsc.hpp"
 
 using nerve::perf::Schedule;
-using nerve::perf::Tsc;
 
 TEST_CASE("due times follow the rate, not the sender", "[perf]") {
   // 1 cycle per ns, 1000 msgs/s: one message every 1,000,000 cycles.
@@ -34,13 +32,4 @@ TEST_CASE("before the start nothing is due; rate 0 is closed loop", "[perf]") {
   const Schedule closed(0.0, 2.5, 1000);
   CHECK_FALSE(closed.open_loop());
   CHECK(closed.due_count(3, 10, 0) == 7);
-}
-
-TEST_CASE("TSC calibration converts both ways", "[perf]") {
-  const Tsc t(3.0);
-  CHECK(t.to_ns(3000) == 1000);
-  CHECK(t.from_ns(1000) == 3000);
-  const Tsc real = Tsc::calibrate(std::chrono::milliseconds(20));
-  CHECK(real.cycles_per_ns() > 0.1);   // any real TSC runs between 100 MHz
-  CHECK(real.cycles_per_ns() < 10.0);  // and 10 GHz
 }

@@ -46,7 +46,9 @@ std::vector<std::byte> build(const Endpoints& ep, const Header& h) {
   return f;
 }
 
-constexpr RxFilter kFilter{2, kDefaultUdpPort};
+// Every feature flag enabled, so the round trips cover them all; kPlain is a node that runs none.
+constexpr RxFilter kFilter{kDefaultUdpPort, 1500, flag::kKnown};
+constexpr RxFilter kPlain{kDefaultUdpPort, 1500, 0};
 
 Refusal decode_copy(const std::vector<std::byte>& f, const RxFilter& filter = kFilter) {
   // An exact-size heap copy, so a read past the end trips ASan.
@@ -186,7 +188,32 @@ TEST_CASE("each class of malformed frame is refused with its reason", "[wire]") 
   CHECK(mutate([](auto& f) { f[kHdr + 5] = std::byte{flag::kBroadcast}; }) == Refusal::kBadAddress);
   CHECK(mutate([](auto& f) { f[kHdr + 10] = f[kHdr + 11] = std::byte{0xff}; }) == Refusal::kBadAddress);
   CHECK(mutate([](auto& f) { f[kHdr + 6] = std::byte{0}; }) == Refusal::kTtlExpired);
-  CHECK(decode_copy(good, RxFilter{3, kDefaultUdpPort}) == Refusal::kNotForUs);
+}
+
+TEST_CASE("flags of features a node does not run are refused, each one", "[wire]") {
+  for (const std::uint8_t fl : {flag::kReliable, flag::kEncrypted, flag::kFragment, flag::kAckRequest,
+                                flag::kMulticast, flag::kBroadcast}) {
+    Header h = header(MsgType::kCommand, 0, 32);
+    h.flags = fl;
+    if (fl == flag::kBroadcast) h.dst = kBroadcast;
+    if (fl == flag::kFragment) { h.frag_count = 2; h.frag_index = 1; }
+    const auto f = build(endpoints(), h);
+    INFO("flag " << int(fl));
+    CHECK(decode_copy(f, kPlain) == Refusal::kFeatureDisabled);
+    CHECK(decode_copy(f, RxFilter{kDefaultUdpPort, 1500, fl}) == Refusal::kNone);
+  }
+  CHECK(decode_copy(build(endpoints(), header()), kPlain) == Refusal::kNone);
+}
+
+TEST_CASE("a frame above the cluster's MTU is refused before anything else is read", "[wire]") {
+  const auto at_mtu = build(endpoints(), header(MsgType::kMetric, 4, 1500 - 20 - 8 - 48));
+  CHECK(at_mtu.size() == 1514);
+  CHECK(decode_copy(at_mtu) == Refusal::kNone);
+  const auto over = build(endpoints(), header(MsgType::kMetric, 4, 1500 - 20 - 8 - 48 + 1));
+  CHECK(decode_copy(over) == Refusal::kOverMtu);
+  auto junk = std::vector<std::byte>(1600, std::byte{0xff});
+  CHECK(decode_copy(junk) == Refusal::kOverMtu);
+  CHECK(decode_copy(over, RxFilter{kDefaultUdpPort, 9000, 0}) == Refusal::kNone);
 }
 
 TEST_CASE("a correct non-zero UDP checksum is accepted", "[wire]") {

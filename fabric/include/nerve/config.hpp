@@ -23,11 +23,17 @@ class ConfigError : public std::runtime_error {
 enum class Profile { kDev, kProduction };
 enum class Idle { kBusy, kBackoff };
 enum class PortKind { kRing, kMemif, kAfPacket, kAfXdp, kTap, kNull, kPci };
-// How a port keeps the lanes apart on receive: "auto" picks paired queues (ring, memif),
-// hardware steering with rte_flow where the device accepts it, else software classification.
-enum class LaneMode { kAuto, kSoftware };
+// How a port keeps the lanes apart on receive. The cluster file says "auto" (the default) or
+// "software"; a running port is always one of the other three (docs/architecture.md, "Lanes"):
+enum class LaneMode : std::uint8_t {
+  kAuto,      // config only: paired for ring/memif, flow for pci (if the NIC accepts the rules), else software
+  kPaired,    // one queue per lane at both ends (ring, memif): lane i on queue i
+  kFlow,      // the NIC steers each DSCP to its own RX queue (rte_flow)
+  kSoftware,  // one shared RX queue, classified right after rx_burst, P0 delivered first
+};
 
 std::string_view to_string(PortKind k) noexcept;
+std::string_view to_string(LaneMode m) noexcept;
 std::string_view to_string(Profile p) noexcept;
 std::string_view to_string(Idle i) noexcept;
 
@@ -51,7 +57,8 @@ struct Node {
   std::uint32_t ip = 0;               // host order
   std::string control_socket;         // unix socket nerved serves and nerve-ctl uses
   Profile profile = Profile::kDev;
-  Idle idle = Idle::kBackoff;
+  Idle idle = Idle::kBackoff;         // default: busy in the production profile, backoff in dev
+  std::string huge_dir;               // production: the hugetlbfs mount to use (default: EAL's choice)
   std::uint32_t idle_sleep_max_us = 200;  // back-off: longest sleep when idle, [1, 100000]
   std::vector<unsigned> cores;        // empty: chosen on the ports' NUMA socket
   std::uint32_t memory_mb = 256;      // dev profile: EAL memory without hugepages, [64, 65536]
@@ -72,6 +79,9 @@ struct Cluster {
   std::string name;
   std::uint16_t udp_port = wire::kDefaultUdpPort;
   std::uint16_t mtu = 1500;           // IP MTU of every link, [576, 9000]; > 1500 means jumbo frames
+  // A received frame whose send timestamp is further than this from the receiver's clock is
+  // refused (bad_timestamp): clocks of the cluster's hosts must agree this well. [1, 86400000]
+  std::uint32_t timestamp_window_ms = 10'000;
   std::filesystem::path source;       // the file it was read from
   std::vector<Node> nodes;
 

@@ -1,15 +1,17 @@
-// nerve::Node — one node of the fabric: its ports, routes, datapath loop and counters.
+// nerve::Node — one node of the fabric: what an application needs to send and receive.
 //
 // Threading: a Node is driven by one datapath thread (its owner), which calls poll() or run().
-// alloc(), send(), respond(), recv() and poll() are owner-thread only (the `_st` contract of
-// the datapath). Every other thread reaches the node through proxy(), which is thread-safe,
-// and through snapshot()/ports(), which only read.
+// alloc(), send(), respond(), take_frame(), recv(), poll() and the rest of the "owner thread
+// only" block are the `_st` contract of the datapath. Every other thread reaches the node
+// through proxy(), and reads it through snapshot()/ports()/peers().
 //
-// Several Nodes may live in one process (one EAL): each has its own mempool, ports and stats.
+// Several Nodes may live in one process (one EAL): each has its own mempools, ports and stats.
 //
 // Zero copy: alloc() hands out a frame whose payload is written in place in the mbuf; send()
 // writes the Ethernet/IPv4/UDP/nerve headers into the mbuf's headroom in front of it. On
-// receive, a handler or recv() sees a view of the payload inside the received mbuf.
+// receive, a handler or recv() sees a view of the payload inside the received mbuf; a handler
+// may keep the message (move it) or turn it back into a frame with take_frame() and send it on,
+// all without copying the payload.
 #pragma once
 
 #include <array>
@@ -24,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "nerve/clock.hpp"
 #include "nerve/config.hpp"
 #include "nerve/stats.hpp"
 #include "nerve/wire.hpp"
@@ -41,27 +44,17 @@ using wire::MsgType;
 
 enum class SendStatus : std::uint8_t {
   kOk,            // handed to the port's TX path
-  kBackpressure,  // TX buffer full: the frame is still the caller's, retry after poll()
+  kBackpressure,  // the lane is full: the frame is still the caller's, retry after poll()
   kNoRoute,       // no port reaches dst
   kTooLarge,      // payload does not fit one frame
-  kBadArgument,   // priority out of range, empty frame
-  kTimeout,       // proxy only: no reply in time
+  kBadArgument,   // priority or type out of range, empty frame
+  kTimeout,       // proxy only: not all sent or answered in time
   kShutdown,      // proxy only: the node stopped before the request finished
 };
 std::string_view to_string(SendStatus s) noexcept;
 
-// How a port keeps the lanes apart on receive (docs/architecture.md, "Lanes").
-enum class LaneMode : std::uint8_t {
-  kPaired,    // one queue per lane at both ends (ring, memif): lane i on queue i
-  kFlow,      // the NIC steers each DSCP to its own RX queue (rte_flow)
-  kSoftware,  // one shared RX queue, classified right after rx_burst, P0 delivered first
-};
-std::string_view to_string(LaneMode m) noexcept;
-
 struct SendOptions {
   std::uint16_t channel = 0;
-  std::uint32_t corr_id = 0;  // set by respond()
-  std::uint8_t flags = 0;     // wire::flag bits the sender may set
   // P3/P4 normally shed their oldest frame when full; a sender that must not lose a message
   // (a counted bulk send) asks for back-pressure instead and retries.
   bool never_shed = false;
@@ -82,9 +75,13 @@ class TxFrame {
 
   explicit operator bool() const noexcept { return m_ != nullptr; }
   std::span<std::byte> payload() const noexcept { return payload_; }
+  // Shortens the payload to its first n bytes (n <= payload().size()): allocate for the
+  // largest message, write it, then trim to what was written.
+  void truncate(std::size_t n) noexcept;
 
  private:
   friend class Node;
+  friend struct NodeAccess;
   rte_mbuf* m_ = nullptr;
   std::span<std::byte> payload_;
 };
@@ -105,11 +102,14 @@ class RxMessage {
   NodeId source() const noexcept { return hdr_.src_node; }
   MsgType type() const noexcept { return hdr_.type; }
   std::uint8_t priority() const noexcept { return hdr_.priority; }
+  std::uint16_t channel() const noexcept { return hdr_.channel; }
+  // Empty once take_frame() has taken the mbuf.
   std::span<const std::byte> payload() const noexcept { return payload_; }
-  std::uint64_t latency_ns() const noexcept { return latency_ns_; }
+  std::uint64_t latency_ns() const noexcept { return latency_ns_; }  // sender's timestamp to delivery
 
  private:
   friend class Node;
+  friend struct NodeAccess;
   rte_mbuf* m_ = nullptr;
   wire::Header hdr_{};
   std::span<const std::byte> payload_;
@@ -119,18 +119,21 @@ class RxMessage {
 struct NodeOptions {
   std::chrono::milliseconds link_wait{2000};   // at start-up; a link down is reported, not fatal
   std::uint32_t rx_queue_depth = 4096;         // messages held for recv(), power of two
+  Clock* clock = nullptr;                      // the node's time; nullptr: Clock::tsc()
 };
 
 struct PortInfo {
   std::string name;
   config::PortKind kind;
-  LaneMode lane_mode;
+  config::LaneMode lane_mode;  // kPaired, kFlow or kSoftware
+  bool ip_checksum_offload;    // the device fills in IPv4 checksums of frames we send
   std::array<std::uint32_t, wire::kPriorities> tx_queued;  // frames waiting per lane (approximate)
   std::uint16_t dpdk_port;
   int socket;
   wire::Mac mac;
   bool link_up;
   std::uint64_t ipackets, opackets, ibytes, obytes, imissed, ierrors, oerrors, rx_nombuf;
+  std::uint64_t ip_fragments;  // IPv4 fragments that reached the interface (kernel-backed ports)
   std::vector<NodeId> peers;
 };
 
@@ -142,49 +145,56 @@ struct PeerInfo {
   std::size_t port;  // index into ports()
 };
 
-// A request from another thread (the control socket, a test) for the datapath to carry out.
-struct ControlSend {
+// A send from another thread (a control socket, a test), carried out by the datapath.
+struct ProxySend {
   NodeId dst = 0;
   MsgType type = MsgType::kCommand;
   std::uint8_t priority = 0;
-  std::string payload;
+  std::uint16_t channel = 0;
   std::uint32_t count = 1;        // send this many messages
-  bool number_payloads = false;   // message i carries payload + "#" + i
-  bool await_reply = false;       // wait for a kResponse to each message
-  double rate_mps = 0;            // pace the messages at this rate; 0: as fast as the port takes them
+  // Writes message i's payload into `room` (the frame's payload, max_payload() bytes) and
+  // returns its length. Runs on the datapath thread while the caller waits: it must not block,
+  // lock or allocate. Empty: every message has an empty payload.
+  std::function<std::size_t(std::uint32_t i, std::span<std::byte> room)> fill;
+  bool await_reply = false;       // wait for a kResponse to each message, from dst
+  double rate_mps = 0;            // pace the messages at this rate; 0: as fast as the lane takes them
   std::chrono::milliseconds timeout{2000};  // from the last message sent (paced: from when the next is due)
+
+  // A fill that copies `payload` into every message (the span must outlive the send).
+  static std::function<std::size_t(std::uint32_t, std::span<std::byte>)> copy_of(std::span<const std::byte> payload);
 };
 
-struct ControlResult {
+struct ProxyResult {
   SendStatus status = SendStatus::kOk;
-  std::uint32_t sent = 0;
+  std::uint32_t sent = 0;         // messages handed to the port, in order: 0 .. sent-1
   std::uint32_t replies = 0;
   std::string reply;              // payload of the first reply
   std::uint64_t rtt_ns = 0;       // round trip of the first reply
-  std::uint64_t digest = 0;       // sum of FNV-1a-64 of every payload sent (order-independent)
 };
 
 class Node;
 
-// The thread-safe way into a node. Requests cross to the datapath over a multi-producer ring
-// and are carried out by poll(); the caller blocks until they finish or time out.
+// The thread-safe way into a node (any thread). A request takes a slot of a preallocated table,
+// reaches the datapath over a ring, and is carried out by poll() within one control budget
+// shared by all requests; the caller's thread waits for the datapath's completion word,
+// sleeping between looks (the datapath never wakes anyone, never allocates or locks for it).
 class NodeProxy {
  public:
-  explicit NodeProxy(Node& n) : node_(n) {}
-  ControlResult send(const ControlSend& req);
+  ProxyResult send(const ProxySend& req);
 
  private:
+  friend class Node;
+  explicit NodeProxy(Node& n) : node_(n) {}
   Node& node_;
 };
 
-// FNV-1a 64-bit over bytes: the payload digest nerve-ctl and nerved's --digest agree on.
-std::uint64_t fnv1a64(std::span<const std::byte> data) noexcept;
-
 class Node {
  public:
-  using Handler = std::function<void(const RxMessage&)>;
+  // Called for every delivered message, on the datapath thread. The message is freed when the
+  // handler returns, unless the handler moved it away or took its frame (take_frame).
+  using Handler = std::function<void(RxMessage&)>;
 
-  // Starts node `id` of `cluster` inside an already running EAL: mempool, ports, routes.
+  // Starts node `id` of `cluster` inside an already running EAL: mempools, ports, routes.
   // Throws config::ConfigError for config problems, std::runtime_error for device failures.
   Node(const config::Cluster& cluster, NodeId id, drivers::Eal& eal, const NodeOptions& opts = {});
   ~Node();
@@ -193,6 +203,7 @@ class Node {
 
   NodeId id() const noexcept;
   const config::Node& config() const noexcept;
+  Clock& clock() const noexcept;
 
   // --- owner thread only ---------------------------------------------------------------
   // A frame with room for `payload_len` bytes; empty (false) when the pool is exhausted or
@@ -203,20 +214,25 @@ class Node {
   // Copies `payload` into a new frame and sends it.
   SendStatus send_copy(NodeId dst, MsgType type, std::uint8_t priority, std::span<const std::byte> payload,
                        const SendOptions& o = {}) noexcept;
-  // Sends `f` as the kResponse to `request`, on the request's priority and channel.
+  // Sends `f` as the kResponse to `request`, to its sender, on its priority and channel.
+  // A response is owed: it never sheds; on kBackpressure the caller keeps `f` and retries later
+  // (the request's header stays readable after take_frame).
   SendStatus respond(const RxMessage& request, TxFrame& f) noexcept;
+  // The received mbuf of `m` as a frame whose payload is the message's payload, writable:
+  // answer or forward a message without copying it. `m` keeps its header; its payload is empty.
+  TxFrame take_frame(RxMessage& m) noexcept;
 
-  // Delivery: with a handler, poll() calls it for every message (the message is freed when it
-  // returns); without one, messages queue for recv() (the RX ring is left to hold the rest
-  // when the queue is full, so nothing accepted is dropped).
+  // Delivery: with a handler, poll() calls it for every message; without one, messages queue
+  // for recv() (the RX ring is left to hold the rest when the queue is full, so nothing
+  // accepted is dropped).
   void on_message(Handler h);
   std::optional<RxMessage> recv() noexcept;
 
-  // One iteration of the datapath loop: drain TX buffers, receive a burst from every port,
-  // validate and deliver, carry out control requests. Returns the work done (frames moved).
+  // One iteration of the datapath loop (docs/architecture.md, "The node as stages"): TX, RX
+  // through validate, dispatch and deliver, timers, control requests, TX. Returns the work done.
   unsigned poll() noexcept;
-  // Hands buffered frames to the ports without receiving anything (safe inside a handler).
-  // Returns the frames still waiting.
+  // Hands every queued frame the ports take to them, without receiving (safe inside a
+  // handler). Returns the frames still waiting.
   unsigned flush() noexcept;
   // One step of the node's idle policy after a poll() that did `work`: nothing after work;
   // when idle, nothing (busy), or pause, then sleep with a doubling interval (backoff).

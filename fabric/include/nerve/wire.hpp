@@ -93,10 +93,14 @@ struct Header {
   std::uint16_t payload_len = 0;
 };
 
-// Why a frame was refused. Every received frame either decodes or gets exactly one reason.
+// Why a frame was refused. Every received frame is either delivered (or, later, forwarded) or
+// gets exactly one reason. The codec (decode) gives the first group; the node's stages give the
+// rest (fabric/node: dispatch, deliver). docs/wire.md lists them all.
 enum class Refusal : std::uint8_t {
   kNone = 0,
+  // --- the codec
   kTruncated,        // shorter than the 90 bytes of headers
+  kOverMtu,          // longer than the cluster's MTU allows (IP total length > mtu)
   kNotIpv4,          // EtherType is not 0x0800
   kBadIpHeader,      // IP version not 4, or header length not 20 (options are refused)
   kIpFragment,       // IP-level fragment (MF or offset set): nerve fragments itself
@@ -111,13 +115,21 @@ enum class Refusal : std::uint8_t {
   kUnknownType,
   kBadPriority,
   kDscpMismatch,     // IPv4 DSCP is not the one for the header's priority
-  kUnknownFlags,
+  kUnknownFlags,     // flag bits that no version defines
+  kFeatureDisabled,  // a flag of a feature this node does not run (encrypted, fragment, ...)
   kReservedSet,      // reserved header bytes are not zero
   kPayloadLength,    // payload length disagrees with the UDP length
   kBadFragment,      // fragment fields inconsistent
   kBadAddress,       // source node 0, or destination inconsistent with the flags
   kTtlExpired,
-  kNotForUs,         // unicast to another node
+  // --- the node's stages
+  kUnknownSource,    // source node is not in the cluster
+  kSourceMismatch,   // source IP is not the source node's
+  kWrongDstMac,      // destination MAC is not the receiving port's
+  kWrongDstIp,       // destination IP is not this node's
+  kNotForUs,         // unicast to another node (no forwarding on this node)
+  kBadTimestamp,     // send timestamp 0, or outside the cluster's timestamp window
+  kResponseMismatch, // a response to a request of ours, from a node other than the one asked
   kCount
 };
 inline constexpr std::size_t kRefusalCount = static_cast<std::size_t>(Refusal::kCount);
@@ -125,8 +137,9 @@ std::string_view to_string(Refusal r) noexcept;
 
 // What the receiver accepts.
 struct RxFilter {
-  std::uint16_t local_node = kNodeNone;
   std::uint16_t udp_port = kDefaultUdpPort;
+  std::uint16_t mtu = 1500;       // largest IP datagram (total length) accepted
+  std::uint8_t enabled_flags = 0; // flag bits of features this node runs; others: kFeatureDisabled
 };
 
 // A decoded frame: views into the caller's buffer, valid while it is.
@@ -142,7 +155,8 @@ struct Decoded {
 // guarantees hdr is valid (priority < 5, payload_len <= kMaxPayload); checked in debug builds.
 void encode_headers(std::span<std::byte, kOverhead> out, const Endpoints& ep, const Header& hdr) noexcept;
 
-// Strictly validates and decodes one frame. Reads nothing outside `frame`.
+// Strictly validates and decodes one frame. Reads nothing outside `frame`. Says nothing about
+// whom the frame is for: that is the node's dispatch stage.
 Refusal decode(std::span<const std::byte> frame, const RxFilter& filter, Decoded& out) noexcept;
 
 // Total frame length (no FCS) for a payload of n bytes.

@@ -1,0 +1,190 @@
+#include "control_stage.hpp"
+
+#include <rte_mbuf.h>
+
+#include <algorithm>
+#include <cstring>
+
+namespace nerve::node {
+
+ControlStage::ControlStage(ProxyTable& table, TxStage& tx, TimerStage& timers)
+    : table_(table), tx_(tx), deadline_timer_(&ControlStage::on_deadline, this), await_(kAwaitSlots) {
+  timers.add(deadline_timer_);
+}
+
+ControlStage::~ControlStage() { cancel_all(); }
+
+void ControlStage::admit(std::uint32_t idx, std::uint64_t now) noexcept {
+  ProxySlot& s = table_.slot(idx);
+  s.status = SendStatus::kOk;
+  s.sent = s.replies = s.reply_len = s.next = s.awaiting = 0;
+  s.rtt_ns = 0;
+  s.start_ns = now;
+  s.deadline_ns = now + static_cast<std::uint64_t>(s.req.timeout.count()) * 1'000'000u;
+  s.pending = nullptr;
+  if (s.req.rate_mps > 0 && s.req.count > 1) {
+    // Message 1 is due a whole interval after message 0.
+    s.deadline_ns += static_cast<std::uint64_t>(1e9 / s.req.rate_mps);
+  }
+  active_[n_active_++] = idx;
+  deadline_timer_.arm_before(s.deadline_ns);
+}
+
+unsigned ControlStage::run(std::uint64_t now) noexcept {
+  std::uint32_t fresh[16];
+  const unsigned n = table_.take(fresh, 16);
+  for (unsigned k = 0; k < n; ++k) admit(fresh[k], now);
+  if (n_active_ == 0) return 0;
+  // One budget for all: each request in turn, starting one further along every poll.
+  unsigned budget = kBudget, sent = 0;
+  const unsigned count = n_active_, start = rr_++ % count;
+  for (unsigned j = 0; j < count && budget > 0; ++j) {
+    const std::uint32_t idx = active_[(start + j) % count];
+    const unsigned moved = send_some(idx, budget, now);
+    budget -= moved;
+    sent += moved;
+  }
+  compact();
+  return sent;
+}
+
+unsigned ControlStage::send_some(std::uint32_t idx, unsigned budget, std::uint64_t now) noexcept {
+  ProxySlot& s = table_.slot(idx);
+  if (s.done) return 0;
+  const ProxySend& r = s.req;
+  const std::uint64_t timeout_ns = static_cast<std::uint64_t>(r.timeout.count()) * 1'000'000u;
+  unsigned allowed = budget;
+  if (r.rate_mps > 0) {
+    // Paced: only the messages the schedule has made due by now.
+    const double due = static_cast<double>(now - s.start_ns) * r.rate_mps / 1e9 + 1;
+    const auto due_n = static_cast<std::uint64_t>(std::min(due, static_cast<double>(r.count)));
+    allowed = static_cast<unsigned>(std::min<std::uint64_t>(budget, due_n > s.next ? due_n - s.next : 0));
+  }
+  const std::size_t room = tx_.max_payload();
+  unsigned sent = 0;
+  while (allowed > 0 && s.next < r.count) {
+    const std::uint32_t id = tx_.next_msg_id();
+    Await& a = await_[id & (kAwaitSlots - 1)];
+    if (r.await_reply && await_live(a)) break;  // that many replies outstanding: wait for some
+    rte_mbuf* m = s.pending;
+    if (!m) {
+      m = tx_.alloc(room);
+      if (!m) break;  // pool empty (counted): retried next poll, until the deadline
+      std::size_t len = r.fill ? r.fill(s.next, std::span<std::byte>(rte_pktmbuf_mtod(m, std::byte*), room)) : 0;
+      len = std::min(len, room);
+      rte_pktmbuf_trim(m, static_cast<std::uint16_t>(room - len));
+    }
+    SendOptions o;
+    o.channel = r.channel;
+    o.never_shed = true;  // a counted send loses nothing: it waits for room, P3/P4 included
+    o.more = allowed > 1 && s.next + 1 < r.count;  // a poll's batch leaves together, P0 too
+    const SendStatus st = tx_.send(m, r.dst, r.type, r.priority, o);
+    if (st == SendStatus::kBackpressure) {
+      s.pending = m;  // kept, sent as it is next time
+      break;
+    }
+    s.pending = nullptr;
+    if (st != SendStatus::kOk) {
+      rte_pktmbuf_free(m);
+      finish(idx, st);
+      return sent;
+    }
+    ++s.sent;
+    ++s.next;
+    ++sent;
+    --allowed;
+    s.deadline_ns = std::max(s.deadline_ns, now + timeout_ns);
+    if (r.await_reply) {
+      a = Await{id, s.generation, static_cast<std::uint16_t>(idx), r.dst, true, now};
+      ++awaiting_;
+      ++s.awaiting;
+    }
+  }
+  if (r.rate_mps > 0 && s.next < r.count) {
+    // The timeout runs from when the next message is due, not from the last one sent: a slow
+    // schedule is not a stalled send.
+    const auto next_due_ns = s.start_ns + static_cast<std::uint64_t>(static_cast<double>(s.next) * 1e9 / r.rate_mps);
+    s.deadline_ns = std::max(s.deadline_ns, next_due_ns + timeout_ns);
+  }
+  if (s.next == r.count && s.awaiting == 0) finish(idx, SendStatus::kOk);
+  return sent;
+}
+
+bool ControlStage::await_live(const Await& a) const noexcept {
+  return a.live && table_.slot(a.slot).generation == a.generation && !table_.slot(a.slot).done;
+}
+
+ControlStage::Match ControlStage::match_response(const wire::Header& h, std::span<const std::byte> payload,
+                                                 std::uint64_t now) noexcept {
+  Await& a = await_[h.corr_id & (kAwaitSlots - 1)];
+  if (a.msg_id != h.corr_id || !await_live(a)) return Match::kNotOurs;
+  if (a.dst != h.src_node) return Match::kMismatch;
+  ProxySlot& s = table_.slot(a.slot);
+  a.live = false;
+  --awaiting_;
+  --s.awaiting;
+  if (s.replies++ == 0) {
+    s.reply_len = static_cast<std::uint32_t>(std::min(payload.size(), s.reply.size()));
+    std::memcpy(s.reply.data(), payload.data(), s.reply_len);
+    s.rtt_ns = now - a.sent_ns;
+  }
+  if (s.awaiting == 0 && s.next == s.req.count) {
+    finish(a.slot, SendStatus::kOk);
+    compact();
+  }
+  return Match::kAnswered;
+}
+
+void ControlStage::finish(std::uint32_t idx, SendStatus status) noexcept {
+  ProxySlot& s = table_.slot(idx);
+  if (s.done) return;
+  if (s.status == SendStatus::kOk) s.status = status;
+  if (s.pending) {
+    rte_pktmbuf_free(s.pending);
+    s.pending = nullptr;
+  }
+  awaiting_ -= s.awaiting;  // their entries go stale with the generation
+  s.awaiting = 0;
+  ++s.generation;
+  s.done = true;
+  // The caller may reuse the slot as soon as it sees kDone; compact() drops it from active_
+  // before this stage takes anything new.
+  s.state.store(SlotState::kDone, std::memory_order_release);
+}
+
+void ControlStage::compact() noexcept {
+  unsigned k = 0;
+  for (unsigned j = 0; j < n_active_; ++j) {
+    const std::uint32_t idx = active_[j];
+    if (table_.slot(idx).done) {
+      table_.slot(idx).done = false;
+      continue;
+    }
+    active_[k++] = idx;
+  }
+  n_active_ = k;
+}
+
+void ControlStage::on_deadline(void* self_ptr, std::uint64_t now) {
+  auto& self = *static_cast<ControlStage*>(self_ptr);
+  std::uint64_t next = Timer::kNever;
+  for (unsigned j = 0; j < self.n_active_; ++j) {
+    ProxySlot& s = self.table_.slot(self.active_[j]);
+    if (now > s.deadline_ns)
+      self.finish(self.active_[j], s.pending ? SendStatus::kBackpressure : SendStatus::kTimeout);
+    else
+      next = std::min(next, s.deadline_ns);
+  }
+  self.compact();
+  if (next != Timer::kNever) self.deadline_timer_.arm(next + 1);
+}
+
+void ControlStage::cancel_all() noexcept {
+  std::uint32_t fresh[16];
+  while (const unsigned n = table_.take(fresh, 16))
+    for (unsigned k = 0; k < n; ++k) admit(fresh[k], 0);
+  for (unsigned j = 0; j < n_active_; ++j) finish(active_[j], SendStatus::kShutdown);
+  compact();
+}
+
+}  // namespace nerve::node

@@ -1,0 +1,75 @@
+// The control stage: the datapath side of the proxy (proxy_table.hpp).
+//
+// Each poll it takes newly submitted requests and sends their messages within one control
+// budget (kBudget messages per poll, shared round robin by all requests), so P0 RX is never
+// more than a burst's worth of control work away. A message's payload is written by the
+// request's fill straight into the frame. Replies are matched by (correlation id, sender):
+// the awaiting table is direct-mapped by message id, each entry naming the slot, the slot's
+// generation and the node asked, so a reply from anyone else is refused (response_mismatch)
+// and a late reply to a finished request matches nothing. A request ends when all is sent
+// and answered, at its deadline (a timer: the earliest deadline of all requests), or at
+// shutdown; its caller then finds kDone in its slot.
+//
+// Owner thread only. Nothing here allocates, locks, blocks or makes a syscall.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <vector>
+
+#include "proxy_table.hpp"
+#include "timer_stage.hpp"
+#include "tx_stage.hpp"
+
+namespace nerve::node {
+
+class ControlStage {
+ public:
+  static constexpr unsigned kBudget = 32;           // messages per poll, all requests together
+  static constexpr std::uint32_t kAwaitSlots = 16384;  // replies awaited at once, power of two
+
+  ControlStage(ProxyTable& table, TxStage& tx, TimerStage& timers);
+  ~ControlStage();
+  ControlStage(const ControlStage&) = delete;
+  ControlStage& operator=(const ControlStage&) = delete;
+
+  // Takes new requests and sends within the budget. Returns messages sent.
+  unsigned run(std::uint64_t now_ns) noexcept;
+
+  enum class Match { kNotOurs, kAnswered, kMismatch };
+  bool awaiting() const noexcept { return awaiting_ != 0; }
+  // A response that arrived at `now_ns`: answers a request (kAnswered; the caller frees the
+  // frame), claims one but from the wrong node (kMismatch), or is none of ours.
+  Match match_response(const wire::Header& h, std::span<const std::byte> payload, std::uint64_t now_ns) noexcept;
+
+  // Ends every request, queued or active, with kShutdown.
+  void cancel_all() noexcept;
+
+ private:
+  struct Await {
+    std::uint32_t msg_id = 0;
+    std::uint32_t generation = 0;
+    std::uint16_t slot = 0;
+    std::uint16_t dst = 0;
+    bool live = false;
+    std::uint64_t sent_ns = 0;
+  };
+
+  void admit(std::uint32_t idx, std::uint64_t now_ns) noexcept;
+  unsigned send_some(std::uint32_t idx, unsigned budget, std::uint64_t now_ns) noexcept;
+  void finish(std::uint32_t idx, SendStatus s) noexcept;
+  void compact() noexcept;
+  bool await_live(const Await& a) const noexcept;
+  static void on_deadline(void* self, std::uint64_t now_ns);
+
+  ProxyTable& table_;
+  TxStage& tx_;
+  Timer deadline_timer_;
+  std::array<std::uint32_t, kProxySlots> active_{};
+  unsigned n_active_ = 0;
+  unsigned rr_ = 0;  // round-robin start
+  std::vector<Await> await_;
+  std::uint32_t awaiting_ = 0;  // live entries in await_
+};
+
+}  // namespace nerve::node

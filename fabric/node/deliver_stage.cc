@@ -1,0 +1,52 @@
+#include "deliver_stage.hpp"
+
+#include "access.hpp"
+
+namespace nerve::node {
+
+DeliverStage::DeliverStage(const config::Cluster& cluster, const config::Node& cfg, std::uint32_t queue_depth,
+                           stats::LcoreStats& st, IdlePolicy& idle, ControlStage& control)
+    : window_ns_(std::uint64_t{cluster.timestamp_window_ms} * 1'000'000u), st_(st), idle_(idle), control_(control),
+      mask_(queue_depth - 1) {
+  for (unsigned l = 0; l < wire::kPriorities; ++l) budget_ns_[l] = std::uint64_t{cfg.lane_budget_us[l]} * 1000u;
+  queue_.resize(queue_depth);
+}
+
+void DeliverStage::run(RxItem* items, std::uint16_t n, std::uint64_t now) noexcept {
+  for (std::uint16_t i = 0; i < n; ++i) {
+    rte_mbuf* m = items[i].m;
+    const wire::Decoded& d = items[i].d;
+    const std::uint8_t prio = d.hdr.priority;
+    const std::uint64_t ts = d.hdr.timestamp_ns;
+    if (ts == 0 || (ts < now ? now - ts : ts - now) > window_ns_) [[unlikely]] {
+      st_.refused[static_cast<std::size_t>(wire::Refusal::kBadTimestamp)].add();
+      rte_pktmbuf_free(m);
+      continue;
+    }
+    ControlStage::Match match = ControlStage::Match::kNotOurs;
+    if (d.hdr.type == MsgType::kResponse && control_.awaiting()) {
+      match = control_.match_response(d.hdr, d.payload, now);
+      if (match == ControlStage::Match::kMismatch) [[unlikely]] {
+        st_.refused[static_cast<std::size_t>(wire::Refusal::kResponseMismatch)].add();
+        rte_pktmbuf_free(m);
+        continue;
+      }
+    }
+    // A timestamp slightly ahead of our clock (hosts' clocks differ by less than the window)
+    // counts as no delay at all.
+    const std::uint64_t lat = now > ts ? now - ts : 0;
+    st_.latency_ns[prio].record(lat);
+    if (lat > budget_ns_[prio]) st_.deadline_miss[prio].add();
+    st_.delivered[static_cast<std::size_t>(d.hdr.type)][prio].add();
+    idle_.note(prio, now);
+    if (match == ControlStage::Match::kAnswered) {
+      rte_pktmbuf_free(m);
+      continue;
+    }
+    RxMessage msg = NodeAccess::message(m, d.hdr, d.payload, lat);
+    if (handler_) handler_(msg);  // frees the mbuf on return unless the handler kept it
+    else queue_[tail_++ & mask_] = std::move(msg);
+  }
+}
+
+}  // namespace nerve::node

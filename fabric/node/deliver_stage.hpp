@@ -1,0 +1,63 @@
+// The deliver stage: the last step of a frame for this node.
+//
+//   1. the send timestamp must lie within the cluster's timestamp window of our clock
+//      (bad_timestamp: refused, never recorded, so one forged frame cannot poison a lane's
+//      histogram); the one-way latency goes into the lane's histogram and is checked against
+//      the lane's budget (deadline misses);
+//   2. a response to a request of the control proxy completes it (control_stage.hpp), and one
+//      that claims a request of ours but comes from another node is refused (response_mismatch);
+//   3. everything else goes to the handler, or to recv()'s queue. When that queue is full, the
+//      RX stage reads less (room()) and frames wait in the port rather than being dropped.
+//
+// Owner thread only.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "control_stage.hpp"
+#include "idle.hpp"
+#include "nerve/node.hpp"
+#include "rx_item.hpp"
+
+namespace nerve::node {
+
+class DeliverStage {
+ public:
+  DeliverStage(const config::Cluster& cluster, const config::Node& cfg, std::uint32_t queue_depth,
+               stats::LcoreStats& st, IdlePolicy& idle, ControlStage& control);
+
+  void set_handler(Node::Handler h) { handler_ = std::move(h); }
+
+  // How many frames the RX stage may take in its next burst, beside `held` frames read and
+  // not yet delivered: a burst with a handler; with recv(), what the queue can still keep.
+  std::uint16_t room(std::uint32_t held) noexcept {
+    if (handler_) return kBurst;
+    const std::uint32_t space = mask_ + 1 - (tail_ - head_) - held;
+    if (space >= kBurst) return kBurst;
+    st_.rx_deferred.add();
+    return static_cast<std::uint16_t>(space);
+  }
+
+  // Delivers items[0..n), read at `now_ns`.
+  void run(RxItem* items, std::uint16_t n, std::uint64_t now_ns) noexcept;
+
+  std::optional<RxMessage> recv() noexcept {
+    if (head_ == tail_) return std::nullopt;
+    return std::move(queue_[head_++ & mask_]);
+  }
+  void clear() noexcept { queue_.clear(); }
+
+ private:
+  std::array<std::uint64_t, wire::kPriorities> budget_ns_{};
+  std::uint64_t window_ns_;
+  stats::LcoreStats& st_;
+  IdlePolicy& idle_;
+  ControlStage& control_;
+  Node::Handler handler_;
+  std::vector<RxMessage> queue_;
+  std::uint32_t head_ = 0, tail_ = 0, mask_;
+};
+
+}  // namespace nerve::node

@@ -1,0 +1,33 @@
+#include "dispatch_stage.hpp"
+
+namespace nerve::node {
+
+std::uint16_t DispatchStage::run(std::size_t port, RxItem* items, std::uint16_t n) noexcept {
+  const wire::Mac& mac = port_macs_[port];
+  std::uint16_t k = 0;
+  for (std::uint16_t i = 0; i < n; ++i) {
+    RxItem& it = items[i];
+    const wire::Header& h = it.d.hdr;
+    wire::Refusal r = wire::Refusal::kNone;
+    if (!nodes_.known(h.src_node)) [[unlikely]]
+      r = wire::Refusal::kUnknownSource;
+    else if (nodes_.ip(h.src_node) != it.d.ep.src_ip) [[unlikely]]
+      r = wire::Refusal::kSourceMismatch;
+    else if (it.d.ep.dst_mac != mac) [[unlikely]]
+      r = wire::Refusal::kWrongDstMac;
+    else if (h.dst != self_) [[unlikely]]
+      r = wire::Refusal::kNotForUs;  // the forwarding engine's place
+    else if (it.d.ep.dst_ip != self_ip_) [[unlikely]]
+      r = wire::Refusal::kWrongDstIp;
+    if (r != wire::Refusal::kNone) [[unlikely]] {
+      st_.refused[static_cast<std::size_t>(r)].add();
+      rte_pktmbuf_free(it.m);
+      continue;
+    }
+    if (k != i) items[k] = it;
+    ++k;
+  }
+  return k;
+}
+
+}  // namespace nerve::node

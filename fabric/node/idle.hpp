@@ -1,0 +1,53 @@
+// The node's idle policy: what the datapath thread does after a poll that found no work.
+//
+//   busy:    nothing; poll again at once (production latency).
+//   backoff: kSpinPolls polls spent in rte_pause, then sleeps of 1 us doubling up to
+//            idle_sleep_max_us, so many dev nodes share two cores. A frame of one of the
+//            busy_lanes, sent or received, keeps the node polling for busy_window_ms.
+//
+// Owner thread only. The stages report lane traffic through note().
+#pragma once
+
+#include <cstdint>
+
+#include "nerve/config.hpp"
+
+namespace nerve::node {
+
+class IdlePolicy {
+ public:
+  static constexpr unsigned kSpinPolls = 512;
+
+  explicit IdlePolicy(const config::Node& cfg) noexcept;
+
+  // A frame of lane `prio` moved at `now_ns`.
+  void note(std::uint8_t prio, std::uint64_t now_ns) noexcept {
+    if ((busy_mask_ >> prio) & 1u) busy_until_ns_ = now_ns + busy_window_ns_;
+  }
+  // After a poll that did `work`: returns at once, pauses, or sleeps. `now_ns` is read only
+  // when the node is idle and a busy window may be open.
+  template <typename Now>
+  void step(unsigned work, Now&& now_ns) noexcept {
+    if (work != 0) {
+      idle_polls_ = 0;
+      sleep_us_ = 1;
+      return;
+    }
+    if (busy_) return;
+    if (busy_until_ns_ != 0 && now_ns() < busy_until_ns_) return;
+    idle_step();
+  }
+
+ private:
+  void idle_step() noexcept;
+
+  bool busy_;
+  std::uint32_t busy_mask_ = 0;
+  std::uint64_t busy_window_ns_ = 0;
+  std::uint64_t busy_until_ns_ = 0;
+  std::uint32_t sleep_max_us_;
+  unsigned idle_polls_ = 0;
+  std::uint32_t sleep_us_ = 1;
+};
+
+}  // namespace nerve::node

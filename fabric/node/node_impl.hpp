@@ -1,0 +1,66 @@
+// Node::Impl: the node's parts and stages, composed. Each stage owns its state and touches
+// only what it is given (docs/architecture.md, "The node as stages").
+#pragma once
+
+#include <map>
+#include <memory>
+#include <optional>
+
+#include "../route/route_table.hpp"
+#include "control_stage.hpp"
+#include "deliver_stage.hpp"
+#include "dispatch_stage.hpp"
+#include "idle.hpp"
+#include "nerve/node.hpp"
+#include "ports.hpp"
+#include "proxy_table.hpp"
+#include "rx_stage.hpp"
+#include "timer_stage.hpp"
+#include "tx_stage.hpp"
+#include "validate_stage.hpp"
+
+namespace nerve {
+
+struct Node::Impl {
+  Impl(Node& self, const config::Cluster& c, NodeId id, const NodeOptions& o);
+
+  config::Cluster cluster;
+  config::Node cfg;
+  NodeOptions opts;
+  Clock& clock;
+  std::size_t max_payload;
+  std::array<std::uint64_t, wire::kPriorities> budget_ns{};
+
+  // Resources, in the order they are made (and the reverse of the order they go).
+  std::map<int, std::unique_ptr<drivers::Mempool>> pools;  // one per NUMA socket
+  node::NodePorts ports;
+  std::unique_ptr<route::NodeTable> nodes;
+  std::unique_ptr<route::RouteTable> routes;
+  std::unique_ptr<stats::LcoreStats> lcore = std::make_unique<stats::LcoreStats>();
+  // Held around every burst: PMD callbacks on the interrupt thread wait for it (drivers/).
+  drivers::DatapathGuard::Section guard;
+
+  // Stages.
+  std::optional<node::IdlePolicy> idle;
+  node::TimerStage timers;
+  std::optional<node::TxStage> tx;
+  std::optional<node::ProxyTable> proxies;
+  std::optional<node::ControlStage> control;
+  std::optional<node::ValidateStage> validate;
+  std::optional<node::DispatchStage> dispatch;
+  std::optional<node::DeliverStage> deliver;
+  std::optional<node::RxStage> rx;
+  node::Timer clock_sync;
+
+  // One burst through validate -> [open] -> [sequence] -> dispatch -> deliver (RxStage's pipeline).
+  struct Pipeline {
+    Impl& I;
+    std::uint16_t room(std::uint32_t held) noexcept { return I.deliver->room(held); }
+    void operator()(std::size_t port, rte_mbuf** frames, std::uint16_t n) noexcept;
+  };
+  Pipeline pipeline{*this};
+
+  NodeProxy proxy;
+};
+
+}  // namespace nerve

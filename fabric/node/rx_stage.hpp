@@ -1,0 +1,105 @@
+// The RX stage: bursts from every port, in lane order, handed to the pipeline.
+//
+// Paired queues and rte_flow (one RX queue per lane): queue 0 (P0) first, then each lower
+// lane's queue, one burst each, and queue 0 again after every lower burst that brought
+// anything: a P0 frame waits behind at most one burst of lower-lane work.
+// One shared queue (software classification): up to kSoftwareBursts bursts are read (reading
+// is cheap next to delivering), sorted into lanes by the header's priority byte, and handed on
+// lane by lane, P0 first. Frames too short to carry a priority go with the lowest lane, where
+// validation refuses them.
+//
+// The pipeline is any callable `void(std::size_t port, rte_mbuf** frames, std::uint16_t n)`
+// that takes the frames (validate, dispatch, deliver), with `std::uint16_t room(std::uint32_t
+// held)`: how many frames the next burst may bring (recv()'s queue may be full).
+//
+// Owner thread only.
+#pragma once
+
+#include <rte_mbuf.h>
+
+#include <array>
+#include <cstdint>
+
+#include "../lane/tx_lanes.hpp"
+#include "../wire/layout.hpp"
+#include "datapath_guard.hpp"
+#include "ports.hpp"
+
+namespace nerve::node {
+
+class RxStage {
+ public:
+  static constexpr unsigned kSoftwareBursts = 4;
+
+  // `guard`: this node's section of the datapath guard, held around every burst.
+  RxStage(NodePorts& ports, drivers::DatapathGuard::Section& guard) noexcept : ports_(ports), guard_(guard) {}
+
+  // Reads every port once; returns the frames read.
+  template <typename Pipeline>
+  unsigned poll(Pipeline& pipeline) noexcept {
+    unsigned work = 0;
+    for (std::size_t p = 0; p < ports_.size(); ++p)
+      work += ports_[p].lanes == config::LaneMode::kSoftware ? poll_shared(p, pipeline) : poll_paired(p, pipeline);
+    return work;
+  }
+
+ private:
+  template <typename Pipeline>
+  unsigned poll_paired(std::size_t p, Pipeline& pipeline) noexcept {
+    drivers::Port& port = *ports_[p].dev;
+    rte_mbuf* bufs[kBurst];
+    unsigned work = 0;
+    auto drain = [&](std::uint16_t q) -> std::uint16_t {
+      const std::uint16_t want = pipeline.room(0);
+      if (want == 0) return 0;
+      guard_.enter();
+      const std::uint16_t n = port.rx_burst(q, bufs, want);
+      guard_.exit();
+      if (n != 0) pipeline(p, bufs, n);
+      work += n;
+      return n;
+    };
+    drain(0);
+    for (std::uint16_t q = 1; q < lane::kLanes; ++q)
+      if (drain(q) != 0) drain(0);
+    return work;
+  }
+
+  template <typename Pipeline>
+  unsigned poll_shared(std::size_t p, Pipeline& pipeline) noexcept {
+    drivers::Port& port = *ports_[p].dev;
+    std::array<std::uint16_t, lane::kLanes> held{};
+    unsigned total = 0;
+    for (unsigned b = 0; b < kSoftwareBursts; ++b) {
+      const std::uint16_t want = pipeline.room(total);
+      if (want == 0) break;
+      rte_mbuf* bufs[kBurst];
+      guard_.enter();
+      const std::uint16_t n = port.rx_burst(0, bufs, want);
+      guard_.exit();
+      for (std::uint16_t i = 0; i < n; ++i) {
+        const unsigned l = lane_of(bufs[i]);
+        stash_[l][held[l]++] = bufs[i];
+      }
+      total += n;
+      if (n < want) break;
+    }
+    for (unsigned l = 0; l < lane::kLanes; ++l)
+      for (std::uint16_t k = 0; k < held[l]; k += kBurst)
+        pipeline(p, &stash_[l][k], static_cast<std::uint16_t>(std::min<unsigned>(kBurst, held[l] - k)));
+    return total;
+  }
+
+  static unsigned lane_of(const rte_mbuf* m) noexcept {
+    constexpr std::size_t kAt = wire::layout::kHdrOff + wire::layout::hdr::kPriority;
+    if (m->data_len <= kAt) return lane::kLanes - 1;
+    const auto prio = rte_pktmbuf_mtod_offset(m, const std::uint8_t*, kAt)[0];
+    return prio < lane::kLanes ? prio : lane::kLanes - 1;
+  }
+
+  NodePorts& ports_;
+  drivers::DatapathGuard::Section& guard_;
+  std::array<std::array<rte_mbuf*, kSoftwareBursts * kBurst>, lane::kLanes> stash_{};
+};
+
+}  // namespace nerve::node
