@@ -23,7 +23,7 @@ if [ ! -f build-tsan/build.ninja ]; then
   meson setup build-tsan --buildtype=debugoptimized -Db_sanitize=thread -Dwerror="$werror" >/dev/null \
     || { echo "0 passed, 1 failed"; exit 1; }
 fi
-ninja -C build-tsan tests/test_node_ring_pair tests/test_node_lanes tests/test_drivers >/dev/null \
+ninja -C build-tsan tests/test_node_ring_pair tests/test_node_lanes tests/test_node_stages tests/test_drivers >/dev/null \
   || { echo "tsan build failed"; echo "0 passed, 1 failed"; exit 1; }
 
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1

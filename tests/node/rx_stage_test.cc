@@ -1,0 +1,96 @@
+// The RX stage's order, seen by a pipeline that records what it is handed: paired queues read
+// P0 first and again after every lower burst; a shared queue is classified and handed on P0
+// first.
+#include <catch2/catch.hpp>
+
+#include "node/rx_stage.hpp"
+#include "stage_rig.hpp"
+
+using namespace nerve;
+
+namespace {
+
+struct Recorder {
+  struct Burst {
+    std::uint8_t prio;
+    std::uint16_t n;
+  };
+  std::vector<Burst> bursts;
+  std::uint16_t limit = 1000;
+  std::uint16_t room(std::uint32_t held) noexcept {
+    return held >= limit ? 0 : static_cast<std::uint16_t>(std::min<std::uint32_t>(node::kBurst, limit - held));
+  }
+  static std::uint8_t prio_of(const rte_mbuf* m) {
+    constexpr std::size_t kAt = wire::kEthLen + wire::kIpv4Len + wire::kUdpLen + 4;
+    return m->data_len > kAt ? rte_pktmbuf_mtod_offset(m, const std::uint8_t*, kAt)[0] : 4;
+  }
+  void operator()(std::size_t, rte_mbuf** m, std::uint16_t n) noexcept {
+    const auto prio = prio_of(m[0]);
+    for (std::uint16_t i = 1; i < n; ++i)
+      if (prio_of(m[i]) != prio) bursts.push_back({255, 0});  // a mixed burst: never expected
+    bursts.push_back({prio, n});
+    rte_pktmbuf_free_bulk(m, n);
+  }
+};
+
+std::vector<std::vector<std::byte>> frames(const test::StageRig& rig, std::uint8_t prio, unsigned n) {
+  std::vector<std::vector<std::byte>> v;
+  for (unsigned i = 0; i < n; ++i) v.push_back(rig.frame(prio, i));
+  return v;
+}
+
+}  // namespace
+
+TEST_CASE("rx, paired queues: P0 first, and again after each lower burst", "[stage][rx]") {
+  test::StageRig rig("rx1");
+  node::RxStage rx(rig.ports, rig.guard);
+  rig.inject(4, frames(rig, 4, 40));
+  rig.inject(2, frames(rig, 2, 5));
+  rig.inject(0, frames(rig, 0, 2));
+  Recorder r;
+  CHECK(rx.poll(r) == 2 + 5 + 32);
+  // P0, then P2 (one burst), P0 again (empty: nothing handed), P4 (one burst of 32).
+  REQUIRE(r.bursts.size() == 3);
+  CHECK(r.bursts[0].prio == 0);
+  CHECK(r.bursts[0].n == 2);
+  CHECK(r.bursts[1].prio == 2);
+  CHECK(r.bursts[2].prio == 4);
+  CHECK(r.bursts[2].n == 32);
+  // A P0 frame that arrives while P4 is backlogged is handed on before the next P4 burst.
+  rig.inject(0, frames(rig, 0, 1));
+  r.bursts.clear();
+  rx.poll(r);
+  REQUIRE(r.bursts.size() == 2);
+  CHECK(r.bursts[0].prio == 0);
+  CHECK(r.bursts[1].prio == 4);
+  CHECK(r.bursts[1].n == 8);
+}
+
+TEST_CASE("rx, one shared queue: classified, P0 handed on first", "[stage][rx]") {
+  test::StageRig rig("rx2", "", "lanes = \"software\"");
+  node::RxStage rx(rig.ports, rig.guard);
+  std::vector<std::vector<std::byte>> mixed;
+  for (unsigned i = 0; i < 60; ++i) mixed.push_back(rig.frame(i % 3 == 0 ? 4 : 3, i));
+  mixed.push_back(rig.frame(0, 100));
+  mixed.push_back(std::vector<std::byte>(10));  // too short for a priority: the lowest lane
+  rig.inject(0, std::vector<std::vector<std::byte>>(mixed.begin(), mixed.begin() + 32));
+  rig.inject(0, std::vector<std::vector<std::byte>>(mixed.begin() + 32, mixed.end()));
+  Recorder r;
+  CHECK(rx.poll(r) == 62);
+  REQUIRE(r.bursts.size() >= 3);
+  CHECK(r.bursts[0].prio == 0);
+  CHECK(r.bursts[0].n == 1);
+  CHECK(r.bursts[1].prio == 3);
+  for (const auto& b : r.bursts) CHECK(b.prio != 255);
+}
+
+TEST_CASE("rx: with no room downstream, frames stay in the port", "[stage][rx]") {
+  test::StageRig rig("rx3", "", "lanes = \"software\"");
+  node::RxStage rx(rig.ports, rig.guard);
+  rig.inject(0, frames(rig, 1, 20));
+  Recorder r;
+  r.limit = 7;
+  CHECK(rx.poll(r) == 7);
+  r.limit = 100;
+  CHECK(rx.poll(r) == 13);
+}

@@ -1,0 +1,109 @@
+// The TX stage, stepped: headers from the route's template, ids and the clock's timestamp;
+// P0 leaves at once; a drain hands over all of P0 but at most one burst of each lower lane, so
+// a P0 frame never waits behind a whole backlog; full lanes push back or shed as configured.
+#include <catch2/catch.hpp>
+
+#include "node/idle.hpp"
+#include "node/tx_stage.hpp"
+#include "stage_rig.hpp"
+
+using namespace nerve;
+
+namespace {
+
+struct Tx {
+  explicit Tx(test::StageRig& r)
+      : rig(r), idle(r.self), tx(r.ports, *r.routes, r.self, r.pool->get(), config::max_payload(r.cluster.mtu), *r.clock,
+                               r.st, idle, r.guard) {}
+  SendStatus send(std::uint8_t prio, std::uint32_t tag, const SendOptions& o = {}) {
+    rte_mbuf* m = tx.alloc(8);
+    REQUIRE(m != nullptr);
+    std::memcpy(rte_pktmbuf_mtod(m, void*), &tag, 4);
+    const SendStatus s = tx.send(m, 2, MsgType::kMetric, prio, o);
+    if (s != SendStatus::kOk) rte_pktmbuf_free(m);
+    return s;
+  }
+  test::StageRig& rig;
+  node::IdlePolicy idle;
+  node::TxStage tx;
+};
+
+}  // namespace
+
+TEST_CASE("tx: a frame leaves with its route's headers, a fresh id and the clock's time", "[stage][tx]") {
+  test::StageRig rig("tx1");
+  Tx t(rig);
+  rig.clock->set(5'000'000'000);
+  const std::uint32_t id = t.tx.next_msg_id();
+  REQUIRE(t.send(0, 11) == SendStatus::kOk);  // P0: out at once
+  rig.clock->advance(1000);
+  REQUIRE(t.send(0, 12) == SendStatus::kOk);
+  const auto got = rig.take(0);
+  REQUIRE(got.size() == 2);
+  CHECK(got[0].hdr.msg_id == id);
+  CHECK(got[1].hdr.msg_id == id + 1);
+  CHECK(got[0].hdr.timestamp_ns == 5'000'000'000);
+  CHECK(got[1].hdr.timestamp_ns == 5'000'001'000);
+  CHECK(got[0].hdr.src_node == 1);
+  CHECK(got[0].hdr.dst == 2);
+  CHECK(got[0].ep.src_ip == rig.self.ip);
+  CHECK(got[0].ep.dst_ip == rig.peer.ip);
+  CHECK(got[0].ep.dst_mac == rig.peer.mac);
+  CHECK(got[0].ep.src_mac == rig.self.mac);
+  CHECK(got[0].hdr.type == MsgType::kMetric);
+  CHECK(rig.st.sent[static_cast<std::size_t>(MsgType::kMetric)][0].get() == 2);
+  CHECK(rig.st.tx_frames.get() == 2);
+}
+
+TEST_CASE("tx: a drain moves all of P0 but one burst of each lower lane", "[stage][tx]") {
+  test::StageRig rig("tx2", "lane_depth = [512, 512, 512, 1024, 4096]");
+  Tx t(rig);
+  // Fill the P4 ring queue (4096 slots) and then 1000 more, which stay in the lane.
+  for (std::uint32_t i = 0; i < 4095 + 1000; ++i) REQUIRE(t.send(4, i) == SendStatus::kOk);
+  const std::uint32_t backlog = t.tx.queued(0, 4);
+  REQUIRE(backlog >= 1000);
+  // Three P0 frames held for a batch, then room for 100 P4 frames at the far end.
+  SendOptions more;
+  more.more = true;
+  for (std::uint32_t i = 0; i < 3; ++i) REQUIRE(t.send(0, 900 + i, more) == SendStatus::kOk);
+  CHECK(t.tx.queued(0, 0) == 3);
+  std::size_t read = 0;
+  while (read < 100) read += rig.take(4, static_cast<std::uint16_t>(100 - read)).size();
+  const unsigned moved = t.tx.drain();
+  CHECK(moved == 3 + node::kBurst);          // P0 whole, one P4 burst: not the 100 that fit
+  CHECK(t.tx.queued(0, 0) == 0);
+  CHECK(t.tx.queued(0, 4) == backlog - node::kBurst);
+  const auto p0 = rig.take(0);
+  REQUIRE(p0.size() == 3);
+  CHECK(t.tx.waiting() == backlog - node::kBurst);
+}
+
+TEST_CASE("tx: P0-P2 push back on a full lane, P3/P4 shed unless never_shed", "[stage][tx]") {
+  test::StageRig rig("tx3", "lane_depth = [32, 32, 32, 32, 32]", "lanes = \"software\"");
+  Tx t(rig);
+  // The shared ring takes 4095; then each lane holds 32.
+  std::uint32_t n = 0;
+  while (t.send(1, n) == SendStatus::kOk) REQUIRE(++n < 10000);
+  CHECK(rig.st.backpressure[1].get() == 1);
+  CHECK(t.tx.queued(0, 1) == 32);
+  for (std::uint32_t i = 0; i < 40; ++i) REQUIRE(t.send(4, i) == SendStatus::kOk);
+  CHECK(rig.st.shed[4].get() == 8);
+  SendOptions keep;
+  keep.never_shed = true;
+  CHECK(t.send(4, 99, keep) == SendStatus::kBackpressure);
+  CHECK(rig.st.backpressure[4].get() == 1);
+  CHECK(t.tx.queued(0, 4) == 32);
+}
+
+TEST_CASE("tx: no route and bad arguments are refused, the frame stays the caller's", "[stage][tx]") {
+  test::StageRig rig("tx4");
+  Tx t(rig);
+  rte_mbuf* m = t.tx.alloc(8);
+  REQUIRE(m != nullptr);
+  CHECK(t.tx.send(m, 7, MsgType::kMetric, 0, {}) == SendStatus::kNoRoute);
+  CHECK(t.tx.send(m, 2, MsgType::kMetric, 5, {}) == SendStatus::kBadArgument);
+  CHECK(t.tx.send(m, 2, static_cast<MsgType>(9), 0, {}) == SendStatus::kBadArgument);
+  CHECK(rig.st.tx_no_route.get() == 1);
+  CHECK(t.tx.alloc(t.tx.max_payload() + 1) == nullptr);
+  rte_pktmbuf_free(m);
+}
