@@ -107,7 +107,23 @@ PeerReport report_from_json(const json& j) {
   return r;
 }
 
-int run_quiet(const std::string& cmd) { return std::system((cmd + " >/dev/null 2>&1").c_str()); }
+// Runs a shell command, output discarded; returns its exit status. Not std::system(): that
+// ignores SIGINT while the command runs, so a Ctrl-C during namespace set-up would be lost.
+int run_quiet(const std::string& cmd) {
+  const pid_t pid = ::fork();
+  if (pid < 0) return -1;
+  if (pid == 0) {
+    const int null = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+    ::dup2(null, STDOUT_FILENO);
+    ::dup2(null, STDERR_FILENO);
+    ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  int st = 0;
+  while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
 
 void pin_to(unsigned cpu) {
   cpu_set_t s;

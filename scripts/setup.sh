@@ -13,6 +13,7 @@ packages=(
   libfmt-dev libnuma-dev catch2 libtomlplusplus-dev libcli11-dev
   nlohmann-json3-dev              # control socket and --json output
   iproute2 procps                 # namespaces and veth pairs for the af_packet/af_xdp tests
+  python3-pytest python3-scapy gdb  # integration tests: pytest, injected frames, stacks of a hung daemon
 )
 
 missing=()

@@ -1,13 +1,77 @@
 #!/usr/bin/env bash
 # Sets up if needed, builds, runs every test, and ends with "N passed, M failed".
 #
-#   scripts/test.sh                 # everything: unit + integration, unit again under ASan+UBSan,
-#                                   # and the node suites under ThreadSanitizer
-#   scripts/test.sh --suite unit    # one meson suite only (extra args go to `meson test`)
+#   scripts/test.sh                 # everything: unit, node and integration suites; the unit
+#                                   # suites again under ASan+UBSan; the node suites under
+#                                   # ThreadSanitizer
+#   scripts/test.sh --stress        # the node and integration suites with two CPU hogs beside
+#                                   # them (a busy machine, as CI's may be)
+#   scripts/test.sh --repeat N      # the node and integration suites N times (with --stress too)
+#   scripts/test.sh --suite unit    # one meson suite only (other arguments go to `meson test`)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
+stress=0
+repeat=1
+args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --stress) stress=1 ;;
+    --repeat) repeat="${2:?--repeat needs a count}"; shift ;;
+    --repeat=*) repeat="${1#--repeat=}" ;;
+    *) args+=("$1") ;;
+  esac
+  shift
+done
+if ! [[ "$repeat" =~ ^[1-9][0-9]*$ ]]; then
+  echo "test.sh: --repeat takes a positive count, got '$repeat'" >&2
+  echo "0 passed, 1 failed"
+  exit 2
+fi
+
 scripts/setup.sh || { echo "0 passed, 1 failed"; exit 1; }
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+
+# Counts results from meson's machine-readable logs of the given build directories.
+count() {
+  /usr/bin/python3 - "$@" <<'PY'
+import json, sys
+passed = failed = 0
+for spec in sys.argv[1:]:
+    d, label = spec.split(":", 1)
+    try:
+        lines = open(f"{d}/meson-logs/testlog.json").read().splitlines()
+    except OSError:
+        failed += 1
+        print(f"missing test log in {d}")
+        continue
+    for line in lines:
+        t = json.loads(line)
+        ok = t["result"] in ("OK", "EXPECTEDFAIL")
+        passed += ok
+        failed += not ok
+        if not ok:
+            print(f"FAILED: {t['name']}{label}: {t['result']}")
+print(f"{passed} passed, {failed} failed")
+sys.exit(1 if failed else 0)
+PY
+}
+
+if [ "$stress" = 1 ] || [ "$repeat" != 1 ]; then
+  hogs=()
+  if [ "$stress" = 1 ]; then
+    for _ in 1 2; do
+      sh -c 'while :; do :; done' &
+      hogs+=($!)
+    done
+    echo "test.sh: two CPU hogs running (pids ${hogs[*]})"
+  fi
+  trap '[ ${#hogs[@]} -gt 0 ] && kill "${hogs[@]}" 2>/dev/null' EXIT
+  meson test -C build --print-errorlogs --num-processes 2 --repeat "$repeat" \
+    --suite node --suite node_alloc --suite integration "${args[@]}"
+  count "build:"
+  exit $?
+fi
 
 werror=false
 [ "${NERVE_WERROR:-0}" = 1 ] && werror=true
@@ -26,30 +90,9 @@ fi
 ninja -C build-tsan tests/test_node_ring_pair tests/test_node_lanes tests/test_node_stages tests/test_drivers >/dev/null \
   || { echo "tsan build failed"; echo "0 passed, 1 failed"; exit 1; }
 
-export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
-meson test -C build --print-errorlogs --num-processes 2 "$@"
+meson test -C build --print-errorlogs --num-processes 2 "${args[@]}"
 meson test -C build-asan --print-errorlogs --suite unit
 TSAN_OPTIONS="halt_on_error=1 suppressions=$PWD/tests/tsan.supp" \
   meson test -C build-tsan --no-rebuild --print-errorlogs --suite node
 
-# Count results of both runs from meson's machine-readable logs.
-/usr/bin/python3 - <<'PY'
-import json, sys
-passed = failed = 0
-for d, label in (("build", ""), ("build-asan", " (asan+ubsan)"), ("build-tsan", " (tsan)")):
-    try:
-        lines = open(f"{d}/meson-logs/testlog.json").read().splitlines()
-    except OSError:
-        failed += 1
-        print(f"missing test log in {d}")
-        continue
-    for line in lines:
-        t = json.loads(line)
-        ok = t["result"] in ("OK", "EXPECTEDFAIL")
-        passed += ok
-        failed += not ok
-        if not ok:
-            print(f"FAILED: {t['name']}{label}: {t['result']}")
-print(f"{passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
-PY
+count "build:" "build-asan: (asan+ubsan)" "build-tsan: (tsan)"

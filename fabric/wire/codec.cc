@@ -118,8 +118,10 @@ Refusal decode(std::span<const std::byte> frame, const RxFilter& filter, Decoded
 
   const std::byte* ip = f + kIpOff;
   if (u8(ip) != 0x45) return Refusal::kBadIpHeader;
+  // Every nerve frame is sent with DF and never fragmented: MF, an offset, or DF clear (a
+  // datagram some host reassembled from fragments) all mean it was.
   const std::uint16_t frag = load_be<std::uint16_t>(ip + 6);
-  if ((frag & 0x3fff) != 0) return Refusal::kIpFragment;  // MF bit or a fragment offset
+  if ((frag & 0x7fff) != 0x4000) return Refusal::kIpFragment;
   if (ipv4_checksum(std::span<const std::byte>(ip, kIpv4Len)) != 0) return Refusal::kBadIpChecksum;
   const std::size_t ip_total = load_be<std::uint16_t>(ip + 2);
   // Frames shorter than 60 bytes are padded by the NIC; ours never are, so the IP datagram must

@@ -164,6 +164,7 @@ TEST_CASE("each class of malformed frame is refused with its reason", "[wire]") 
   CHECK(mutate([](auto& f) { f[kEthLen] = std::byte{0x65}; }, true) == Refusal::kBadIpHeader);
   CHECK(mutate([](auto& f) { f[kEthLen + 6] = std::byte{0x20}; }, true) == Refusal::kIpFragment);
   CHECK(mutate([](auto& f) { f[kEthLen + 7] = std::byte{0x01}; }, true) == Refusal::kIpFragment);
+  CHECK(mutate([](auto& f) { f[kEthLen + 6] = std::byte{0x00}; }, true) == Refusal::kIpFragment);  // DF clear
   CHECK(mutate([](auto& f) { f[kEthLen + 15] ^= std::byte{0x01}; }) == Refusal::kBadIpChecksum);
   CHECK(mutate([](auto& f) { f[kEthLen + 3] = std::byte(std::to_integer<int>(f[kEthLen + 3]) + 1); }, true) ==
         Refusal::kIpLength);

@@ -103,7 +103,7 @@ enum class Refusal : std::uint8_t {
   kOverMtu,          // longer than the cluster's MTU allows (IP total length > mtu)
   kNotIpv4,          // EtherType is not 0x0800
   kBadIpHeader,      // IP version not 4, or header length not 20 (options are refused)
-  kIpFragment,       // IP-level fragment (MF or offset set): nerve fragments itself
+  kIpFragment,       // IP-level fragment (MF or offset set, or DF clear): nerve fragments itself
   kBadIpChecksum,
   kIpLength,         // IP total length disagrees with the frame
   kNotUdp,

@@ -1,0 +1,69 @@
+"""Stopping and losing nodes while traffic flows over memif. The memif PMD handles a peer's
+going away on the EAL interrupt thread; a node must survive it at any moment: while it polls,
+and while it is itself shutting down (in either order), and always exit cleanly."""
+import signal
+
+import pytest
+
+import nervecluster as nc
+from conftest import assert_clean_stop
+
+ROUNDS = 8
+
+
+def flowing(cl, a, b, timeout_ms=60000):
+    """Bulk sends each way, running in the background; returns once b has received some."""
+    sends = [cl.send_async(a, b, "metric", 3, "flow", count=1_000_000, no_wait=True, timeout_ms=timeout_ms),
+             cl.send_async(b, a, "metric", 4, "flow", count=1_000_000, no_wait=True, timeout_ms=timeout_ms)]
+    base = cl.status(b)["delivered"]["metric"][3]
+    nc.wait_for(lambda: cl.status(b)["delivered"]["metric"][3] > base + 1000, 30, "traffic to flow")
+    return sends
+
+
+def reap(sends):
+    for s in sends:
+        s.communicate(timeout=60)
+
+
+@pytest.mark.parametrize("order", ["together", "server-first", "client-first"])
+def test_stop_while_the_peer_disconnects(clusters, order):
+    """Both nodes stop while traffic flows: at once, or one first and the other as soon as the
+    first is in its cleanup (it logged "stopping"), so that one side's disconnect lands during
+    the other's teardown. Every stop is clean, every round."""
+    for rnd in range(ROUNDS):
+        cl = clusters(nc.memif_pair(f"it-stop-{order}-{rnd}", "198.18.7"))
+        cl.up()
+        sends = flowing(cl, 1, 2)
+        first, second = {"together": (1, 2), "server-first": (1, 2), "client-first": (2, 1)}[order]
+        cl.signal(first, signal.SIGTERM)
+        if order != "together":
+            nc.wait_for(lambda: "stopping" in cl.log(first), 30, f"nerved {first} to begin stopping")
+        cl.signal(second, signal.SIGTERM)
+        codes = {i: cl.wait_exit(i) for i in (1, 2)}
+        reap(sends)
+        problems = [p for i in codes for p in cl.stopped_cleanly(i)]
+        assert not problems, f"round {rnd}: {problems}\n{cl.log(1)[-1500:]}\n{cl.log(2)[-1500:]}"
+        assert not cl.dpdk_leftovers()
+
+
+def test_peer_killed_under_traffic_then_back(clusters):
+    """The client is killed (SIGKILL) in the middle of bursts, again and again: the server keeps
+    running, answers status, takes the client back when it restarts, and stops cleanly."""
+    cl = clusters(nc.memif_pair("it-peerloss", "198.18.8"))
+    cl.up()
+    for rnd in range(ROUNDS):
+        # alpha's send ends once its lane has been full for 1 s: nothing drains a dead link.
+        sends = flowing(cl, 1, 2, timeout_ms=1000)
+        cl.procs[2].kill()
+        cl.procs[2].wait()
+        reap(sends)
+        st = cl.status(1)
+        assert cl.procs[1].poll() is None, f"round {rnd}: nerved 1 died with its peer:\n{cl.log(1)[-2000:]}"
+        nc.wait_for(lambda: cl.status(1)["ports"][0]["link"] == "down", 10, "the link to go down")
+        cl.start(2)
+        cl.wait_ready(2)
+        nc.wait_for(lambda: cl.status(1)["ports"][0]["link"] == "up", 10, "the link to come back")
+        r = cl.send(1, 2, "command", 0, "ping")
+        assert r["status"] == "ok" and r["reply"] == "pong", f"round {rnd}: {r}"
+        assert st["counters"]["refused_total"] == 0
+    assert_clean_stop(cl)

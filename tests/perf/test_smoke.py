@@ -1,0 +1,144 @@
+"""nerve-perf smoke run: every scenario over every transport that runs here (ring, memif,
+af_packet and af_xdp across namespaces, kernel UDP), briefly. Checks correctness only, never
+speed: the run succeeds, the JSON has the schema perf engineers rely on, counts add up, the
+hgrm and SVG outputs are well formed. (The pci transport needs two cabled NIC ports.)"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import xml.etree.ElementTree as ET
+
+import pytest
+
+import nervecluster as nc
+
+PERF = nc.PERF
+TRANSPORTS = ["ring", "memif", "af_packet", "af_xdp", "kernel-udp"]
+SCENARIOS = {
+    "pingpong": ["--count", "2000", "--warmup", "100", "--priority", "0,3"],
+    "oneway": ["--rate", "20000", "--seconds", "0.1", "--warmup", "100"],
+    "throughput": ["--seconds", "0.05", "--sweep", "0.05,0.5", "--size", "64,1024", "--warmup", "100"],
+    "isolation": ["--count", "1000", "--warmup", "100", "--background", "4", "--background", "1"],
+}
+LATENCY_KEYS = ["min", "mean", "p50", "p90", "p99", "p999", "p9999", "max"]
+
+
+def validate(doc, scenario, transport):
+    assert doc.get("tool") == "nerve-perf" and isinstance(doc.get("version"), str) and isinstance(doc.get("commit"), str)
+    setup = doc.get("setup", {})
+    assert all(k in setup for k in ("cpu", "cores", "numa_node", "dpdk", "date")) and isinstance(setup["cores"], list)
+    rows = doc.get("results", [])
+    assert len(rows) > 0
+    for r in rows:
+        assert all(k in r for k in ("scenario", "transport", "priority", "size", "frame_bytes", "count", "lost",
+                                    "deadline_misses", "rate_mps", "latency_ns")), r
+        assert all(isinstance(r["latency_ns"].get(k), (int, float)) for k in LATENCY_KEYS), r
+        lat = r["latency_ns"]
+        assert r["count"] > 0 and lat["min"] <= lat["p50"] <= lat["p99"] <= lat["p999"] <= lat["max"], r
+        assert r["frame_bytes"] > r["size"] and r["scenario"] == scenario and r["transport"] == transport, r
+        if scenario == "pingpong":
+            assert r["lost"] == 0 and r["count"] == 2000, f"every ping answered: {r}"
+        if scenario == "isolation":
+            bg = r.get("background")
+            assert isinstance(bg, dict) and isinstance(bg.get("priorities"), list) and "rate_mps" in bg, bg
+    if scenario == "isolation":
+        assert [r["background"]["priorities"] for r in rows] == [[], [4], [1]]
+        assert all(r["background"]["rate_mps"] > 0 for r in rows[1:]), "floods delivered"
+    if scenario == "throughput":
+        assert len(rows) == 2 * 3 and sum(1 for r in rows if r.get("max")) == 2, "max + sweep rows per size"
+
+
+@pytest.fixture
+def outdir(request):
+    d = tempfile.mkdtemp(prefix="nerve-perf-smoke-")
+    yield d
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.passed:
+        shutil.rmtree(d, ignore_errors=True)
+    else:
+        print(f"outputs kept in {d}")
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_scenario(outdir, scenario, transport):
+    out = os.path.join(outdir, f"{scenario}-{transport}")
+    r = subprocess.run([PERF, scenario, "--transport", transport, *SCENARIOS[scenario], "--no-progress", "--json",
+                        out + ".json", "--hgrm", out + ".hgrm", "--plot", out + ".svg"],
+                       capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-500:]
+    with open(out + ".json") as f:
+        validate(json.load(f), scenario, transport)
+    with open(out + ".hgrm") as f:
+        text = f.read()
+    assert "#[Mean" in text and "Percentile" in text, "hgrm blocks"
+    svg = ET.parse(out + ".svg").getroot()
+    assert len(svg.findall("{http://www.w3.org/2000/svg}polyline")) > 0, "svg lines"
+
+
+def test_compare_puts_both_transports_in_one_file(outdir):
+    out = os.path.join(outdir, "compare.json")
+    r = subprocess.run([PERF, "pingpong", "--transport", "memif", "--count", "2000", "--compare", "kernel-udp",
+                        "--no-progress", "--json", out], capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-500:]
+    with open(out) as f:
+        rows = json.load(f)["results"]
+    assert [x["transport"] for x in rows] == ["memif", "kernel-udp"]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["pingpong", "--transport", "memif", "--size", "4"], "--size 4"),
+    (["pingpong", "--transport", "carrier-pigeon"], "--transport"),
+    (["pingpong", "--transport", "ring", "--count", "0"], "--count"),
+    (["pingpong", "--transport", "ring", "--warmup", "-5"], "--warmup"),
+    (["pingpong", "--transport", "ring", "--rate", "-1"], "--rate"),
+])
+def test_bad_arguments_are_refused(args, needle):
+    r = subprocess.run([PERF, *args], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and needle in r.stderr, r.stderr
+
+
+def leftovers(pid):
+    """What a run with this pid has set up and not yet removed: namespaces, /tmp dirs."""
+    ns = [n.split()[0] for n in nc.sh("ip", "netns", "list").stdout.splitlines()
+          if n.startswith((f"nvperf-a-{pid}-", f"nvperf-b-{pid}-"))]
+    return ns + [f for f in os.listdir("/tmp") if f.startswith(f"nerve-perf-{pid}-")]
+
+
+def peer_of(pid):
+    r = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return r.stdout.split()
+
+
+def start_long_run():
+    """An af_packet pingpong that would run for minutes; returns once its peer is running."""
+    p = subprocess.Popen([PERF, "pingpong", "--transport", "af_packet", "--count", "100000000", "--no-progress"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    nc.wait_for(lambda: p.poll() is not None or (len(leftovers(p.pid)) == 3 and peer_of(p.pid)), 30,
+                "the long run's namespaces and peer")
+    assert p.poll() is None, p.stderr.read()
+    return p
+
+
+def test_interrupt_and_reap():
+    # Ctrl-C: the run stops at its next step, removes its peer, namespaces and files, exits 130.
+    p = start_long_run()
+    assert len(leftovers(p.pid)) == 3
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == 130 and "interrupted" in err, err
+    assert leftovers(p.pid) == [], "an interrupted run leaves nothing behind"
+    # SIGKILL leaves its namespaces and files; the next run removes them.
+    p = start_long_run()
+    peers = peer_of(p.pid)
+    p.kill()
+    p.wait()
+    # The peer follows (PR_SET_PDEATHSIG).
+    nc.wait_for(lambda: not any(os.path.exists(f"/proc/{q}") for q in peers), 30, "the killed run's peer to exit")
+    assert len(leftovers(p.pid)) == 3, leftovers(p.pid)
+    r = subprocess.run([PERF, "pingpong", "--transport", "ring", "--count", "100", "--warmup", "10", "--no-progress"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "leftover" in r.stderr and leftovers(p.pid) == [], r.stderr
+    assert "nvperf" not in nc.sh("ip", "netns", "list").stdout, "no namespaces left behind"
