@@ -89,10 +89,12 @@ SendStatus TxStage::send(rte_mbuf* m, NodeId dst, MsgType type, std::uint8_t pri
   }
   st_.sent[t][prio].add();
   idle_.note(prio, h.timestamp_ns);
-  if (prio == 0) {
-    if (!o.more) flush_lane(r->port, 0, kAll);  // P0 leaves now, ahead of anything queued
+  if (prio == 0 && !o.more) {
+    flush_lane(r->port, 0, kAll);  // P0 leaves now, ahead of anything queued
   } else if (pt.lanes.size(prio) >= kBurst) {
-    if (pt.paired) flush_lane(r->port, prio, 1);
+    // A full burst leaves at once (a P0 batch too): one burst, so this send never waits
+    // behind more than that.
+    if (pt.paired || prio == 0) flush_lane(r->port, prio, 1);
     else flush_sched(r->port, 1);
   }
   return SendStatus::kOk;

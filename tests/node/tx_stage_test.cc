@@ -107,3 +107,16 @@ TEST_CASE("tx: no route and bad arguments are refused, the frame stays the calle
   CHECK(t.tx.alloc(t.tx.max_payload() + 1) == nullptr);
   rte_pktmbuf_free(m);
 }
+
+TEST_CASE("tx: a P0 batch (`more`) waits for its last send, but never beyond a full burst", "[stage][tx]") {
+  test::StageRig rig("tx5");
+  Tx t(rig);
+  SendOptions more;
+  more.more = true;
+  for (std::uint32_t i = 0; i < node::kBurst - 1; ++i) REQUIRE(t.send(0, i, more) == SendStatus::kOk);
+  CHECK(t.tx.queued(0, 0) == node::kBurst - 1);  // held for the batch
+  CHECK(rig.take(0).empty());
+  REQUIRE(t.send(0, 99, more) == SendStatus::kOk);  // the 32nd: a full burst leaves
+  CHECK(t.tx.queued(0, 0) == 0);
+  CHECK(rig.take(0).size() == node::kBurst);
+}
