@@ -22,6 +22,7 @@
 #include <thread>
 
 #include "eal.hpp"
+#include "port.hpp"
 #include "nerve/node.hpp"
 #include "schedule.hpp"
 #include "transport.hpp"
@@ -152,6 +153,19 @@ drivers::Eal& process_eal(const Options& opt, const std::string& transport, unsi
   return *eal;
 }
 
+// Node `id`'s addresses towards the other node of a two-node session cluster.
+wire::Endpoints raw_endpoints(const config::Cluster& c, std::uint16_t id) {
+  const config::Node& self = c.node(id);
+  const config::Node& peer = c.node(static_cast<std::uint16_t>(3 - id));
+  wire::Endpoints ep;
+  ep.src_mac = self.mac;
+  ep.dst_mac = peer.mac;
+  ep.src_ip = self.ip;
+  ep.dst_ip = peer.ip;
+  ep.src_port = ep.dst_port = c.udp_port;
+  return ep;
+}
+
 class NetnsGuard {
  public:
   explicit NetnsGuard(const std::string& name) {
@@ -173,8 +187,10 @@ class NetnsGuard {
 // A transport and its peer, set up for one scenario run and torn down afterwards.
 class Session {
  public:
-  Session(const Options& opt, const std::string& transport, std::size_t max_size)
-      : kind_(transport), peer_idle_(opt.peer_idle), tsc_(Clock::tsc()) {
+  // stack "nerve": nodes at both ends; "raw": the same ports driven by bare DPDK loops.
+  Session(const Options& opt, const std::string& transport, std::size_t max_size, const std::string& stack = "nerve")
+      : kind_(transport), stack_(transport == "kernel-udp" ? "kernel" : stack), peer_idle_(opt.peer_idle),
+        tsc_(Clock::tsc()) {
     const auto& cpus = harness_cpus();
     cpu_a_ = cpus.front();
     cpu_b_ = cpus.size() > 1 ? cpus[1] : cpus.front();
@@ -197,6 +213,16 @@ class Session {
 
   Transport& t() { return *t_; }
   const Clock& tsc() const { return tsc_; }
+  const std::string& stack() const { return stack_; }
+
+  // Sessions measured side by side take turns: the one not measuring stops its peer (SIGSTOP),
+  // so the two never share the peer's core.
+  void pause() {
+    if (child_ > 0) ::kill(child_, SIGSTOP);
+  }
+  void resume() {
+    if (child_ > 0) ::kill(child_, SIGCONT);
+  }
 
   // Returns once the peer has handled everything sent before: a ping queued behind the
   // backlog comes back only after it. Keeps one sweep point's backlog out of the next.
@@ -213,6 +239,7 @@ class Session {
       rep = std::move(ring_report_);
     }
     if (child_ > 0) {
+      ::kill(child_, SIGCONT);  // a paused peer must run to hear SIGTERM and report
       ::kill(child_, SIGTERM);
       std::string out;
       char buf[65536];
@@ -228,6 +255,8 @@ class Session {
     echo_t_.reset();
     node_.reset();
     echo_node_.reset();
+    raw_port_.reset();
+    raw_pool_.reset();
     if (!ns_a_.empty()) {
       run_quiet("ip netns del " + ns_a_);
       run_quiet("ip netns del " + ns_b_);
@@ -298,6 +327,20 @@ class Session {
     drivers::Eal& eal = process_eal(opt, kind_, cpu_a_, cpu_b_);
     NodeOptions no;
     no.link_wait = std::chrono::milliseconds(15000);
+    if (stack_ == "raw") {
+      if (kind_ == "ring") throw std::invalid_argument("--floor: the ring transport's peer shares this process");
+      spawn({"peer", "--transport", kind_, "--stack", "raw", "--role", "peer", "--config", cfg, "--node", "2"}, ns_b_);
+      auto open_local = [&] { start_raw_end(cluster, 1, eal); };
+      if (!ns_a_.empty()) {
+        NetnsGuard in(ns_a_);
+        open_local();
+      } else {
+        open_local();
+      }
+      t_ = make_raw_transport(*raw_port_, raw_pool_->get(), raw_endpoints(cluster, 1), config::max_payload(cluster.mtu),
+                              kind_);
+      return;
+    }
     if (kind_ == "ring") {
       // Both nodes here; the echo node runs on the EAL's second lcore.
       echo_node_ = std::make_unique<Node>(cluster, 2, eal);
@@ -324,6 +367,19 @@ class Session {
       }
     }
     t_ = make_node_transport(*node_, 2, kind_);
+  }
+
+  // The raw end of node `id`: its port, configured as the node would configure it (same
+  // queues, descriptors, MTU, address), with a pool of its own.
+  void start_raw_end(const config::Cluster& cluster, std::uint16_t id, drivers::Eal& eal) {
+    const config::Node& n = cluster.node(id);
+    const config::Port& pc = n.ports.front();
+    raw_pool_ = std::make_unique<drivers::Mempool>(fmt::format("raw{}-{}", id, id_), n.mbufs, eal.socket(), cluster.mtu);
+    const bool paired = pc.kind == config::PortKind::kRing || pc.kind == config::PortKind::kMemif ||
+                        pc.kind == config::PortKind::kPci;
+    raw_port_ = std::make_unique<drivers::Port>(pc, fmt::format("raw{}p{}", id, id_), raw_pool_->get(),
+                                                paired ? wire::kPriorities : 1, n.mac, id == 1, cluster.mtu);
+    raw_port_->wait_link(std::chrono::milliseconds(15000));
   }
 
   void spawn(const std::vector<std::string>& args, const std::string& netns) {
@@ -383,6 +439,7 @@ class Session {
   std::uint64_t barriers_ = 0;
 
   std::string kind_;
+  std::string stack_;
   std::string peer_idle_;
   const Clock& tsc_;
   unsigned cpu_a_ = 0, cpu_b_ = 0;
@@ -393,6 +450,8 @@ class Session {
   // reap_stale_runs() can tell a dead run's leftovers from a live one's.
   std::string run_ = fmt::format("{}-{}", getpid(), id_);
   std::unique_ptr<Node> node_, echo_node_;
+  std::unique_ptr<drivers::Mempool> raw_pool_;
+  std::unique_ptr<drivers::Port> raw_port_;
   std::unique_ptr<Transport> t_, echo_t_;
   pid_t child_ = -1;
   int pipe_ = -1;
@@ -668,96 +727,168 @@ unsigned reap_stale_runs() {
   return reaped;
 }
 
+namespace {
+
+// The sessions of one transport: nerve's, and with --floor the bare DPDK loop's on the same
+// kind of port, taking turns (use() pauses the others' peers).
+class Stacks {
+ public:
+  Stacks(const Options& o, const std::string& transport, std::size_t max_size) {
+    s_.push_back(std::make_unique<Session>(o, transport, max_size, "nerve"));
+    if (o.floor && transport != "kernel-udp") {
+      s_.front()->pause();
+      s_.push_back(std::make_unique<Session>(o, transport, max_size, "raw"));
+      s_.back()->pause();
+    }
+  }
+  std::size_t size() const { return s_.size(); }
+  Session& use(std::size_t k) {
+    if (s_.size() > 1)
+      for (std::size_t j = 0; j < s_.size(); ++j)
+        if (j != k) s_[j]->pause();
+    s_[k]->resume();
+    return *s_[k];
+  }
+  Session& at(std::size_t k) { return *s_[k]; }
+
+ private:
+  std::vector<std::unique_ptr<Session>> s_;
+};
+
+Row tagged(Row r, const Session& s) {
+  r.stack = s.stack();
+  return r;
+}
+
+void check_size(std::size_t size, Session& s, const std::string& transport) {
+  if (size < kProbeLen || size > s.t().max_payload())
+    throw std::invalid_argument(fmt::format("--size {}: {} carries {} to {} bytes", size, transport, kProbeLen,
+                                            s.t().max_payload()));
+}
+
+// The knee of each (size, priority) of one stack's throughput rows: the highest offered rate
+// with no loss and p99 within the limit (the lane's budget unless --p99-limit-us).
+void mark_knees(const Options& o, std::vector<Row>& rows) {
+  for (std::size_t k = 0; k < rows.size();) {
+    std::size_t e = k;
+    while (e < rows.size() && rows[e].size == rows[k].size && rows[e].priority == rows[k].priority) ++e;
+    const std::uint64_t limit = o.p99_limit_us > 0 ? static_cast<std::uint64_t>(o.p99_limit_us * 1000)
+                                                   : stats::kDefaultBudgetNs[static_cast<std::size_t>(rows[k].priority)];
+    std::size_t best = e;
+    // The unpaced maximum is not a candidate: it is stamped at send time, so it cannot see
+    // the queueing a schedule would reveal.
+    for (std::size_t j = k; j < e; ++j)
+      if (!rows[j].max_point && rows[j].lost == 0 && rows[j].latency->count() > 0 &&
+          rows[j].latency->percentile(99) <= limit && (best == e || rows[j].offered_mps > rows[best].offered_mps))
+        best = j;
+    if (best != e) rows[best].knee = true;
+    k = e;
+  }
+}
+
+// Rows of several stacks, one after another row by row (nerve, raw, nerve, raw, ...).
+std::vector<Row> interleave(std::vector<std::vector<Row>>& per) {
+  std::vector<Row> out;
+  for (std::size_t i = 0;; ++i) {
+    bool any = false;
+    for (auto& rows : per)
+      if (i < rows.size()) {
+        out.push_back(rows[i]);
+        any = true;
+      }
+    if (!any) return out;
+  }
+}
+
+}  // namespace
+
 std::vector<Row> run_scenario(const Options& o, const std::string& transport) {
-  std::vector<Row> rows;
+  Stacks st(o, transport, max_of(o.sizes));
+  std::vector<std::vector<Row>> per(st.size());
   if (o.scenario == "pingpong") {
-    Session s(o, transport, max_of(o.sizes));
     for (auto size : o.sizes) {
-      if (size < kProbeLen || size > s.t().max_payload())
-        throw std::invalid_argument(fmt::format("--size {}: {} carries {} to {} bytes", size, transport, kProbeLen,
-                                                s.t().max_payload()));
-      for (int p : o.priorities) rows.push_back(pingpong(s, o, p, size, {}, "pingpong"));
+      check_size(size, st.at(0), transport);
+      for (int p : o.priorities)
+        for (std::size_t k = 0; k < st.size(); ++k) {
+          Session& s = st.use(k);
+          per[k].push_back(tagged(pingpong(s, o, p, size, {}, "pingpong"), s));
+        }
     }
   } else if (o.scenario == "isolation") {
-    Session s(o, transport, max_of(o.sizes));
     const std::size_t size = o.sizes.front();
-    rows.push_back(pingpong(s, o, 0, size, {}, "isolation"));
-    rows.back().has_background = true;  // the idle row: an empty background
+    check_size(size, st.at(0), transport);
+    for (std::size_t k = 0; k < st.size(); ++k) {
+      Session& s = st.use(k);
+      per[k].push_back(tagged(pingpong(s, o, 0, size, {}, "isolation"), s));
+      per[k].back().has_background = true;  // the idle row: an empty background
+    }
     std::uint16_t point = 1;
     for (int bg : o.background) {
-      rows.push_back(pingpong(s, o, 0, size, {bg}, "isolation", point++));
-      s.barrier();  // the flood's backlog lands before the next row (and before the count)
+      for (std::size_t k = 0; k < st.size(); ++k) {
+        Session& s = st.use(k);
+        per[k].push_back(tagged(pingpong(s, o, 0, size, {bg}, "isolation", point), s));
+        s.barrier();  // the flood's backlog lands before the next row (and before the count)
+      }
+      ++point;
     }
     // The background rate reported is what the peer received, not what the sender offered.
-    const PeerReport rep = s.finish();
-    for (std::size_t k = 1; k < rows.size(); ++k) {
-      const auto it = rep.points.find(static_cast<std::uint16_t>(k));
-      const std::uint64_t got = it == rep.points.end() ? 0 : it->second.flood;
-      rows[k].background_rate_mps = static_cast<double>(got) / rows[k].background_seconds;
+    for (std::size_t k = 0; k < st.size(); ++k) {
+      const PeerReport rep = st.use(k).finish();
+      for (std::size_t j = 1; j < per[k].size(); ++j) {
+        const auto it = rep.points.find(static_cast<std::uint16_t>(j));
+        const std::uint64_t got = it == rep.points.end() ? 0 : it->second.flood;
+        per[k][j].background_rate_mps = static_cast<double>(got) / per[k][j].background_seconds;
+      }
     }
   } else if (o.scenario == "oneway" || o.scenario == "throughput") {
-    Session s(o, transport, max_of(o.sizes));
-    std::vector<std::uint16_t> points;
-    std::vector<double> secs;
+    std::vector<std::vector<std::uint16_t>> points(st.size());
+    std::vector<std::vector<double>> secs(st.size());
     std::uint16_t point = 0;
+    auto record = [&](std::size_t k, Row r, const std::string& scenario) {
+      r.scenario = scenario;
+      secs[k].push_back(static_cast<double>(r.sent) / r.offered_mps);
+      points[k].push_back(point);
+      per[k].push_back(tagged(std::move(r), st.at(k)));
+    };
     for (auto size : o.sizes) {
-      if (size < kProbeLen || size > s.t().max_payload())
-        throw std::invalid_argument(fmt::format("--size {}: {} carries {} to {} bytes", size, transport, kProbeLen,
-                                                s.t().max_payload()));
+      check_size(size, st.at(0), transport);
       for (int p : o.priorities) {
         if (o.scenario == "oneway") {
-          Row r = oneway_send(s, o, p, size, o.rate > 0 ? o.rate : 100000, point, 1.0);
-          secs.push_back(static_cast<double>(r.sent) / r.offered_mps);
-          rows.push_back(r);
-          points.push_back(point++);
+          for (std::size_t k = 0; k < st.size(); ++k)
+            record(k, oneway_send(st.use(k), o, p, size, o.rate > 0 ? o.rate : 100000, point, 1.0), "oneway");
+          ++point;
           continue;
         }
-        // Throughput: as fast as the sender can, then a sweep of offered loads below that.
-        Row max = oneway_send(s, o, p, size, 0, point, 1.0);
-        max.scenario = "throughput";
-        max.max_point = true;
-        secs.push_back(static_cast<double>(max.sent) / max.offered_mps);
-        const double capacity = max.offered_mps;
-        rows.push_back(max);
-        points.push_back(point++);
+        // Throughput: as fast as the sender can, then a sweep of offered loads below that
+        // (each stack swept against its own maximum).
+        std::vector<double> capacity(st.size());
+        for (std::size_t k = 0; k < st.size(); ++k) {
+          Row max = oneway_send(st.use(k), o, p, size, 0, point, 1.0);
+          max.max_point = true;
+          capacity[k] = max.offered_mps;
+          record(k, std::move(max), "throughput");
+        }
+        ++point;
         for (double f : o.sweep) {
-          Row r = oneway_send(s, o, p, size, capacity * f, point, 0.5);
-          r.scenario = "throughput";
-          secs.push_back(static_cast<double>(r.sent) / r.offered_mps);
-          rows.push_back(r);
-          points.push_back(point++);
+          for (std::size_t k = 0; k < st.size(); ++k)
+            record(k, oneway_send(st.use(k), o, p, size, capacity[k] * f, point, 0.5), "throughput");
+          ++point;
         }
       }
     }
-    PeerReport rep = s.finish();
-    attach_report(rows, points, rep, secs);
-    if (o.scenario == "throughput") {
-      // The knee of each (size, priority): the highest offered rate with no loss and p99 within
-      // the limit (the lane's budget unless --p99-limit-us).
-      for (std::size_t k = 0; k < rows.size();) {
-        std::size_t e = k;
-        while (e < rows.size() && rows[e].size == rows[k].size && rows[e].priority == rows[k].priority) ++e;
-        const std::uint64_t limit = o.p99_limit_us > 0 ? static_cast<std::uint64_t>(o.p99_limit_us * 1000)
-                                                       : stats::kDefaultBudgetNs[static_cast<std::size_t>(rows[k].priority)];
-        std::size_t best = e;
-        // The unpaced maximum is not a candidate: it is stamped at send time, so it cannot see
-        // the queueing a schedule would reveal.
-        for (std::size_t j = k; j < e; ++j)
-          if (!rows[j].max_point && rows[j].lost == 0 && rows[j].latency->count() > 0 && rows[j].latency->percentile(99) <= limit &&
-              (best == e || rows[j].offered_mps > rows[best].offered_mps))
-            best = j;
-        if (best != e) rows[best].knee = true;
-        k = e;
-      }
+    for (std::size_t k = 0; k < st.size(); ++k) {
+      PeerReport rep = st.use(k).finish();
+      attach_report(per[k], points[k], rep, secs[k]);
+      if (o.scenario == "throughput") mark_knees(o, per[k]);
     }
   } else {
     throw std::invalid_argument("unknown scenario " + o.scenario);
   }
-  return rows;
+  return interleave(per);
 }
 
-int peer_main(const std::string& transport, const std::string& role, const std::string& config_path, int node_id,
-              int udp_port, int cpu) {
+int peer_main(const std::string& transport, const std::string& stack, const std::string& role,
+              const std::string& config_path, int node_id, int udp_port, int cpu) {
   struct sigaction sa {};
   sa.sa_handler = on_peer_signal;
   sigaction(SIGTERM, &sa, nullptr);
@@ -774,11 +905,23 @@ int peer_main(const std::string& transport, const std::string& role, const std::
     auto eo = drivers::eal_options_for(cluster, self);
     eo.log_level = "error";
     drivers::Eal eal(eo);
-    NodeOptions no;
-    no.link_wait = std::chrono::milliseconds(15000);
-    Node node(cluster, self.id, eal, no);
-    auto t = make_node_transport(node, static_cast<std::uint16_t>(3 - node_id), transport);
-    peer_loop(*t, tsc, rep, g_peer_stop);
+    if (stack == "raw") {
+      const config::Port& pc = self.ports.front();
+      drivers::Mempool pool(fmt::format("rawpeer{}", node_id), self.mbufs, eal.socket(), cluster.mtu);
+      const bool paired = pc.kind == config::PortKind::kMemif || pc.kind == config::PortKind::kPci;
+      drivers::Port port(pc, fmt::format("rawpeer{}", node_id), pool.get(), paired ? wire::kPriorities : 1, self.mac,
+                         node_id == 1, cluster.mtu);
+      port.wait_link(std::chrono::milliseconds(15000));
+      auto t = make_raw_transport(port, pool.get(), raw_endpoints(cluster, self.id), config::max_payload(cluster.mtu),
+                                  transport);
+      peer_loop(*t, tsc, rep, g_peer_stop);
+    } else {
+      NodeOptions no;
+      no.link_wait = std::chrono::milliseconds(15000);
+      Node node(cluster, self.id, eal, no);
+      auto t = make_node_transport(node, static_cast<std::uint16_t>(3 - node_id), transport);
+      peer_loop(*t, tsc, rep, g_peer_stop);
+    }
   }
   fmt::print("{}\n", report_to_json(rep).dump());
   std::fflush(stdout);

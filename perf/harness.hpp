@@ -35,10 +35,12 @@ struct Options {
   std::string pci_a, pci_b;         // pci transport: the two ports, cabled to each other
   std::string json_path, hgrm_path, plot_path;
   bool progress = true;
+  bool floor = false;               // repeat each row on the same port driven by a bare DPDK loop
 };
 
 struct Row {
   std::string scenario, transport;
+  std::string stack = "nerve";  // nerve, raw (the bare DPDK floor), kernel (kernel-udp)
   int priority = 0;
   std::size_t size = 0, frame_bytes = 0;
   std::uint64_t sent = 0, lost = 0, deadline_misses = 0;
@@ -79,8 +81,8 @@ void install_interrupt_handlers();
 unsigned reap_stale_runs();
 
 // `nerve-perf peer ...`: the far end, in its own process.
-int peer_main(const std::string& transport, const std::string& role, const std::string& config, int node,
-              int udp_port, int cpu);
+int peer_main(const std::string& transport, const std::string& stack, const std::string& role,
+              const std::string& config, int node, int udp_port, int cpu);
 
 // Output.
 void print_table(const std::vector<Row>& rows);

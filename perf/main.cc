@@ -51,6 +51,9 @@ int main(int argc, char** argv) {
         ->check(CLI::IsMember({"busy", "backoff", "backoff-p0-busy"}));
     sc->add_option("--gap-us", o.gap_us, "pingpong/isolation: idle gap between round trips (default 0)")
         ->check(CLI::Range(0.0, 1e7));
+    sc->add_flag("--floor", o.floor,
+                 "repeat every row with the same port driven by a bare DPDK loop (no nerve layer), interleaved, "
+                 "rows tagged \"stack\": \"nerve\" or \"raw\" (memif, af_packet, af_xdp, pci)");
   };
   auto* pp = cli.add_subcommand("pingpong", "round-trip time per lane between two nodes");
   auto* ow = cli.add_subcommand("oneway", "one-way latency between two nodes sharing a clock (same host)");
@@ -66,12 +69,13 @@ int main(int argc, char** argv) {
   is->add_option("--background-rate", o.background_rate, "flood messages/s (default: as fast as the sender can)")
       ->check(CLI::Range(0.0, 1e9));
 
-  std::string peer_transport, peer_role, peer_config;
+  std::string peer_transport, peer_role, peer_config, peer_stack = "nerve";
   int peer_node = 0, peer_port = 0, peer_cpu = -1;
   auto* peer = cli.add_subcommand("peer", "(internal) the far end of a scenario");
   peer->group("");
   peer->add_option("--transport", peer_transport)->required();
   peer->add_option("--role", peer_role);
+  peer->add_option("--stack", peer_stack);
   peer->add_option("--config", peer_config);
   peer->add_option("--node", peer_node);
   peer->add_option("--udp-port", peer_port);
@@ -80,7 +84,7 @@ int main(int argc, char** argv) {
   if (const auto rc = nerve::app::parse_cli(cli, argc, argv, "nerve-perf")) return *rc;
   harness_cpus();  // before anything pins this thread
   try {
-    if (*peer) return peer_main(peer_transport, peer_role, peer_config, peer_node, peer_port, peer_cpu);
+    if (*peer) return peer_main(peer_transport, peer_stack, peer_role, peer_config, peer_node, peer_port, peer_cpu);
     for (auto* sc : {pp, ow, tp, is})
       if (*sc) o.scenario = sc->get_name();
     if (!background.empty()) {

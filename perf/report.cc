@@ -38,7 +38,7 @@ std::string iso_now() {
 }
 
 std::string label(const Row& r) {
-  std::string s = fmt::format("{} P{} {}B", r.transport, r.priority, r.size);
+  std::string s = fmt::format("{}{} P{} {}B", r.transport, r.stack == "raw" ? " raw" : "", r.priority, r.size);
   if (r.has_background)
     s += r.background_priorities.empty() ? " idle" : fmt::format(" +flood P{}", fmt::join(r.background_priorities, ",P"));
   if (r.offered_mps > 0 && r.scenario != "isolation") s += fmt::format(" @{:.0f}/s", r.offered_mps);
@@ -49,8 +49,8 @@ std::string label(const Row& r) {
 
 void print_table(const std::vector<Row>& rows) {
   if (rows.empty()) return;
-  fmt::print("{:<11} {:<10} {:>3} {:>6} {:>6} {:>9} {:>7} {:>11} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>6} {}\n",
-             "scenario", "transport", "lane", "size", "frame", "count", "lost", "rate/s", "Gbit/s", "min", "p50", "p99",
+  fmt::print("{:<11} {:<10} {:<6} {:>3} {:>6} {:>6} {:>9} {:>7} {:>11} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>6} {}\n",
+             "scenario", "transport", "stack", "lane", "size", "frame", "count", "lost", "rate/s", "Gbit/s", "min", "p50", "p99",
              "p99.9", "p99.99", "max", "miss", "(latency in us)");
   for (const auto& r : rows) {
     const auto& h = *r.latency;
@@ -63,9 +63,9 @@ void print_table(const std::vector<Row>& rows) {
     if (r.scenario == "throughput") note = r.max_point ? "max (unpaced)" : fmt::format("offered {:.0f}/s", r.offered_mps);
     if (r.knee) note += "  <- knee";
     if (r.peer_idle != "busy" || r.gap_us > 0) note += fmt::format(" peer {} gap {:.0f}us", r.peer_idle, r.gap_us);
-    fmt::print("{:<11} {:<10} {:>3} {:>6} {:>6} {:>9} {:>7} {:>11.0f} {:>7.3f} {:>8.2f} {:>8.2f} {:>8.2f} {:>8.2f} {:>8.2f} "
-               "{:>9.2f} {:>6} {}\n",
-               r.scenario, r.transport, fmt::format("P{}", r.priority), r.size, r.frame_bytes, h.count(), r.lost,
+    fmt::print("{:<11} {:<10} {:<6} {:>3} {:>6} {:>6} {:>9} {:>7} {:>11.0f} {:>7.3f} {:>8.2f} {:>8.2f} {:>8.2f} {:>8.2f} "
+               "{:>8.2f} {:>9.2f} {:>6} {}\n",
+               r.scenario, r.transport, r.stack, fmt::format("P{}", r.priority), r.size, r.frame_bytes, h.count(), r.lost,
                r.rate_mps, r.gbps, us(h.min()), us(h.percentile(50)), us(h.percentile(99)), us(h.percentile(99.9)),
                us(h.percentile(99.99)), us(h.max()), r.deadline_misses, note);
   }
@@ -92,6 +92,7 @@ std::string to_json(const Options& opt, const std::vector<Row>& rows) {
     const auto& h = *r.latency;
     json x = {{"scenario", r.scenario},
               {"transport", r.transport},
+              {"stack", r.stack},
               {"priority", r.priority},
               {"size", r.size},
               {"frame_bytes", r.frame_bytes},

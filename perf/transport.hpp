@@ -9,8 +9,16 @@
 #include <memory>
 #include <string>
 
+struct rte_mempool;
+
 namespace nerve {
 class Node;
+namespace drivers {
+class Port;
+}
+namespace wire {
+struct Endpoints;
+}
 }
 
 namespace nerve::perf {
@@ -59,6 +67,11 @@ class Transport {
 // A nerve node as transport: sends to `peer`, probes as kMetric messages, reflections as
 // responses.
 std::unique_ptr<Transport> make_node_transport(Node& node, std::uint16_t peer, std::string name);
+
+// The floor: `port` driven by a bare DPDK loop (raw_transport.cc), frames of nerve's length
+// from `pool`, addressed as `ep`.
+std::unique_ptr<Transport> make_raw_transport(drivers::Port& port, rte_mempool* pool, const wire::Endpoints& ep,
+                                              std::size_t max_payload, std::string name);
 
 // A UDP socket on 127.0.0.1 bound to `local_port`, sending to `peer_port` (0: reply to the last
 // sender). Non-blocking, busy-polled.

@@ -142,3 +142,34 @@ def test_interrupt_and_reap():
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "leftover" in r.stderr and leftovers(p.pid) == [], r.stderr
     assert "nvperf" not in nc.sh("ip", "netns", "list").stdout, "no namespaces left behind"
+
+
+@pytest.mark.parametrize("transport", ["memif", "af_packet"])
+def test_floor_rows_side_by_side(outdir, transport):
+    """--floor repeats every row on the same kind of port driven by a bare DPDK loop: rows
+    alternate nerve, raw, with the same frame length, each complete."""
+    out = os.path.join(outdir, f"floor-{transport}.json")
+    r = subprocess.run([PERF, "pingpong", "--transport", transport, "--count", "2000", "--warmup", "100", "--size",
+                        "64,1024", "--floor", "--no-progress", "--json", out], capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-500:]
+    with open(out) as f:
+        rows = json.load(f)["results"]
+    assert [x["stack"] for x in rows] == ["nerve", "raw", "nerve", "raw"]
+    assert [x["size"] for x in rows] == [64, 64, 1024, 1024]
+    for nerve, raw in zip(rows[::2], rows[1::2]):
+        assert nerve["frame_bytes"] == raw["frame_bytes"]
+        assert nerve["count"] == raw["count"] == 2000 and nerve["lost"] == raw["lost"] == 0
+    out = os.path.join(outdir, f"floor-tp-{transport}.json")
+    r = subprocess.run([PERF, "throughput", "--transport", transport, "--seconds", "0.05", "--sweep", "0.5",
+                        "--floor", "--no-progress", "--json", out], capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-500:]
+    with open(out) as f:
+        rows = json.load(f)["results"]
+    assert [x["stack"] for x in rows] == ["nerve", "raw", "nerve", "raw"]
+    assert all(x["count"] > 0 for x in rows)
+
+
+def test_floor_needs_a_dpdk_port():
+    r = subprocess.run([PERF, "pingpong", "--transport", "ring", "--floor", "--count", "10"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2 and "--floor" in r.stderr, r.stderr
