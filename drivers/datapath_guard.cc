@@ -13,16 +13,11 @@ namespace nerve::drivers {
 namespace {
 
 struct State {
-  std::atomic<std::uint32_t> paused{0};
   std::atomic<std::uint64_t> pauses{0};
   std::recursive_mutex mu;  // sections enrolled; held by pause_all until resume_all (nests)
   std::vector<DatapathGuard::Section*> sections;
   bool asymmetric = false;
-  State() {
-    // Expedited private membarrier: one syscall on the slow side orders every thread of the
-    // process as a full fence would.
-    asymmetric = syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
-  }
+  State();
 };
 
 State& state() {
@@ -32,8 +27,19 @@ State& state() {
 
 }  // namespace
 
-std::atomic<std::uint32_t>& DatapathGuard::paused() noexcept { return state().paused; }
-bool DatapathGuard::asymmetric() noexcept { return state().asymmetric; }
+struct GuardState {
+  static void set_asymmetric(bool on) noexcept { DatapathGuard::asymmetric_ = on; }
+};
+
+namespace {
+State::State() {
+  // Expedited private membarrier: one syscall on the slow side orders every thread of the
+  // process as a full fence would.
+  asymmetric = syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+  GuardState::set_asymmetric(asymmetric);
+}
+}  // namespace
+
 std::uint64_t DatapathGuard::pauses() noexcept { return state().pauses.load(std::memory_order_relaxed); }
 
 DatapathGuard::Section::Section() {
@@ -62,7 +68,7 @@ void DatapathGuard::Section::wait() noexcept {
 void DatapathGuard::pause_all() noexcept {
   State& s = state();
   s.mu.lock();  // released by resume_all
-  s.paused.fetch_add(1, std::memory_order_relaxed);
+  paused().fetch_add(1, std::memory_order_relaxed);
   s.pauses.fetch_add(1, std::memory_order_relaxed);
   if (s.asymmetric) syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
   else std::atomic_thread_fence(std::memory_order_seq_cst);
@@ -72,7 +78,7 @@ void DatapathGuard::pause_all() noexcept {
 
 void DatapathGuard::resume_all() noexcept {
   State& s = state();
-  s.paused.fetch_sub(1, std::memory_order_release);
+  paused().fetch_sub(1, std::memory_order_release);
   s.mu.unlock();
 }
 

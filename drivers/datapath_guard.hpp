@@ -53,8 +53,12 @@ class DatapathGuard {
   static std::uint64_t pauses() noexcept;
 
  private:
-  static std::atomic<std::uint32_t>& paused() noexcept;
-  static bool asymmetric() noexcept;
+  // Read on every burst: plain globals, not behind a function call.
+  static std::atomic<std::uint32_t>& paused() noexcept { return paused_; }
+  static bool asymmetric() noexcept { return asymmetric_; }
+  static inline std::atomic<std::uint32_t> paused_{0};
+  static inline bool asymmetric_ = false;  // set once, before any Section exists
+  friend struct GuardState;
 };
 
 }  // namespace nerve::drivers

@@ -24,6 +24,13 @@ inline drivers::Eal& eal() {
   return e;
 }
 
+// Polls the nodes, one thread stepping them, until a whole rotation of the RX stage's idle
+// lower-lane queues moves nothing: everything sent has arrived and been handled.
+template <typename... Nodes>
+void settle(Nodes&... n) {
+  for (unsigned idle = 0; idle < 20;) idle = (... + n.poll()) == 0 ? idle + 1 : 0;
+}
+
 // Two nodes joined by a net_ring pair inside this process.
 inline config::Cluster ring_pair_cluster(const std::string& pair, std::uint32_t mbufs = 8191,
                                          const std::string& node_keys = "", const std::string& port_keys = "") {

@@ -214,6 +214,7 @@ Node read_node(const toml::table& t, const std::string& where) {
       n.ports.push_back(read_port(*(*ports)[i].as_table(), fmt::format("{}.port[{}]", where, i)));
   }
   if (n.ports.empty()) throw ConfigError(fmt::format("{}.port: a node needs at least one [[node.port]]", where));
+  if (n.ports.size() > 64) throw ConfigError(fmt::format("{}.port: at most 64 ports per node, got {}", where, n.ports.size()));
   r.finish();
   return n;
 }

@@ -36,6 +36,9 @@ class ControlStage {
   // Takes new requests and sends within the budget. Returns messages sent.
   unsigned run(std::uint64_t now_ns) noexcept;
 
+  // A request is under way: poll() runs this stage every time.
+  bool busy() const noexcept { return n_active_ != 0; }
+
   enum class Match { kNotOurs, kAnswered, kMismatch };
   bool awaiting() const noexcept { return awaiting_ != 0; }
   // A response that arrived at `now_ns`: answers a request (kAnswered; the caller frees the

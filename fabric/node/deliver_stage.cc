@@ -13,6 +13,8 @@ DeliverStage::DeliverStage(const config::Cluster& cluster, const config::Node& c
 }
 
 void DeliverStage::run(RxItem* items, std::uint16_t n, std::uint64_t now) noexcept {
+  rte_mbuf* done[kBurst];  // freed together at the end
+  std::uint16_t nd = 0;
   for (std::uint16_t i = 0; i < n; ++i) {
     rte_mbuf* m = items[i].m;
     const wire::Decoded& d = items[i].d;
@@ -20,7 +22,7 @@ void DeliverStage::run(RxItem* items, std::uint16_t n, std::uint64_t now) noexce
     const std::uint64_t ts = d.hdr.timestamp_ns;
     if (ts == 0 || (ts < now ? now - ts : ts - now) > window_ns_) [[unlikely]] {
       st_.refused[static_cast<std::size_t>(wire::Refusal::kBadTimestamp)].add();
-      rte_pktmbuf_free(m);
+      done[nd++] = m;
       continue;
     }
     ControlStage::Match match = ControlStage::Match::kNotOurs;
@@ -28,7 +30,7 @@ void DeliverStage::run(RxItem* items, std::uint16_t n, std::uint64_t now) noexce
       match = control_.match_response(d.hdr, d.payload, now);
       if (match == ControlStage::Match::kMismatch) [[unlikely]] {
         st_.refused[static_cast<std::size_t>(wire::Refusal::kResponseMismatch)].add();
-        rte_pktmbuf_free(m);
+        done[nd++] = m;
         continue;
       }
     }
@@ -40,13 +42,19 @@ void DeliverStage::run(RxItem* items, std::uint16_t n, std::uint64_t now) noexce
     st_.delivered[static_cast<std::size_t>(d.hdr.type)][prio].add();
     idle_.note(prio, now);
     if (match == ControlStage::Match::kAnswered) {
-      rte_pktmbuf_free(m);
+      done[nd++] = m;
       continue;
     }
     RxMessage msg = NodeAccess::message(m, d.hdr, d.payload, lat);
-    if (handler_) handler_(msg);  // frees the mbuf on return unless the handler kept it
-    else queue_[tail_++ & mask_] = std::move(msg);
+    if (handler_) {
+      handler_(msg);
+      // Still the message's unless the handler kept it or took its frame: freed with the rest.
+      if (rte_mbuf* left = NodeAccess::release(msg)) done[nd++] = left;
+    } else {
+      queue_[tail_++ & mask_] = std::move(msg);
+    }
   }
+  if (nd != 0) rte_pktmbuf_free_bulk(done, nd);
 }
 
 }  // namespace nerve::node

@@ -16,21 +16,30 @@ namespace nerve {
 // ---- the datapath -------------------------------------------------------------------------
 
 void Node::Impl::Pipeline::operator()(std::size_t port, rte_mbuf** frames, std::uint16_t n) noexcept {
-  node::RxItem items[node::kBurst];
+  node::RxItem* items = this->items.data();
   std::uint16_t k = I.validate->run(frames, n, items);
   // [open]     security: decrypt and verify here (secure/), before anything reads a payload.
   // [sequence] reliability: per-peer sequence and acknowledgement state here (reliable/).
   k = I.dispatch->run(port, items, k);
-  if (k != 0) I.deliver->run(items, k, I.clock.now_ns());  // the clock, read once per burst
+  if (k == 0) return;
+  const std::uint64_t now = I.clock.now_ns();  // the clock, read once per burst
+  I.tx->lend_now(now);                         // what handlers send carries it too
+  I.deliver->run(items, k, now);
+  I.tx->end_lend();
 }
 
 unsigned Node::poll() noexcept {
   Impl& I = *impl_;
   unsigned work = I.tx->drain();               // TX: what earlier sends left queued, P0 first
   work += I.rx->poll(I.pipeline);              // RX -> validate -> dispatch -> deliver
-  const std::uint64_t now = I.clock.now_ns();
-  work += I.control->run(now);                 // requests from other threads, one budget
-  work += I.timers.run(now);                   // due timers: control deadlines, clock sync
+  // The slow path, every kSlowEvery polls (or every poll while a control request is under
+  // way): the clock, control requests, timers. An idle poll reads no clock.
+  if (I.control->busy() || ++I.slow_tick >= Impl::kSlowEvery) {
+    I.slow_tick = 0;
+    const std::uint64_t now = I.clock.now_ns();
+    work += I.control->run(now);               // requests from other threads, one budget
+    work += I.timers.run(now);                 // due timers: control deadlines, clock sync
+  }
   work += I.tx->drain();                       // TX: what this poll sent
   return work;
 }
@@ -274,7 +283,7 @@ std::vector<PeerInfo> Node::peers() const {
 std::size_t Node::max_payload() const noexcept { return impl_->max_payload; }
 
 unsigned Node::mbufs_available() const noexcept {
-  unsigned n = 0;
+  unsigned n = impl_->tx->stashed();
   for (const auto& [s, p] : impl_->pools) n += p->available();
   return n;
 }

@@ -51,12 +51,19 @@ struct Node::Impl {
   std::optional<node::DeliverStage> deliver;
   std::optional<node::RxStage> rx;
   node::Timer clock_sync;
+  // poll() runs control requests and timers every kSlowEvery polls when idle: a request waits
+  // at most that many polls (microseconds) to start, and an idle poll reads no clock.
+  static constexpr unsigned kSlowEvery = 64;
+  unsigned slow_tick = 0;
 
   // One burst through validate -> [open] -> [sequence] -> dispatch -> deliver (RxStage's pipeline).
   struct Pipeline {
     Impl& I;
     std::uint16_t room(std::uint32_t held) noexcept { return I.deliver->room(held); }
     void operator()(std::size_t port, rte_mbuf** frames, std::uint16_t n) noexcept;
+    // One burst's decoded frames: built once, rewritten by every burst (a local array would be
+    // value-initialised, 3 KB of stores, on every burst).
+    std::array<node::RxItem, node::kBurst> items{};
   };
   Pipeline pipeline{*this};
 

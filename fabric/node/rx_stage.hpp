@@ -1,8 +1,9 @@
 // The RX stage: bursts from every port, in lane order, handed to the pipeline.
 //
-// Paired queues and rte_flow (one RX queue per lane): queue 0 (P0) first, then each lower
-// lane's queue, one burst each, and queue 0 again after every lower burst that brought
-// anything: a P0 frame waits behind at most one burst of lower-lane work.
+// Paired queues and rte_flow (one RX queue per lane): queue 0 (P0) first, then the lower
+// lanes' queues, one burst each, and queue 0 again after every lower burst that brought
+// anything: a P0 frame waits behind at most one burst of lower-lane work. A lower queue is read
+// every poll while it has traffic, and in turn with the other idle ones when it has none.
 // One shared queue (software classification): up to kSoftwareBursts bursts are read (reading
 // is cheap next to delivering), sorted into lanes by the header's priority byte, and handed on
 // lane by lane, P0 first. Frames too short to carry a priority go with the lowest lane, where
@@ -30,6 +31,8 @@ namespace nerve::node {
 class RxStage {
  public:
   static constexpr unsigned kSoftwareBursts = 4;
+  static constexpr unsigned kLowerBursts = 4;  // per lower-lane queue per poll, P0 read between
+  static constexpr unsigned kIdleEvery = 4;    // polls between two reads of an idle lower queue
 
   // `guard`: this node's section of the datapath guard, held around every burst.
   RxStage(NodePorts& ports, drivers::DatapathGuard::Section& guard) noexcept : ports_(ports), guard_(guard) {}
@@ -60,8 +63,35 @@ class RxStage {
       return n;
     };
     drain(0);
-    for (std::uint16_t q = 1; q < lane::kLanes; ++q)
-      if (drain(q) != 0) drain(0);
+    // Lower lanes: each queue that brought frames last time, every poll; the idle ones one at a
+    // time, every kIdleEvery polls, so the first frame on an idle lower lane waits at most
+    // (kLanes - 1) * kIdleEvery polls (a few microseconds, against budgets of 500 us and
+    // more), and an idle poll mostly reads queue 0 alone.
+    std::uint8_t& active = active_[p];
+    std::uint8_t& turn = turn_[p];
+    std::uint8_t& tick = tick_[p];
+    std::uint8_t idle_q = 0;
+    if (++tick >= kIdleEvery) {
+      tick = 0;
+      turn = static_cast<std::uint8_t>(turn % (lane::kLanes - 1) + 1);
+      idle_q = turn;
+    }
+    if (active == 0 && idle_q == 0) return work;
+    for (std::uint16_t q = 1; q < lane::kLanes; ++q) {
+      if (!((active >> q) & 1u) && q != idle_q) continue;
+      std::uint16_t n = drain(q);
+      if (n == 0) {
+        active = static_cast<std::uint8_t>(active & ~(1u << q));
+        continue;
+      }
+      active = static_cast<std::uint8_t>(active | (1u << q));
+      // A backlogged lane takes a few bursts, with queue 0 read between every two.
+      for (unsigned b = 1; b < kLowerBursts && n == kBurst; ++b) {
+        drain(0);
+        n = drain(q);
+      }
+      drain(0);
+    }
     return work;
   }
 
@@ -99,6 +129,9 @@ class RxStage {
 
   NodePorts& ports_;
   drivers::DatapathGuard::Section& guard_;
+  std::array<std::uint8_t, 64> active_{};  // per port: lower-lane queues that had frames
+  std::array<std::uint8_t, 64> turn_{};    // per port: the idle lower-lane queue read last
+  std::array<std::uint8_t, 64> tick_{};    // per port: polls since an idle queue was read
   std::array<std::array<rte_mbuf*, kSoftwareBursts * kBurst>, lane::kLanes> stash_{};
 };
 

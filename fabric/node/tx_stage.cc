@@ -30,18 +30,24 @@ TxStage::TxStage(NodePorts& ports, const route::RouteTable& routes, const config
   next_msg_id_ = rd() | 1u;
 }
 
-TxStage::~TxStage() { free_all(); }
+TxStage::~TxStage() {
+  free_all();
+  if (stash_n_) rte_pktmbuf_free_bulk(stash_.data(), stash_n_);
+}
 
-rte_mbuf* TxStage::alloc(std::size_t payload_len) noexcept {
-  if (payload_len > max_payload_) return nullptr;
-  rte_mbuf* m = rte_pktmbuf_alloc(pool_);
-  if (!m) [[unlikely]] {
-    st_.alloc_failed.add();
-    return nullptr;
+bool TxStage::refill() noexcept {
+  // A burst at once; when the pool is nearly dry, one at a time.
+  if (rte_pktmbuf_alloc_bulk(pool_, stash_.data(), kBurst) == 0) {
+    stash_n_ = kBurst;
+    return true;
   }
-  // Headroom (RTE_PKTMBUF_HEADROOM, 128 B) takes the 90 bytes of headers at send().
-  rte_pktmbuf_append(m, static_cast<std::uint16_t>(payload_len));
-  return m;
+  if (rte_mbuf* m = rte_pktmbuf_alloc(pool_)) {
+    stash_[0] = m;
+    stash_n_ = 1;
+    return true;
+  }
+  st_.alloc_failed.add();
+  return false;
 }
 
 SendStatus TxStage::send(rte_mbuf* m, NodeId dst, MsgType type, std::uint8_t prio, const SendOptions& o,
@@ -73,7 +79,9 @@ SendStatus TxStage::send(rte_mbuf* m, NodeId dst, MsgType type, std::uint8_t pri
   h.msg_id = next_msg_id_++;
   h.corr_id = corr_id;
   h.payload_len = static_cast<std::uint16_t>(m->data_len);
-  h.timestamp_ns = clock_.now_ns();
+  h.timestamp_ns = in_batch_ ? batch_ns_ : lent_ns_ != 0 ? lent_ns_ : clock_.now_ns();
+  in_batch_ = o.more;
+  batch_ns_ = h.timestamp_ns;
   auto* hdr = reinterpret_cast<std::byte*>(rte_pktmbuf_prepend(m, wire::kOverhead));
   r->headers.write(hdr, h, !pt.csum_offload);
   if (pt.csum_offload) {
@@ -81,14 +89,20 @@ SendStatus TxStage::send(rte_mbuf* m, NodeId dst, MsgType type, std::uint8_t pri
     m->l2_len = wire::kEthLen;
     m->l3_len = wire::kIpv4Len;
   }
+  st_.sent[t][prio].add();
+  idle_.note(prio, h.timestamp_ns);
+  if (prio == 0 && !o.more && pt.lanes.size(0) == 0) [[likely]] {
+    // A lone P0 frame with nothing queued ahead of it on its lane goes straight to the port.
+    rte_mbuf* one[1] = {m};
+    if (tx(r->port, 0, one, 1) == 1) return SendStatus::kOk;
+  }
+  dirty_ |= std::uint64_t{1} << r->port;
   rte_mbuf* evicted = nullptr;
   if (pt.lanes.push(prio, m, &evicted) == lane::Push::kShed) {
     // P3/P4 lane full: its oldest frame makes room (counted, never silent).
     st_.shed[prio].add();
     rte_pktmbuf_free(evicted);
   }
-  st_.sent[t][prio].add();
-  idle_.note(prio, h.timestamp_ns);
   if (prio == 0 && !o.more) {
     flush_lane(r->port, 0, kAll);  // P0 leaves now, ahead of anything queued
   } else if (pt.lanes.size(prio) >= kBurst) {
@@ -149,10 +163,16 @@ unsigned TxStage::flush_sched(std::size_t p, unsigned max_bursts) noexcept {
 }
 
 unsigned TxStage::drain() noexcept {
+  in_batch_ = false;  // a batch ends at the latest when the loop comes round
+  if (dirty_ == 0) return 0;
   unsigned moved = 0;
   for (std::size_t p = 0; p < ports_tx_.size(); ++p) {
+    if (!((dirty_ >> p) & 1u)) continue;
     PortTx& pt = ports_tx_[p];
-    if (pt.lanes.total() == 0) continue;
+    if (pt.lanes.total() == 0) {
+      dirty_ &= ~(std::uint64_t{1} << p);
+      continue;
+    }
     moved += flush_lane(p, 0, kAll);
     if (pt.paired) {
       for (unsigned l = 1; l < lane::kLanes; ++l) moved += flush_lane(p, l, 1);

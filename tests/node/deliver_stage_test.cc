@@ -56,8 +56,7 @@ TEST_CASE("deliver: timestamps outside the window are refused, never recorded", 
     b.on_message([&](const RxMessage&) { ++got; });
     REQUIRE(send_tag(a, 2, 1, 1) == SendStatus::kOk);
     clock->advance(10'000'000'001);  // arrives 10 s + 1 ns after it was sent
-    a.poll();
-    b.poll();
+    test::settle(a, b);
     CHECK(got == 0);
     CHECK(b.snapshot().refused[static_cast<std::size_t>(wire::Refusal::kBadTimestamp)] == 1);
     CHECK(b.snapshot().lanes[1].count == 0);
@@ -73,8 +72,7 @@ TEST_CASE("deliver: timestamps outside the window are refused, never recorded", 
   std::uint64_t seen = ~0ull;
   b2.on_message([&](const RxMessage& m) { seen = m.latency_ns(); });
   REQUIRE(send_tag(a2, 2, 1, 1) == SendStatus::kOk);
-  a2.poll();
-  b2.poll();
+  test::settle(a2, b2);
   CHECK(seen == 0);
   CHECK(b2.snapshot().lanes[1].count == 1);
 }
@@ -105,8 +103,7 @@ TEST_CASE("deliver: a handler keeps a message, or answers with its frame, withou
   });
   const unsigned free_before = b.mbufs_available() + a.mbufs_available();
   for (std::uint32_t t = 0; t < 10; ++t) REQUIRE(send_tag(a, 2, 2, t) == SendStatus::kOk);
-  while (a.poll() + b.poll() != 0) {
-  }
+  test::settle(a, b);
   CHECK(kept.size() == 5);
   CHECK(replies.size() == 5);
   CHECK(replies[0].substr(0, 4) == "ECHO");
@@ -125,11 +122,7 @@ TEST_CASE("deliver: without a handler, messages queue for recv()", "[stage][deli
   Node a(c, 1, test::eal());
   Node b(c, 2, test::eal());
   for (std::uint32_t t = 0; t < 100; ++t) REQUIRE(send_tag(a, 2, 3, t) == SendStatus::kOk);
-  a.flush();
-  b.poll();
-  b.poll();
-  b.poll();
-  b.poll();
+  test::settle(a, b);
   std::uint32_t next = 0;
   while (auto m = b.recv()) {
     std::uint32_t tag = 0;

@@ -68,8 +68,7 @@ TEST_CASE("paired queues: a P0 frame sent behind a full P4 backlog is the first 
   REQUIRE(!seen.empty());
   CHECK(seen.front().prio == 0);
   CHECK(seen.front().seq == 777);
-  while (a.poll() + b.poll() != 0) {
-  }
+  test::settle(a, b);
   CHECK(seen.size() == 6001);
   std::uint32_t next = 0;  // and P4 stayed in order
   for (const auto& s : seen)
@@ -87,8 +86,7 @@ TEST_CASE("software lanes: a P0 frame overtakes every P4 frame still queued in t
   const std::uint32_t in_port = 6000 - a.ports()[0].tx_queued[4];  // already in the shared ring
   REQUIRE(in_port < 6000);
   REQUIRE(send_seq(a, 0, 777) == SendStatus::kOk);
-  while (a.poll() + b.poll() != 0) {
-  }
+  test::settle(a, b);
   REQUIRE(seen.size() == 6001);
   std::size_t p0_at = 0;
   while (seen[p0_at].prio != 0) ++p0_at;
@@ -109,8 +107,7 @@ TEST_CASE("full P3 and P4 lanes shed their oldest frames and count them", "[lane
   const auto s = a.snapshot();
   CHECK(s.lanes[3].shed > 0);
   CHECK(s.lanes[3].backpressure == 0);
-  while (a.poll() + b.poll() != 0) {
-  }
+  test::settle(a, b);
   CHECK(seen.size() + s.lanes[3].shed == 5000);  // every frame delivered or counted as shed
   CHECK(seen.back().seq == 4999);                 // the newest survive
 }
@@ -135,11 +132,9 @@ TEST_CASE("full P0, P1 and P2 lanes push back; the frame stays with the caller",
     CHECK(f);
     CHECK(a.snapshot().lanes[prio].backpressure == 1);
     CHECK(a.snapshot().lanes[prio].shed == 0);
-    while (a.poll() + b.poll() != 0) {
-    }
+    test::settle(a, b);
     CHECK(a.send(f, 2, MsgType::kAlert, prio) == SendStatus::kOk);
-    while (a.poll() + b.poll() != 0) {
-    }
+    test::settle(a, b);
   }
 }
 
@@ -165,8 +160,7 @@ TEST_CASE("a never_shed send on a full P4 lane pushes back; a counted bulk send 
   CHECK(a.snapshot().lanes[4].shed == 0);
   CHECK(a.snapshot().lanes[4].backpressure == 1);
   f = TxFrame{};
-  while (a.poll() + b.poll() != 0) {
-  }
+  test::settle(a, b);
 
   // The proxy's bulk send outruns a receiver that polls rarely: it waits, it does not shed.
   delivered = 0;
@@ -176,8 +170,7 @@ TEST_CASE("a never_shed send on a full P4 lane pushes back; a counted bulk send 
       a.poll();
       if (i % 64 == 0) b.poll();
     }
-    while (a.poll() + b.poll() != 0) {
-    }
+    test::settle(a, b);
   });
   ProxySend bulk;
   bulk.dst = 2;

@@ -41,29 +41,37 @@ std::vector<std::vector<std::byte>> frames(const test::StageRig& rig, std::uint8
 
 }  // namespace
 
-TEST_CASE("rx, paired queues: P0 first, and again after each lower burst", "[stage][rx]") {
+TEST_CASE("rx, paired queues: P0 first; lower lanes in turn, or every poll while busy", "[stage][rx]") {
   test::StageRig rig("rx1");
   node::RxStage rx(rig.ports, rig.guard);
   rig.inject(4, frames(rig, 4, 40));
   rig.inject(2, frames(rig, 2, 5));
   rig.inject(0, frames(rig, 0, 2));
   Recorder r;
-  CHECK(rx.poll(r) == 2 + 5 + 32);
-  // P0, then P2 (one burst), P0 again (empty: nothing handed), P4 (one burst of 32).
-  REQUIRE(r.bursts.size() == 3);
+  // One rotation reads every idle lower queue once; P0 goes first.
+  unsigned got = 0;
+  for (unsigned i = 0; i < (wire::kPriorities - 1) * node::RxStage::kIdleEvery; ++i) got += rx.poll(r);
+  CHECK(got == 2 + 5 + 40);
+  REQUIRE(r.bursts.size() == 4);
   CHECK(r.bursts[0].prio == 0);
   CHECK(r.bursts[0].n == 2);
   CHECK(r.bursts[1].prio == 2);
+  CHECK(r.bursts[1].n == 5);
+  // A backlogged lane takes more than one burst in a poll, P0 read between them.
   CHECK(r.bursts[2].prio == 4);
   CHECK(r.bursts[2].n == 32);
-  // A P0 frame that arrives while P4 is backlogged is handed on before the next P4 burst.
+  CHECK(r.bursts[3].prio == 4);
+  CHECK(r.bursts[3].n == 8);
+  // P4 had traffic: it is read every poll now. A P0 frame that arrives with more P4 is handed
+  // on first.
+  rig.inject(4, frames(rig, 4, 10));
   rig.inject(0, frames(rig, 0, 1));
   r.bursts.clear();
-  rx.poll(r);
+  CHECK(rx.poll(r) == 11);
   REQUIRE(r.bursts.size() == 2);
   CHECK(r.bursts[0].prio == 0);
   CHECK(r.bursts[1].prio == 4);
-  CHECK(r.bursts[1].n == 8);
+  CHECK(r.bursts[1].n == 10);
 }
 
 TEST_CASE("rx, one shared queue: classified, P0 handed on first", "[stage][rx]") {
