@@ -70,12 +70,12 @@ struct PeerReport {
 };
 
 // Reflects pings, measures one-way probes, counts floods, until `stop`.
-void peer_loop(Transport& t, const Clock& tsc, PeerReport& rep, const std::atomic<bool>& stop) {
+void peer_loop(Transport& t, PeerReport& rep, const std::atomic<bool>& stop) {
   const RxFn rx = [&](const Probe& p, std::size_t, std::uint64_t now) {
     if (p.kind == kOneway) {
       PointStats& ps = rep.points[p.point];
       ++ps.count;
-      ps.h->record(now > p.stamp_tsc ? tsc.to_ns(now - p.stamp_tsc) : 0);
+      ps.h->record(now > p.stamp_ns ? (now - p.stamp_ns) : 0);
     } else if (p.kind == kFlood) {
       ++rep.flood;
       ++rep.points[p.point].flood;
@@ -351,7 +351,7 @@ class Session {
       rte_eal_remote_launch(
           [](void* p) -> int {
             auto* s = static_cast<Session*>(p);
-            peer_loop(*s->echo_t_, s->tsc_, s->ring_report_, s->ring_stop_);
+            peer_loop(*s->echo_t_, s->ring_report_, s->ring_stop_);
             return 0;
           },
           this, worker);
@@ -516,12 +516,12 @@ Row pingpong(Session& s, const Options& o, int prio, std::size_t size, const std
   row.offered_mps = o.rate;
   row.peer_idle = o.peer_idle;
   row.gap_us = o.gap_us;
-  const std::uint64_t gap_cycles = tsc.to_cycles(static_cast<std::uint64_t>(o.gap_us * 1000));
+  const std::uint64_t gap_ns = static_cast<std::uint64_t>(o.gap_us * 1000);
   const bool open = o.rate > 0;
   const std::uint64_t n = measured_count(o, o.rate, 0, o.seconds > 0 ? ~0ull : 100000);
   const std::uint64_t total = o.warmup + n;
-  const std::uint64_t timeout = tsc.to_cycles(kReplyTimeoutNs);
-  const std::uint64_t deadline_tsc = o.seconds > 0 && !open ? Clock::cycles() + tsc.to_cycles(static_cast<std::uint64_t>(
+  const std::uint64_t timeout = (kReplyTimeoutNs);
+  const std::uint64_t deadline_ns = o.seconds > 0 && !open ? tsc.now_ns() + (static_cast<std::uint64_t>(
                                                                              (o.seconds) * 1e9)) : ~0ull;
   std::uint64_t replies = 0, last_seq = ~0ull;
   const RxFn rx = [&](const Probe& p, std::size_t, std::uint64_t now) {
@@ -530,24 +530,24 @@ Row pingpong(Session& s, const Options& o, int prio, std::size_t size, const std
     last_seq = p.seq;
     if (p.kind == kPing) {
       ++replies;
-      row.latency->record(tsc.to_ns(now - p.stamp_tsc));
+      row.latency->record((now - p.stamp_ns));
     }
   };
   // Background flood: as fast as the TX path takes it, or on its own schedule.
   std::uint64_t flood_sent = 0, flood_seq = 0;
-  Schedule flood_sched(o.background_rate, tsc.cycles_per_ns(), Clock::cycles());
+  Schedule flood_sched(o.background_rate, 1.0, tsc.now_ns());
   auto flood = [&] {
     if (background.empty()) return;
     // Unpaced: 16 per loop iteration, which keeps the TX path full without the flood's own
     // generation delaying the pinger's next look at its RX queue by more than ~1 us.
-    const std::uint64_t due = flood_sched.open_loop() ? flood_sched.due_count(flood_seq, ~0ull, Clock::cycles()) : 16;
+    const std::uint64_t due = flood_sched.open_loop() ? flood_sched.due_count(flood_seq, ~0ull, tsc.now_ns()) : 16;
     for (std::uint64_t k = 0; k < due; ++k) {
       Probe f;
       f.seq = flood_seq;
       f.kind = kFlood;
       f.point = point;
       f.prio = static_cast<std::uint8_t>(background[flood_seq % background.size()]);
-      f.stamp_tsc = Clock::cycles();
+      f.stamp_ns = tsc.now_ns();
       if (!t.send(f, size)) break;
       ++flood_seq;
       ++flood_sent;
@@ -556,55 +556,55 @@ Row pingpong(Session& s, const Options& o, int prio, std::size_t size, const std
 
   Progress bar(o.progress, fmt::format("{} {} P{}", scenario, t.name(), prio),
                o.seconds > 0 ? o.seconds : static_cast<double>(total) * (open ? 1.0 / o.rate : 5e-6));
-  const std::uint64_t start = Clock::cycles();
+  const std::uint64_t start = tsc.now_ns();
   std::uint64_t measured_start = start;
-  Schedule sched(o.rate, tsc.cycles_per_ns(), start);
+  Schedule sched(o.rate, 1.0, start);
   std::uint64_t i = 0;
   if (!open) {
-    for (; i < total && Clock::cycles() < deadline_tsc; ++i) {
+    for (; i < total && tsc.now_ns() < deadline_ns; ++i) {
       check_interrupt();
-      if (i == o.warmup) measured_start = Clock::cycles();
+      if (i == o.warmup) measured_start = tsc.now_ns();
       Probe p;
       p.seq = i;
       p.prio = static_cast<std::uint8_t>(prio);
       p.kind = i < o.warmup ? kWarmup : kPing;
-      p.stamp_tsc = Clock::cycles();
+      p.stamp_ns = tsc.now_ns();
       send_retrying(t, p, size, rx);
       t.flush();
-      while (last_seq != i && Clock::cycles() - p.stamp_tsc < timeout) {
+      while (last_seq != i && tsc.now_ns() - p.stamp_ns < timeout) {
         t.poll(rx, false);
         flood();
       }
-      if (gap_cycles) {  // an idle gap: the far end may back off before the next ping
-        const std::uint64_t until = Clock::cycles() + gap_cycles;
-        while (Clock::cycles() < until) t.poll(rx, false);
+      if (gap_ns) {  // an idle gap: the far end may back off before the next ping
+        const std::uint64_t until = tsc.now_ns() + gap_ns;
+        while (tsc.now_ns() < until) t.poll(rx, false);
       }
-      if ((i & 1023) == 0) bar.update(o.seconds > 0 ? static_cast<double>(Clock::cycles() - start) / static_cast<double>(
-                                                                 deadline_tsc - start)
+      if ((i & 1023) == 0) bar.update(o.seconds > 0 ? static_cast<double>(tsc.now_ns() - start) / static_cast<double>(
+                                                                 deadline_ns - start)
                                                      : static_cast<double>(i) / static_cast<double>(total));
     }
   } else {
     // Open loop: pings leave on schedule whether or not earlier ones were answered.
     while (i < total) {
       check_interrupt();
-      const std::uint64_t now = Clock::cycles();
+      const std::uint64_t now = tsc.now_ns();
       for (std::uint64_t k = sched.due_count(i, total, now); k > 0; --k, ++i) {
         Probe p;
         p.seq = i;
         p.prio = static_cast<std::uint8_t>(prio);
         p.kind = i < o.warmup ? kWarmup : kPing;
-        p.stamp_tsc = sched.due(i);
-        if (i == o.warmup) measured_start = p.stamp_tsc;
+        p.stamp_ns = sched.due(i);
+        if (i == o.warmup) measured_start = p.stamp_ns;
         send_retrying(t, p, size, rx);
       }
       t.poll(rx, false);
       flood();
       if ((i & 1023) == 0) bar.update(static_cast<double>(i) / static_cast<double>(total));
     }
-    const std::uint64_t end = Clock::cycles() + timeout;
-    while (replies < i - o.warmup && Clock::cycles() < end) t.poll(rx, false);
+    const std::uint64_t end = tsc.now_ns() + timeout;
+    while (replies < i - o.warmup && tsc.now_ns() < end) t.poll(rx, false);
   }
-  const double seconds = tsc.to_ns(Clock::cycles() - measured_start) / 1e9;
+  const double seconds = (tsc.now_ns() - measured_start) / 1e9;
   row.sent = i > o.warmup ? i - o.warmup : 0;
   row.lost = row.sent - std::min(row.sent, replies);
   row.metric = "rtt";
@@ -612,7 +612,7 @@ Row pingpong(Session& s, const Options& o, int prio, std::size_t size, const std
   if (!background.empty()) {
     row.has_background = true;
     row.background_priorities = background;
-    row.background_seconds = tsc.to_ns(Clock::cycles() - start) / 1e9;
+    row.background_seconds = (tsc.now_ns() - start) / 1e9;
     row.background_sent_mps = static_cast<double>(flood_sent) / row.background_seconds;
   }
   return row;
@@ -644,16 +644,16 @@ Row oneway_send(Session& s, const Options& o, int prio, std::size_t size, double
   }
   const double secs = o.seconds > 0 ? o.seconds : default_seconds;
   const std::uint64_t total = o.count && rate > 0 ? o.count : (rate > 0 ? static_cast<std::uint64_t>(secs * rate) : ~0ull);
-  const std::uint64_t start = Clock::cycles();
-  const std::uint64_t stop_tsc = (o.count && rate <= 0) ? ~0ull : start + tsc.to_cycles(static_cast<std::uint64_t>(secs * 1e9));
+  const std::uint64_t start = tsc.now_ns();
+  const std::uint64_t stop_ns = (o.count && rate <= 0) ? ~0ull : start + (static_cast<std::uint64_t>(secs * 1e9));
   const std::uint64_t limit = (o.count && rate <= 0) ? o.count : total;
-  Schedule sched(rate, tsc.cycles_per_ns(), start);
+  Schedule sched(rate, 1.0, start);
   Progress bar(o.progress, fmt::format("oneway {} {} B", t.name(), size), secs);
   std::uint64_t i = 0;
   while (i < limit) {
     check_interrupt();
-    const std::uint64_t now = Clock::cycles();
-    if (now >= stop_tsc && rate <= 0) break;
+    const std::uint64_t now = tsc.now_ns();
+    if (now >= stop_ns && rate <= 0) break;
     const std::uint64_t due = sched.open_loop() ? sched.due_count(i, limit, now) : std::min<std::uint64_t>(32, limit - i);
     for (std::uint64_t k = 0; k < due; ++k) {
       Probe p;
@@ -661,18 +661,18 @@ Row oneway_send(Session& s, const Options& o, int prio, std::size_t size, double
       p.kind = kOneway;
       p.point = point;
       p.prio = static_cast<std::uint8_t>(prio);
-      p.stamp_tsc = sched.open_loop() ? sched.due(i) : Clock::cycles();
+      p.stamp_ns = sched.open_loop() ? sched.due(i) : tsc.now_ns();
       // A batch (unpaced, or paced and behind) goes out together; poll() below sends the rest.
       if (!t.send(p, size, k + 1 < due)) break;  // pushed back: the rest stay due (open loop) or wait
       ++i;
     }
     t.poll(drop, false);
-    if ((i & 4095) == 0) bar.update(static_cast<double>(now - start) / static_cast<double>(tsc.to_cycles(static_cast<std::uint64_t>(secs * 1e9))));
+    if ((i & 4095) == 0) bar.update(static_cast<double>(now - start) / static_cast<double>((static_cast<std::uint64_t>(secs * 1e9))));
   }
   t.flush();
   row.sent = i;
-  row.offered_mps = rate > 0 ? rate : static_cast<double>(i) / (tsc.to_ns(Clock::cycles() - start) / 1e9);
-  row.rate_mps = static_cast<double>(i) / (tsc.to_ns(Clock::cycles() - start) / 1e9);  // until the report says otherwise
+  row.offered_mps = rate > 0 ? rate : static_cast<double>(i) / ((tsc.now_ns() - start) / 1e9);
+  row.rate_mps = static_cast<double>(i) / ((tsc.now_ns() - start) / 1e9);  // until the report says otherwise
   s.barrier();  // the next point starts with the peer's queues empty
   return row;
 }
@@ -893,12 +893,12 @@ int peer_main(const std::string& transport, const std::string& stack, const std:
   sa.sa_handler = on_peer_signal;
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGINT, &sa, nullptr);
-  const Clock& tsc = Clock::tsc();
+  Clock::tsc();  // calibrated now, before the loop
   PeerReport rep;
   if (transport == "kernel-udp") {
     if (cpu >= 0) pin_to(static_cast<unsigned>(cpu));
     auto t = make_udp_transport(static_cast<std::uint16_t>(udp_port), 0, role == "block");
-    peer_loop(*t, tsc, rep, g_peer_stop);
+    peer_loop(*t, rep, g_peer_stop);
   } else {
     const auto cluster = config::load_file(config_path);
     const auto& self = cluster.node(static_cast<NodeId>(node_id));
@@ -914,13 +914,13 @@ int peer_main(const std::string& transport, const std::string& stack, const std:
       port.wait_link(std::chrono::milliseconds(15000));
       auto t = make_raw_transport(port, pool.get(), raw_endpoints(cluster, self.id), config::max_payload(cluster.mtu),
                                   transport);
-      peer_loop(*t, tsc, rep, g_peer_stop);
+      peer_loop(*t, rep, g_peer_stop);
     } else {
       NodeOptions no;
       no.link_wait = std::chrono::milliseconds(15000);
       Node node(cluster, self.id, eal, no);
       auto t = make_node_transport(node, static_cast<std::uint16_t>(3 - node_id), transport);
-      peer_loop(*t, tsc, rep, g_peer_stop);
+      peer_loop(*t, rep, g_peer_stop);
     }
   }
   fmt::print("{}\n", report_to_json(rep).dump());

@@ -52,7 +52,7 @@ class NodeTransport final : public Transport {
   }
 
   void on_message(RxMessage& m) {
-    const std::uint64_t now = Clock::cycles();
+    const std::uint64_t now = m.received_ns();  // the node's clock, read once per burst
     const std::size_t size = m.payload().size();
     if (size < kProbeLen) return;
     Probe p;

@@ -57,7 +57,7 @@ class RawTransport final : public Transport {
     rte_mbuf* bufs[kBurst];
     const std::uint16_t n = port_.rx_burst(0, bufs, kBurst);
     if (n == 0) return 0;
-    const std::uint64_t now = Clock::cycles();
+    const std::uint64_t now = Clock::tsc().now_ns();  // once per burst, as the node reads it
     rte_mbuf* back[kBurst];
     std::uint16_t nb = 0;
     for (std::uint16_t i = 0; i < n; ++i) {

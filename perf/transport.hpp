@@ -26,7 +26,7 @@ namespace nerve::perf {
 // The first 24 bytes of every payload the harness sends; the rest is filler.
 struct Probe {
   std::uint64_t seq = 0;
-  std::uint64_t stamp_tsc = 0;  // when the probe was due (open loop) or sent (closed loop)
+  std::uint64_t stamp_ns = 0;  // Clock::tsc() time the probe was due (open loop) or sent (closed loop)
   std::uint8_t prio = 0;
   std::uint8_t kind = 0;        // Kind
   std::uint16_t point = 0;      // sweep point the probe belongs to
@@ -42,7 +42,8 @@ enum Kind : std::uint8_t {
   kWarmup = 4,  // reflect or count, never record
 };
 
-using RxFn = std::function<void(const Probe&, std::size_t size, std::uint64_t rx_tsc)>;
+// rx_ns: when the probe was received, on Clock::tsc() (the same clock the sender stamped with).
+using RxFn = std::function<void(const Probe&, std::size_t size, std::uint64_t rx_ns)>;
 
 class Transport {
  public:

@@ -67,7 +67,7 @@ class UdpTransport final : public Transport {
     for (unsigned i = 0; i < kBatch; ++i) msgs_[i].msg_hdr.msg_namelen = sizeof from_[i];
     const int n = ::recvmmsg(fd_, msgs_.data(), kBatch, MSG_DONTWAIT, nullptr);
     if (n <= 0) return 0;
-    const std::uint64_t now = Clock::cycles();
+    const std::uint64_t now = Clock::tsc().now_ns();  // once per batch
     for (int i = 0; i < n; ++i) {
       const std::size_t len = msgs_[static_cast<std::size_t>(i)].msg_len;
       if (len < kProbeLen) continue;

@@ -76,10 +76,20 @@ class TxLanes {
     return k;
   }
 
-  // Up to n frames of one lane, oldest first (paired-queue ports drain each lane to its queue).
-  unsigned pull_lane(unsigned lane, T** out, unsigned n) noexcept {
-    unsigned k = 0;
-    while (k < n && size(lane) > 0) out[k++] = pop(lane);
+  // Up to n frames of one lane, oldest first. With `scheduled` (a queue the lanes share) the
+  // frames earn the lower lanes their shares as pull() would; without (paired-queue ports,
+  // where each lane drains to a queue of its own and no lane waits for another), they don't.
+  unsigned pull_lane(unsigned lane, T** out, unsigned n, bool scheduled = true) noexcept {
+    Q& q = q_[lane];
+    const std::uint32_t avail = size(lane);
+    const unsigned k = n < avail ? n : avail;
+    if (scheduled) {
+      for (unsigned i = 0; i < k; ++i) out[i] = pop(lane);
+      return k;
+    }
+    const std::uint32_t head = q.head.load(std::memory_order_relaxed);
+    for (unsigned i = 0; i < k; ++i) out[i] = q.slots[(head + i) & q.mask];
+    q.head.store(head + k, std::memory_order_relaxed);
     return k;
   }
 

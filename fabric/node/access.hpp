@@ -10,12 +10,13 @@ namespace nerve {
 
 struct NodeAccess {
   static RxMessage message(rte_mbuf* m, const wire::Header& h, std::span<const std::byte> payload,
-                           std::uint64_t latency_ns) noexcept {
+                           std::uint64_t latency_ns, std::uint64_t received_ns) noexcept {
     RxMessage msg;
     msg.m_ = m;
     msg.hdr_ = h;
     msg.payload_ = payload;
     msg.latency_ns_ = latency_ns;
+    msg.received_ns_ = received_ns;
     return msg;
   }
   static TxFrame frame(rte_mbuf* m, std::span<std::byte> payload) noexcept {

@@ -4,6 +4,25 @@
 
 namespace nerve::node {
 
+void free_frames(rte_mbuf** m, std::uint16_t n) noexcept {
+  // Single-segment frames (validate refuses chains): back to their pool in one put per run of
+  // frames from the same pool, without rte_pktmbuf_free_bulk's generic segment walk.
+  rte_mbuf* put[kBurst];
+  std::uint16_t k = 0;
+  rte_mempool* pool = nullptr;
+  for (std::uint16_t i = 0; i < n; ++i) {
+    rte_mbuf* f = rte_pktmbuf_prefree_seg(m[i]);
+    if (!f) continue;  // still referenced elsewhere
+    if (f->pool != pool || k == kBurst) {
+      if (k) rte_mempool_put_bulk(pool, reinterpret_cast<void**>(put), k);
+      pool = f->pool;
+      k = 0;
+    }
+    put[k++] = f;
+  }
+  if (k) rte_mempool_put_bulk(pool, reinterpret_cast<void**>(put), k);
+}
+
 DeliverStage::DeliverStage(const config::Cluster& cluster, const config::Node& cfg, std::uint32_t queue_depth,
                            stats::LcoreStats& st, IdlePolicy& idle, ControlStage& control)
     : window_ns_(std::uint64_t{cluster.timestamp_window_ms} * 1'000'000u), st_(st), idle_(idle), control_(control),
@@ -45,7 +64,7 @@ void DeliverStage::run(RxItem* items, std::uint16_t n, std::uint64_t now) noexce
       done[nd++] = m;
       continue;
     }
-    RxMessage msg = NodeAccess::message(m, d.hdr, d.payload, lat);
+    RxMessage msg = NodeAccess::message(m, d.hdr, d.payload, lat, now);
     if (handler_) {
       handler_(msg);
       // Still the message's unless the handler kept it or took its frame: freed with the rest.
@@ -54,7 +73,7 @@ void DeliverStage::run(RxItem* items, std::uint16_t n, std::uint64_t now) noexce
       queue_[tail_++ & mask_] = std::move(msg);
     }
   }
-  if (nd != 0) rte_pktmbuf_free_bulk(done, nd);
+  if (nd != 0) free_frames(done, nd);
 }
 
 }  // namespace nerve::node

@@ -23,6 +23,9 @@
 
 namespace nerve::node {
 
+// Frees frames the node is done with (single-segment mbufs), in bulk. Owner thread only.
+void free_frames(rte_mbuf** m, std::uint16_t n) noexcept;
+
 class DeliverStage {
  public:
   DeliverStage(const config::Cluster& cluster, const config::Node& cfg, std::uint32_t queue_depth,

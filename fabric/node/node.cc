@@ -16,15 +16,15 @@ namespace nerve {
 // ---- the datapath -------------------------------------------------------------------------
 
 void Node::Impl::Pipeline::operator()(std::size_t port, rte_mbuf** frames, std::uint16_t n) noexcept {
-  node::RxItem* items = this->items.data();
-  std::uint16_t k = I.validate->run(frames, n, items);
+  node::RxItem* it = items.data();
+  std::uint16_t k = I.validate->run(frames, n, it);
   // [open]     security: decrypt and verify here (secure/), before anything reads a payload.
   // [sequence] reliability: per-peer sequence and acknowledgement state here (reliable/).
-  k = I.dispatch->run(port, items, k);
+  k = I.dispatch->run(port, it, k);
   if (k == 0) return;
   const std::uint64_t now = I.clock.now_ns();  // the clock, read once per burst
   I.tx->lend_now(now);                         // what handlers send carries it too
-  I.deliver->run(items, k, now);
+  I.deliver->run(it, k, now);
   I.tx->end_lend();
 }
 
@@ -138,6 +138,7 @@ RxMessage& RxMessage::operator=(RxMessage&& o) noexcept {
     hdr_ = o.hdr_;
     payload_ = o.payload_;
     latency_ns_ = o.latency_ns_;
+    received_ns_ = o.received_ns_;
     o.m_ = nullptr;
   }
   return *this;

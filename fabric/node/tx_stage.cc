@@ -133,7 +133,7 @@ unsigned TxStage::flush_lane(std::size_t p, unsigned lane, unsigned max_bursts) 
   unsigned moved = 0;
   rte_mbuf* burst[kBurst];
   for (unsigned b = 0; b < max_bursts && pt.lanes.size(lane) > 0; ++b) {
-    const auto n = static_cast<std::uint16_t>(pt.lanes.pull_lane(lane, burst, kBurst));
+    const auto n = static_cast<std::uint16_t>(pt.lanes.pull_lane(lane, burst, kBurst, !pt.paired));
     const unsigned sent = tx(p, q, burst, n);
     moved += sent;
     if (sent < n) {

@@ -180,8 +180,9 @@ Refusal decode(std::span<const std::byte> frame, const RxFilter& filter, Decoded
   if (src == kNodeNone || src == kBroadcast || (bcast && (mcast || dst != kBroadcast)) ||
       (!bcast && (dst == kNodeNone || dst == kBroadcast)))
     return Refusal::kBadAddress;
-  for (std::size_t i = h::kReserved; i < kHeaderLen; ++i)
-    if (n[i] != std::byte{0}) return Refusal::kReservedSet;
+  static_assert(kHeaderLen - h::kReserved == 6);
+  if ((load_le<std::uint32_t>(n + h::kReserved) | load_le<std::uint16_t>(n + h::kReserved + 4)) != 0)
+    return Refusal::kReservedSet;
   const std::uint8_t ttl = u8(n + h::kTtl);
   if (ttl == 0) return Refusal::kTtlExpired;
 

@@ -90,7 +90,8 @@ class TxFrame {
 class RxMessage {
  public:
   RxMessage() = default;
-  RxMessage(RxMessage&& o) noexcept : m_(o.m_), hdr_(o.hdr_), payload_(o.payload_), latency_ns_(o.latency_ns_) {
+  RxMessage(RxMessage&& o) noexcept
+      : m_(o.m_), hdr_(o.hdr_), payload_(o.payload_), latency_ns_(o.latency_ns_), received_ns_(o.received_ns_) {
     o.m_ = nullptr;
   }
   RxMessage& operator=(RxMessage&& o) noexcept;
@@ -106,6 +107,7 @@ class RxMessage {
   // Empty once take_frame() has taken the mbuf.
   std::span<const std::byte> payload() const noexcept { return payload_; }
   std::uint64_t latency_ns() const noexcept { return latency_ns_; }  // sender's timestamp to delivery
+  std::uint64_t received_ns() const noexcept { return received_ns_; }  // the node's clock when its burst arrived
 
  private:
   friend class Node;
@@ -114,6 +116,7 @@ class RxMessage {
   wire::Header hdr_{};
   std::span<const std::byte> payload_;
   std::uint64_t latency_ns_ = 0;
+  std::uint64_t received_ns_ = 0;
 };
 
 struct NodeOptions {
