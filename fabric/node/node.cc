@@ -30,6 +30,7 @@ void Node::Impl::Pipeline::operator()(std::size_t port, rte_mbuf** frames, std::
 
 unsigned Node::poll() noexcept {
   Impl& I = *impl_;
+  I.p0.tick();
   unsigned work = I.tx->drain();               // TX: what earlier sends left queued, P0 first
   work += I.rx->poll(I.pipeline);              // RX -> validate -> dispatch -> deliver
   // The slow path, every kSlowEvery polls (or every poll while a control request is under
@@ -224,13 +225,13 @@ Node::Node(const config::Cluster& cluster, NodeId id, drivers::Eal& eal, const N
 
   stats::LcoreStats& st = *I.lcore;
   I.idle.emplace(I.cfg);
-  I.tx.emplace(I.ports, *I.routes, I.cfg, tx_pool, I.max_payload, I.clock, st, *I.idle, I.guard);
+  I.tx.emplace(I.ports, *I.routes, I.cfg, tx_pool, I.max_payload, I.clock, st, *I.idle, I.guard, I.p0);
   I.proxies.emplace(I.cfg.id, I.max_payload, eal.socket());
   I.control.emplace(*I.proxies, *I.tx, I.timers);
   I.validate.emplace(wire::RxFilter{cluster.udp_port, cluster.mtu, 0}, st);
   I.dispatch.emplace(I.cfg.id, I.cfg.ip, *I.nodes, macs, st);
   I.deliver.emplace(cluster, I.cfg, opts.rx_queue_depth, st, *I.idle, *I.control);
-  I.rx.emplace(I.ports, I.guard);
+  I.rx.emplace(I.ports, I.guard, I.p0);
   I.timers.add(I.clock_sync);
   I.clock_sync.arm(0);
 

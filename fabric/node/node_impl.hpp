@@ -39,6 +39,7 @@ struct Node::Impl {
   std::unique_ptr<stats::LcoreStats> lcore = std::make_unique<stats::LcoreStats>();
   // Held around every burst: PMD callbacks on the interrupt thread wait for it (drivers/).
   drivers::DatapathGuard::Section guard;
+  node::P0Watch p0;  // while P0 flows, lower lanes move in short bursts
 
   // Stages.
   std::optional<node::IdlePolicy> idle;

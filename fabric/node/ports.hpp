@@ -19,4 +19,23 @@ struct NodePort {
 };
 using NodePorts = std::vector<NodePort>;
 
+// Whether P0 traffic flows: while it does, lower lanes move in short bursts (kShortBurst), so
+// a P0 frame never waits behind more than that many lower-lane frames being read or sent, at a
+// small cost in lower-lane throughput; when P0 is quiet, full bursts. Set by the RX stage (P0
+// frames received) and the TX stage (P0 frames sent); poll() ages it. Owner thread only.
+inline constexpr std::uint16_t kShortBurst = 8;
+
+class P0Watch {
+ public:
+  static constexpr std::uint32_t kWindowPolls = 4096;  // P0 "flows" for this many polls after a frame
+  bool flowing() const noexcept { return polls_left_ != 0; }
+  void seen() noexcept { polls_left_ = kWindowPolls; }
+  void tick() noexcept { polls_left_ -= polls_left_ != 0; }
+  // The burst lower lanes move in now.
+  std::uint16_t lower_burst() const noexcept { return flowing() ? kShortBurst : kBurst; }
+
+ private:
+  std::uint32_t polls_left_ = 0;
+};
+
 }  // namespace nerve::node

@@ -18,6 +18,7 @@
 
 #include <rte_mbuf.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 
@@ -35,7 +36,8 @@ class RxStage {
   static constexpr unsigned kIdleEvery = 4;    // polls between two reads of an idle lower queue
 
   // `guard`: this node's section of the datapath guard, held around every burst.
-  RxStage(NodePorts& ports, drivers::DatapathGuard::Section& guard) noexcept : ports_(ports), guard_(guard) {}
+  RxStage(NodePorts& ports, drivers::DatapathGuard::Section& guard, P0Watch& p0) noexcept
+      : ports_(ports), guard_(guard), p0_(p0) {}
 
   // Reads every port once; returns the frames read.
   template <typename Pipeline>
@@ -52,8 +54,8 @@ class RxStage {
     drivers::Port& port = *ports_[p].dev;
     rte_mbuf* bufs[kBurst];
     unsigned work = 0;
-    auto drain = [&](std::uint16_t q) -> std::uint16_t {
-      const std::uint16_t want = pipeline.room(0);
+    auto drain = [&](std::uint16_t q, std::uint16_t burst) -> std::uint16_t {
+      const std::uint16_t want = std::min(pipeline.room(0), burst);
       if (want == 0) return 0;
       guard_.enter();
       const std::uint16_t n = port.rx_burst(q, bufs, want);
@@ -62,7 +64,10 @@ class RxStage {
       work += n;
       return n;
     };
-    drain(0);
+    auto drain_p0 = [&] {
+      if (drain(0, kBurst) != 0) p0_.seen();
+    };
+    drain_p0();
     // Lower lanes: each queue that brought frames last time, every poll; the idle ones one at a
     // time, every kIdleEvery polls, so the first frame on an idle lower lane waits at most
     // (kLanes - 1) * kIdleEvery polls (a few microseconds, against budgets of 500 us and
@@ -77,20 +82,22 @@ class RxStage {
       idle_q = turn;
     }
     if (active == 0 && idle_q == 0) return work;
+    const std::uint16_t burst = p0_.lower_burst();
     for (std::uint16_t q = 1; q < lane::kLanes; ++q) {
       if (!((active >> q) & 1u) && q != idle_q) continue;
-      std::uint16_t n = drain(q);
+      std::uint16_t n = drain(q, burst);
       if (n == 0) {
         active = static_cast<std::uint8_t>(active & ~(1u << q));
         continue;
       }
       active = static_cast<std::uint8_t>(active | (1u << q));
-      // A backlogged lane takes a few bursts, with queue 0 read between every two.
-      for (unsigned b = 1; b < kLowerBursts && n == kBurst; ++b) {
-        drain(0);
-        n = drain(q);
+      // A backlogged lane takes up to kLowerBursts * kBurst frames, in bursts of `burst`, with
+      // queue 0 read between every two.
+      for (unsigned b = 1; b < kLowerBursts * kBurst / burst && n == burst; ++b) {
+        drain_p0();
+        n = drain(q, burst);
       }
-      drain(0);
+      drain_p0();
     }
     return work;
   }
@@ -114,6 +121,7 @@ class RxStage {
       total += n;
       if (n < want) break;
     }
+    if (held[0] != 0) p0_.seen();
     for (unsigned l = 0; l < lane::kLanes; ++l)
       for (std::uint16_t k = 0; k < held[l]; k += kBurst)
         pipeline(p, &stash_[l][k], static_cast<std::uint16_t>(std::min<unsigned>(kBurst, held[l] - k)));
@@ -129,6 +137,7 @@ class RxStage {
 
   NodePorts& ports_;
   drivers::DatapathGuard::Section& guard_;
+  P0Watch& p0_;
   std::array<std::uint8_t, 64> active_{};  // per port: lower-lane queues that had frames
   std::array<std::uint8_t, 64> turn_{};    // per port: the idle lower-lane queue read last
   std::array<std::uint8_t, 64> tick_{};    // per port: polls since an idle queue was read

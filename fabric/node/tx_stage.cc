@@ -12,9 +12,9 @@ constexpr unsigned kAll = ~0u;  // bursts: as many as the port takes
 
 TxStage::TxStage(NodePorts& ports, const route::RouteTable& routes, const config::Node& cfg, rte_mempool* pool,
                  std::size_t max_payload, Clock& clock, stats::LcoreStats& st, IdlePolicy& idle,
-                 drivers::DatapathGuard::Section& guard)
+                 drivers::DatapathGuard::Section& guard, P0Watch& p0)
     : ports_(ports), routes_(routes), pool_(pool), max_payload_(max_payload), clock_(clock), st_(st), idle_(idle),
-      guard_(guard), self_(cfg.id) {
+      guard_(guard), p0_(p0), self_(cfg.id) {
   lane::LaneConfig lc;
   for (unsigned l = 0; l < lane::kLanes; ++l) {
     lc.depth[l] = cfg.lane_depth[l];
@@ -91,6 +91,7 @@ SendStatus TxStage::send(rte_mbuf* m, NodeId dst, MsgType type, std::uint8_t pri
   }
   st_.sent[t][prio].add();
   idle_.note(prio, h.timestamp_ns);
+  if (prio == 0) p0_.seen();
   if (prio == 0 && !o.more && pt.lanes.size(0) == 0) [[likely]] {
     // A lone P0 frame with nothing queued ahead of it on its lane goes straight to the port.
     rte_mbuf* one[1] = {m};
@@ -105,7 +106,7 @@ SendStatus TxStage::send(rte_mbuf* m, NodeId dst, MsgType type, std::uint8_t pri
   }
   if (prio == 0 && !o.more) {
     flush_lane(r->port, 0, kAll);  // P0 leaves now, ahead of anything queued
-  } else if (pt.lanes.size(prio) >= kBurst) {
+  } else if (pt.lanes.size(prio) >= (prio == 0 ? kBurst : p0_.lower_burst())) {
     // A full burst leaves at once (a P0 batch too): one burst, so this send never waits
     // behind more than that.
     if (pt.paired || prio == 0) flush_lane(r->port, prio, 1);
@@ -130,10 +131,11 @@ unsigned TxStage::tx(std::size_t p, std::uint16_t q, rte_mbuf** burst, std::uint
 unsigned TxStage::flush_lane(std::size_t p, unsigned lane, unsigned max_bursts) noexcept {
   PortTx& pt = ports_tx_[p];
   const auto q = static_cast<std::uint16_t>(pt.paired ? lane : 0);
+  const std::uint16_t bsz = lane == 0 ? kBurst : p0_.lower_burst();
   unsigned moved = 0;
   rte_mbuf* burst[kBurst];
   for (unsigned b = 0; b < max_bursts && pt.lanes.size(lane) > 0; ++b) {
-    const auto n = static_cast<std::uint16_t>(pt.lanes.pull_lane(lane, burst, kBurst, !pt.paired));
+    const auto n = static_cast<std::uint16_t>(pt.lanes.pull_lane(lane, burst, bsz, !pt.paired));
     const unsigned sent = tx(p, q, burst, n);
     moved += sent;
     if (sent < n) {
@@ -150,8 +152,9 @@ unsigned TxStage::flush_sched(std::size_t p, unsigned max_bursts) noexcept {
   unsigned moved = 0;
   rte_mbuf* burst[kBurst];
   std::uint8_t from[kBurst];
+  const std::uint16_t bsz = p0_.lower_burst();
   for (unsigned b = 0; b < max_bursts && pt.lanes.total() > 0; ++b) {
-    const auto n = static_cast<std::uint16_t>(pt.lanes.pull(burst, from, kBurst));
+    const auto n = static_cast<std::uint16_t>(pt.lanes.pull(burst, from, bsz));
     const unsigned sent = tx(p, 0, burst, n);
     moved += sent;
     if (sent < n) {
@@ -174,10 +177,12 @@ unsigned TxStage::drain() noexcept {
       continue;
     }
     moved += flush_lane(p, 0, kAll);
+    // Each lower lane: a burst's worth (kBurst frames), in short bursts while P0 flows.
+    const unsigned bursts = kBurst / p0_.lower_burst();
     if (pt.paired) {
-      for (unsigned l = 1; l < lane::kLanes; ++l) moved += flush_lane(p, l, 1);
+      for (unsigned l = 1; l < lane::kLanes; ++l) moved += flush_lane(p, l, bursts);
     } else {
-      moved += flush_sched(p, 1);
+      moved += flush_sched(p, bursts);
     }
   }
   return moved;

@@ -38,7 +38,7 @@ class TxStage {
  public:
   TxStage(NodePorts& ports, const route::RouteTable& routes, const config::Node& cfg, rte_mempool* pool,
           std::size_t max_payload, Clock& clock, stats::LcoreStats& st, IdlePolicy& idle,
-          drivers::DatapathGuard::Section& guard);
+          drivers::DatapathGuard::Section& guard, P0Watch& p0);
   ~TxStage();
   TxStage(const TxStage&) = delete;
   TxStage& operator=(const TxStage&) = delete;
@@ -103,6 +103,7 @@ class TxStage {
   stats::LcoreStats& st_;
   IdlePolicy& idle_;
   drivers::DatapathGuard::Section& guard_;
+  P0Watch& p0_;
   NodeId self_;
   std::uint32_t next_msg_id_;
   std::array<rte_mbuf*, kBurst> stash_{};  // allocated, reset, not yet handed out

@@ -108,6 +108,7 @@ struct StageRig {
   std::unique_ptr<route::RouteTable> routes;
   stats::LcoreStats st;
   drivers::DatapathGuard::Section guard;
+  node::P0Watch p0;
 };
 
 inline std::uint64_t refused(const stats::LcoreStats& st, wire::Refusal r) {

@@ -14,7 +14,7 @@ namespace {
 struct Tx {
   explicit Tx(test::StageRig& r)
       : rig(r), idle(r.self), tx(r.ports, *r.routes, r.self, r.pool->get(), config::max_payload(r.cluster.mtu), *r.clock,
-                               r.st, idle, r.guard) {}
+                               r.st, idle, r.guard, r.p0) {}
   SendStatus send(std::uint8_t prio, std::uint32_t tag, const SendOptions& o = {}) {
     rte_mbuf* m = tx.alloc(8);
     REQUIRE(m != nullptr);
@@ -119,4 +119,22 @@ TEST_CASE("tx: a P0 batch (`more`) waits for its last send, but never beyond a f
   REQUIRE(t.send(0, 99, more) == SendStatus::kOk);  // the 32nd: a full burst leaves
   CHECK(t.tx.queued(0, 0) == 0);
   CHECK(rig.take(0).size() == node::kBurst);
+}
+
+TEST_CASE("tx: while P0 flows, a lower lane leaves in short bursts", "[stage][tx]") {
+  test::StageRig rig("tx6");
+  Tx t(rig);
+  REQUIRE(t.send(0, 1) == SendStatus::kOk);  // P0 traffic: the node now favours P0's latency
+  CHECK(rig.p0.flowing());
+  rig.take(0);
+  for (std::uint32_t i = 0; i < node::kShortBurst - 1; ++i) REQUIRE(t.send(3, i) == SendStatus::kOk);
+  CHECK(t.tx.queued(0, 3) == node::kShortBurst - 1);
+  REQUIRE(t.send(3, 99) == SendStatus::kOk);
+  CHECK(t.tx.queued(0, 3) == 0);  // a short burst left
+  CHECK(rig.take(3).size() == node::kShortBurst);
+  // Once P0 has been quiet for the window, lower lanes wait for a full burst again.
+  for (std::uint32_t i = 0; i < node::P0Watch::kWindowPolls; ++i) rig.p0.tick();
+  CHECK_FALSE(rig.p0.flowing());
+  for (std::uint32_t i = 0; i < node::kShortBurst; ++i) REQUIRE(t.send(3, i) == SendStatus::kOk);
+  CHECK(t.tx.queued(0, 3) == node::kShortBurst);
 }
