@@ -47,6 +47,9 @@ void check_interrupt() {
 }
 
 constexpr std::uint64_t kReplyTimeoutNs = 100'000'000;  // a ping unanswered for 100 ms is lost
+// Unpaced floods: frames per step of the ping loop, between two looks at the RX queue: enough
+// to keep the TX path full, few enough that the pinger reads its replies promptly.
+constexpr std::uint64_t kFloodPerStep = 8;
 
 // Sends `p`, polling (and handing arrivals to `rx`) while the transport pushes back; an
 // interrupt ends the wait.
@@ -538,9 +541,9 @@ Row pingpong(Session& s, const Options& o, int prio, std::size_t size, const std
   Schedule flood_sched(o.background_rate, 1.0, tsc.now_ns());
   auto flood = [&] {
     if (background.empty()) return;
-    // Unpaced: 16 per loop iteration, which keeps the TX path full without the flood's own
-    // generation delaying the pinger's next look at its RX queue by more than ~1 us.
-    const std::uint64_t due = flood_sched.open_loop() ? flood_sched.due_count(flood_seq, ~0ull, tsc.now_ns()) : 16;
+    // Unpaced: kFloodPerStep per loop iteration (the flood's own generation is time the pinger
+    // does not read its RX queue: it belongs to the harness, not to the node).
+    const std::uint64_t due = flood_sched.open_loop() ? flood_sched.due_count(flood_seq, ~0ull, tsc.now_ns()) : kFloodPerStep;
     for (std::uint64_t k = 0; k < due; ++k) {
       Probe f;
       f.seq = flood_seq;

@@ -177,12 +177,11 @@ unsigned TxStage::drain() noexcept {
       continue;
     }
     moved += flush_lane(p, 0, kAll);
-    // Each lower lane: a burst's worth (kBurst frames), in short bursts while P0 flows.
-    const unsigned bursts = kBurst / p0_.lower_burst();
+    // Each lower lane: one burst (a short one while P0 flows).
     if (pt.paired) {
-      for (unsigned l = 1; l < lane::kLanes; ++l) moved += flush_lane(p, l, bursts);
+      for (unsigned l = 1; l < lane::kLanes; ++l) moved += flush_lane(p, l, 1);
     } else {
-      moved += flush_sched(p, bursts);
+      moved += flush_sched(p, 1);
     }
   }
   return moved;
