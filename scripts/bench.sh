@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The standard nerve-perf suite: pingpong (64 B and 1 KiB), throughput sweep (64 B .. 8 KiB) and
 # isolation (P0 under P4 and under P1 floods), each over memif, over af_packet between network
-# namespaces, and over kernel UDP (the peer baseline), side by side in one session.
+# namespaces, and over kernel UDP (the peer baseline), side by side in one session. Every memif
+# and af_packet row is repeated on the same kind of port driven by a bare DPDK loop (--floor:
+# rows with "stack": "raw"), interleaved, so nerve's cost reads as a ratio.
 #
 # Writes perf/results/<date>-<host>.json (every row), perf/results/<date>-<host>-<scenario>.svg
 # and perf/results/<date>-<host>.md (the tables docs/benchmarks.md quotes). Needs root (namespaces).
@@ -28,10 +30,12 @@ run() {  # name, then nerve-perf arguments
 
 for t in memif af_packet; do
   run "pingpong-$t" pingpong --transport "$t" --size 64,1024 --count "$count" --plot "$tmp/pingpong-$t.svg" \
-      --compare kernel-udp
+      --floor --compare kernel-udp
 done
 for t in memif af_packet kernel-udp; do
-  run "throughput-$t" throughput --transport "$t" --size 64,1024,8192 --seconds "$secs"
+  floor=()
+  [ "$t" != kernel-udp ] && floor=(--floor)
+  run "throughput-$t" throughput --transport "$t" --size 64,1024,8192 --seconds "$secs" "${floor[@]}"
   run "isolation-$t" isolation --transport "$t" --count "$iso" --background 4 --background 1
 done
 # Wake-up cost: P0 round trips 1 ms apart, the far end busy-polling, backing off, or backing
@@ -56,12 +60,12 @@ lines = [f"Commit {merged['commit']}, {merged['setup']['date']}, {merged['setup'
          f"cores {merged['setup']['cores']}, DPDK {merged['setup']['dpdk']}.", ""]
 def table(title, rows, extra):
     lines.extend([f"### {title}", "",
-                  "| transport | lane | payload | frame | count | lost | " + " | ".join(h for h, _ in extra) +
+                  "| transport | stack | lane | payload | frame | count | lost | " + " | ".join(h for h, _ in extra) +
                   " | p50 µs | p99 µs | p99.9 µs | max µs |",
-                  "|---|---|---|---|---|---|" + "---|" * len(extra) + "---|---|---|---|"])
+                  "|---|---|---|---|---|---|---|" + "---|" * len(extra) + "---|---|---|---|"])
     for r in rows:
         l = r["latency_ns"]
-        lines.append(f"| {r['transport']} | P{r['priority']} | {r['size']} B | {r['frame_bytes']} B | {r['count']} | "
+        lines.append(f"| {r['transport']} | {r.get('stack', 'nerve')} | P{r['priority']} | {r['size']} B | {r['frame_bytes']} B | {r['count']} | "
                      f"{r['lost']} | " + " | ".join(f(r) for _, f in extra) +
                      f" | {us(l['p50'])} | {us(l['p99'])} | {us(l['p999'])} | {us(l['max'])} |")
     lines.append("")
