@@ -62,20 +62,32 @@ TEST_CASE("tx: a drain moves all of P0 but one burst of each lower lane", "[stag
   for (std::uint32_t i = 0; i < 4095 + 1000; ++i) REQUIRE(t.send(4, i) == SendStatus::kOk);
   const std::uint32_t backlog = t.tx.queued(0, 4);
   REQUIRE(backlog >= 1000);
-  // Three P0 frames held for a batch, then room for 100 P4 frames at the far end.
-  SendOptions more;
-  more.more = true;
-  for (std::uint32_t i = 0; i < 3; ++i) REQUIRE(t.send(0, 900 + i, more) == SendStatus::kOk);
-  CHECK(t.tx.queued(0, 0) == 3);
-  std::size_t read = 0;
-  while (read < 100) read += rig.take(4, static_cast<std::uint16_t>(100 - read)).size();
-  const unsigned moved = t.tx.drain();
-  CHECK(moved == 3 + node::kBurst);          // P0 whole, one P4 burst: not the 100 that fit
-  CHECK(t.tx.queued(0, 0) == 0);
-  CHECK(t.tx.queued(0, 4) == backlog - node::kBurst);
-  const auto p0 = rig.take(0);
-  REQUIRE(p0.size() == 3);
-  CHECK(t.tx.waiting() == backlog - node::kBurst);
+  auto make_room = [&](std::size_t frames) {
+    std::size_t read = 0;
+    while (read < frames) read += rig.take(4, static_cast<std::uint16_t>(frames - read)).size();
+  };
+
+  SECTION("P0 quiet: a full lower-lane burst") {
+    make_room(100);
+    const unsigned moved = t.tx.drain();
+    CHECK(moved == node::kBurst);  // one P4 burst: not the 100 that fit
+    CHECK(t.tx.queued(0, 4) == backlog - node::kBurst);
+  }
+  SECTION("P0 flowing: all of P0, then a short lower-lane burst") {
+    // Three P0 frames held for a batch, then room for 100 P4 frames at the far end.
+    SendOptions more;
+    more.more = true;
+    for (std::uint32_t i = 0; i < 3; ++i) REQUIRE(t.send(0, 900 + i, more) == SendStatus::kOk);
+    CHECK(t.tx.queued(0, 0) == 3);
+    make_room(100);
+    const unsigned moved = t.tx.drain();
+    CHECK(moved == 3 + node::kShortBurst);  // P0 whole; a P0 frame waits behind at most 8 others
+    CHECK(t.tx.queued(0, 0) == 0);
+    CHECK(t.tx.queued(0, 4) == backlog - node::kShortBurst);
+    const auto p0 = rig.take(0);
+    REQUIRE(p0.size() == 3);
+    CHECK(t.tx.waiting() == backlog - node::kShortBurst);
+  }
 }
 
 TEST_CASE("tx: P0-P2 push back on a full lane, P3/P4 shed unless never_shed", "[stage][tx]") {
