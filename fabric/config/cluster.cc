@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <charconv>
 #include <map>
 #include <set>
@@ -97,6 +98,9 @@ class Reader {
     if (!t) throw type_error(k, "a table", *n);
     return t;
   }
+
+  // The node at `k` as it is (the caller checks its type), or nullptr.
+  const toml::node* raw(std::string_view k) { return get(k, false); }
 
   // After reading: anything not read is a typo or a key from another version.
   void finish() const {
@@ -213,10 +217,86 @@ Node read_node(const toml::table& t, const std::string& where) {
     for (std::size_t i = 0; i < ports->size(); ++i)
       n.ports.push_back(read_port(*(*ports)[i].as_table(), fmt::format("{}.port[{}]", where, i)));
   }
+  if (const auto* routes = r.table_array("route")) {
+    for (std::size_t i = 0; i < routes->size(); ++i) {
+      Reader rr(*(*routes)[i].as_table(), fmt::format("{}.route[{}]", where, i));
+      StaticRoute sr;
+      sr.to = rr.integer<std::uint16_t>("to", 0, 1, 65534, true);
+      sr.via = rr.integer<std::uint16_t>("via", 0, 1, 65534, true);
+      rr.finish();
+      n.routes.push_back(sr);
+    }
+  }
   if (n.ports.empty()) throw ConfigError(fmt::format("{}.port: a node needs at least one [[node.port]]", where));
   if (n.ports.size() > 64) throw ConfigError(fmt::format("{}.port: at most 64 ports per node, got {}", where, n.ports.size()));
   r.finish();
   return n;
+}
+
+RouteMetric parse_metric(const toml::node& n, const std::string& key) {
+  const auto* v = n.as_string();
+  if (v && v->get() == "delay") return RouteMetric::kDelay;
+  if (v && v->get() == "load") return RouteMetric::kLoad;
+  throw ConfigError(fmt::format("{}: must be \"delay\" or \"load\"", key));
+}
+
+Group read_group(const toml::table& t, const std::string& where) {
+  Reader r(t, where);
+  Group g;
+  g.name = r.string("name", "", true);
+  if (g.name.empty() || g.name.size() > 64)
+    throw ConfigError(fmt::format("{}: a group name is 1 to 64 characters", r.key("name")));
+  g.id = r.integer<std::uint16_t>("id", 0, 1, 65534, true);
+  g.members = r.int_array<std::uint16_t>("members", 1, 65534);
+  r.finish();
+  return g;
+}
+
+Service read_service(const toml::table& t, const std::string& where) {
+  Reader r(t, where);
+  Service s;
+  s.name = r.string("name", "", true);
+  if (s.name.empty() || s.name.size() > 64)
+    throw ConfigError(fmt::format("{}: a service name is 1 to 64 characters", r.key("name")));
+  s.id = r.integer<std::uint16_t>("id", 0, 1, 65534, true);
+  s.instances = r.int_array<std::uint16_t>("instances", 1, 65534, true);
+  if (s.instances.empty()) throw ConfigError(fmt::format("{}: a service needs at least one instance", r.key("instances")));
+  if (s.instances.size() > kMaxInstances)
+    throw ConfigError(fmt::format("{}: at most {} instances, got {}", r.key("instances"), kMaxInstances, s.instances.size()));
+  const std::string policy = r.string("policy", "round_robin");
+  if (policy == "round_robin") s.policy = Balance::kRoundRobin;
+  else if (policy == "least_outstanding") s.policy = Balance::kLeastOutstanding;
+  else if (policy == "hash") s.policy = Balance::kHash;
+  else
+    throw ConfigError(fmt::format("{}: must be \"round_robin\", \"least_outstanding\" or \"hash\", got '{}'",
+                                  r.key("policy"), policy));
+  s.timeout_ms = r.integer<std::uint32_t>("timeout_ms", s.timeout_ms, 1, 3'600'000);
+  r.finish();
+  return s;
+}
+
+// Follows the static routes toward `to` from every node: a chain that comes back to a node it
+// passed is a loop (frames would circle until their TTL runs out).
+void check_static_loops(const Cluster& c) {
+  std::map<std::pair<std::uint16_t, std::uint16_t>, std::uint16_t> via;  // (node, to) -> next hop
+  for (const Node& n : c.nodes)
+    for (const StaticRoute& r : n.routes) via[{n.id, r.to}] = r.via;
+  for (const auto& [key, first] : via) {
+    const auto [start, to] = key;
+    std::vector<std::uint16_t> path{start};
+    std::uint16_t at = first;
+    while (at != to) {
+      if (std::find(path.begin(), path.end(), at) != path.end()) {
+        std::string chain;
+        for (const auto id : path) chain += fmt::format("{} -> ", id);
+        throw ConfigError(fmt::format("route: static routes to node {} loop: {}{}", to, chain, at));
+      }
+      path.push_back(at);
+      const auto it = via.find({at, to});
+      if (it == via.end()) break;  // computed routes take it from here
+      at = it->second;
+    }
+  }
 }
 
 Cluster read_cluster(const toml::table& root, const std::filesystem::path& source) {
@@ -230,12 +310,34 @@ Cluster read_cluster(const toml::table& root, const std::filesystem::path& sourc
   c.udp_port = cr.integer<std::uint16_t>("udp_port", c.udp_port, 1, 65535);
   c.mtu = cr.integer<std::uint16_t>("mtu", c.mtu, 576, 9000);
   c.timestamp_window_ms = cr.integer<std::uint32_t>("timestamp_window_ms", c.timestamp_window_ms, 1, 86'400'000);
+  c.heartbeat_hz = cr.integer<std::uint32_t>("heartbeat_hz", c.heartbeat_hz, 0, 100'000);
+  c.heartbeat_miss = cr.integer<std::uint32_t>("heartbeat_miss", c.heartbeat_miss, 1, 1000);
+  c.lsa_refresh_ms = cr.integer<std::uint32_t>("lsa_refresh_ms", c.lsa_refresh_ms, 100, 3'600'000);
+  c.ttl = cr.integer<std::uint8_t>("ttl", c.ttl, 1, 255);
+  if (const toml::node* m = cr.raw("route_metric")) {
+    const auto* a = m->as_array();
+    if (!a || a->size() != wire::kPriorities)
+      throw ConfigError(fmt::format("cluster.route_metric: expected {} values (one per lane), \"delay\" or \"load\"",
+                                    wire::kPriorities));
+    for (std::size_t l = 0; l < wire::kPriorities; ++l)
+      c.route_metric[l] = parse_metric((*a)[l], fmt::format("cluster.route_metric[{}]", l));
+  }
   cr.finish();
   const toml::array* nodes = r.table_array("node");
   if (!nodes || nodes->empty()) throw ConfigError("node: missing key (at least one [[node]])");
   for (std::size_t i = 0; i < nodes->size(); ++i)
     c.nodes.push_back(read_node(*(*nodes)[i].as_table(), fmt::format("node[{}]", i)));
+  if (const auto* groups = r.table_array("group"))
+    for (std::size_t i = 0; i < groups->size(); ++i)
+      c.groups.push_back(read_group(*(*groups)[i].as_table(), fmt::format("group[{}]", i)));
+  if (const auto* services = r.table_array("service"))
+    for (std::size_t i = 0; i < services->size(); ++i)
+      c.services.push_back(read_service(*(*services)[i].as_table(), fmt::format("service[{}]", i)));
   r.finish();
+  if (c.nodes.size() > kMaxNodes)
+    throw ConfigError(fmt::format("node: at most {} nodes in a cluster, got {}", kMaxNodes, c.nodes.size()));
+  if (c.groups.size() > kMaxGroups)
+    throw ConfigError(fmt::format("group: at most {} groups, got {}", kMaxGroups, c.groups.size()));
 
   // Cross-field checks, once. Two nodes with one address would take each other's frames.
   std::map<std::uint16_t, std::size_t> ids;
@@ -264,6 +366,59 @@ Cluster read_cluster(const toml::table& root, const std::filesystem::path& sourc
       }
     }
   }
+  // A link is declared at both ends: routes are computed over links both ends know.
+  auto lists = [](const Node& n, std::uint16_t peer) {
+    for (const Port& p : n.ports)
+      if (std::find(p.peers.begin(), p.peers.end(), peer) != p.peers.end()) return true;
+    return false;
+  };
+  for (std::size_t i = 0; i < c.nodes.size(); ++i)
+    for (std::size_t j = 0; j < c.nodes[i].ports.size(); ++j)
+      for (std::size_t k = 0; k < c.nodes[i].ports[j].peers.size(); ++k) {
+        const Node& peer = c.node(c.nodes[i].ports[j].peers[k]);
+        if (!lists(peer, c.nodes[i].id))
+          throw ConfigError(fmt::format("node[{}].port[{}].peers[{}]: node {} lists no port with node {} as a peer "
+                                        "(a link is declared at both ends)",
+                                        i, j, k, peer.id, c.nodes[i].id));
+      }
+  for (std::size_t i = 0; i < c.nodes.size(); ++i)
+    for (std::size_t k = 0; k < c.nodes[i].routes.size(); ++k) {
+      const StaticRoute& sr = c.nodes[i].routes[k];
+      if (!ids.count(sr.to))
+        throw ConfigError(fmt::format("node[{}].route[{}].to: node {} is not in the cluster", i, k, sr.to));
+      if (sr.to == c.nodes[i].id)
+        throw ConfigError(fmt::format("node[{}].route[{}].to: a node needs no route to itself", i, k));
+      if (!lists(c.nodes[i], sr.via))
+        throw ConfigError(fmt::format("node[{}].route[{}].via: node {} is not a peer of node {}", i, k, sr.via,
+                                      c.nodes[i].id));
+    }
+  check_static_loops(c);
+  std::map<std::string, std::size_t> group_names, service_names;
+  std::map<std::uint16_t, std::size_t> group_ids, service_ids;
+  for (std::size_t i = 0; i < c.groups.size(); ++i) {
+    const Group& g = c.groups[i];
+    if (const auto [it, fresh] = group_names.emplace(g.name, i); !fresh)
+      throw ConfigError(fmt::format("group[{}].name: '{}' is also group[{}]'s", i, g.name, it->second));
+    if (const auto [it, fresh] = group_ids.emplace(g.id, i); !fresh)
+      throw ConfigError(fmt::format("group[{}].id: {} is also group[{}]'s", i, g.id, it->second));
+    for (std::size_t k = 0; k < g.members.size(); ++k)
+      if (!ids.count(g.members[k]))
+        throw ConfigError(fmt::format("group[{}].members[{}]: node {} is not in the cluster", i, k, g.members[k]));
+  }
+  for (std::size_t i = 0; i < c.services.size(); ++i) {
+    const Service& sv = c.services[i];
+    if (const auto [it, fresh] = service_names.emplace(sv.name, i); !fresh)
+      throw ConfigError(fmt::format("service[{}].name: '{}' is also service[{}]'s", i, sv.name, it->second));
+    if (const auto [it, fresh] = service_ids.emplace(sv.id, i); !fresh)
+      throw ConfigError(fmt::format("service[{}].id: {} is also service[{}]'s", i, sv.id, it->second));
+    std::set<std::uint16_t> seen;
+    for (std::size_t k = 0; k < sv.instances.size(); ++k) {
+      if (!ids.count(sv.instances[k]))
+        throw ConfigError(fmt::format("service[{}].instances[{}]: node {} is not in the cluster", i, k, sv.instances[k]));
+      if (!seen.insert(sv.instances[k]).second)
+        throw ConfigError(fmt::format("service[{}].instances[{}]: node {} is listed twice", i, k, sv.instances[k]));
+    }
+  }
   return c;
 }
 
@@ -272,6 +427,32 @@ Cluster read_cluster(const toml::table& root, const std::filesystem::path& sourc
 const Node* Cluster::find(std::uint16_t id) const noexcept {
   for (const auto& n : nodes)
     if (n.id == id) return &n;
+  return nullptr;
+}
+
+const Group* Cluster::find_group(std::string_view group_name) const noexcept {
+  for (const auto& g : groups)
+    if (g.name == group_name) return &g;
+  return nullptr;
+}
+const Group* Cluster::find_group(std::uint16_t id) const noexcept {
+  for (const auto& g : groups)
+    if (g.id == id) return &g;
+  return nullptr;
+}
+int Cluster::group_index(std::uint16_t id) const noexcept {
+  for (std::size_t i = 0; i < groups.size(); ++i)
+    if (groups[i].id == id) return static_cast<int>(i);
+  return -1;
+}
+const Service* Cluster::find_service(std::string_view service_name) const noexcept {
+  for (const auto& s : services)
+    if (s.name == service_name) return &s;
+  return nullptr;
+}
+const Service* Cluster::find_service(std::uint16_t id) const noexcept {
+  for (const auto& s : services)
+    if (s.id == id) return &s;
   return nullptr;
 }
 
@@ -345,6 +526,15 @@ std::string_view to_string(LaneMode m) noexcept {
     case LaneMode::kPaired: return "paired-queues";
     case LaneMode::kFlow: return "rte_flow";
     case LaneMode::kSoftware: return "software";
+  }
+  return "unknown";
+}
+std::string_view to_string(RouteMetric m) noexcept { return m == RouteMetric::kDelay ? "delay" : "load"; }
+std::string_view to_string(Balance b) noexcept {
+  switch (b) {
+    case Balance::kRoundRobin: return "round_robin";
+    case Balance::kLeastOutstanding: return "least_outstanding";
+    case Balance::kHash: return "hash";
   }
   return "unknown";
 }

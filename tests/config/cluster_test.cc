@@ -153,3 +153,123 @@ TEST_CASE("the idle policy defaults to the profile's: busy in production, backof
   const Cluster told = load_string(replace(kGood, "profile = \"production\"", "profile = \"production\"\nidle = \"backoff\""));
   CHECK(told.node(2).idle == Idle::kBackoff);
 }
+
+namespace {
+
+// A chain 1 - 2 - 3 with a group and a service, for the routing keys.
+const std::string kChain = R"(
+[cluster]
+name = "chain"
+heartbeat_hz = 500
+heartbeat_miss = 4
+lsa_refresh_ms = 2000
+ttl = 6
+route_metric = ["delay", "load", "delay", "load", "load"]
+
+[[node]]
+id = 1
+mac = "02:00:00:00:00:01"
+ip = "198.18.0.1"
+control_socket = "/tmp/c1.sock"
+  [[node.port]]
+  kind = "null"
+  peers = [2]
+  [[node.route]]
+  to = 3
+  via = 2
+
+[[node]]
+id = 2
+mac = "02:00:00:00:00:02"
+ip = "198.18.0.2"
+control_socket = "/tmp/c2.sock"
+  [[node.port]]
+  kind = "null"
+  peers = [1, 3]
+
+[[node]]
+id = 3
+mac = "02:00:00:00:00:03"
+ip = "198.18.0.3"
+control_socket = "/tmp/c3.sock"
+  [[node.port]]
+  kind = "null"
+  peers = [2]
+
+[[group]]
+name = "ops"
+id = 7
+members = [1, 3]
+
+[[service]]
+name = "db"
+id = 4
+instances = [2, 3]
+policy = "hash"
+timeout_ms = 250
+)";
+
+}  // namespace
+
+TEST_CASE("routing keys: groups, services, static routes, heartbeats, metrics", "[config][route]") {
+  const Cluster c = load_string(kChain);
+  CHECK(c.heartbeat_hz == 500);
+  CHECK(c.heartbeat_miss == 4);
+  CHECK(c.lsa_refresh_ms == 2000);
+  CHECK(c.ttl == 6);
+  CHECK(c.route_metric[1] == RouteMetric::kLoad);
+  CHECK(c.route_metric[2] == RouteMetric::kDelay);
+  REQUIRE(c.groups.size() == 1);
+  CHECK(c.find_group("ops")->id == 7);
+  CHECK(c.find_group(std::uint16_t{7})->members == std::vector<std::uint16_t>{1, 3});
+  CHECK(c.group_index(7) == 0);
+  CHECK(c.group_index(8) == -1);
+  REQUIRE(c.find_service("db"));
+  CHECK(c.find_service("db")->policy == Balance::kHash);
+  CHECK(c.find_service(std::uint16_t{4})->timeout_ms == 250);
+  CHECK(c.find_service("nope") == nullptr);
+  REQUIRE(c.node(1).routes.size() == 1);
+  CHECK(c.node(1).routes[0].to == 3);
+  // Defaults.
+  const Cluster d = load_string(kGood);
+  CHECK(d.heartbeat_hz == 1000);
+  CHECK(d.heartbeat_miss == 3);
+  CHECK(d.route_metric[0] == RouteMetric::kDelay);
+  CHECK(d.route_metric[4] == RouteMetric::kLoad);
+  CHECK(d.ttl == 8);
+}
+
+TEST_CASE("routing keys: bad groups, services and routes are named", "[config][route]") {
+  CHECK(refusal(replace(kChain, "peers = [1, 3]", "peers = [3]")) ==
+        "node[0].port[0].peers[0]: node 2 lists no port with node 1 as a peer (a link is declared at both ends)");
+  CHECK(refusal(replace(kChain, "ttl = 6", "ttl = 0")) == "cluster.ttl: 0 is out of range [1, 255]");
+  CHECK(refusal(replace(kChain, "heartbeat_miss = 4", "heartbeat_miss = 0")) ==
+        "cluster.heartbeat_miss: 0 is out of range [1, 1000]");
+  CHECK(refusal(replace(kChain, "[\"delay\", \"load\", \"delay\", \"load\", \"load\"]", "[\"delay\"]")) ==
+        "cluster.route_metric: expected 5 values (one per lane), \"delay\" or \"load\"");
+  CHECK(refusal(replace(kChain, "\"load\", \"delay\", \"load\", \"load\"]", "\"fast\", \"delay\", \"load\", \"load\"]")) ==
+        "cluster.route_metric[1]: must be \"delay\" or \"load\"");
+  CHECK(refusal(replace(kChain, "members = [1, 3]", "members = [1, 9]")) ==
+        "group[0].members[1]: node 9 is not in the cluster");
+  CHECK(refusal(kChain + "[[group]]\nname = \"ops\"\nid = 8\n") == "group[1].name: 'ops' is also group[0]'s");
+  CHECK(refusal(kChain + "[[group]]\nname = \"dev\"\nid = 7\n") == "group[1].id: 7 is also group[0]'s");
+  CHECK(refusal(replace(kChain, "instances = [2, 3]", "instances = []")) ==
+        "service[0].instances: a service needs at least one instance");
+  CHECK(refusal(replace(kChain, "instances = [2, 3]", "instances = [2, 2]")) ==
+        "service[0].instances[1]: node 2 is listed twice");
+  CHECK(refusal(replace(kChain, "instances = [2, 3]", "instances = [2, 5]")) ==
+        "service[0].instances[1]: node 5 is not in the cluster");
+  CHECK(refusal(replace(kChain, "policy = \"hash\"", "policy = \"random\"")) ==
+        "service[0].policy: must be \"round_robin\", \"least_outstanding\" or \"hash\", got 'random'");
+  CHECK(refusal(kChain + "[[service]]\nname = \"db\"\nid = 5\ninstances = [1]\n") ==
+        "service[1].name: 'db' is also service[0]'s");
+  CHECK(refusal(replace(kChain, "to = 3\n  via = 2", "to = 3\n  via = 3")) ==
+        "node[0].route[0].via: node 3 is not a peer of node 1");
+  CHECK(refusal(replace(kChain, "to = 3\n  via = 2", "to = 8\n  via = 2")) ==
+        "node[0].route[0].to: node 8 is not in the cluster");
+  CHECK(refusal(replace(kChain, "to = 3\n  via = 2", "to = 1\n  via = 2")) ==
+        "node[0].route[0].to: a node needs no route to itself");
+  // 1 sends frames for 3 to 2, and 2 sends them back to 1: a loop.
+  const std::string loop = replace(kChain, "  peers = [1, 3]\n", "  peers = [1, 3]\n  [[node.route]]\n  to = 3\n  via = 1\n");
+  CHECK(refusal(loop) == "route: static routes to node 3 loop: 1 -> 2 -> 1");
+}

@@ -92,6 +92,7 @@ ip = "198.18.5.2"
 control_socket = "/tmp/kinds-2.sock"
   [[node.port]]
   kind = "null"
+  peers = [1]
 [[node]]
 id = 3
 mac = "02:00:00:00:00:03"
@@ -99,6 +100,7 @@ ip = "198.18.5.3"
 control_socket = "/tmp/kinds-3.sock"
   [[node.port]]
   kind = "null"
+  peers = [1]
 )", tap));
   {
     NodeOptions o;

@@ -30,7 +30,7 @@ def pair(clusters, netns, kind, name, veth_mtu=1500, third=False):
     nodes = (nc.node_toml(1, "alpha", "198.18.3.1", cl.sock(1), [{"kind": kind, "iface": va, "peers": [2], "rx_desc": 4096}], busy) +
              nc.node_toml(2, "beta", "198.18.3.2", cl.sock(2), [{"kind": kind, "iface": vb, "peers": [1], "rx_desc": 4096}], busy))
     if third:
-        nodes += nc.node_toml(3, "gamma", "198.18.3.3", cl.sock(3), [{"kind": "null", "peers": [1]}])
+        nodes += nc.node_toml(3, "gamma", "198.18.3.3", cl.sock(3), [{"kind": "null", "peers": []}])
     cl.write(nodes)
     cl.ns, cl.veth = (a, b), (va, vb)
     cl.up(netns={1: a, 2: b})

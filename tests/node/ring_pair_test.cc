@@ -7,6 +7,7 @@
 #include <rte_ring.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -294,6 +295,7 @@ TEST_CASE("status read from another thread while traffic flows: counters only gr
   b.on_message([](const RxMessage&) {});
   constexpr std::uint32_t kMessages = 20'000;
   std::atomic<bool> done{false};
+  std::atomic<std::uint64_t> reads{0};
   std::thread datapath([&] {
     std::uint32_t sent = 0;
     while (sent < kMessages) {
@@ -308,9 +310,16 @@ TEST_CASE("status read from another thread while traffic flows: counters only gr
       b.poll();
     }
     test::settle(a, b);
+    // On a busy machine the reader may not have run yet: keep the nodes polling until it has
+    // read a few times (bounded).
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (reads.load() < 10 && std::chrono::steady_clock::now() < deadline) {
+      a.poll();
+      b.poll();
+    }
     done = true;
   });
-  std::uint64_t last_delivered = 0, last_tx = 0, reads = 0;
+  std::uint64_t last_delivered = 0, last_tx = 0;
   bool monotonic = true;
   while (!done.load()) {
     const auto s = b.snapshot();

@@ -32,6 +32,7 @@ ip = "198.18.0.2"
 control_socket = "/tmp/r2.sock"
   [[node.port]]
   kind = "null"
+  peers = [1]
 [[node]]
 id = 3
 mac = "02:00:00:00:00:03"
@@ -39,6 +40,7 @@ ip = "198.18.0.3"
 control_socket = "/tmp/r3.sock"
   [[node.port]]
   kind = "null"
+  peers = [1]
 [[node]]
 id = 4
 mac = "02:00:00:00:00:04"
@@ -46,6 +48,7 @@ ip = "198.18.0.4"
 control_socket = "/tmp/r4.sock"
   [[node.port]]
   kind = "null"
+  peers = [1]
 [[node]]
 id = 5
 mac = "02:00:00:00:00:05"

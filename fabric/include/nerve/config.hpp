@@ -1,7 +1,7 @@
 // The cluster file: one TOML file describes every node, its ports and the links between them.
 // A node is started with that file and its node id. Parsing is strict: a missing key, a wrong
 // type, an out-of-range value or an unknown key throws ConfigError naming the key.
-// docs/configuration.md documents every key with its default and bounds.
+// docs/operations.md ("The cluster file") documents every key with its default and bounds.
 #pragma once
 
 #include <array>
@@ -32,7 +32,21 @@ enum class LaneMode : std::uint8_t {
   kSoftware,  // one shared RX queue, classified right after rx_burst, P0 delivered first
 };
 
+// What a lane's routes minimise where several paths exist (docs/architecture.md, "Routing").
+enum class RouteMetric : std::uint8_t {
+  kDelay,  // the lowest measured delay (heartbeat round trips): P0-P2 by default
+  kLoad,   // the least loaded path, spread over equal-cost paths by flow: P3/P4 by default
+};
+// How a service picks one of its instances for a message.
+enum class Balance : std::uint8_t {
+  kRoundRobin,        // each live instance in turn
+  kLeastOutstanding,  // the fewer requests awaiting a response of two random live instances
+  kHash,              // by the message's key (rendezvous hashing): one key, one instance while it lives
+};
+
 std::string_view to_string(PortKind k) noexcept;
+std::string_view to_string(RouteMetric m) noexcept;
+std::string_view to_string(Balance b) noexcept;
 std::string_view to_string(LaneMode m) noexcept;
 std::string_view to_string(Profile p) noexcept;
 std::string_view to_string(Idle i) noexcept;
@@ -48,6 +62,13 @@ struct Port {
   std::uint16_t rx_desc = 512;        // descriptors per RX queue, [64, 4096]
   std::uint16_t tx_desc = 512;        // descriptors per TX queue, [64, 4096]
   LaneMode lanes = LaneMode::kAuto;
+};
+
+// A route fixed in the cluster file: frames for `to` leave through neighbour `via` (while it is
+// up), whatever the routing protocol computes.
+struct StaticRoute {
+  std::uint16_t to = 0;
+  std::uint16_t via = 0;              // a peer of one of the node's ports
 };
 
 struct Node {
@@ -73,7 +94,30 @@ struct Node {
   std::vector<unsigned> busy_lanes{0};
   std::uint32_t busy_window_ms = 100; // [0, 3600000]
   std::vector<Port> ports;
+  std::vector<StaticRoute> routes;    // [[node.route]]
 };
+
+// A multicast group: a message to it reaches every member once. Members listed here join at
+// start; nodes join and leave at run time (Node::join/leave, nerve-ctl).
+struct Group {
+  std::string name;                   // unique
+  std::uint16_t id = 0;               // 1 .. 65534, unique among groups (the frame's dst with kMulticast)
+  std::vector<std::uint16_t> members;
+};
+
+// A load-balanced service: a message to it goes to one live instance, by the policy.
+struct Service {
+  std::string name;                   // unique
+  std::uint16_t id = 0;               // 1 .. 65534, unique among services
+  std::vector<std::uint16_t> instances;  // at least one
+  Balance policy = Balance::kRoundRobin;
+  // A request to an instance unanswered this long is reported failed to its sender.
+  std::uint32_t timeout_ms = 1000;    // [1, 3600000]
+};
+
+inline constexpr std::size_t kMaxNodes = 4096;     // per cluster (routes are computed over all of them)
+inline constexpr std::size_t kMaxGroups = 64;      // a group is a bit in the routes' subtree masks
+inline constexpr std::size_t kMaxInstances = 64;   // per service
 
 struct Cluster {
   std::string name;
@@ -82,11 +126,29 @@ struct Cluster {
   // A received frame whose send timestamp is further than this from the receiver's clock is
   // refused (bad_timestamp): clocks of the cluster's hosts must agree this well. [1, 86400000]
   std::uint32_t timestamp_window_ms = 10'000;
+  // Routing (docs/architecture.md, "Routing"). Neighbours exchange heartbeats on P0 at
+  // heartbeat_hz (0: none, every configured neighbour counts as up); one missing
+  // heartbeat_miss in a row is down. Each node re-advertises its links every lsa_refresh_ms
+  // even when nothing changed.
+  std::uint32_t heartbeat_hz = 1000;  // [0, 100000]
+  std::uint32_t heartbeat_miss = 3;   // [1, 1000]
+  std::uint32_t lsa_refresh_ms = 5000;  // [100, 3600000]
+  std::uint8_t ttl = 8;               // hops a frame may take, [1, 255]
+  std::array<RouteMetric, wire::kPriorities> route_metric{RouteMetric::kDelay, RouteMetric::kDelay,
+                                                          RouteMetric::kDelay, RouteMetric::kLoad, RouteMetric::kLoad};
   std::filesystem::path source;       // the file it was read from
   std::vector<Node> nodes;
+  std::vector<Group> groups;          // [[group]]
+  std::vector<Service> services;      // [[service]]
 
   const Node& node(std::uint16_t id) const;  // throws ConfigError "node N is not in <file>"
   const Node* find(std::uint16_t id) const noexcept;
+  const Group* find_group(std::string_view name) const noexcept;
+  const Group* find_group(std::uint16_t id) const noexcept;
+  const Service* find_service(std::string_view name) const noexcept;
+  const Service* find_service(std::uint16_t id) const noexcept;
+  // Index of group `id` in `groups` (its bit in group masks), or -1.
+  int group_index(std::uint16_t id) const noexcept;
 };
 
 // Largest payload one frame carries at `mtu`.

@@ -1,0 +1,126 @@
+#include "fib.hpp"
+
+#include <algorithm>
+#include <memory>
+
+namespace nerve::route {
+
+namespace {
+
+struct Candidate {
+  std::uint64_t key;
+  std::uint8_t slot;
+  bool operator<(const Candidate& o) const noexcept { return key != o.key ? key < o.key : slot < o.slot; }
+};
+
+void push_unique(HopSet& hs, std::uint8_t slot) {
+  if (hs.n == kMaxHops) return;
+  for (unsigned k = 0; k < hs.n; ++k)
+    if (hs.slot[k] == slot) return;
+  hs.slot[hs.n++] = slot;
+}
+
+}  // namespace
+
+std::unique_ptr<Fib> build_fib(const FibInputs& in, std::uint64_t version) {
+  const Topology& t = in.db.topology();
+  const std::uint32_t n = t.size();
+  const std::uint32_t self = in.self;
+  auto fib = std::make_unique<Fib>();
+  fib->version_ = version;
+  fib->dest_.resize(n);
+
+  // Unicast: this node's view (its own links as the datapath sees them now).
+  const Graph local(in.db, self, in.links);
+  std::array<SpfResult, kMetrics> root;
+  for (unsigned m = 0; m < kMetrics; ++m) spf(local, self, m, false, root[m]);
+  // Shortest paths from each neighbour, for the loop-free alternates.
+  std::vector<std::uint32_t> nbrs;
+  for (const LocalLink& l : in.links)
+    if (l.peer != kNoIndex && std::find(nbrs.begin(), nbrs.end(), l.peer) == nbrs.end()) nbrs.push_back(l.peer);
+  std::vector<std::array<SpfResult, kMetrics>> from_nbr(nbrs.size());
+  for (std::size_t j = 0; j < nbrs.size(); ++j)
+    for (unsigned m = 0; m < kMetrics; ++m) spf(local, nbrs[j], m, false, from_nbr[j][m]);
+  auto nbr_pos = [&](std::uint32_t peer) {
+    return static_cast<std::size_t>(std::find(nbrs.begin(), nbrs.end(), peer) - nbrs.begin());
+  };
+
+  std::vector<Candidate> primary, alternate;
+  for (std::uint32_t d = 0; d < n; ++d) {
+    if (d == self) continue;
+    Fib::Dest& dest = fib->dest_[d];
+    for (unsigned m = 0; m < kMetrics; ++m) {
+      const std::uint64_t best = root[m].dist[d];
+      dest.cost[m] = best;
+      HopSet& hs = dest.by_metric[m];
+      primary.clear();
+      alternate.clear();
+      for (std::size_t s = 0; s < in.links.size() && s < kMaxLinks; ++s) {
+        const LocalLink& l = in.links[s];
+        if (l.peer == kNoIndex) continue;
+        const auto slot = static_cast<std::uint8_t>(s);
+        if (best != kInf && ((root[m].first[d] >> s) & 1u)) {
+          primary.push_back({link_cost(l, m), slot});
+          continue;
+        }
+        // A loop-free alternate (RFC 5286, inequality 1), down links included: the datapath
+        // skips those, and one that comes back is used at once.
+        const SpfResult& fn = from_nbr[nbr_pos(l.peer)][m];
+        if (fn.dist[d] == kInf) continue;
+        if (best == kInf || fn.dist[self] == kInf || fn.dist[d] < fn.dist[self] + best)
+          alternate.push_back({std::uint64_t{link_cost(l, m)} + fn.dist[d], slot});
+      }
+      std::sort(primary.begin(), primary.end());
+      std::sort(alternate.begin(), alternate.end());
+      for (const config::StaticRoute& sr : in.static_routes) {
+        if (t.index(sr.to) != d) continue;
+        const std::uint32_t via = t.index(sr.via);
+        for (std::size_t s = 0; s < in.links.size() && s < kMaxLinks; ++s)
+          if (in.links[s].peer == via) push_unique(hs, static_cast<std::uint8_t>(s));
+      }
+      const bool pinned = hs.n != 0;
+      for (const Candidate& c : primary) push_unique(hs, c.slot);
+      // Load lanes spread over the equal-cost paths; delay lanes take the first.
+      hs.n_equal = static_cast<std::uint8_t>(
+          pinned ? 1 : m == static_cast<unsigned>(config::RouteMetric::kLoad) ? std::max<std::size_t>(1, hs.n) : 1);
+      if (hs.n == 0) hs.n_equal = 0;
+      for (const Candidate& c : alternate) push_unique(hs, c.slot);
+    }
+  }
+
+  // Groups of every node: its advertisement's, the cluster file's until it arrives; ours now.
+  fib->groups_.resize(n);
+  for (std::uint32_t v = 0; v < n; ++v) {
+    const Lsa* l = in.db.get(v);
+    fib->groups_[v] = l ? l->groups : (v < in.default_groups.size() ? in.default_groups[v] : 0);
+  }
+  fib->groups_[self] = in.own_groups;
+
+  // Broadcast and multicast trees: per source, on the consensus graph.
+  fib->child_off_.assign(n + 1, 0);
+  if (in.trees) {
+    const Graph consensus(in.db, kNoIndex, {});
+    SpfResult tree;
+    std::vector<std::uint64_t> below(n);
+    for (std::uint32_t src = 0; src < n; ++src) {
+      fib->child_off_[src] = static_cast<std::uint32_t>(fib->children_.size());
+      spf(consensus, src, 0, true, tree);
+      // Children of this node in src's tree, with the groups in each child's subtree.
+      bool any = false;
+      for (std::uint32_t v : tree.order)
+        if (tree.parent[v] == self) any = true;
+      if (!any) continue;
+      for (std::uint32_t v : tree.order) below[v] = fib->groups_[v];
+      for (auto it = tree.order.rbegin(); it != tree.order.rend(); ++it)
+        if (tree.parent[*it] != kNoIndex) below[tree.parent[*it]] |= below[*it];
+      for (std::uint32_t v : tree.order)
+        if (tree.parent[v] == self) fib->children_.push_back(TreeChild{v, below[v]});
+    }
+  }
+  fib->child_off_[n] = static_cast<std::uint32_t>(fib->children_.size());
+  if (!in.trees)
+    for (std::uint32_t src = 0; src < n; ++src) fib->child_off_[src] = 0;
+  return fib;
+}
+
+}  // namespace nerve::route
