@@ -58,22 +58,22 @@ void DatapathGuard::Section::wait() noexcept {
   while (true) {
     busy_.store(0, std::memory_order_release);
     while (paused().load(std::memory_order_acquire) != 0) rte_pause();
-    busy_.store(1, std::memory_order_relaxed);
-    if (!asymmetric()) std::atomic_thread_fence(std::memory_order_seq_cst);
-    std::atomic_signal_fence(std::memory_order_seq_cst);
-    if (paused().load(std::memory_order_relaxed) == 0) return;
+    announce();
+    if (paused().load(std::memory_order_seq_cst) == 0) return;
   }
 }
 
 void DatapathGuard::pause_all() noexcept {
   State& s = state();
   s.mu.lock();  // released by resume_all
-  paused().fetch_add(1, std::memory_order_relaxed);
+  paused().fetch_add(1, std::memory_order_seq_cst);
   s.pauses.fetch_add(1, std::memory_order_relaxed);
+#if !defined(__SANITIZE_THREAD__)
   if (s.asymmetric) syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
   else std::atomic_thread_fence(std::memory_order_seq_cst);
+#endif
   for (Section* sec : s.sections)
-    while (sec->busy_.load(std::memory_order_acquire) != 0) rte_pause();
+    while (sec->busy_.load(std::memory_order_seq_cst) != 0) rte_pause();
 }
 
 void DatapathGuard::resume_all() noexcept {

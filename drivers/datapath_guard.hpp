@@ -31,16 +31,26 @@ class DatapathGuard {
     Section& operator=(const Section&) = delete;
 
     void enter() noexcept {
-      busy_.store(1, std::memory_order_relaxed);
-      if (!asymmetric()) std::atomic_thread_fence(std::memory_order_seq_cst);
-      std::atomic_signal_fence(std::memory_order_seq_cst);
-      if (paused().load(std::memory_order_relaxed)) [[unlikely]]
+      announce();
+      if (paused().load(std::memory_order_seq_cst)) [[unlikely]]
         wait();
     }
     void exit() noexcept { busy_.store(0, std::memory_order_release); }
 
    private:
     friend class DatapathGuard;
+    // busy_ = 1, ordered before the following load of paused_ (the store-load of Dekker's).
+    void announce() noexcept {
+#if defined(__SANITIZE_THREAD__)
+      // ThreadSanitizer follows neither fences nor membarrier(2): a sequentially consistent
+      // exchange here and on the slow side gives it (and the program) the same order.
+      busy_.exchange(1, std::memory_order_seq_cst);
+#else
+      busy_.store(1, std::memory_order_relaxed);
+      if (!asymmetric()) std::atomic_thread_fence(std::memory_order_seq_cst);
+      std::atomic_signal_fence(std::memory_order_seq_cst);
+#endif
+    }
     void wait() noexcept;
     alignas(64) std::atomic<std::uint32_t> busy_{0};
   };

@@ -80,8 +80,9 @@ void Clock::sync() const noexcept {
   if (manual_) return;
   std::uint64_t s = seq_.load(std::memory_order_relaxed);
   // One writer at a time; a thread that finds the lock taken leaves the work to its holder.
+  // Taking the lock is an acquire and every field is stored with release (plain stores on x86):
+  // a reader that sees a new field value also sees the odd sequence and retries.
   if ((s & 1) != 0 || !seq_.compare_exchange_strong(s, s + 1, std::memory_order_acquire)) return;
-  std::atomic_thread_fence(std::memory_order_release);
   std::uint64_t c = 0, t = 0;
   // A pair read across a preemption is worse than the anchor we have: keep that one, and try
   // again at the next sync (the drift over one more interval is far smaller).
@@ -89,8 +90,8 @@ void Clock::sync() const noexcept {
     // Extrapolated to now on the old anchor: no step, and not due again for an interval.
     const std::uint64_t bc = base_cycles_.load(std::memory_order_relaxed);
     if (c > bc) {
-      base_ns_.store(base_ns_.load(std::memory_order_relaxed) + to_ns(c - bc), std::memory_order_relaxed);
-      base_cycles_.store(c, std::memory_order_relaxed);
+      base_ns_.store(base_ns_.load(std::memory_order_relaxed) + to_ns(c - bc), std::memory_order_release);
+      base_cycles_.store(c, std::memory_order_release);
     }
     seq_.store(s + 2, std::memory_order_release);
     return;
@@ -102,7 +103,7 @@ void Clock::sync() const noexcept {
                                               (c - first_cycles_));
     const std::uint64_t old = mult_.load(std::memory_order_relaxed);
     if (m > old - old / 1000 && m < old + old / 1000) {
-      mult_.store(m, std::memory_order_relaxed);
+      mult_.store(m, std::memory_order_release);
     } else {
       first_cycles_ = c;
       first_ns_ = t;
@@ -111,8 +112,8 @@ void Clock::sync() const noexcept {
     first_cycles_ = c;
     first_ns_ = t;
   }
-  base_cycles_.store(c, std::memory_order_relaxed);
-  base_ns_.store(t, std::memory_order_relaxed);
+  base_cycles_.store(c, std::memory_order_release);
+  base_ns_.store(t, std::memory_order_release);
   seq_.store(s + 2, std::memory_order_release);
 }
 
