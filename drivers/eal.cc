@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <pthread.h>
 #include <fstream>
 #include <stdexcept>
 
@@ -94,6 +95,10 @@ EalOptions eal_options_for(const config::Cluster& cluster, const config::Node& n
 }
 
 Eal::Eal(const EalOptions& o) {
+  const std::vector<unsigned> allowed = cpus_on_node(-1);  // before rte_eal_init pins this thread
+  for (const unsigned c : allowed)
+    if (std::find(o.cores.begin(), o.cores.end(), c) == o.cores.end()) control_cpus_.push_back(c);
+  if (control_cpus_.empty()) control_cpus_ = allowed;
   auto args = eal_args(o);
   std::vector<char*> argv;
   for (auto& s : args) argv.push_back(s.data());
@@ -129,6 +134,13 @@ Eal::~Eal() {
 }
 
 unsigned Eal::main_lcore() const noexcept { return rte_get_main_lcore(); }
+
+void Eal::pin_control_thread() const noexcept {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  for (const unsigned c : control_cpus_) CPU_SET(c, &set);
+  pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+}
 int Eal::socket() const noexcept { return static_cast<int>(rte_lcore_to_socket_id(rte_get_main_lcore())); }
 
 }  // namespace nerve::drivers

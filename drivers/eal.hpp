@@ -49,8 +49,14 @@ class Eal {
 
   unsigned main_lcore() const noexcept;
   int socket() const noexcept;  // NUMA socket of the main lcore
+  // CPUs for control-plane threads (routing agents, control sockets): those the process was
+  // allowed before the EAL pinned it, less the EAL's lcores; all of them when that leaves none.
+  const std::vector<unsigned>& control_cpus() const noexcept { return control_cpus_; }
+  // Pins the calling thread to control_cpus().
+  void pin_control_thread() const noexcept;
 
  private:
+  std::vector<unsigned> control_cpus_;
   std::string runtime_dir_;
   std::string file_prefix_;
   bool hugepages_ = false;

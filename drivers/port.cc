@@ -255,6 +255,12 @@ void Port::open(const config::Port& cfg, rte_mempool* pool, const wire::Mac& mac
     conf.txmode.offloads |= RTE_ETH_TX_OFFLOAD_IPV4_CKSUM;
     csum_offload_ = true;
   }
+  // Chained mbufs (a header mbuf in front of a shared payload: multicast fan-out) where the
+  // device sends them; elsewhere the fan-out copies the payload.
+  if ((info.tx_offload_capa & RTE_ETH_TX_OFFLOAD_MULTI_SEGS) != 0) {
+    conf.txmode.offloads |= RTE_ETH_TX_OFFLOAD_MULTI_SEGS;
+    chains_ = true;
+  }
   if (const int rc = rte_eth_dev_configure(id_, queues, queues, &conf); rc != 0) fail(name, "configure", rc);
   const bool kernel_port = cfg.kind == config::PortKind::kAfPacket || cfg.kind == config::PortKind::kAfXdp ||
                            cfg.kind == config::PortKind::kTap;

@@ -55,6 +55,7 @@ class Port {
   const wire::Mac& mac() const noexcept { return mac_; }
   std::uint16_t queues() const noexcept { return queues_; }
   bool ip_checksum_offload() const noexcept { return csum_offload_; }
+  bool sends_chains() const noexcept { return chains_; }  // TX of chained mbufs (MULTI_SEGS)
 
   // Hardware lane steering: one rte_flow rule per priority sends IPv4 frames with that
   // priority's DSCP to RX queue `priority`. False (and no rule left) when the device refuses
@@ -93,6 +94,7 @@ class Port {
   bool started_ = false;
   bool flows_ = false;
   bool csum_offload_ = false;
+  bool chains_ = false;
   std::vector<int> packet_fds_;  // af_packet: the PMD's sockets, read for kernel drops
   int frag_fd_ = -1;             // af_packet: our socket that counts IPv4 fragments
   mutable std::mutex drops_mu_;  // PACKET_STATISTICS resets on read: accumulate under a lock

@@ -80,15 +80,17 @@ if [ ! -f build-asan/build.ninja ]; then
   meson setup build-asan --buildtype=debug -Dunit_only=true -Db_sanitize=address,undefined \
     -Db_lundef=false -Dwerror="$werror" >/dev/null || { echo "0 passed, 1 failed"; exit 1; }
 fi
-ninja -C build-asan >/dev/null || { echo "asan build failed"; echo "0 passed, 1 failed"; exit 1; }
+ninja -C build-asan >build-asan/ninja.log 2>&1 \
+  || { tail -40 build-asan/ninja.log; echo "asan build failed"; echo "0 passed, 1 failed"; exit 1; }
 
 # The node suites (a datapath thread beside proxy and status readers) under ThreadSanitizer.
 if [ ! -f build-tsan/build.ninja ]; then
   meson setup build-tsan --buildtype=debugoptimized -Db_sanitize=thread -Dwerror="$werror" >/dev/null \
     || { echo "0 passed, 1 failed"; exit 1; }
 fi
-ninja -C build-tsan tests/test_node_ring_pair tests/test_node_lanes tests/test_node_stages tests/test_drivers >/dev/null \
-  || { echo "tsan build failed"; echo "0 passed, 1 failed"; exit 1; }
+ninja -C build-tsan tests/test_node_ring_pair tests/test_node_lanes tests/test_node_stages tests/test_node_routing \
+  tests/test_drivers >build-tsan/ninja.log 2>&1 \
+  || { tail -40 build-tsan/ninja.log; echo "tsan build failed"; echo "0 passed, 1 failed"; exit 1; }
 
 meson test -C build --print-errorlogs --num-processes 2 "${args[@]}"
 meson test -C build-asan --print-errorlogs --suite unit

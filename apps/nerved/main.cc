@@ -182,7 +182,39 @@ json status_json(const Node& node, const Received& rx, bool digest, unsigned lco
   if (digest) j["digest"] = dig;
   j["lanes"] = json::array();
   for (std::size_t p = 0; p < wire::kPriorities; ++p) j["lanes"].push_back(lane_json(s.lanes[p], p));
+  // Routing: links as the heartbeats see them, frames forwarded, the routing agent.
+  j["links"] = json::array();
+  for (const auto& l : node.links())
+    j["links"].push_back({{"peer", l.peer}, {"port", l.port}, {"up", l.up}, {"rtt_ns", l.rtt_ns},
+                          {"heartbeats_rx", l.heartbeats_rx}, {"heartbeats_tx", l.heartbeats_tx}, {"downs", l.downs}});
+  json fwd = {{"lanes", json::array()}, {"ports", json::array()}, {"dropped", json::array()}, {"transit", json::array()}};
+  for (std::size_t p = 0; p < wire::kPriorities; ++p) {
+    fwd["lanes"].push_back(s.forwarded[p]);
+    fwd["dropped"].push_back(s.forward_dropped[p]);
+    fwd["transit"].push_back(lane_json(s.transit[p], p));
+  }
+  for (std::size_t p = 0; p < node.ports().size(); ++p) fwd["ports"].push_back(s.forwarded_port[p]);
+  j["forwarded"] = fwd;
+  const RoutingInfo ri = node.routing();
+  j["routing"] = {{"table_version", ri.table_version}, {"build_ns", ri.build_ns}, {"lsa_received", ri.lsa_received},
+                  {"lsa_sent", ri.lsa_sent}, {"lsa_originated", ri.lsa_originated}, {"lsa_refused", ri.lsa_refused},
+                  {"db_size", ri.db_size}, {"db_syncs", ri.db_syncs}, {"mailbox_dropped", ri.mailbox_dropped},
+                  {"fabric_rx", s.fabric_rx}, {"fabric_tx", s.fabric_tx}};
   return j;
+}
+
+json routes_json(const Node& node) {
+  json out = json::array();
+  for (const auto& r : node.routes()) {
+    json lanes = json::array();
+    for (std::size_t l = 0; l < wire::kPriorities; ++l) {
+      const auto& h = r.lanes[l];
+      lanes.push_back({{"lane", l}, {"next_hop", h.next_hop}, {"port", h.port}, {"metric", h.metric},
+                       {"cost", h.cost == ~0ull ? json(nullptr) : json(h.cost)}, {"paths", h.paths}});
+    }
+    out.push_back({{"dst", r.dst}, {"lanes", lanes}});
+  }
+  return {{"node", node.id()}, {"routes", out}};
 }
 
 // Reads the optional fields of a control request: an absent field keeps its default; a present
@@ -318,6 +350,7 @@ json handle(Node& node, const Received& rx, bool digest, unsigned lcore, const s
   std::string op;
   if (Fields f(req); !f.string("op", op)) return refuse(f.error());
   if (op == "status") return status_json(node, rx, digest, lcore);
+  if (op == "routes") return routes_json(node);
   if (op == "send") {
     std::string err;
     auto sr = parse_send(node, req, err);
@@ -396,10 +429,6 @@ int main(int argc, char** argv) {
   }
   app::g_program = fmt::format("nerved[{}]", self->name);
 
-  // The control thread must not share the datapath's core: keep the affinity we started with.
-  cpu_set_t start_affinity;
-  sched_getaffinity(0, sizeof start_affinity, &start_affinity);
-
   struct sigaction sa {};
   sa.sa_handler = on_signal;
   sigaction(SIGINT, &sa, nullptr);
@@ -474,7 +503,7 @@ int main(int argc, char** argv) {
       const unsigned lcore = eal.main_lcore();
       std::atomic<bool> control_done{false};
       std::thread control([&] {
-        pthread_setaffinity_np(pthread_self(), sizeof start_affinity, &start_affinity);
+        eal.pin_control_thread();  // off the datapath's core where the host has another
         serve_control(listen_fd, node, rx, digest, lcore);
         control_done.store(true);
       });

@@ -3,10 +3,13 @@
 //   - the source must be a node of the cluster (unknown_source), sending from its own IPv4
 //     address (source_mismatch);
 //   - the frame must be addressed to the receiving port's MAC (wrong_dst_mac);
-//   - destination this node: its IPv4 address must be ours (wrong_dst_ip), then deliver;
-//   - destination another node: forward. This node has no forwarding engine yet, so such a
-//     frame is refused (not_for_us); the routing layer plugs in here, handing transit frames
-//     to the TX stage with their headers rewritten in place.
+//   - broadcast or multicast: addressed to this node's IPv4 address (wrong_dst_ip; each copy is
+//     addressed to the neighbour that receives it); the forward stage sends it on down the
+//     tree and says whether it is delivered here too;
+//   - unicast to this node: its IPv4 address must be ours (wrong_dst_ip); a `fabric` message
+//     goes to the link stage (heartbeats, link state), anything else is delivered;
+//   - unicast to another node: the IPv4 destination must be that node's (wrong_dst_ip); the
+//     forward stage sends it on.
 //
 // Owner thread only.
 #pragma once
@@ -14,8 +17,10 @@
 #include <cstdint>
 #include <vector>
 
-#include "../route/route_table.hpp"
+#include "forward_stage.hpp"
+#include "link_stage.hpp"
 #include "nerve/stats.hpp"
+#include "routing.hpp"
 #include "rx_item.hpp"
 
 namespace nerve::node {
@@ -23,12 +28,14 @@ namespace nerve::node {
 class DispatchStage {
  public:
   DispatchStage(std::uint16_t self, std::uint32_t self_ip, const route::NodeTable& nodes,
-                std::vector<wire::Mac> port_macs, stats::LcoreStats& st)
-      : self_(self), self_ip_(self_ip), nodes_(nodes), port_macs_(std::move(port_macs)), st_(st) {}
+                std::vector<wire::Mac> port_macs, stats::LcoreStats& st, ForwardStage& forward, LinkStage& link)
+      : self_(self), self_ip_(self_ip), nodes_(nodes), port_macs_(std::move(port_macs)), st_(st), forward_(forward),
+        link_(link) {}
 
-  // Keeps the frames for this node at the front of items[0..n), in order, and returns how
-  // many; refuses (counted, freed) the others. `port` is the port they arrived on.
-  std::uint16_t run(std::size_t port, RxItem* items, std::uint16_t n) noexcept;
+  // Keeps the frames to deliver here at the front of items[0..n), in order, and returns how
+  // many; forwards, hands to the link stage, or refuses (counted, freed) the others. `port` is
+  // the port they arrived on, `now_ns` when their burst was read.
+  std::uint16_t run(std::size_t port, RxItem* items, std::uint16_t n, std::uint64_t now_ns) noexcept;
 
  private:
   std::uint16_t self_;
@@ -36,6 +43,8 @@ class DispatchStage {
   const route::NodeTable& nodes_;
   std::vector<wire::Mac> port_macs_;
   stats::LcoreStats& st_;
+  ForwardStage& forward_;
+  LinkStage& link_;
 };
 
 }  // namespace nerve::node

@@ -21,6 +21,7 @@ void IdlePolicy::idle_step() noexcept {
   // Back-off: sleep, doubling up to the node's limit, so idle dev nodes share cores.
   const timespec ts{0, static_cast<long>(sleep_us_) * 1000};
   nanosleep(&ts, nullptr);
+  slept_ = true;
   sleep_us_ = std::min(sleep_us_ * 2, sleep_max_us_);
 }
 

@@ -26,6 +26,13 @@ class IdlePolicy {
   }
   // After a poll that did `work`: returns at once, pauses, or sleeps. `now_ns` is read only
   // when the node is idle and a busy window may be open.
+  // Whether the policy slept since the last call: the poll after a sleep runs the slow path
+  // (timers, control), whose every-64-polls cadence a sleeping node would stretch.
+  bool take_slept() noexcept {
+    const bool s = slept_;
+    slept_ = false;
+    return s;
+  }
   template <typename Now>
   void step(unsigned work, Now&& now_ns) noexcept {
     if (work != 0) {
@@ -48,6 +55,7 @@ class IdlePolicy {
   std::uint32_t sleep_max_us_;
   unsigned idle_polls_ = 0;
   std::uint32_t sleep_us_ = 1;
+  bool slept_ = false;
 };
 
 }  // namespace nerve::node

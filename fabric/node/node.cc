@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <rte_mbuf.h>
 
+#include <algorithm>
 #include <cstring>
 #include <stdexcept>
 
@@ -18,11 +19,15 @@ namespace nerve {
 void Node::Impl::Pipeline::operator()(std::size_t port, rte_mbuf** frames, std::uint16_t n) noexcept {
   node::RxItem* it = items.data();
   std::uint16_t k = I.validate->run(frames, n, it);
-  // [open]     security: decrypt and verify here (secure/), before anything reads a payload.
-  // [sequence] reliability: per-peer sequence and acknowledgement state here (reliable/).
-  k = I.dispatch->run(port, it, k);
   if (k == 0) return;
   const std::uint64_t now = I.clock.now_ns();  // the clock, read once per burst
+  // A node busy with traffic still runs its timers on time (heartbeats above all): a due timer
+  // brings the slow path forward to this poll.
+  if (now >= I.timers.next_due()) I.slow_due = true;
+  // [open]     security: decrypt and verify here (secure/), before anything reads a payload.
+  // [sequence] reliability: per-peer sequence and acknowledgement state here (reliable/).
+  k = I.dispatch->run(port, it, k, now);       // forwarded and fabric frames leave here
+  if (k == 0) return;
   I.tx->lend_now(now);                         // what handlers send carries it too
   I.deliver->run(it, k, now);
   I.tx->end_lend();
@@ -35,11 +40,14 @@ unsigned Node::poll() noexcept {
   work += I.rx->poll(I.pipeline);              // RX -> validate -> dispatch -> deliver
   // The slow path, every kSlowEvery polls (or every poll while a control request is under
   // way): the clock, control requests, timers. An idle poll reads no clock.
-  if (I.control->busy() || ++I.slow_tick >= Impl::kSlowEvery) {
+  if (I.control->busy() || I.slow_due || I.idle->take_slept() || ++I.slow_tick >= Impl::kSlowEvery) {
     I.slow_tick = 0;
+    I.slow_due = false;
     const std::uint64_t now = I.clock.now_ns();
+    I.routing->refresh();                      // the routing agent's newest table
+    work += I.link->run();                     // advertisements the agent wants sent
     work += I.control->run(now);               // requests from other threads, one budget
-    work += I.timers.run(now);                 // due timers: control deadlines, clock sync
+    work += I.timers.run(now);                 // due timers: heartbeats, control deadlines, clock sync
   }
   work += I.tx->drain();                       // TX: what this poll sent
   return work;
@@ -93,6 +101,22 @@ SendStatus Node::respond(const RxMessage& request, TxFrame& f) noexcept {
   o.never_shed = true;  // a response is owed: pushed back, never shed
   const SendStatus s =
       impl_->tx->send(NodeAccess::mbuf(f), request.source(), MsgType::kResponse, request.priority(), o, request.header().msg_id);
+  if (s == SendStatus::kOk) NodeAccess::release(f);
+  return s;
+}
+
+SendStatus Node::broadcast(TxFrame& f, MsgType type, std::uint8_t priority, const SendOptions& o) noexcept {
+  if (!f) return SendStatus::kBadArgument;
+  const SendStatus s = impl_->tx->send_tree(NodeAccess::mbuf(f), -1, wire::kBroadcast, type, priority, o);
+  if (s == SendStatus::kOk) NodeAccess::release(f);
+  return s;
+}
+
+SendStatus Node::multicast(TxFrame& f, std::uint16_t group, MsgType type, std::uint8_t priority,
+                           const SendOptions& o) noexcept {
+  const int g = impl_->cluster.group_index(group);
+  if (!f || g < 0) return SendStatus::kBadArgument;
+  const SendStatus s = impl_->tx->send_tree(NodeAccess::mbuf(f), g, group, type, priority, o);
   if (s == SendStatus::kOk) NodeAccess::release(f);
   return s;
 }
@@ -220,26 +244,30 @@ Node::Node(const config::Cluster& cluster, NodeId id, drivers::Eal& eal, const N
     macs.push_back(np.dev->mac());
     I.ports.push_back(std::move(np));
   }
-  I.nodes = std::make_unique<route::NodeTable>(cluster);
-  I.routes = std::make_unique<route::RouteTable>(cluster, I.cfg, macs);
-
   stats::LcoreStats& st = *I.lcore;
+  I.routing = std::make_unique<node::Routing>(cluster, I.cfg, macs, I.clock, st);
+
   I.idle.emplace(I.cfg);
-  I.tx.emplace(I.ports, *I.routes, I.cfg, tx_pool, I.max_payload, I.clock, st, *I.idle, I.guard, I.p0);
+  I.tx.emplace(I.ports, *I.routing, I.cfg, tx_pool, I.max_payload, I.clock, st, *I.idle, I.guard, I.p0);
+  I.link.emplace(cluster, *I.routing, *I.tx, st, I.timers, I.clock.now_ns());
+  I.forward.emplace(cluster, *I.routing, *I.tx, st);
   I.proxies.emplace(I.cfg.id, I.max_payload, eal.socket());
   I.control.emplace(*I.proxies, *I.tx, I.timers);
-  I.validate.emplace(wire::RxFilter{cluster.udp_port, cluster.mtu, 0}, st);
-  I.dispatch.emplace(I.cfg.id, I.cfg.ip, *I.nodes, macs, st);
+  // Broadcast and multicast run; encryption, fragments and reliable delivery not yet.
+  I.validate.emplace(wire::RxFilter{cluster.udp_port, cluster.mtu, wire::flag::kBroadcast | wire::flag::kMulticast}, st);
+  I.dispatch.emplace(I.cfg.id, I.cfg.ip, I.routing->nodes, macs, st, *I.forward, *I.link);
   I.deliver.emplace(cluster, I.cfg, opts.rx_queue_depth, st, *I.idle, *I.control);
   I.rx.emplace(I.ports, I.guard, I.p0);
   I.timers.add(I.clock_sync);
   I.clock_sync.arm(0);
 
   for (auto& p : I.ports) p.dev->wait_link(opts.link_wait);
+  I.routing->agent.start(eal);
 }
 
 Node::~Node() {
   Impl& I = *impl_;
+  I.routing->agent.stop();  // its thread reads the links and counters
   I.control.reset();   // requests still queued or in flight end with kShutdown
   I.deliver->clear();  // messages never taken by recv()
   I.tx.reset();        // frames still queued
@@ -251,6 +279,41 @@ NodeId Node::id() const noexcept { return impl_->cfg.id; }
 const config::Node& Node::config() const noexcept { return impl_->cfg; }
 Clock& Node::clock() const noexcept { return impl_->clock; }
 NodeProxy& Node::proxy() noexcept { return impl_->proxy; }
+
+bool Node::join(std::uint16_t group) noexcept {
+  const int g = impl_->cluster.group_index(group);
+  if (g < 0) return false;
+  node::RouteAgent& a = impl_->routing->agent;
+  a.set_groups(a.groups() | (std::uint64_t{1} << g));
+  return true;
+}
+
+bool Node::leave(std::uint16_t group) noexcept {
+  const int g = impl_->cluster.group_index(group);
+  if (g < 0) return false;
+  node::RouteAgent& a = impl_->routing->agent;
+  a.set_groups(a.groups() & ~(std::uint64_t{1} << g));
+  return true;
+}
+
+std::vector<std::uint16_t> Node::groups() const {
+  std::vector<std::uint16_t> out;
+  const std::uint64_t mask = impl_->routing->agent.groups();
+  for (std::size_t g = 0; g < impl_->cluster.groups.size(); ++g)
+    if ((mask >> g) & 1u) out.push_back(impl_->cluster.groups[g].id);
+  return out;
+}
+
+std::vector<NodeId> Node::members(std::uint16_t group) const {
+  std::vector<NodeId> out;
+  const int g = impl_->cluster.group_index(group);
+  const auto fib = impl_->routing->agent.current();
+  if (g < 0 || !fib) return out;
+  for (std::uint32_t i = 0; i < fib->size(); ++i)
+    if ((fib->groups_of(i) >> g) & 1u) out.push_back(impl_->routing->topo.id(i));
+  std::sort(out.begin(), out.end());
+  return out;
+}
 
 // ---- any thread ---------------------------------------------------------------------------
 
@@ -275,11 +338,61 @@ std::vector<PortInfo> Node::ports() const {
 std::vector<PeerInfo> Node::peers() const {
   const Impl& I = *impl_;
   std::vector<PeerInfo> out;
-  for (const route::Route& r : I.routes->routes()) {
-    const config::Node& pn = I.cluster.node(r.dst);
-    out.push_back(PeerInfo{r.dst, pn.name, pn.ip, pn.mac, r.port});
+  for (std::size_t s = 0; s < I.routing->links.size(); ++s) {
+    const node::Link& l = I.routing->links[s];
+    const config::Node& pn = I.cluster.node(l.peer);
+    out.push_back(PeerInfo{l.peer, pn.name, pn.ip, pn.mac, l.port});
   }
   return out;
+}
+
+std::vector<LinkInfo> Node::links() const {
+  const node::Routing& r = *impl_->routing;
+  std::vector<LinkInfo> out;
+  for (std::size_t s = 0; s < r.links.size(); ++s) {
+    const node::LinkShared& sh = r.links.shared(s);
+    out.push_back(LinkInfo{r.links[s].peer, r.links[s].port, sh.up.load(std::memory_order_relaxed),
+                           sh.rtt_ns.load(std::memory_order_relaxed), sh.heartbeats_rx.load(std::memory_order_relaxed),
+                           sh.heartbeats_tx.load(std::memory_order_relaxed), sh.downs.load(std::memory_order_relaxed)});
+  }
+  return out;
+}
+
+std::vector<RouteInfo> Node::routes() const {
+  const node::Routing& r = *impl_->routing;
+  const auto fib = r.agent.current();
+  std::vector<RouteInfo> out;
+  if (!fib) return out;
+  std::uint64_t up = 0;
+  for (std::size_t s = 0; s < r.links.size(); ++s)
+    if (r.links.shared(s).up.load(std::memory_order_relaxed)) up |= std::uint64_t{1} << s;
+  for (std::uint32_t d = 0; d < fib->size(); ++d) {
+    if (d == r.self_idx) continue;
+    RouteInfo ri;
+    ri.dst = r.topo.id(d);
+    for (unsigned l = 0; l < wire::kPriorities; ++l) {
+      const unsigned m = r.metric[l];
+      const route::HopSet& hs = fib->hops(d, m);
+      RouteInfo::Hop& h = ri.lanes[l];
+      h.metric = std::string(config::to_string(static_cast<config::RouteMetric>(m)));
+      h.paths = hs.n;
+      h.cost = fib->cost(d, m);
+      const int slot = hs.pick(0, up);
+      if (slot >= 0) {
+        h.next_hop = r.links[static_cast<std::size_t>(slot)].peer;
+        h.port = r.links[static_cast<std::size_t>(slot)].port;
+      }
+    }
+    out.push_back(ri);
+  }
+  return out;
+}
+
+RoutingInfo Node::routing() const {
+  const node::Routing& r = *impl_->routing;
+  const node::RouteAgentStats s = r.agent.stats();
+  return RoutingInfo{s.fib_builds, s.fib_build_ns, s.lsa_received, s.lsa_sent, s.lsa_originated, s.lsa_refused,
+                     s.db_size, s.db_syncs, s.outbox_dropped + s.inbox_dropped};
 }
 
 std::size_t Node::max_payload() const noexcept { return impl_->max_payload; }

@@ -6,14 +6,16 @@
 #include <memory>
 #include <optional>
 
-#include "../route/route_table.hpp"
 #include "control_stage.hpp"
 #include "deliver_stage.hpp"
 #include "dispatch_stage.hpp"
+#include "forward_stage.hpp"
 #include "idle.hpp"
+#include "link_stage.hpp"
 #include "nerve/node.hpp"
 #include "ports.hpp"
 #include "proxy_table.hpp"
+#include "routing.hpp"
 #include "rx_stage.hpp"
 #include "timer_stage.hpp"
 #include "tx_stage.hpp"
@@ -34,9 +36,8 @@ struct Node::Impl {
   // Resources, in the order they are made (and the reverse of the order they go).
   std::map<int, std::unique_ptr<drivers::Mempool>> pools;  // one per NUMA socket
   node::NodePorts ports;
-  std::unique_ptr<route::NodeTable> nodes;
-  std::unique_ptr<route::RouteTable> routes;
   std::unique_ptr<stats::LcoreStats> lcore = std::make_unique<stats::LcoreStats>();
+  std::unique_ptr<node::Routing> routing;  // topology, links, tables, the routing agent
   // Held around every burst: PMD callbacks on the interrupt thread wait for it (drivers/).
   drivers::DatapathGuard::Section guard;
   node::P0Watch p0;  // while P0 flows, lower lanes move in short bursts
@@ -45,6 +46,8 @@ struct Node::Impl {
   std::optional<node::IdlePolicy> idle;
   node::TimerStage timers;
   std::optional<node::TxStage> tx;
+  std::optional<node::LinkStage> link;
+  std::optional<node::ForwardStage> forward;
   std::optional<node::ProxyTable> proxies;
   std::optional<node::ControlStage> control;
   std::optional<node::ValidateStage> validate;
@@ -56,8 +59,10 @@ struct Node::Impl {
   // at most that many polls (microseconds) to start, and an idle poll reads no clock.
   static constexpr unsigned kSlowEvery = 64;
   unsigned slow_tick = 0;
+  bool slow_due = false;  // a timer fell due during a burst
 
-  // One burst through validate -> [open] -> [sequence] -> dispatch -> deliver (RxStage's pipeline).
+  // One burst through validate -> [open] -> [sequence] -> dispatch (-> forward, link) -> deliver
+  // (RxStage's pipeline).
   struct Pipeline {
     Impl& I;
     std::uint16_t room(std::uint32_t held) noexcept { return I.deliver->room(held); }

@@ -1,19 +1,23 @@
 #include "tx_stage.hpp"
 
+#include <cstring>
 #include <random>
+
+#include "../wire/bytes.hpp"
+#include "../wire/layout.hpp"
+#include "../wire/rewrite.hpp"
 
 namespace nerve::node {
 namespace {
 
-constexpr std::uint8_t kDefaultTtl = 8;
 constexpr unsigned kAll = ~0u;  // bursts: as many as the port takes
 
 }  // namespace
 
-TxStage::TxStage(NodePorts& ports, const route::RouteTable& routes, const config::Node& cfg, rte_mempool* pool,
-                 std::size_t max_payload, Clock& clock, stats::LcoreStats& st, IdlePolicy& idle,
-                 drivers::DatapathGuard::Section& guard, P0Watch& p0)
-    : ports_(ports), routes_(routes), pool_(pool), max_payload_(max_payload), clock_(clock), st_(st), idle_(idle),
+TxStage::TxStage(NodePorts& ports, Routing& routing, const config::Node& cfg, rte_mempool* pool, std::size_t max_payload,
+                 Clock& clock, stats::LcoreStats& st, IdlePolicy& idle, drivers::DatapathGuard::Section& guard,
+                 P0Watch& p0)
+    : ports_(ports), r_(routing), pool_(pool), max_payload_(max_payload), clock_(clock), st_(st), idle_(idle),
       guard_(guard), p0_(p0), self_(cfg.id) {
   lane::LaneConfig lc;
   for (unsigned l = 0; l < lane::kLanes; ++l) {
@@ -24,6 +28,7 @@ TxStage::TxStage(NodePorts& ports, const route::RouteTable& routes, const config
     PortTx& t = ports_tx_.emplace_back(lc);
     t.paired = p.lanes != config::LaneMode::kSoftware;  // paired or flow: a TX queue per lane
     t.csum_offload = p.dev->ip_checksum_offload();
+    t.chains = p.dev->sends_chains();
   }
   // Message ids start at a random point, so a response cannot be guessed from a count.
   std::random_device rd;
@@ -50,31 +55,77 @@ bool TxStage::refill() noexcept {
   return false;
 }
 
+bool TxStage::room(std::size_t port, std::uint8_t prio, bool never_shed) noexcept {
+  PortTx& pt = ports_tx_[port];
+  if ((!never_shed && lane::sheds(prio)) || !pt.lanes.full(prio)) [[likely]]
+    return true;
+  if (pt.paired) flush_lane(port, prio, 1);
+  else flush_sched(port, 1);
+  if (!pt.lanes.full(prio)) return true;
+  // P0-P2 (and never_shed sends) are never dropped: the caller keeps the frame and decides.
+  st_.tx_backpressure.add();
+  st_.backpressure[prio].add();
+  return false;
+}
+
+void TxStage::write_headers(rte_mbuf* m, std::uint32_t di, const Link& l, const wire::Header& h) noexcept {
+  const PortTx& pt = ports_tx_[l.port];
+  auto* hdr = reinterpret_cast<std::byte*>(rte_pktmbuf_prepend(m, wire::kOverhead));
+  r_.dest[di].write(hdr, h, !pt.csum_offload);
+  std::memcpy(hdr, l.peer_mac.data(), 6);
+  std::memcpy(hdr + 6, l.port_mac.data(), 6);
+  if (pt.csum_offload) {
+    m->ol_flags |= RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_IP_CKSUM;
+    m->l2_len = wire::kEthLen;
+    m->l3_len = wire::kIpv4Len;
+  }
+}
+
+void TxStage::enqueue(rte_mbuf* m, std::size_t port, std::uint8_t prio, bool more) noexcept {
+  PortTx& pt = ports_tx_[port];
+  if (prio == 0) p0_.seen();
+  if (prio == 0 && !more && pt.lanes.size(0) == 0) [[likely]] {
+    // A lone P0 frame with nothing queued ahead of it on its lane goes straight to the port.
+    rte_mbuf* one[1] = {m};
+    if (tx(port, 0, one, 1) == 1) return;
+  }
+  dirty_ |= std::uint64_t{1} << port;
+  rte_mbuf* evicted = nullptr;
+  if (pt.lanes.push(prio, m, &evicted) == lane::Push::kShed) {
+    // P3/P4 lane full: its oldest frame makes room (counted, never silent).
+    st_.shed[prio].add();
+    rte_pktmbuf_free(evicted);
+  }
+  if (prio == 0 && !more) {
+    flush_lane(port, 0, kAll);  // P0 leaves now, ahead of anything queued
+  } else if (pt.lanes.size(prio) >= (prio == 0 ? kBurst : p0_.lower_burst())) {
+    // A full burst leaves at once (a P0 batch too): one burst, so this send never waits
+    // behind more than that.
+    if (pt.paired || prio == 0) flush_lane(port, prio, 1);
+    else flush_sched(port, 1);
+  }
+}
+
 SendStatus TxStage::send(rte_mbuf* m, NodeId dst, MsgType type, std::uint8_t prio, const SendOptions& o,
-                         std::uint32_t corr_id) noexcept {
+                         std::uint32_t corr_id, NodeId* via) noexcept {
   const auto t = static_cast<std::uint8_t>(type);
   if (!m || prio >= wire::kPriorities || t < wire::kMsgTypeFirst || t > wire::kMsgTypeLast) [[unlikely]]
     return SendStatus::kBadArgument;
-  const route::Route* r = routes_.find(dst);
-  if (!r) [[unlikely]] {
+  const std::uint32_t di = r_.index(dst);
+  const int slot = di == route::kNoIndex || di == r_.self_idx
+                       ? -1
+                       : r_.fib->hops(di, r_.metric[prio]).pick(flow_of(self_, dst, o.channel), r_.up);
+  if (slot < 0) [[unlikely]] {
     st_.tx_no_route.add();
     return SendStatus::kNoRoute;
   }
-  PortTx& pt = ports_tx_[r->port];
-  if ((o.never_shed || !lane::sheds(prio)) && pt.lanes.full(prio)) [[unlikely]] {
-    if (pt.paired) flush_lane(r->port, prio, 1);
-    else flush_sched(r->port, 1);
-    if (pt.lanes.full(prio)) {
-      // P0-P2 (and never_shed sends) are never dropped: the caller keeps the frame and decides.
-      st_.tx_backpressure.add();
-      st_.backpressure[prio].add();
-      return SendStatus::kBackpressure;
-    }
-  }
+  const Link& l = r_.links[static_cast<std::size_t>(slot)];
+  if (!room(l.port, prio, o.never_shed)) [[unlikely]]
+    return SendStatus::kBackpressure;
   wire::Header h;
   h.type = type;
   h.priority = prio;
-  h.ttl = kDefaultTtl;
+  h.ttl = r_.ttl;
   h.channel = o.channel;
   h.msg_id = next_msg_id_++;
   h.corr_id = corr_id;
@@ -82,37 +133,149 @@ SendStatus TxStage::send(rte_mbuf* m, NodeId dst, MsgType type, std::uint8_t pri
   h.timestamp_ns = in_batch_ ? batch_ns_ : lent_ns_ != 0 ? lent_ns_ : clock_.now_ns();
   in_batch_ = o.more;
   batch_ns_ = h.timestamp_ns;
-  auto* hdr = reinterpret_cast<std::byte*>(rte_pktmbuf_prepend(m, wire::kOverhead));
-  r->headers.write(hdr, h, !pt.csum_offload);
-  if (pt.csum_offload) {
-    m->ol_flags |= RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_IP_CKSUM;
-    m->l2_len = wire::kEthLen;
-    m->l3_len = wire::kIpv4Len;
-  }
+  write_headers(m, di, l, h);
   st_.sent[t][prio].add();
   idle_.note(prio, h.timestamp_ns);
-  if (prio == 0) p0_.seen();
-  if (prio == 0 && !o.more && pt.lanes.size(0) == 0) [[likely]] {
-    // A lone P0 frame with nothing queued ahead of it on its lane goes straight to the port.
-    rte_mbuf* one[1] = {m};
-    if (tx(r->port, 0, one, 1) == 1) return SendStatus::kOk;
-  }
-  dirty_ |= std::uint64_t{1} << r->port;
-  rte_mbuf* evicted = nullptr;
-  if (pt.lanes.push(prio, m, &evicted) == lane::Push::kShed) {
-    // P3/P4 lane full: its oldest frame makes room (counted, never silent).
-    st_.shed[prio].add();
-    rte_pktmbuf_free(evicted);
-  }
-  if (prio == 0 && !o.more) {
-    flush_lane(r->port, 0, kAll);  // P0 leaves now, ahead of anything queued
-  } else if (pt.lanes.size(prio) >= (prio == 0 ? kBurst : p0_.lower_burst())) {
-    // A full burst leaves at once (a P0 batch too): one burst, so this send never waits
-    // behind more than that.
-    if (pt.paired || prio == 0) flush_lane(r->port, prio, 1);
-    else flush_sched(r->port, 1);
-  }
+  if (via) *via = l.peer;
+  enqueue(m, l.port, prio, o.more);
   return SendStatus::kOk;
+}
+
+SendStatus TxStage::send_link(rte_mbuf* m, std::size_t slot, std::uint8_t prio) noexcept {
+  const Link& l = r_.links[slot];
+  if (!room(l.port, prio, true)) return SendStatus::kBackpressure;
+  wire::Header h;
+  h.type = MsgType::kFabric;
+  h.priority = prio;
+  h.ttl = 1;  // for the neighbour only
+  h.msg_id = next_msg_id_++;
+  h.payload_len = static_cast<std::uint16_t>(m->data_len);
+  h.timestamp_ns = clock_.now_ns();
+  write_headers(m, l.peer_idx, l, h);
+  st_.fabric_tx.add();
+  enqueue(m, l.port, prio, false);
+  return SendStatus::kOk;
+}
+
+rte_mbuf* TxStage::copy_of(rte_mbuf* m, std::uint16_t payload_off, std::size_t port) noexcept {
+  // A header mbuf from the pool, with the payload behind it by reference (an indirect mbuf).
+  rte_mbuf* h = alloc(0);
+  if (!h) return nullptr;
+  rte_mbuf* ind = rte_pktmbuf_alloc(pool_);
+  if (!ind) {
+    st_.alloc_failed.add();
+    rte_pktmbuf_free(h);
+    return nullptr;
+  }
+  rte_pktmbuf_attach(ind, m);
+  rte_pktmbuf_adj(ind, payload_off);
+  if (rte_pktmbuf_chain(h, ind) != 0 || (!ports_tx_[port].chains && rte_pktmbuf_linearize(h) != 0)) {
+    rte_pktmbuf_free(h);
+    return nullptr;
+  }
+  return h;
+}
+
+SendStatus TxStage::send_tree(rte_mbuf* m, int group, std::uint16_t group_id, MsgType type, std::uint8_t prio,
+                              const SendOptions& o) noexcept {
+  const auto t = static_cast<std::uint8_t>(type);
+  if (!m || prio >= wire::kPriorities || t < wire::kMsgTypeFirst || t > wire::kMsgTypeLast) [[unlikely]]
+    return SendStatus::kBadArgument;
+  const auto children = r_.fib->children(r_.self_idx);
+  // The links to the children that get a copy; all must have room (or none is sent).
+  std::array<int, route::kMaxLinks> to{};
+  unsigned n = 0;
+  for (const route::TreeChild& c : children) {
+    if (group >= 0 && !((c.groups >> group) & 1u)) continue;
+    int slot = -1;
+    for (std::size_t s = 0; s < r_.links.size(); ++s)
+      if (r_.links[s].peer_idx == c.peer && ((r_.up >> s) & 1u)) {
+        slot = static_cast<int>(s);
+        break;
+      }
+    if (slot < 0) continue;  // the child's link is down: the tree is being rebuilt
+    if (!room(r_.links[static_cast<std::size_t>(slot)].port, prio, o.never_shed)) return SendStatus::kBackpressure;
+    to[n++] = slot;
+  }
+  wire::Header h;
+  h.type = type;
+  h.priority = prio;
+  h.ttl = r_.ttl;
+  h.channel = o.channel;
+  h.flags = group >= 0 ? wire::flag::kMulticast : wire::flag::kBroadcast;
+  h.msg_id = next_msg_id_++;
+  h.payload_len = static_cast<std::uint16_t>(m->data_len);
+  h.timestamp_ns = in_batch_ ? batch_ns_ : lent_ns_ != 0 ? lent_ns_ : clock_.now_ns();
+  in_batch_ = false;
+  st_.sent[t][prio].add();
+  idle_.note(prio, h.timestamp_ns);
+  if (n == 0) {
+    rte_pktmbuf_free(m);
+    return SendStatus::kOk;
+  }
+  const std::uint16_t dst = group >= 0 ? group_id : wire::kBroadcast;
+  auto finish = [&](rte_mbuf* f, std::size_t slot) {
+    const Link& l = r_.links[slot];
+    write_headers(f, l.peer_idx, l, h);
+    // The destination field names the group (or everyone), not the neighbour.
+    wire::bytes::store_le<std::uint16_t>(rte_pktmbuf_mtod_offset(f, std::byte*, wire::layout::kHdrOff + wire::layout::hdr::kDst), dst);
+    enqueue(f, l.port, prio, false);
+  };
+  // Copies first (they reference m's payload as it is now), then m itself to the first child.
+  for (unsigned k = 1; k < n; ++k) {
+    const auto slot = static_cast<std::size_t>(to[k]);
+    rte_mbuf* c = copy_of(m, 0, r_.links[slot].port);
+    if (!c) continue;  // pool dry: counted in alloc_failed
+    finish(c, slot);
+  }
+  finish(m, static_cast<std::size_t>(to[0]));
+  return SendStatus::kOk;
+}
+
+unsigned TxStage::fan_out(rte_mbuf* m, std::uint32_t src, int group, std::uint8_t prio) noexcept {
+  unsigned sent = 0;
+  const auto* frame = rte_pktmbuf_mtod(m, const std::byte*);
+  for (const route::TreeChild& c : r_.fib->children(src)) {
+    if (group >= 0 && !((c.groups >> group) & 1u)) continue;
+    int slot = -1;
+    for (std::size_t s = 0; s < r_.links.size(); ++s)
+      if (r_.links[s].peer_idx == c.peer && ((r_.up >> s) & 1u)) {
+        slot = static_cast<int>(s);
+        break;
+      }
+    if (slot < 0) continue;
+    const Link& l = r_.links[static_cast<std::size_t>(slot)];
+    rte_mbuf* copy = copy_of(m, wire::kOverhead, l.port);
+    if (!copy) continue;
+    auto* hdr = reinterpret_cast<std::byte*>(rte_pktmbuf_prepend(copy, wire::kOverhead));
+    std::memcpy(hdr, frame, wire::kOverhead);
+    if (!wire::rewrite_for_hop(hdr, l.port_mac, l.peer_mac, l.peer_ip)) {  // TTL spent
+      rte_pktmbuf_free(copy);
+      st_.refused[static_cast<std::size_t>(wire::Refusal::kTtlExpired)].add();
+      return sent;
+    }
+    forward(copy, static_cast<std::size_t>(slot), prio);
+    ++sent;
+  }
+  return sent;
+}
+
+void TxStage::forward(rte_mbuf* m, std::size_t slot, std::uint8_t prio) noexcept {
+  const Link& l = r_.links[slot];
+  PortTx& pt = ports_tx_[l.port];
+  m->ol_flags = 0;  // the RX flags it came with mean nothing on TX
+  if (!lane::sheds(prio) && pt.lanes.full(prio)) {
+    if (pt.paired) flush_lane(l.port, prio, 1);
+    else flush_sched(l.port, 1);
+    if (pt.lanes.full(prio)) {
+      st_.forward_dropped[prio].add();
+      rte_pktmbuf_free(m);
+      return;
+    }
+  }
+  st_.forwarded[prio].add();
+  st_.forwarded_port[l.port].add();
+  enqueue(m, l.port, prio, false);
 }
 
 unsigned TxStage::tx(std::size_t p, std::uint16_t q, rte_mbuf** burst, std::uint16_t n) noexcept {
@@ -123,6 +286,7 @@ unsigned TxStage::tx(std::size_t p, std::uint16_t q, rte_mbuf** burst, std::uint
   for (std::uint16_t i = 0; i < sent; ++i) bytes += burst[i]->pkt_len;
   st_.tx_frames.add(sent);
   st_.tx_bytes.add(bytes);
+  st_.port_tx_frames[p].add(sent);
   return sent;
 }
 

@@ -1,8 +1,14 @@
-// The TX stage: encode, lanes, scheduler, burst.
+// The TX stage: route, encode, lanes, scheduler, burst.
 //
-// send() writes a frame's headers from its route's template (copy, then patch lengths, ids,
-// timestamp, IPv4 checksum; or leave the checksum to the port where it offloads it) and queues
-// it on its lane of the route's port. drain() hands queued frames to the ports:
+// send() picks the link to the destination from the forwarding table (route::Fib: the lane's
+// metric, the first candidate link that is up, equal-cost paths spread by flow), writes the
+// frame's headers from the destination's template (copy, then patch the link's MACs, lengths,
+// ids, timestamp, IPv4 checksum; or leave the checksum to the port where it offloads it) and
+// queues it on its lane of the link's port. send_tree() sends a broadcast or multicast to this
+// node's children in its own tree: one copy per child, each its own header in front of the one
+// payload (shared by reference count; copied only for ports that cannot send chained mbufs).
+// forward() queues a transit frame whose headers the forward stage rewrote in place.
+// drain() hands queued frames to the ports:
 //   - P0 first and whole, on every port;
 //   - then at most one burst of each lower lane (paired queues: lane i on TX queue i; one
 //     shared queue: one burst in the scheduler's order, strict priority with minimum shares),
@@ -24,21 +30,20 @@
 #include <deque>
 
 #include "../lane/tx_lanes.hpp"
-#include "../route/route_table.hpp"
 #include "datapath_guard.hpp"
 #include "idle.hpp"
 #include "nerve/clock.hpp"
 #include "nerve/node.hpp"
 #include "nerve/stats.hpp"
 #include "ports.hpp"
+#include "routing.hpp"
 
 namespace nerve::node {
 
 class TxStage {
  public:
-  TxStage(NodePorts& ports, const route::RouteTable& routes, const config::Node& cfg, rte_mempool* pool,
-          std::size_t max_payload, Clock& clock, stats::LcoreStats& st, IdlePolicy& idle,
-          drivers::DatapathGuard::Section& guard, P0Watch& p0);
+  TxStage(NodePorts& ports, Routing& routing, const config::Node& cfg, rte_mempool* pool, std::size_t max_payload,
+          Clock& clock, stats::LcoreStats& st, IdlePolicy& idle, drivers::DatapathGuard::Section& guard, P0Watch& p0);
   ~TxStage();
   TxStage(const TxStage&) = delete;
   TxStage& operator=(const TxStage&) = delete;
@@ -60,9 +65,25 @@ class TxStage {
   }
 
   // Sends `m` (payload at its data, as alloc() made it) to `dst`. On kOk the stage owns `m`;
-  // otherwise the caller still does. `corr_id` is the request a response answers.
+  // otherwise the caller still does. `corr_id` is the request a response answers. `via`, when
+  // given, receives the neighbour the frame leaves for.
   SendStatus send(rte_mbuf* m, NodeId dst, MsgType type, std::uint8_t prio, const SendOptions& o,
-                  std::uint32_t corr_id = 0) noexcept;
+                  std::uint32_t corr_id = 0, NodeId* via = nullptr) noexcept;
+  // A `fabric` message to the peer of link `slot`, on that link (heartbeats, advertisements).
+  // Never shed; a full lane refuses it (kBackpressure).
+  SendStatus send_link(rte_mbuf* m, std::size_t slot, std::uint8_t prio) noexcept;
+  // A broadcast (group < 0: every node) or multicast (group = the group's index in the cluster
+  // file, `group_id` its id) from this node, down its own tree. kOk with no copy at all when
+  // no other node is to receive it.
+  SendStatus send_tree(rte_mbuf* m, int group, std::uint16_t group_id, MsgType type, std::uint8_t prio,
+                       const SendOptions& o) noexcept;
+  // Copies of a received broadcast/multicast frame `m` (headers at its data) to this node's
+  // children in `src`'s tree (multicast: those whose subtree has a member of group bit `group`),
+  // each with its own rewritten headers. `m` stays the caller's. Returns the copies sent.
+  unsigned fan_out(rte_mbuf* m, std::uint32_t src, int group, std::uint8_t prio) noexcept;
+  // Queues transit frame `m` (headers already rewritten for `slot`) on lane `prio` of the
+  // link's port. A full P0-P2 lane drops it (counted: forward_dropped); P3/P4 shed the oldest.
+  void forward(rte_mbuf* m, std::size_t slot, std::uint8_t prio) noexcept;
 
   unsigned drain() noexcept;      // one poll's worth (above); returns frames handed over
   unsigned flush_all() noexcept;  // everything the ports take now
@@ -87,15 +108,30 @@ class TxStage {
     lane::TxLanes<rte_mbuf> lanes;
     bool paired = false;
     bool csum_offload = false;
+    bool chains = false;  // the port sends chained mbufs (RTE_ETH_TX_OFFLOAD_MULTI_SEGS)
   };
 
   bool refill() noexcept;
+  // Lane room for one more frame of `prio` on `port` (flushing a burst first if needed);
+  // counts the back-pressure when there is none.
+  bool room(std::size_t port, std::uint8_t prio, bool never_shed) noexcept;
+  // Queues `m` (headers written) on lane `prio` of `port`; a lone P0 frame goes straight out.
+  void enqueue(rte_mbuf* m, std::size_t port, std::uint8_t prio, bool more) noexcept;
+  // The headers of a frame to dense index `di` over link `l`, into the mbuf's headroom.
+  void write_headers(rte_mbuf* m, std::uint32_t di, const Link& l, const wire::Header& h) noexcept;
+  // A copy of frame `m`'s payload behind a new header mbuf (chained; or copied whole for a
+  // port that cannot send chains). `hdr_from`: where the copy's headers are copied from (null:
+  // none). nullptr when the pool is dry.
+  rte_mbuf* copy_of(rte_mbuf* m, std::uint16_t payload_off, std::size_t port) noexcept;
+  std::uint32_t flow_of(std::uint16_t src, std::uint16_t dst, std::uint16_t channel) const noexcept {
+    return (std::uint32_t{src} * 0x9e3779b1u) ^ (std::uint32_t{dst} * 0x85ebca6bu) ^ (std::uint32_t{channel} * 0xc2b2ae35u);
+  }
   unsigned flush_lane(std::size_t p, unsigned lane, unsigned max_bursts) noexcept;
   unsigned flush_sched(std::size_t p, unsigned max_bursts) noexcept;
   unsigned tx(std::size_t p, std::uint16_t q, rte_mbuf** burst, std::uint16_t n) noexcept;
 
   NodePorts& ports_;
-  const route::RouteTable& routes_;
+  Routing& r_;
   std::deque<PortTx> ports_tx_;  // deque: TxLanes is not movable
   rte_mempool* pool_;
   std::size_t max_payload_;

@@ -11,7 +11,10 @@ std::uint16_t ValidateStage::run(rte_mbuf* const* in, std::uint16_t n, RxItem* o
     rte_mbuf* m = in[i];
     if (i + 1 < n) rte_prefetch0(rte_pktmbuf_mtod(in[i + 1], void*));
     bytes += m->pkt_len;
-    if (m->nb_segs != 1) [[unlikely]] {
+    // A chain (a header in front of a shared payload: a multicast copy that crossed a ring
+    // port in this process, or a NIC's scattered jumbo frame) is copied into its first
+    // segment; one that does not fit there is refused.
+    if (m->nb_segs != 1 && rte_pktmbuf_linearize(m) != 0) [[unlikely]] {
       st_.rx_multi_segment.add();
       rte_pktmbuf_free(m);
       continue;

@@ -1,6 +1,7 @@
 // The validate stage: every received frame through the codec (wire::decode, strict, one
 // counted reason per refusal). Frames that pass go on with their decoded header; the others
-// are freed here. Chained mbufs are refused (nerve frames always fit one buffer).
+// are freed here. A chained mbuf is copied into its first segment, or refused (multi_segment)
+// when it does not fit there.
 //
 // Owner thread only.
 #pragma once

@@ -104,7 +104,7 @@ std::unique_ptr<Fib> build_fib(const FibInputs& in, std::uint64_t version) {
     std::vector<std::uint64_t> below(n);
     for (std::uint32_t src = 0; src < n; ++src) {
       fib->child_off_[src] = static_cast<std::uint32_t>(fib->children_.size());
-      spf(consensus, src, 0, true, tree);
+      spf(consensus, src, kHops, true, tree);
       // Children of this node in src's tree, with the groups in each child's subtree.
       bool any = false;
       for (std::uint32_t v : tree.order)

@@ -14,9 +14,10 @@
 //     frame takes the one its flow hashes to (so one channel's frames keep their order).
 //   - a static route ([[node.route]]) puts its link first.
 // Per source node: this node's children in the source's broadcast tree (the shortest-path tree
-// by delay, parents chosen by lowest index, so every node computes the same tree from the same
-// database), each with the groups that have a member in the child's subtree: a broadcast is
-// copied to every child, a multicast only to the children whose mask has the group.
+// by hop count, parents chosen by lowest index, so every node computes the same tree from the
+// same database, and trees move only when links go up or down, not with measured delays),
+// each with the groups that have a member in the child's subtree: a broadcast is copied to
+// every child, a multicast only to the children whose mask has the group.
 //
 // No DPDK.
 #pragma once

@@ -18,7 +18,7 @@ std::uint32_t load_cost(std::uint8_t load) noexcept {
 }  // namespace
 
 std::uint32_t link_cost(const LocalLink& l, unsigned metric) noexcept {
-  return metric == 0 ? delay_cost(l.delay_ns) : load_cost(l.load);
+  return metric == 0 ? delay_cost(l.delay_ns) : metric == 1 ? load_cost(l.load) : 1;
 }
 
 Graph::Graph(const Lsdb& db, std::uint32_t root, std::span<const LocalLink> local) : root_(root) {
@@ -44,7 +44,7 @@ Graph::Graph(const Lsdb& db, std::uint32_t root, std::span<const LocalLink> loca
       for (std::size_t s = 0; s < local.size(); ++s) {
         const LocalLink& l = local[s];
         if (!l.up || l.peer == kNoIndex || !agrees(l.peer, u)) continue;
-        edges_.push_back(Edge{l.peer, {delay_cost(l.delay_ns), load_cost(l.load)}, static_cast<std::int32_t>(s)});
+        edges_.push_back(Edge{l.peer, {delay_cost(l.delay_ns), load_cost(l.load), 1}, static_cast<std::int32_t>(s)});
       }
       continue;
     }
@@ -53,11 +53,11 @@ Graph::Graph(const Lsdb& db, std::uint32_t root, std::span<const LocalLink> loca
       for (const LinkAdvert& a : lsa->links) {
         const std::uint32_t v = t.index(a.nbr);
         if (!a.up || !agrees(v, u)) continue;
-        edges_.push_back(Edge{v, {delay_cost(a.delay_ns), load_cost(a.load)}, -1});
+        edges_.push_back(Edge{v, {delay_cost(a.delay_ns), load_cost(a.load), 1}, -1});
       }
     } else {
       for (const std::uint32_t v : t.links(u))
-        if (agrees(v, u)) edges_.push_back(Edge{v, {delay_cost(0), load_cost(0)}, -1});
+        if (agrees(v, u)) edges_.push_back(Edge{v, {delay_cost(0), load_cost(0), 1}, -1});
     }
   }
   off_[n] = static_cast<std::uint32_t>(edges_.size());

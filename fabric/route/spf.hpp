@@ -10,6 +10,7 @@
 // Edge costs (all integers, all > 0, so equal costs compare exactly):
 //   delay: kHopCostNs + the one-way delay its owner measured (0 until measured: hop count)
 //   load:  kLoadBase + kLoadStep * the link's load level (0..15)
+//   hops:  1 (broadcast and multicast trees: they change only when links do)
 //
 // No DPDK. Allocates: for the routing agent's thread.
 #pragma once
@@ -28,6 +29,7 @@ inline constexpr std::uint32_t kHopCostNs = 1000;  // per hop: a node's own proc
 inline constexpr std::uint32_t kLoadBase = 1024;
 inline constexpr std::uint32_t kLoadStep = 256;
 inline constexpr unsigned kMetrics = 2;                 // config::RouteMetric: delay, load
+inline constexpr unsigned kHops = 2;                    // a third cost: 1 per link (broadcast trees)
 
 // One of the root's links as the datapath sees it.
 struct LocalLink {
@@ -47,7 +49,7 @@ class Graph {
   std::uint32_t size() const noexcept { return static_cast<std::uint32_t>(off_.size() - 1); }
   struct Edge {
     std::uint32_t to;
-    std::uint32_t cost[kMetrics];
+    std::uint32_t cost[kMetrics + 1];  // delay, load, hops
     std::int32_t slot;  // the root's link slot for the root's edges, else -1
   };
   std::span<const Edge> out(std::uint32_t u) const noexcept { return {edges_.data() + off_[u], edges_.data() + off_[u + 1]}; }
@@ -69,7 +71,7 @@ struct SpfResult {
 // The cost of one of the root's links on `metric`, as Graph gives it.
 std::uint32_t link_cost(const LocalLink& l, unsigned metric) noexcept;
 
-// Shortest paths from `source` on `metric` (0 delay, 1 load). `first` is filled when source is
+// Shortest paths from `source` on `metric` (0 delay, 1 load, 2 hops). `first` is filled when source is
 // the graph's root; `parent` when `parents` is set.
 void spf(const Graph& g, std::uint32_t source, unsigned metric, bool parents, SpfResult& out);
 

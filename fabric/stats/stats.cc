@@ -26,6 +26,7 @@ Snapshot snapshot(const std::vector<const LcoreStats*>& lcores,
                   const std::array<std::uint64_t, wire::kPriorities>& budgets_ns) {
   Snapshot s;
   auto merged = std::make_unique<std::array<Histogram, wire::kPriorities>>();
+  auto transit = std::make_unique<std::array<Histogram, wire::kPriorities>>();
   for (const LcoreStats* l : lcores) {
     s.rx_frames += l->rx_frames.get();
     s.rx_bytes += l->rx_bytes.get();
@@ -47,7 +48,13 @@ Snapshot snapshot(const std::vector<const LcoreStats*>& lcores,
       s.lanes[p].shed += l->shed[p].get();
       s.lanes[p].backpressure += l->backpressure[p].get();
       (*merged)[p].merge(l->latency_ns[p]);
+      s.forwarded[p] += l->forwarded[p].get();
+      s.forward_dropped[p] += l->forward_dropped[p].get();
+      (*transit)[p].merge(l->transit_ns[p]);
     }
+    for (std::size_t j = 0; j < kMaxPorts; ++j) s.forwarded_port[j] += l->forwarded_port[j].get();
+    s.fabric_rx += l->fabric_rx.get();
+    s.fabric_tx += l->fabric_tx.get();
   }
   for (std::size_t p = 0; p < wire::kPriorities; ++p) {
     const Histogram& h = (*merged)[p];
@@ -61,6 +68,17 @@ Snapshot snapshot(const std::vector<const LcoreStats*>& lcores,
     lane.p99 = h.percentile(99);
     lane.p999 = h.percentile(99.9);
     lane.max = h.max();
+    const Histogram& t = (*transit)[p];
+    LaneSummary& tr = s.transit[p];
+    tr.budget_ns = budgets_ns[p];
+    tr.count = t.count();
+    tr.min = t.min();
+    tr.mean = t.mean();
+    tr.p50 = t.percentile(50);
+    tr.p90 = t.percentile(90);
+    tr.p99 = t.percentile(99);
+    tr.p999 = t.percentile(99.9);
+    tr.max = t.max();
   }
   return s;
 }

@@ -154,7 +154,8 @@ Refusal decode(std::span<const std::byte> frame, const RxFilter& filter, Decoded
   if (load_le<std::uint16_t>(n + h::kMagic) != kMagic) return Refusal::kBadMagic;
   if (u8(n + h::kVersion) != kVersion) return Refusal::kBadVersion;
   const std::uint8_t type = u8(n + h::kType);
-  if (type < kMsgTypeFirst || type > kMsgTypeLast) return Refusal::kUnknownType;
+  if ((type < kMsgTypeFirst || type > kMsgTypeLast) && type != static_cast<std::uint8_t>(MsgType::kFabric))
+    return Refusal::kUnknownType;
   const std::uint8_t prio = u8(n + h::kPriority);
   if (prio >= kPriorities) return Refusal::kBadPriority;
   if ((u8(ip + 1) >> 2) != kDscp[prio]) return Refusal::kDscpMismatch;
@@ -222,6 +223,7 @@ std::string_view to_string(MsgType t) noexcept {
     case MsgType::kAlert: return "alert";
     case MsgType::kResourceRequest: return "request";
     case MsgType::kResponse: return "response";
+    case MsgType::kFabric: return "fabric";
   }
   return "unknown";
 }
@@ -263,11 +265,15 @@ std::string_view to_string(Refusal r) noexcept {
     case Refusal::kBadFragment: return "bad_fragment";
     case Refusal::kBadAddress: return "bad_address";
     case Refusal::kTtlExpired: return "ttl_expired";
+    case Refusal::kBadFabric: return "bad_fabric";
     case Refusal::kUnknownSource: return "unknown_source";
     case Refusal::kSourceMismatch: return "source_mismatch";
     case Refusal::kWrongDstMac: return "wrong_dst_mac";
     case Refusal::kWrongDstIp: return "wrong_dst_ip";
-    case Refusal::kNotForUs: return "not_for_us";
+    case Refusal::kNoRoute: return "no_route";
+    case Refusal::kLoop: return "loop";
+    case Refusal::kDuplicate: return "duplicate";
+    case Refusal::kUnknownGroup: return "unknown_group";
     case Refusal::kBadTimestamp: return "bad_timestamp";
     case Refusal::kResponseMismatch: return "response_mismatch";
     case Refusal::kCount: break;

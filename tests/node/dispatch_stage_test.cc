@@ -1,18 +1,39 @@
 // The dispatch stage: frames for this node stay, in order; every other frame is refused with
 // its reason: a source not in the cluster or not at its address, a frame not addressed to the
-// port's MAC or the node's IP, a frame for another node (no forwarding here).
+// port's MAC or the node's IP (for a frame to forward: not the destination's IP).
 #include <catch2/catch.hpp>
 
 #include "node/dispatch_stage.hpp"
+#include "node/idle.hpp"
 #include "node/validate_stage.hpp"
 #include "stage_rig.hpp"
 
 using namespace nerve;
 
+namespace {
+
+// The stages dispatch hands frames to.
+struct Onward {
+  explicit Onward(test::StageRig& r)
+      : idle(r.self),
+        tx(r.ports, *r.routing, r.self, r.pool->get(), config::max_payload(r.cluster.mtu), *r.clock, r.st, idle, r.guard,
+           r.p0),
+        link(r.cluster, *r.routing, tx, r.st, timers, r.clock->now_ns()),
+        forward(r.cluster, *r.routing, tx, r.st) {}
+  node::IdlePolicy idle;
+  node::TimerStage timers;
+  node::TxStage tx;
+  node::LinkStage link;
+  node::ForwardStage forward;
+};
+
+}  // namespace
+
 TEST_CASE("dispatch: deliver what is ours, refuse the rest by reason", "[stage][dispatch]") {
   test::StageRig rig("di1");
+  Onward o(rig);
   node::ValidateStage v(wire::RxFilter{rig.cluster.udp_port, rig.cluster.mtu, 0}, rig.st);
-  node::DispatchStage d(1, rig.self.ip, *rig.nodes, {rig.ports[0].dev->mac()}, rig.st);
+  node::DispatchStage d(1, rig.self.ip, rig.nodes(), {rig.ports[0].dev->mac()}, rig.st, o.forward, o.link);
   const unsigned free_before = rig.free_mbufs();
   using R = wire::Refusal;
   const std::vector<std::pair<std::vector<std::byte>, R>> cases = {
@@ -21,7 +42,7 @@ TEST_CASE("dispatch: deliver what is ours, refuse the rest by reason", "[stage][
       {rig.frame(0, 3, [](auto& ep, auto&) { ep.src_ip = 0xc6120109; }), R::kSourceMismatch},
       {rig.frame(0, 4, [](auto& ep, auto&) { ep.dst_mac = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff}; }), R::kWrongDstMac},
       {rig.frame(0, 5, [](auto& ep, auto&) { ep.dst_mac = {2, 0, 0, 0, 1, 2}; }), R::kWrongDstMac},
-      {rig.frame(0, 6, [](auto&, auto& h) { h.dst = 2; }), R::kNotForUs},
+      {rig.frame(0, 6, [](auto&, auto& h) { h.dst = 2; }), R::kWrongDstIp},  // to forward, but at our IP
       {rig.frame(0, 7, [](auto& ep, auto&) { ep.dst_ip = 0xc6120202; }), R::kWrongDstIp},
       {rig.frame(2, 8), R::kNone},
   };
@@ -30,13 +51,14 @@ TEST_CASE("dispatch: deliver what is ours, refuse the rest by reason", "[stage][
   node::RxItem items[node::kBurst];
   const std::uint16_t n = v.run(in.data(), static_cast<std::uint16_t>(in.size()), items);
   REQUIRE(n == cases.size());  // all well-formed: validation passes them all
-  const std::uint16_t k = d.run(0, items, n);
+  const std::uint16_t k = d.run(0, items, n, rig.clock->now_ns());
   REQUIRE(k == 2);
   CHECK(items[0].d.hdr.msg_id == 1);
   CHECK(items[1].d.hdr.msg_id == 8);
   for (const auto& [f, r] : cases)
     if (r != R::kNone) CHECK(test::refused(rig.st, r) >= 1);
   CHECK(test::refused(rig.st, R::kWrongDstMac) == 2);
+  CHECK(test::refused(rig.st, R::kWrongDstIp) == 2);
   CHECK(rig.free_mbufs() == free_before - 2);
   for (std::uint16_t i = 0; i < k; ++i) rte_pktmbuf_free(items[i].m);
 }

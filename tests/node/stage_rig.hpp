@@ -15,8 +15,8 @@
 #include "nerve/clock.hpp"
 #include "nerve/stats.hpp"
 #include "node/ports.hpp"
+#include "node/routing.hpp"
 #include "port.hpp"
-#include "route/route_table.hpp"
 
 namespace nerve::test {
 
@@ -35,10 +35,10 @@ struct StageRig {
     np.lanes = paired ? config::LaneMode::kPaired : config::LaneMode::kSoftware;
     ports.push_back(std::move(np));
     far = std::make_unique<drivers::Port>(peer.ports[0], "r2" + pair, pool->get(), queues, peer.mac, false);
-    nodes = std::make_unique<route::NodeTable>(cluster);
     const std::vector<wire::Mac> macs = {ports[0].dev->mac()};
-    routes = std::make_unique<route::RouteTable>(cluster, self, macs);
+    routing = std::make_unique<node::Routing>(cluster, self, macs, *clock, st);
   }
+  const route::NodeTable& nodes() const { return routing->nodes; }
 
   // A frame from node 2 to node 1, as node 2 would send it; `edit` may change anything.
   template <typename Edit>
@@ -104,9 +104,8 @@ struct StageRig {
   std::unique_ptr<drivers::Mempool> pool;
   node::NodePorts ports;
   std::unique_ptr<drivers::Port> far;
-  std::unique_ptr<route::NodeTable> nodes;
-  std::unique_ptr<route::RouteTable> routes;
   stats::LcoreStats st;
+  std::unique_ptr<node::Routing> routing;  // the agent's thread is not started: tables stay as built
   drivers::DatapathGuard::Section guard;
   node::P0Watch p0;
 };

@@ -13,7 +13,7 @@ namespace {
 
 struct Tx {
   explicit Tx(test::StageRig& r)
-      : rig(r), idle(r.self), tx(r.ports, *r.routes, r.self, r.pool->get(), config::max_payload(r.cluster.mtu), *r.clock,
+      : rig(r), idle(r.self), tx(r.ports, *r.routing, r.self, r.pool->get(), config::max_payload(r.cluster.mtu), *r.clock,
                                r.st, idle, r.guard, r.p0) {}
   SendStatus send(std::uint8_t prio, std::uint32_t tag, const SendOptions& o = {}) {
     rte_mbuf* m = tx.alloc(8);

@@ -176,7 +176,7 @@ TEST_CASE("each class of malformed frame is refused with its reason", "[wire]") 
   CHECK(mutate([](auto& f) { f[kHdr] = std::byte{'X'}; }) == Refusal::kBadMagic);
   CHECK(mutate([](auto& f) { f[kHdr + 2] = std::byte{2}; }) == Refusal::kBadVersion);
   CHECK(mutate([](auto& f) { f[kHdr + 3] = std::byte{0}; }) == Refusal::kUnknownType);
-  CHECK(mutate([](auto& f) { f[kHdr + 3] = std::byte{7}; }) == Refusal::kUnknownType);
+  CHECK(mutate([](auto& f) { f[kHdr + 3] = std::byte{8}; }) == Refusal::kUnknownType);  // 7 is `fabric`
   CHECK(mutate([](auto& f) { f[kHdr + 4] = std::byte{5}; }) == Refusal::kBadPriority);
   CHECK(mutate([](auto& f) { f[kHdr + 4] = std::byte{0}; }) == Refusal::kDscpMismatch);
   CHECK(mutate([](auto& f) { f[kHdr + 5] = std::byte{0x40}; }) == Refusal::kUnknownFlags);

@@ -148,6 +148,36 @@ struct PeerInfo {
   std::size_t port;  // index into ports()
 };
 
+// One link of the node (a port and a peer it reaches on it), as the heartbeats see it.
+struct LinkInfo {
+  NodeId peer;
+  std::size_t port;         // index into ports()
+  bool up;                  // heartbeats arrive (or heartbeats are off)
+  std::uint32_t rtt_ns;     // smoothed heartbeat round trip; 0: not measured
+  std::uint64_t heartbeats_rx, heartbeats_tx;
+  std::uint64_t downs;      // times declared down
+};
+
+// Where frames for one destination go, per lane (docs/architecture.md, "Routing").
+struct RouteInfo {
+  NodeId dst;
+  struct Hop {
+    NodeId next_hop = 0;      // 0: no route up
+    std::size_t port = 0;
+    std::uint64_t cost = 0;   // the lane's metric (delay: ns, plus 1 us a hop; load: levels)
+    std::string metric;       // "delay" or "load"
+    unsigned paths = 0;       // candidate links (equal-cost and alternates)
+  };
+  std::array<Hop, wire::kPriorities> lanes;
+};
+
+struct RoutingInfo {
+  std::uint64_t table_version;     // forwarding tables built so far
+  std::uint64_t build_ns;          // the last build's duration
+  std::uint64_t lsa_received, lsa_sent, lsa_originated, lsa_refused, db_size, db_syncs;
+  std::uint64_t mailbox_dropped;   // advertisements lost to a full mailbox (repaired by refresh)
+};
+
 // A send from another thread (a control socket, a test), carried out by the datapath.
 struct ProxySend {
   NodeId dst = 0;
@@ -214,6 +244,13 @@ class Node {
   TxFrame alloc(std::size_t payload_len) noexcept;
   // Sends `f` to node `dst`. On kOk the frame is consumed; otherwise it stays the caller's.
   SendStatus send(TxFrame& f, NodeId dst, MsgType type, std::uint8_t priority, const SendOptions& o = {}) noexcept;
+  // Sends `f` to every other node of the cluster; each receives it once (down this node's
+  // broadcast tree, one copy per branch, the payload shared).
+  SendStatus broadcast(TxFrame& f, MsgType type, std::uint8_t priority, const SendOptions& o = {}) noexcept;
+  // Sends `f` to every member of group `group` (an id of the cluster file's [[group]]) but this
+  // node; each receives it once. kBadArgument for a group the cluster file does not have.
+  SendStatus multicast(TxFrame& f, std::uint16_t group, MsgType type, std::uint8_t priority,
+                       const SendOptions& o = {}) noexcept;
   // Copies `payload` into a new frame and sends it.
   SendStatus send_copy(NodeId dst, MsgType type, std::uint8_t priority, std::span<const std::byte> payload,
                        const SendOptions& o = {}) noexcept;
@@ -248,9 +285,20 @@ class Node {
 
   // --- any thread -------------------------------------------------------------------------
   NodeProxy& proxy() noexcept;
+  // Joins or leaves a group (an id of the cluster file's [[group]]); the fabric learns it
+  // with this node's next advertisement (within milliseconds). False for an unknown group.
+  bool join(std::uint16_t group) noexcept;
+  bool leave(std::uint16_t group) noexcept;
+  std::vector<std::uint16_t> groups() const;  // the groups this node is a member of
+  // The members of a group as this node's routing knows them (advertised), ascending.
+  std::vector<NodeId> members(std::uint16_t group) const;
   stats::Snapshot snapshot() const;
   std::vector<PortInfo> ports() const;
   std::vector<PeerInfo> peers() const;
+  std::vector<LinkInfo> links() const;
+  // The routing agent's newest table, per destination and lane (links as they are now).
+  std::vector<RouteInfo> routes() const;
+  RoutingInfo routing() const;
   unsigned mbufs_available() const noexcept;
   std::size_t max_payload() const noexcept;  // bytes one frame carries at the cluster's MTU
 

@@ -27,6 +27,8 @@ class Counter {
 inline constexpr std::array<std::uint64_t, wire::kPriorities> kDefaultBudgetNs = {
     100'000, 500'000, 1'000'000, 2'000'000, 5'000'000};
 
+inline constexpr std::size_t kMaxPorts = 64;  // per node (config: at most 64 ports)
+
 struct alignas(64) LcoreStats {
   Counter rx_frames, rx_bytes, tx_frames, tx_bytes;
   std::array<Counter, wire::kRefusalCount> refused;  // by wire::Refusal; [0] unused
@@ -41,6 +43,13 @@ struct alignas(64) LcoreStats {
   std::array<Counter, wire::kPriorities> shed;          // P3/P4 frames dropped, oldest first, from a full lane
   std::array<Counter, wire::kPriorities> backpressure;  // send() refused on a full P0-P2 lane
   std::array<Histogram, wire::kPriorities> latency_ns;  // one-way, sender timestamp to delivery
+  // Routing.
+  std::array<Counter, kMaxPorts> port_tx_frames;        // frames handed to each port (link load)
+  std::array<Counter, wire::kPriorities> forwarded;     // transit frames sent on, by lane
+  std::array<Counter, kMaxPorts> forwarded_port;        // ... by the port they left on
+  std::array<Counter, wire::kPriorities> forward_dropped;  // transit frames dropped: a full P0-P2 lane
+  std::array<Histogram, wire::kPriorities> transit_ns;  // forwarded frames: sender timestamp to this hop
+  Counter fabric_rx, fabric_tx;                         // heartbeats and advertisements
 };
 
 struct LaneSummary {
@@ -57,6 +66,10 @@ struct Snapshot {
   std::array<std::array<std::uint64_t, wire::kPriorities>, wire::kMsgTypes + 1> delivered{};
   std::array<std::array<std::uint64_t, wire::kPriorities>, wire::kMsgTypes + 1> sent{};
   std::array<LaneSummary, wire::kPriorities> lanes{};
+  std::array<std::uint64_t, wire::kPriorities> forwarded{}, forward_dropped{};
+  std::array<std::uint64_t, kMaxPorts> forwarded_port{};
+  std::array<LaneSummary, wire::kPriorities> transit{};  // forwarded frames: latency to this hop
+  std::uint64_t fabric_rx = 0, fabric_tx = 0;
 
   std::uint64_t refused_total() const noexcept;
   std::uint64_t delivered_total() const noexcept;

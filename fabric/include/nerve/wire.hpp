@@ -39,7 +39,11 @@ enum class MsgType : std::uint8_t {
   kAlert = 4,            // alert notification
   kResourceRequest = 5,  // resource request
   kResponse = 6,         // reply to a command or request; corr_id names it
+  // The fabric's own control traffic between neighbours (heartbeats, link state); handled by
+  // the node, never delivered to applications, never sent by them.
+  kFabric = 7,
 };
+// Application message types: kMsgTypeFirst .. kMsgTypeLast.
 inline constexpr std::uint8_t kMsgTypeFirst = 1;
 inline constexpr std::uint8_t kMsgTypeLast = 6;
 inline constexpr int kMsgTypes = kMsgTypeLast;  // index by type value; slot 0 unused
@@ -123,11 +127,15 @@ enum class Refusal : std::uint8_t {
   kBadAddress,       // source node 0, or destination inconsistent with the flags
   kTtlExpired,
   // --- the node's stages
+  kBadFabric,        // a fabric message that does not parse, or not from a neighbour on that port
   kUnknownSource,    // source node is not in the cluster
   kSourceMismatch,   // source IP is not the source node's
   kWrongDstMac,      // destination MAC is not the receiving port's
   kWrongDstIp,       // destination IP is not this node's
-  kNotForUs,         // unicast to another node (no forwarding on this node)
+  kNoRoute,          // a frame to forward, and no route to its destination is up
+  kLoop,             // a frame to forward that this node sent itself
+  kDuplicate,        // a broadcast or multicast copy already received
+  kUnknownGroup,     // a multicast to a group the cluster file does not have
   kBadTimestamp,     // send timestamp 0, or outside the cluster's timestamp window
   kResponseMismatch, // a response to a request of ours, from a node other than the one asked
   kCount

@@ -1,0 +1,129 @@
+#include "link_stage.hpp"
+
+#include <algorithm>
+
+#include "../route/protocol.hpp"
+
+namespace nerve::node {
+
+LinkStage::LinkStage(const config::Cluster& c, Routing& routing, TxStage& tx, stats::LcoreStats& st, TimerStage& timers,
+                     std::uint64_t now_ns)
+    : links_(routing.links), tx_(tx), inbox_(routing.inbox), outbox_(routing.outbox), st_(st),
+      digest_(routing.agent.digest()), state_(routing.links.size()), up_(routing.up),
+      timer_(&LinkStage::on_timer, this) {
+  for (std::size_t s = 0; s < links_.size(); ++s) {
+    up_ |= std::uint64_t{1} << s;
+    state_[s].last_heard_ns = now_ns;  // a link gets heartbeat_miss periods to be heard first
+  }
+  if (c.heartbeat_hz != 0) {
+    period_ns_ = 1'000'000'000ull / c.heartbeat_hz;
+    dead_after_ns_ = period_ns_ * c.heartbeat_miss;
+    timers.add(timer_);
+    due_ns_ = now_ns;
+    timer_.arm(now_ns);
+  }
+}
+
+void LinkStage::on_timer(void* ctx, std::uint64_t now_ns) noexcept {
+  auto& self = *static_cast<LinkStage*>(ctx);
+  // Time this node itself was not running its timer (preempted, stopped, slow) beyond one
+  // period is not the neighbours' silence: their heartbeats wait unread in its own rings. It
+  // does not count toward the detection time.
+  const std::uint64_t late = now_ns > self.due_ns_ ? now_ns - self.due_ns_ : 0;
+  for (std::size_t s = 0; s < self.links_.size(); ++s) {
+    State& ls = self.state_[s];
+    const std::uint64_t bit = std::uint64_t{1} << s;
+    if (late != 0) ls.last_heard_ns = std::min(now_ns, ls.last_heard_ns + late);
+    if ((self.up_ & bit) && now_ns > ls.last_heard_ns + self.dead_after_ns_) {
+      self.up_ &= ~bit;
+      LinkShared& sh = self.links_.shared(s);
+      sh.up.store(false, std::memory_order_relaxed);
+      sh.downs.store(sh.downs.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    }
+    self.heartbeat(s, now_ns);
+  }
+  self.due_ns_ = now_ns + self.period_ns_;
+  self.timer_.arm(self.due_ns_);
+}
+
+void LinkStage::heartbeat(std::size_t slot, std::uint64_t now_ns) noexcept {
+  rte_mbuf* m = tx_.alloc(route::kHeartbeatLen);
+  if (!m) return;  // the pool is dry: counted by alloc
+  const State& ls = state_[slot];
+  route::Heartbeat hb;
+  hb.echo_ts_ns = ls.echo_ts_ns;
+  hb.echo_hold_ns = ls.echo_ts_ns != 0 && now_ns > ls.echo_rx_ns ? now_ns - ls.echo_rx_ns : 0;
+  hb.digest = digest_.load(std::memory_order_relaxed);
+  route::encode(std::span<std::byte>(rte_pktmbuf_mtod(m, std::byte*), route::kHeartbeatLen), hb);
+  if (tx_.send_link(m, slot, 0) != SendStatus::kOk) {
+    rte_pktmbuf_free(m);
+    return;
+  }
+  LinkShared& sh = links_.shared(slot);
+  sh.heartbeats_tx.store(sh.heartbeats_tx.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+}
+
+void LinkStage::refuse(rte_mbuf* m) noexcept {
+  st_.refused[static_cast<std::size_t>(wire::Refusal::kBadFabric)].add();
+  rte_pktmbuf_free(m);
+}
+
+void LinkStage::receive(std::size_t port, const wire::Decoded& d, rte_mbuf* m, std::uint64_t now_ns) noexcept {
+  const int slot = links_.find(port, d.hdr.src_node);
+  if (slot < 0) return refuse(m);
+  const auto s = static_cast<std::size_t>(slot);
+  switch (route::peek_kind(d.payload)) {
+    case route::MsgKind::kHeartbeat: {
+      route::Heartbeat hb;
+      if (route::decode(d.payload, hb) != route::ProtoError::kNone) return refuse(m);
+      State& ls = state_[s];
+      LinkShared& sh = links_.shared(s);
+      ls.last_heard_ns = now_ns;
+      ls.echo_ts_ns = d.hdr.timestamp_ns;
+      ls.echo_rx_ns = now_ns;
+      if (hb.echo_ts_ns != 0 && now_ns > hb.echo_ts_ns + hb.echo_hold_ns) {
+        const std::uint64_t rtt = now_ns - hb.echo_ts_ns - hb.echo_hold_ns;
+        if (rtt < 1'000'000'000ull) {
+          ls.rtt_ns = ls.rtt_ns == 0 ? static_cast<std::uint32_t>(rtt)
+                                     : static_cast<std::uint32_t>((std::uint64_t{ls.rtt_ns} * 7 + rtt) / 8);
+          sh.rtt_ns.store(ls.rtt_ns, std::memory_order_relaxed);
+        }
+      }
+      sh.peer_digest.store(hb.digest, std::memory_order_relaxed);
+      sh.heartbeats_rx.store(sh.heartbeats_rx.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+      const std::uint64_t bit = std::uint64_t{1} << s;
+      if (!(up_ & bit)) {
+        up_ |= bit;
+        sh.up.store(true, std::memory_order_relaxed);
+      }
+      break;
+    }
+    case route::MsgKind::kLinkState:
+      // Decoded (and checked) by the agent; a full inbox drops it (counted): the periodic
+      // refresh and the digest comparison repair the loss.
+      inbox_.post(static_cast<std::uint16_t>(s), d.payload);
+      break;
+    default: return refuse(m);
+  }
+  st_.fabric_rx.add();
+  rte_pktmbuf_free(m);
+}
+
+unsigned LinkStage::run() noexcept {
+  unsigned sent = 0;
+  while (sent < kOutboxPerRun) {
+    Mailbox::Letter* l = outbox_.take();
+    if (!l) break;
+    if (l->slot < links_.size()) {
+      if (rte_mbuf* m = tx_.alloc(l->len)) {
+        std::memcpy(rte_pktmbuf_mtod(m, std::byte*), l->bytes, l->len);
+        if (tx_.send_link(m, l->slot, 1) != SendStatus::kOk) rte_pktmbuf_free(m);
+      }
+    }
+    outbox_.done(l);
+    ++sent;
+  }
+  return sent;
+}
+
+}  // namespace nerve::node

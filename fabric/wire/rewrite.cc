@@ -1,0 +1,40 @@
+#include "rewrite.hpp"
+
+#include <cstring>
+
+#include "bytes.hpp"
+#include "layout.hpp"
+
+namespace nerve::wire {
+
+using bytes::load_be;
+using bytes::store_be;
+
+bool rewrite_for_hop(std::byte* frame, const Mac& src, const Mac& dst, std::uint32_t new_dst_ip) noexcept {
+  std::byte* n = frame + layout::kHdrOff;
+  const auto ttl = static_cast<std::uint8_t>(n[layout::hdr::kTtl]);
+  if (ttl <= 1) return false;
+  n[layout::hdr::kTtl] = std::byte{static_cast<std::uint8_t>(ttl - 1)};
+  std::memcpy(frame, dst.data(), 6);
+  std::memcpy(frame + 6, src.data(), 6);
+
+  std::byte* ip = frame + layout::kIpOff;
+  std::uint16_t hc = load_be<std::uint16_t>(ip + 10);
+  // TTL is the high byte of the word at offset 8 (TTL, protocol).
+  const std::uint16_t w8 = load_be<std::uint16_t>(ip + 8);
+  const auto ip_ttl = static_cast<std::uint8_t>(w8 >> 8);
+  const std::uint16_t w8_new = static_cast<std::uint16_t>(((ip_ttl > 1 ? ip_ttl - 1 : 1) << 8) | (w8 & 0xff));
+  hc = checksum_update(hc, w8, w8_new);
+  store_be<std::uint16_t>(ip + 8, w8_new);
+  if (new_dst_ip != 0) {
+    const std::uint32_t was = load_be<std::uint32_t>(ip + 16);
+    hc = checksum_update(hc, static_cast<std::uint16_t>(was >> 16), static_cast<std::uint16_t>(new_dst_ip >> 16));
+    hc = checksum_update(hc, static_cast<std::uint16_t>(was & 0xffff), static_cast<std::uint16_t>(new_dst_ip & 0xffff));
+    store_be<std::uint32_t>(ip + 16, new_dst_ip);
+  }
+  store_be<std::uint16_t>(ip + 10, hc);
+  store_be<std::uint16_t>(frame + layout::kUdpOff + 6, 0);
+  return true;
+}
+
+}  // namespace nerve::wire

@@ -1,0 +1,310 @@
+// Routing across nodes in one process (net_ring links): heartbeats and link liveness, frames
+// forwarded over several hops, routes around a failed link, broadcast and multicast trees,
+// load-balanced services.
+#include <catch2/catch.hpp>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <set>
+#include <vector>
+
+#include "nerve/node.hpp"
+#include "support.hpp"
+
+using namespace nerve;
+using namespace std::chrono_literals;
+
+namespace {
+
+template <typename... Nodes>
+void poll_for(std::chrono::milliseconds d, Nodes&... n) {
+  const auto end = std::chrono::steady_clock::now() + d;
+  while (std::chrono::steady_clock::now() < end) (n.poll(), ...);
+}
+
+}  // namespace
+
+TEST_CASE("heartbeats keep a link up and measure its round trip", "[routing][heartbeat]") {
+  auto c = test::ring_pair_cluster("rt1");
+  Node a(c, 1, test::eal());
+  Node b(c, 2, test::eal());
+  const auto end = std::chrono::steady_clock::now() + 20s;
+  while ((a.links()[0].heartbeats_rx < 50 || b.links()[0].heartbeats_rx < 50) && std::chrono::steady_clock::now() < end) {
+    a.poll();
+    b.poll();
+  }
+  for (Node* n : {&a, &b}) {
+    const auto links = n->links();
+    REQUIRE(links.size() == 1);
+    INFO("node " << n->id() << " rtt " << links[0].rtt_ns << " rx " << links[0].heartbeats_rx << " downs "
+                 << links[0].downs);
+    CHECK(links[0].up);
+    CHECK(links[0].heartbeats_rx >= 50);
+    CHECK(links[0].heartbeats_tx >= 50);
+    CHECK(links[0].rtt_ns > 0);
+    CHECK(links[0].rtt_ns < 100'000'000);
+  }
+}
+
+namespace {
+
+// A cluster of `n` nodes (ids 1..n) joined by net_ring pairs, one per link, inside this
+// process. `keys` go into [cluster]; `extra` after the nodes ([[group]], [[service]]).
+config::Cluster ring_cluster(const std::string& tag, unsigned n, const std::vector<std::pair<unsigned, unsigned>>& links,
+                             const std::string& keys = "", const std::string& extra = "") {
+  std::string t = fmt::format("[cluster]\nname = \"{}\"\n{}\n", tag, keys);
+  for (unsigned id = 1; id <= n; ++id) {
+    t += fmt::format("[[node]]\nid = {0}\nmac = \"02:00:00:00:{1:02x}:{0:02x}\"\nip = \"198.18.{1}.{0}\"\n"
+                     "control_socket = \"/tmp/nerve-test-{2}-{0}.sock\"\nmbufs = 4095\n",
+                     id, 100 + tag.size() % 50, tag);
+    for (const auto& [a, b] : links) {
+      if (a != id && b != id) continue;
+      t += fmt::format("  [[node.port]]\n  kind = \"ring\"\n  pair = \"{}{}x{}\"\n  peers = [{}]\n", tag, a, b,
+                       a == id ? b : a);
+    }
+  }
+  return config::load_string(t + extra);
+}
+
+// What a node did, for a failure message.
+std::string describe(Node& n, std::size_t got) {
+  const auto s = n.snapshot();
+  std::uint64_t downs = 0, fwd = 0, dropped = 0;
+  for (const auto& l : n.links()) downs += l.downs;
+  for (unsigned p = 0; p < wire::kPriorities; ++p) {
+    fwd += s.forwarded[p];
+    dropped += s.forward_dropped[p];
+  }
+  std::string out = fmt::format("node {}: delivered {}, forwarded {}, dropped {}, link downs {}, alloc failed {}",
+                                n.id(), got, fwd, dropped, downs, s.alloc_failed);
+  for (std::size_t r = 1; r < wire::kRefusalCount; ++r)
+    if (s.refused[r]) out += fmt::format(", {} {}", wire::to_string(static_cast<wire::Refusal>(r)), s.refused[r]);
+  return out;
+}
+
+struct Fabric {
+  explicit Fabric(const config::Cluster& c) {
+    for (const auto& n : c.nodes) nodes.push_back(std::make_unique<Node>(c, n.id, test::eal()));
+    received.resize(nodes.size() + 1);
+    for (auto& n : nodes) {
+      const NodeId id = n->id();
+      n->on_message([this, id](RxMessage& m) {
+        received[id].push_back(Got{m.source(), m.type(), m.priority(), m.header().ttl, m.header().flags,
+                                   std::string(reinterpret_cast<const char*>(m.payload().data()), m.payload().size())});
+      });
+    }
+  }
+  Node& operator[](NodeId id) { return *nodes[id - 1u]; }
+  void poll(std::initializer_list<NodeId> skip = {}) {
+    for (auto& n : nodes)
+      if (std::find(skip.begin(), skip.end(), n->id()) == skip.end()) n->poll();
+  }
+  // Polls until `done()` or the deadline; returns done().
+  template <typename Done>
+  bool until(Done&& done, std::chrono::milliseconds limit = 10s, std::initializer_list<NodeId> skip = {}) {
+    const auto end = std::chrono::steady_clock::now() + limit;
+    while (!done() && std::chrono::steady_clock::now() < end) poll(skip);
+    return done();
+  }
+  SendStatus send(NodeId from, NodeId to, const std::string& text, std::uint8_t prio = 0,
+                  MsgType type = MsgType::kStatus) {
+    TxFrame f = (*this)[from].alloc(text.size());
+    if (!f) return SendStatus::kBackpressure;
+    std::memcpy(f.payload().data(), text.data(), text.size());
+    return (*this)[from].send(f, to, type, prio);
+  }
+  struct Got {
+    NodeId src;
+    MsgType type;
+    std::uint8_t prio, ttl, flags;
+    std::string text;
+  };
+  std::vector<std::unique_ptr<Node>> nodes;
+  std::vector<std::vector<Got>> received;  // by node id
+};
+
+}  // namespace
+
+TEST_CASE("a message crosses two hops, forwarded in place on its own lane", "[routing][forward]") {
+  const auto c = ring_cluster("rtc", 3, {{1, 2}, {2, 3}});
+  Fabric f(c);
+  constexpr unsigned kPerLane = 200;
+  for (std::uint8_t prio = 0; prio < wire::kPriorities; ++prio)
+    for (unsigned i = 0; i < kPerLane; ++i) {
+      REQUIRE(f.send(1, 3, fmt::format("m{}-{}", prio, i), prio) == SendStatus::kOk);
+      f.poll();
+    }
+  REQUIRE(f.until([&] { return f.received[3].size() == kPerLane * wire::kPriorities; }));
+  test::settle(f[1], f[2], f[3]);
+  CHECK(f.received[3].size() == kPerLane * wire::kPriorities);
+  CHECK(f.received[2].empty());  // node 2 only forwards
+  std::map<std::uint8_t, unsigned> per_lane;
+  for (const auto& g : f.received[3]) {
+    CHECK(g.src == 1);
+    CHECK(g.ttl == c.ttl - 1);  // one hop
+    ++per_lane[g.prio];
+  }
+  for (std::uint8_t prio = 0; prio < wire::kPriorities; ++prio) CHECK(per_lane[prio] == kPerLane);
+  const auto s2 = f[2].snapshot();
+  for (std::uint8_t prio = 0; prio < wire::kPriorities; ++prio) {
+    CHECK(s2.forwarded[prio] == kPerLane);
+    CHECK(s2.transit[prio].count == kPerLane);  // latency to this hop recorded
+  }
+  CHECK(s2.forwarded_port[1] == kPerLane * wire::kPriorities);  // out of the port to 3
+  // And back: 3 reaches 1 the same way.
+  REQUIRE(f.send(3, 1, "back") == SendStatus::kOk);
+  REQUIRE(f.until([&] { return f.received[1].size() == 1; }));
+  CHECK(f.received[1][0].text == "back");
+  // Routes as status shows them.
+  const auto routes = f[1].routes();
+  REQUIRE(routes.size() == 2);
+  for (const auto& r : routes) {
+    CHECK(r.lanes[0].next_hop == 2);
+    CHECK(r.lanes[4].next_hop == 2);
+    CHECK(r.lanes[0].metric == "delay");
+    CHECK(r.lanes[4].metric == "load");
+  }
+}
+
+TEST_CASE("a frame whose TTL runs out is refused where it ends, and counted", "[routing][forward]") {
+  const auto c = ring_cluster("rtt", 3, {{1, 2}, {2, 3}}, "ttl = 1");
+  Fabric f(c);
+  REQUIRE(f.send(1, 3, "far") == SendStatus::kOk);
+  REQUIRE(f.until([&] { return f[2].snapshot().refused[static_cast<std::size_t>(wire::Refusal::kTtlExpired)] == 1; }));
+  test::settle(f[1], f[2], f[3]);
+  CHECK(f.received[3].empty());
+  REQUIRE(f.send(1, 2, "near") == SendStatus::kOk);  // one hop is fine
+  REQUIRE(f.until([&] { return f.received[2].size() == 1; }));
+}
+
+TEST_CASE("a node that stops is routed around: first by the alternate, then by new routes",
+          "[routing][failover]") {
+  // The diamond 1-2-4, 1-3-4, default heartbeats (1 kHz, down after 3 missed).
+  const auto c = ring_cluster("rtd", 4, {{1, 2}, {1, 3}, {2, 4}, {3, 4}});
+  Fabric f(c);
+  poll_for(50ms, f[1], f[2], f[3], f[4]);
+  // Traffic from 1 to 4 flows over one of the two middle nodes.
+  unsigned sent = 0;
+  auto pump = [&](unsigned n, std::initializer_list<NodeId> skip = {}) {
+    for (unsigned i = 0; i < n; ++i) {
+      if (f.send(1, 4, fmt::format("{}", sent)) == SendStatus::kOk) ++sent;
+      for (int k = 0; k < 20; ++k) f.poll(skip);
+    }
+  };
+  pump(200);
+  REQUIRE(f.until([&] { return f.received[4].size() == sent; }));
+  // The path P0 takes once the link delays have been measured: the node that carries the next
+  // 50 messages, all of them.
+  NodeId via = 0;
+  for (int attempt = 0; attempt < 20 && via == 0; ++attempt) {
+    const auto f2 = f[2].snapshot().forwarded[0], f3 = f[3].snapshot().forwarded[0];
+    pump(50);
+    REQUIRE(f.until([&] { return f.received[4].size() == sent; }));
+    if (f[2].snapshot().forwarded[0] - f2 == 50) via = 2;
+    if (f[3].snapshot().forwarded[0] - f3 == 50) via = 3;
+  }
+  REQUIRE(via != 0);
+  const NodeId other = via == 2 ? 3 : 2;
+  // `via` stops (no longer polled, as if killed): within a few ms node 1 sends by `other`.
+  const auto before = f[other].snapshot().forwarded[0];
+  const auto t0 = std::chrono::steady_clock::now();
+  REQUIRE(f.until([&] {
+    pump(1, {via});
+    return f[other].snapshot().forwarded[0] > before;
+  }, 10s, {via}));
+  const auto moved_after = std::chrono::steady_clock::now() - t0;
+  INFO("rerouted after " << std::chrono::duration_cast<std::chrono::microseconds>(moved_after).count() << " us");
+  CHECK(moved_after < 2s);
+  // (Node 4's advertisement that its link to `via` is down may move the route first.)
+  CHECK(f.until([&] { return !f[1].links()[via == 2 ? 0 : 1].up; }, 10s, {via}));
+  // Everything sent from now on arrives.
+  const auto delivered = f.received[4].size();
+  const unsigned sent_before = sent;
+  pump(300, {via});
+  REQUIRE(f.until([&] { return f.received[4].size() - delivered == sent - sent_before; }, 10s, {via}));
+  // The routing protocol converges: node 1's table no longer lists `via` for node 4.
+  REQUIRE(f.until([&] {
+    const auto r = f[1].routes();
+    return std::any_of(r.begin(), r.end(), [&](const RouteInfo& ri) { return ri.dst == 4 && ri.lanes[0].paths == 1; });
+  }, 10s, {via}));
+  // `via` comes back: its link comes up again and carries traffic once more.
+  REQUIRE(f.until([&] { return f[1].links()[via == 2 ? 0 : 1].up; }));
+}
+
+TEST_CASE("a broadcast reaches every other node exactly once", "[routing][broadcast]") {
+  // A ring of six with a chord: several paths between most pairs.
+  const auto c = ring_cluster("rtb", 6, {{1, 2}, {2, 3}, {3, 4}, {4, 5}, {5, 6}, {6, 1}, {2, 5}});
+  Fabric f(c);
+  poll_for(30ms, f[1], f[2], f[3], f[4], f[5], f[6]);
+  constexpr unsigned kCount = 300;
+  for (NodeId src : {1, 4}) {
+    for (auto& r : f.received) r.clear();
+    for (unsigned i = 0; i < kCount; ++i) {
+      TxFrame fr = f[src].alloc(8);
+      REQUIRE(fr);
+      std::memcpy(fr.payload().data(), &i, 4);
+      REQUIRE(f[src].broadcast(fr, MsgType::kAlert, static_cast<std::uint8_t>(i % 5)) == SendStatus::kOk);
+      f.poll();
+    }
+    const bool all = f.until([&] {
+      for (NodeId id = 1; id <= 6; ++id)
+        if (id != src && f.received[id].size() < kCount) return false;
+      return true;
+    });
+    for (NodeId id = 1; id <= 6; ++id) UNSCOPED_INFO(describe(f[id], f.received[id].size()));
+    REQUIRE(all);
+    test::settle(f[1], f[2], f[3], f[4], f[5], f[6]);
+    for (NodeId id = 1; id <= 6; ++id) {
+      INFO("node " << id << " from " << src);
+      CHECK(f.received[id].size() == (id == src ? 0u : kCount));
+      for (const auto& g : f.received[id]) CHECK((g.flags & wire::flag::kBroadcast) != 0);
+    }
+  }
+  for (NodeId id = 1; id <= 6; ++id) CHECK(f[id].snapshot().refused[static_cast<std::size_t>(wire::Refusal::kDuplicate)] == 0);
+}
+
+TEST_CASE("a multicast reaches its members once, and a node that joins at run time", "[routing][multicast]") {
+  const auto c = ring_cluster("rtm", 5, {{1, 2}, {2, 3}, {3, 4}, {4, 5}, {1, 5}}, "",
+                              "[[group]]\nname = \"ops\"\nid = 40\nmembers = [3, 5]\n");
+  Fabric f(c);
+  poll_for(30ms, f[1], f[2], f[3], f[4], f[5]);
+  auto send_round = [&](unsigned n) {
+    for (unsigned i = 0; i < n; ++i) {
+      TxFrame fr = f[1].alloc(4);
+      REQUIRE(fr);
+      REQUIRE(f[1].multicast(fr, 40, MsgType::kStatus, 2) == SendStatus::kOk);
+      f.poll();
+    }
+  };
+  send_round(100);
+  REQUIRE(f.until([&] { return f.received[3].size() == 100 && f.received[5].size() == 100; }));
+  test::settle(f[1], f[2], f[3], f[4], f[5]);
+  CHECK(f.received[2].empty());
+  CHECK(f.received[4].empty());
+  CHECK(f.received[3].size() == 100);
+  CHECK(f.received[5].size() == 100);
+  CHECK(f[3].groups() == std::vector<std::uint16_t>{40});
+  // Node 4 joins: once its advertisement has spread, it gets the group's messages too.
+  REQUIRE(f[4].join(40));
+  CHECK_FALSE(f[4].join(41));
+  // Every node's tree must know it before a message is sent: a copy is never held back for a
+  // member that joins later.
+  REQUIRE(f.until([&] {
+    for (NodeId id = 1; id <= 5; ++id)
+      if (f[id].members(40) != std::vector<NodeId>{3, 4, 5}) return false;
+    return true;
+  }));
+  for (auto& r : f.received) r.clear();
+  send_round(50);
+  REQUIRE(f.until([&] { return f.received[3].size() == 50 && f.received[4].size() == 50 && f.received[5].size() == 50; }));
+  test::settle(f[1], f[2], f[3], f[4], f[5]);
+  CHECK(f.received[2].empty());
+  CHECK(f.received[4].size() == 50);
+  // A multicast to a group the cluster file does not have is refused at once.
+  TxFrame fr = f[1].alloc(4);
+  CHECK(f[1].multicast(fr, 99, MsgType::kStatus, 2) == SendStatus::kBadArgument);
+}
