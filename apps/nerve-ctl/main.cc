@@ -1,10 +1,15 @@
 // nerve-ctl: the operator CLI. Talks to the local nerved of a node over its control socket.
 //
-//   nerve-ctl --config FILE --node ID send --to ID --type TYPE --priority P [--count N] PAYLOAD
+//   nerve-ctl --config FILE --node ID send (--to ID | --group G | --service S | --broadcast)
+//             --type TYPE --priority P [--count N] [--key K] PAYLOAD
 //   nerve-ctl --config FILE --node ID status [--json]
+//   nerve-ctl --config FILE --node ID routes [--json]
+//   nerve-ctl --config FILE --node ID groups [--json]
+//   nerve-ctl --config FILE --node ID join GROUP | leave GROUP
 //
-// Exit codes: 0 done, 1 the fabric did not deliver (no route, timeout, back-pressure, shutdown),
-// 2 bad arguments or config, 3 nerved not reachable.
+// Groups and services are named by name or id. Exit codes: 0 done, 1 the fabric did not
+// deliver (no route, timeout, back-pressure, failed, shutdown), 2 bad arguments or config
+// (an unknown node, group or service), 3 nerved not reachable.
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
@@ -20,6 +25,9 @@ using namespace nerve;
 using nlohmann::json;
 
 namespace {
+
+void print_groups(const json& groups);
+void print_services(const json& services);
 
 std::string us(std::uint64_t ns) { return fmt::format("{:.1f}", static_cast<double>(ns) / 1000.0); }
 
@@ -67,6 +75,78 @@ void print_status(const json& j) {
                l["count"].get<std::uint64_t>(), us(l["p50_ns"]), us(l["p90_ns"]), us(l["p99_ns"]), us(l["p999_ns"]),
                us(l["max_ns"]), us(l["budget_ns"]), l["deadline_miss"].get<std::uint64_t>(),
                l["shed"].get<std::uint64_t>(), l["backpressure"].get<std::uint64_t>());
+  fmt::print("\nlinks\n");
+  for (const auto& l : j["links"])
+    fmt::print("  peer {:>5} port {:>2} {:<5} rtt {:>8} us  heartbeats rx {:>9} tx {:>9}  downs {}\n",
+               l["peer"].get<int>(), l["port"].get<int>(), l["up"].get<bool>() ? "up" : "DOWN",
+               us(l["rtt_ns"].get<std::uint64_t>()), l["heartbeats_rx"].get<std::uint64_t>(),
+               l["heartbeats_tx"].get<std::uint64_t>(), l["downs"].get<std::uint64_t>());
+  const auto& f = j["forwarded"];
+  fmt::print("\nforwarded           P0        P1        P2        P3        P4\n  {:<10}", "frames");
+  for (const auto& v : f["lanes"]) fmt::print(" {:>9}", v.get<std::uint64_t>());
+  fmt::print("\n  {:<10}", "dropped");
+  for (const auto& v : f["dropped"]) fmt::print(" {:>9}", v.get<std::uint64_t>());
+  fmt::print("\n  {:<10}", "p50 us");
+  for (const auto& v : f["transit"]) fmt::print(" {:>9}", us(v["p50_ns"].get<std::uint64_t>()));
+  fmt::print("\n  per port:");
+  for (const auto& v : f["ports"]) fmt::print(" {}", v.get<std::uint64_t>());
+  fmt::print("\n");
+  if (!j["groups"].empty()) {
+    fmt::print("\ngroups\n");
+    print_groups(j["groups"]);
+  }
+  if (!j["services"].empty()) {
+    fmt::print("\nservices\n");
+    print_services(j["services"]);
+  }
+}
+
+void print_routes(const json& j) {
+  fmt::print("routes of node {} (next hop / port / cost per lane; - : no route up)\n", j["node"].get<int>());
+  fmt::print("  {:>5}  {:<22} {:<22} {:<22} {:<22} {:<22}\n", "dst", "P0", "P1", "P2", "P3", "P4");
+  for (const auto& r : j["routes"]) {
+    fmt::print("  {:>5} ", r["dst"].get<int>());
+    for (const auto& l : r["lanes"]) {
+      const std::string cost = l["cost"].is_null() ? "-" : std::to_string(l["cost"].get<std::uint64_t>());
+      const std::string cell = l["next_hop"].get<int>() == 0
+                                   ? std::string("-")
+                                   : fmt::format("{} p{} {}{}", l["next_hop"].get<int>(), l["port"].get<int>(),
+                                                 l["metric"].get<std::string>() == "delay" ? "d=" : "l=", cost);
+      fmt::print(" {:<22}", cell);
+    }
+    fmt::print("\n");
+  }
+}
+
+void print_groups(const json& groups) {
+  for (const auto& g : groups) {
+    std::string members;
+    for (const auto& m : g["members"]) members += fmt::format(" {}", m.get<int>());
+    fmt::print("  group {:>5} {:<16} {:<10} members:{}\n", g["id"].get<int>(), g["name"].get<std::string>(),
+               g["member"].get<bool>() ? "(joined)" : "", members.empty() ? " none" : members);
+  }
+}
+
+void print_services(const json& services) {
+  for (const auto& sv : services) {
+    fmt::print("  service {} {} ({}, timeout {} ms)\n", sv["id"].get<int>(), sv["name"].get<std::string>(),
+               sv["policy"].get<std::string>(), sv["timeout_ms"].get<unsigned>());
+    for (const auto& i : sv["instances"])
+      fmt::print("    node {:>5} {:<5} sent {:>9} requests {:>9} answered {:>9} timed out {:>6} failed (down) {:>6} "
+                 "outstanding {:>6}\n",
+                 i["node"].get<int>(), i["live"].get<bool>() ? "live" : "down", i["sent"].get<std::uint64_t>(),
+                 i["requests"].get<std::uint64_t>(), i["answered"].get<std::uint64_t>(),
+                 i["timed_out"].get<std::uint64_t>(), i["failed_down"].get<std::uint64_t>(),
+                 i["outstanding"].get<std::uint64_t>());
+  }
+}
+
+// A group or service named by name or id; nullptr when the cluster file has none such.
+template <typename T>
+const T* resolve(const std::vector<T>& all, const std::string& name_or_id) {
+  for (const auto& x : all)
+    if (x.name == name_or_id || std::to_string(x.id) == name_or_id) return &x;
+  return nullptr;
 }
 
 }  // namespace
@@ -88,7 +168,16 @@ int main(int argc, char** argv) {
   std::string type, payload;
   bool number = false, no_wait = false, wait = false;
   double rate = 0;
-  send->add_option("--to", to, "destination node id")->required()->check(CLI::Range(1, 65534));
+  std::string to_group, to_service, key;
+  bool to_all = false;
+  auto* to_opt = send->add_option("--to", to, "destination node id")->check(CLI::Range(1, 65534));
+  auto* group_opt = send->add_option("--group", to_group, "every member of this group (name or id)");
+  auto* service_opt = send->add_option("--service", to_service, "one instance of this service (name or id)");
+  auto* all_opt = send->add_flag("--broadcast", to_all, "every other node");
+  to_opt->excludes(group_opt, service_opt, all_opt);
+  group_opt->excludes(service_opt, all_opt);
+  service_opt->excludes(all_opt);
+  send->add_option("--key", key, "a hash-policy service: the affinity key (default: each message its own)");
   send->add_option("--type", type, "command, status, metric, alert, request or response")
       ->required()
       ->check(CLI::IsMember({"command", "status", "metric", "alert", "request", "response"}));
@@ -102,6 +191,13 @@ int main(int argc, char** argv) {
   send->add_option("payload", payload, "message payload (text)")->required();
 
   auto* status = cli.add_subcommand("status", "print the node's ports, peers, counters and lanes");
+  auto* routes = cli.add_subcommand("routes", "print the node's routes: next hop, port and metric per lane");
+  auto* groups = cli.add_subcommand("groups", "print the cluster's groups, their members and this node's");
+  std::string group_arg;
+  auto* join = cli.add_subcommand("join", "join a group (name or id)");
+  join->add_option("group", group_arg, "group name or id")->required();
+  auto* leave = cli.add_subcommand("leave", "leave a group (name or id)");
+  leave->add_option("group", group_arg, "group name or id")->required();
 
   if (const auto rc = nerve::app::parse_cli(cli, argc, argv, "nerve-ctl")) return *rc;
 
@@ -116,18 +212,55 @@ int main(int argc, char** argv) {
   }
 
   json req;
+  const config::Group* group = nullptr;
+  const config::Service* service = nullptr;
   if (*status) {
     req = {{"op", "status"}};
-  } else {
-    if (!cluster.find(static_cast<std::uint16_t>(to))) {
-      fmt::print(stderr, "nerve-ctl: --to: node {} is not in {}\n", to, config_path);
+  } else if (*routes) {
+    req = {{"op", "routes"}};
+  } else if (*groups) {
+    req = {{"op", "groups"}};
+  } else if (*join || *leave) {
+    group = resolve(cluster.groups, group_arg);
+    if (!group) {
+      fmt::print(stderr, "nerve-ctl: no group '{}' in {}\n", group_arg, config_path);
       return 2;
     }
+    req = {{"op", *join ? "join" : "leave"}, {"group", group->id}};
+  } else {
     const bool is_request = type == "command" || type == "request";
-    req = {{"op", "send"},   {"to", to},         {"type", type},
-           {"priority", priority}, {"payload", payload}, {"count", count},
-           {"number", number},     {"await_reply", wait || (is_request && !no_wait)}, {"rate", rate},
-           {"timeout_ms", timeout_ms}};
+    req = {{"op", "send"}, {"type", type}, {"priority", priority}, {"payload", payload}, {"count", count},
+           {"number", number}, {"rate", rate}, {"timeout_ms", timeout_ms}};
+    if (!to_group.empty()) {
+      group = resolve(cluster.groups, to_group);
+      if (!group) {
+        fmt::print(stderr, "nerve-ctl: --group: no group '{}' in {}\n", to_group, config_path);
+        return 2;
+      }
+      req["group"] = group->id;
+    } else if (!to_service.empty()) {
+      service = resolve(cluster.services, to_service);
+      if (!service) {
+        fmt::print(stderr, "nerve-ctl: --service: no service '{}' in {}\n", to_service, config_path);
+        return 2;
+      }
+      req["service"] = service->id;
+      if (!key.empty()) req["key"] = key;
+    } else if (to_all) {
+      req["broadcast"] = true;
+    } else if (to != 0) {
+      if (!cluster.find(static_cast<std::uint16_t>(to))) {
+        fmt::print(stderr, "nerve-ctl: --to: node {} is not in {}\n", to, config_path);
+        return 2;
+      }
+      req["to"] = to;
+    } else {
+      fmt::print(stderr, "nerve-ctl: send: one of --to, --group, --service or --broadcast is required\n");
+      return 2;
+    }
+    // Replies come from one node: a node or a service's instance, not a group or everyone.
+    const bool one = group == nullptr && !to_all;
+    req["await_reply"] = one && (wait || (is_request && !no_wait));
   }
   std::string err;
   // The fabric's own timeout runs inside nerved; give the socket a margin over it, plus the
@@ -147,12 +280,26 @@ int main(int argc, char** argv) {
     fmt::print("{}\n", rep->dump(2));
   } else if (*status) {
     print_status(*rep);
+  } else if (*routes) {
+    print_routes(*rep);
+  } else if (*groups || *join || *leave) {
+    print_groups((*rep)["groups"]);
   } else {
     const auto& r = *rep;
     const std::string st = r["status"].get<std::string>();
-    const auto& peer = cluster.node(static_cast<std::uint16_t>(to));
-    fmt::print("{}: sent {} of {} {} message(s) to node {} ({}) on P{}", st, r["sent"].get<unsigned>(), count, type, to,
-               peer.name, priority);
+    std::string whom;
+    if (group) whom = fmt::format("group {} ({})", group->id, group->name);
+    else if (service) whom = fmt::format("service {} ({})", service->id, service->name);
+    else if (to_all) whom = "every node";
+    else whom = fmt::format("node {} ({})", to, cluster.node(static_cast<std::uint16_t>(to)).name);
+    fmt::print("{}: sent {} of {} {} message(s) to {} on P{}", st, r["sent"].get<unsigned>(), count, type, whom,
+               priority);
+    if (r.contains("spread")) {
+      std::string spread;
+      for (const auto& [inst, n] : r["spread"].items()) spread += fmt::format(" {}:{}", inst, n.get<unsigned>());
+      fmt::print(" (per instance{})", spread);
+    }
+    if (r["failed"].get<unsigned>() > 0) fmt::print("; {} failed", r["failed"].get<unsigned>());
     if (r["replies"].get<unsigned>() > 0)
       fmt::print("; {} repl{}, first in {} us: {}\n", r["replies"].get<unsigned>(),
                  r["replies"].get<unsigned>() == 1 ? "y" : "ies", us(r["rtt_ns"].get<std::uint64_t>()),
@@ -160,5 +307,5 @@ int main(int argc, char** argv) {
     else
       fmt::print("\n");
   }
-  return (*rep)["status"] == "ok" || *status ? 0 : 1;
+  return !send->parsed() || (*rep)["status"] == "ok" ? 0 : 1;
 }

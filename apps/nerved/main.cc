@@ -113,6 +113,30 @@ json lane_json(const stats::LaneSummary& l, std::size_t prio) {
           {"p99_ns", l.p99},  {"p999_ns", l.p999}, {"max_ns", l.max}};
 }
 
+json groups_json(const Node& node) {
+  json out = json::array();
+  const auto mine = node.groups();
+  for (const auto& g : node.cluster().groups)
+    out.push_back({{"id", g.id}, {"name", g.name},
+                   {"member", std::find(mine.begin(), mine.end(), g.id) != mine.end()},
+                   {"members", node.members(g.id)}});
+  return {{"node", node.id()}, {"groups", out}};
+}
+
+json services_json(const Node& node) {
+  json out = json::array();
+  for (const auto& sv : node.services()) {
+    json inst = json::array();
+    for (const auto& i : sv.instances)
+      inst.push_back({{"node", i.node}, {"live", i.live}, {"sent", i.sent}, {"requests", i.requests},
+                      {"answered", i.answered}, {"timed_out", i.timed_out}, {"failed_down", i.failed_down},
+                      {"outstanding", i.outstanding}});
+    out.push_back({{"id", sv.id}, {"name", sv.name}, {"policy", sv.policy}, {"timeout_ms", sv.timeout_ms},
+                   {"instances", inst}});
+  }
+  return out;
+}
+
 json status_json(const Node& node, const Received& rx, bool digest, unsigned lcore) {
   const auto& c = node.config();
   const auto s = node.snapshot();
@@ -200,6 +224,8 @@ json status_json(const Node& node, const Received& rx, bool digest, unsigned lco
                   {"lsa_sent", ri.lsa_sent}, {"lsa_originated", ri.lsa_originated}, {"lsa_refused", ri.lsa_refused},
                   {"db_size", ri.db_size}, {"db_syncs", ri.db_syncs}, {"mailbox_dropped", ri.mailbox_dropped},
                   {"fabric_rx", s.fabric_rx}, {"fabric_tx", s.fabric_tx}};
+  j["services"] = services_json(node);
+  j["groups"] = groups_json(node)["groups"];
   return j;
 }
 
@@ -299,11 +325,15 @@ struct SendRequest {
 std::optional<SendRequest> parse_send(const Node& node, const json& req, std::string& err) {
   Fields f(req);
   std::string type;
-  std::int64_t prio = -1, to = 0, count = 1, timeout_ms = 2000;
+  std::int64_t prio = -1, to = 0, group = 0, service = 0, count = 1, timeout_ms = 2000;
+  bool broadcast = false;
+  std::string key;
   SendRequest sr;
   ProxySend& ps = sr.send;
   if (!f.string("type", type) || !f.integer("priority", 0, wire::kPriorities - 1, prio) ||
-      !f.integer("to", 1, wire::kBroadcast - 1, to) || !f.string("payload", sr.payload) ||
+      !f.integer("to", 1, wire::kBroadcast - 1, to) || !f.integer("group", 1, wire::kBroadcast - 1, group) ||
+      !f.integer("service", 1, wire::kBroadcast - 1, service) || !f.boolean("broadcast", broadcast) ||
+      !f.string("key", key) || !f.string("payload", sr.payload) ||
       !f.integer("count", 1, kMaxCount, count) || !f.boolean("number", sr.number) ||
       !f.boolean("await_reply", ps.await_reply) || !f.number("rate", 0, 1e9, ps.rate_mps) ||
       !f.integer("timeout_ms", 1, kMaxTimeoutMs, timeout_ms)) {
@@ -318,17 +348,34 @@ std::optional<SendRequest> parse_send(const Node& node, const json& req, std::st
     err = "priority: required, 0..4";
     return std::nullopt;
   }
-  if (to == 0) {
-    err = "to: required, a node id 1..65534";
+  if ((to != 0) + (group != 0) + (service != 0) + broadcast != 1) {
+    err = "one of to (a node id), group (a group id), service (a service id) or broadcast (true) is required";
     return std::nullopt;
   }
+  const auto& cluster = node.cluster();
+  if (group != 0 && cluster.group_index(static_cast<std::uint16_t>(group)) < 0) {
+    err = fmt::format("group: no group {} in the cluster file", group);
+    return std::nullopt;
+  }
+  if (service != 0 && !cluster.find_service(static_cast<std::uint16_t>(service))) {
+    err = fmt::format("service: no service {} in the cluster file", service);
+    return std::nullopt;
+  }
+  if ((group != 0 || broadcast) && ps.await_reply) {
+    err = "await_reply: replies are awaited from a node or a service, not a group or every node";
+    return std::nullopt;
+  }
+  using Target = ProxySend::Target;
+  ps.target = to != 0 ? Target::kNode : group != 0 ? Target::kGroup : service != 0 ? Target::kService : Target::kBroadcast;
+  // The hash policy's affinity key: the text's FNV-1a (the same text, the same instance).
+  if (!key.empty()) ps.key = app::fnv1a64(std::as_bytes(std::span(key)));
   // Numbered payloads grow by "#" and the digits of the last index.
   const std::size_t longest = sr.payload.size() + (sr.number ? 1 + std::to_string(count - 1).size() : 0);
   if (longest > node.max_payload()) {
     err = fmt::format("payload of {} bytes exceeds one frame ({} bytes at this MTU)", longest, node.max_payload());
     return std::nullopt;
   }
-  ps.dst = static_cast<NodeId>(to);
+  ps.dst = static_cast<NodeId>(to != 0 ? to : group != 0 ? group : service);
   ps.priority = static_cast<std::uint8_t>(prio);
   ps.count = static_cast<std::uint32_t>(count);
   ps.timeout = std::chrono::milliseconds(timeout_ms);
@@ -359,11 +406,25 @@ json handle(Node& node, const Received& rx, bool digest, unsigned lcore, const s
     sr->send.fill = [&request](std::uint32_t i, std::span<std::byte> out) { return request.fill(i, out); };
     const ProxyResult r = node.proxy().send(sr->send);
     json out = {{"status", to_string(r.status)}, {"sent", r.sent},   {"replies", r.replies},
-                {"rtt_ns", r.rtt_ns},            {"digest", request.digest(r.sent)}};
+                {"rtt_ns", r.rtt_ns},            {"digest", request.digest(r.sent)}, {"failed", r.failed}};
     if (r.replies) out["reply"] = r.reply;
+    if (sr->send.target == ProxySend::Target::kService) {
+      json spread = json::object();
+      for (const auto& [inst, n] : r.spread) spread[std::to_string(inst)] = n;
+      out["spread"] = spread;
+    }
     return out;
   }
-  return refuse(fmt::format("unknown op '{}' (status, send)", op.substr(0, 64)));
+  if (op == "groups") return groups_json(node);
+  if (op == "join" || op == "leave") {
+    std::int64_t group = 0;
+    if (Fields f(req); !f.integer("group", 1, wire::kBroadcast - 1, group)) return refuse(f.error());
+    const auto g = static_cast<std::uint16_t>(group);
+    if (group == 0 || !(op == "join" ? node.join(g) : node.leave(g)))
+      return refuse(fmt::format("group: no group {} in the cluster file", group));
+    return groups_json(node);
+  }
+  return refuse(fmt::format("unknown op '{}' (status, routes, groups, join, leave, send)", op.substr(0, 64)));
 }
 
 // Serves the control socket until g_stop; each connection gets a thread of its own, since a

@@ -7,9 +7,12 @@
 
 namespace nerve::node {
 
-ControlStage::ControlStage(ProxyTable& table, TxStage& tx, TimerStage& timers)
-    : table_(table), tx_(tx), deadline_timer_(&ControlStage::on_deadline, this), await_(kAwaitSlots) {
+ControlStage::ControlStage(const config::Cluster& c, ProxyTable& table, TxStage& tx, ServiceStage& services,
+                           TimerStage& timers)
+    : cluster_(c), table_(table), tx_(tx), services_(services), deadline_timer_(&ControlStage::on_deadline, this),
+      await_(kAwaitSlots) {
   timers.add(deadline_timer_);
+  services_.set_sink([](void* ctx, std::uint32_t id) { static_cast<ControlStage*>(ctx)->service_failed(id); }, this);
 }
 
 ControlStage::~ControlStage() { cancel_all(); }
@@ -17,7 +20,12 @@ ControlStage::~ControlStage() { cancel_all(); }
 void ControlStage::admit(std::uint32_t idx, std::uint64_t now) noexcept {
   ProxySlot& s = table_.slot(idx);
   s.status = SendStatus::kOk;
-  s.sent = s.replies = s.reply_len = s.next = s.awaiting = 0;
+  s.sent = s.replies = s.reply_len = s.next = s.awaiting = s.failed = 0;
+  s.spread.fill(0);
+  using Target = ProxySend::Target;
+  s.target_index = s.req.target == Target::kGroup     ? cluster_.group_index(s.req.dst)
+                   : s.req.target == Target::kService ? services_.index(s.req.dst)
+                                                      : -1;
   s.rtt_ns = 0;
   s.start_ns = now;
   s.deadline_ns = now + static_cast<std::uint64_t>(s.req.timeout.count()) * 1'000'000u;
@@ -78,7 +86,25 @@ unsigned ControlStage::send_some(std::uint32_t idx, unsigned budget, std::uint64
     o.channel = r.channel;
     o.never_shed = true;  // a counted send loses nothing: it waits for room, P3/P4 included
     o.more = allowed > 1 && s.next + 1 < r.count;  // a poll's batch leaves together, P0 too
-    const SendStatus st = tx_.send(m, r.dst, r.type, r.priority, o);
+    NodeId asked = r.dst;
+    SendStatus st = SendStatus::kOk;
+    switch (r.target) {
+      case ProxySend::Target::kNode: st = tx_.send(m, r.dst, r.type, r.priority, o); break;
+      case ProxySend::Target::kBroadcast: st = tx_.send_tree(m, -1, wire::kBroadcast, r.type, r.priority, o); break;
+      case ProxySend::Target::kGroup:
+        st = s.target_index < 0 ? SendStatus::kBadArgument
+                                : tx_.send_tree(m, s.target_index, r.dst, r.type, r.priority, o);
+        break;
+      case ProxySend::Target::kService:
+        o.key = r.key ? *r.key : s.next;
+        st = s.target_index < 0 ? SendStatus::kBadArgument
+                                : services_.send(m, static_cast<unsigned>(s.target_index), r.type, r.priority, o, &asked);
+        if (st == SendStatus::kOk) {
+          const int pos = services_.instance_pos(static_cast<unsigned>(s.target_index), asked);
+          if (pos >= 0) ++s.spread[static_cast<unsigned>(pos)];
+        }
+        break;
+    }
     if (st == SendStatus::kBackpressure) {
       s.pending = m;  // kept, sent as it is next time
       break;
@@ -95,7 +121,7 @@ unsigned ControlStage::send_some(std::uint32_t idx, unsigned budget, std::uint64
     --allowed;
     s.deadline_ns = std::max(s.deadline_ns, now + timeout_ns);
     if (r.await_reply) {
-      a = Await{id, s.generation, static_cast<std::uint16_t>(idx), r.dst, true, now};
+      a = Await{id, s.generation, static_cast<std::uint16_t>(idx), asked, true, now};
       ++awaiting_;
       ++s.awaiting;
     }
@@ -135,9 +161,24 @@ ControlStage::Match ControlStage::match_response(const wire::Header& h, std::spa
   return Match::kAnswered;
 }
 
+void ControlStage::service_failed(std::uint32_t msg_id) noexcept {
+  Await& a = await_[msg_id & (kAwaitSlots - 1)];
+  if (a.msg_id != msg_id || !await_live(a)) return;
+  ProxySlot& s = table_.slot(a.slot);
+  a.live = false;
+  --awaiting_;
+  --s.awaiting;
+  ++s.failed;
+  if (s.awaiting == 0 && s.next == s.req.count) {
+    finish(a.slot, SendStatus::kOk);
+    compact();
+  }
+}
+
 void ControlStage::finish(std::uint32_t idx, SendStatus status) noexcept {
   ProxySlot& s = table_.slot(idx);
   if (s.done) return;
+  if (status == SendStatus::kOk && s.failed != 0) status = SendStatus::kFailed;
   if (s.status == SendStatus::kOk) s.status = status;
   if (s.pending) {
     rte_pktmbuf_free(s.pending);

@@ -6,7 +6,9 @@
 // request's fill straight into the frame. Replies are matched by (correlation id, sender):
 // the awaiting table is direct-mapped by message id, each entry naming the slot, the slot's
 // generation and the node asked, so a reply from anyone else is refused (response_mismatch)
-// and a late reply to a finished request matches nothing. A request ends when all is sent
+// and a late reply to a finished request matches nothing. A request to a service sends each
+// message through the service stage (the instance it picks is the node asked); one to a group
+// or to every node goes down this node's tree, without replies. A request ends when all is sent
 // and answered, at its deadline (a timer: the earliest deadline of all requests), or at
 // shutdown; its caller then finds kDone in its slot.
 //
@@ -18,6 +20,7 @@
 #include <vector>
 
 #include "proxy_table.hpp"
+#include "service_stage.hpp"
 #include "timer_stage.hpp"
 #include "tx_stage.hpp"
 
@@ -28,7 +31,7 @@ class ControlStage {
   static constexpr unsigned kBudget = 32;           // messages per poll, all requests together
   static constexpr std::uint32_t kAwaitSlots = 16384;  // replies awaited at once, power of two
 
-  ControlStage(ProxyTable& table, TxStage& tx, TimerStage& timers);
+  ControlStage(const config::Cluster& c, ProxyTable& table, TxStage& tx, ServiceStage& services, TimerStage& timers);
   ~ControlStage();
   ControlStage(const ControlStage&) = delete;
   ControlStage& operator=(const ControlStage&) = delete;
@@ -44,6 +47,9 @@ class ControlStage {
   // A response that arrived at `now_ns`: answers a request (kAnswered; the caller frees the
   // frame), claims one but from the wrong node (kMismatch), or is none of ours.
   Match match_response(const wire::Header& h, std::span<const std::byte> payload, std::uint64_t now_ns) noexcept;
+
+  // A service request this stage sent was reported failed (its instance down, or no answer).
+  void service_failed(std::uint32_t msg_id) noexcept;
 
   // Ends every request, queued or active, with kShutdown.
   void cancel_all() noexcept;
@@ -65,8 +71,10 @@ class ControlStage {
   bool await_live(const Await& a) const noexcept;
   static void on_deadline(void* self, std::uint64_t now_ns);
 
+  const config::Cluster& cluster_;
   ProxyTable& table_;
   TxStage& tx_;
+  ServiceStage& services_;
   Timer deadline_timer_;
   std::array<std::uint32_t, kProxySlots> active_{};
   unsigned n_active_ = 0;

@@ -24,8 +24,9 @@ void free_frames(rte_mbuf** m, std::uint16_t n) noexcept {
 }
 
 DeliverStage::DeliverStage(const config::Cluster& cluster, const config::Node& cfg, std::uint32_t queue_depth,
-                           stats::LcoreStats& st, IdlePolicy& idle, ControlStage& control)
+                           stats::LcoreStats& st, IdlePolicy& idle, ControlStage& control, ServiceStage& services)
     : window_ns_(std::uint64_t{cluster.timestamp_window_ms} * 1'000'000u), st_(st), idle_(idle), control_(control),
+      services_(services),
       mask_(queue_depth - 1) {
   for (unsigned l = 0; l < wire::kPriorities; ++l) budget_ns_[l] = std::uint64_t{cfg.lane_budget_us[l]} * 1000u;
   queue_.resize(queue_depth);
@@ -44,6 +45,7 @@ void DeliverStage::run(RxItem* items, std::uint16_t n, std::uint64_t now) noexce
       done[nd++] = m;
       continue;
     }
+    if (d.hdr.type == MsgType::kResponse && services_.open()) services_.answered(d.hdr);
     ControlStage::Match match = ControlStage::Match::kNotOurs;
     if (d.hdr.type == MsgType::kResponse && control_.awaiting()) {
       match = control_.match_response(d.hdr, d.payload, now);

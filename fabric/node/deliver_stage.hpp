@@ -4,8 +4,9 @@
 //      (bad_timestamp: refused, never recorded, so one forged frame cannot poison a lane's
 //      histogram); the one-way latency goes into the lane's histogram and is checked against
 //      the lane's budget (deadline misses);
-//   2. a response to a request of the control proxy completes it (control_stage.hpp), and one
-//      that claims a request of ours but comes from another node is refused (response_mismatch);
+//   2. a response closes the service request it answers (service_stage.hpp); one to a request
+//      of the control proxy completes it (control_stage.hpp), and one that claims a request of
+//      ours but comes from another node is refused (response_mismatch);
 //   3. everything else goes to the handler, or to recv()'s queue. When that queue is full, the
 //      RX stage reads less (room()) and frames wait in the port rather than being dropped.
 //
@@ -29,7 +30,7 @@ void free_frames(rte_mbuf** m, std::uint16_t n) noexcept;
 class DeliverStage {
  public:
   DeliverStage(const config::Cluster& cluster, const config::Node& cfg, std::uint32_t queue_depth,
-               stats::LcoreStats& st, IdlePolicy& idle, ControlStage& control);
+               stats::LcoreStats& st, IdlePolicy& idle, ControlStage& control, ServiceStage& services);
 
   void set_handler(Node::Handler h) { handler_ = std::move(h); }
 
@@ -58,6 +59,7 @@ class DeliverStage {
   stats::LcoreStats& st_;
   IdlePolicy& idle_;
   ControlStage& control_;
+  ServiceStage& services_;
   Node::Handler handler_;
   std::vector<RxMessage> queue_;
   std::uint32_t head_ = 0, tail_ = 0, mask_;

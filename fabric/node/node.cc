@@ -45,6 +45,7 @@ unsigned Node::poll() noexcept {
     I.slow_due = false;
     const std::uint64_t now = I.clock.now_ns();
     I.routing->refresh();                      // the routing agent's newest table
+    I.services->check();                       // instances gone: their open requests fail
     work += I.link->run();                     // advertisements the agent wants sent
     work += I.control->run(now);               // requests from other threads, one budget
     work += I.timers.run(now);                 // due timers: heartbeats, control deadlines, clock sync
@@ -81,6 +82,15 @@ TxFrame Node::alloc(std::size_t payload_len) noexcept {
 SendStatus Node::send(TxFrame& f, NodeId dst, MsgType type, std::uint8_t priority, const SendOptions& o) noexcept {
   if (!f) return SendStatus::kBadArgument;
   const SendStatus s = impl_->tx->send(NodeAccess::mbuf(f), dst, type, priority, o);
+  if (s == SendStatus::kOk) NodeAccess::release(f);
+  return s;
+}
+
+SendStatus Node::send_service(TxFrame& f, std::uint16_t service, MsgType type, std::uint8_t priority,
+                              const SendOptions& o, NodeId* instance) noexcept {
+  const int svc = impl_->services->index(service);
+  if (!f || svc < 0) return SendStatus::kBadArgument;
+  const SendStatus s = impl_->services->send(NodeAccess::mbuf(f), static_cast<unsigned>(svc), type, priority, o, instance);
   if (s == SendStatus::kOk) NodeAccess::release(f);
   return s;
 }
@@ -134,6 +144,8 @@ TxFrame Node::take_frame(RxMessage& m) noexcept {
 
 void Node::on_message(Handler h) { impl_->deliver->set_handler(std::move(h)); }
 
+void Node::on_service_failure(std::function<void(const ServiceFailure&)> h) { impl_->services->set_handler(std::move(h)); }
+
 std::optional<RxMessage> Node::recv() noexcept { return impl_->deliver->recv(); }
 
 // ---- frames -------------------------------------------------------------------------------
@@ -181,6 +193,7 @@ std::string_view to_string(SendStatus s) noexcept {
     case SendStatus::kBadArgument: return "bad_argument";
     case SendStatus::kTimeout: return "timeout";
     case SendStatus::kShutdown: return "shutdown";
+    case SendStatus::kFailed: return "failed";
   }
   return "unknown";
 }
@@ -252,11 +265,12 @@ Node::Node(const config::Cluster& cluster, NodeId id, drivers::Eal& eal, const N
   I.link.emplace(cluster, *I.routing, *I.tx, st, I.timers, I.clock.now_ns());
   I.forward.emplace(cluster, *I.routing, *I.tx, st);
   I.proxies.emplace(I.cfg.id, I.max_payload, eal.socket());
-  I.control.emplace(*I.proxies, *I.tx, I.timers);
+  I.services.emplace(cluster, *I.routing, *I.tx, I.timers, I.clock);
+  I.control.emplace(cluster, *I.proxies, *I.tx, *I.services, I.timers);
   // Broadcast and multicast run; encryption, fragments and reliable delivery not yet.
   I.validate.emplace(wire::RxFilter{cluster.udp_port, cluster.mtu, wire::flag::kBroadcast | wire::flag::kMulticast}, st);
   I.dispatch.emplace(I.cfg.id, I.cfg.ip, I.routing->nodes, macs, st, *I.forward, *I.link);
-  I.deliver.emplace(cluster, I.cfg, opts.rx_queue_depth, st, *I.idle, *I.control);
+  I.deliver.emplace(cluster, I.cfg, opts.rx_queue_depth, st, *I.idle, *I.control, *I.services);
   I.rx.emplace(I.ports, I.guard, I.p0);
   I.timers.add(I.clock_sync);
   I.clock_sync.arm(0);
@@ -269,6 +283,7 @@ Node::~Node() {
   Impl& I = *impl_;
   I.routing->agent.stop();  // its thread reads the links and counters
   I.control.reset();   // requests still queued or in flight end with kShutdown
+  I.services.reset();
   I.deliver->clear();  // messages never taken by recv()
   I.tx.reset();        // frames still queued
   I.ports.clear();     // stopped and closed before their pools go
@@ -277,6 +292,7 @@ Node::~Node() {
 
 NodeId Node::id() const noexcept { return impl_->cfg.id; }
 const config::Node& Node::config() const noexcept { return impl_->cfg; }
+const config::Cluster& Node::cluster() const noexcept { return impl_->cluster; }
 Clock& Node::clock() const noexcept { return impl_->clock; }
 NodeProxy& Node::proxy() noexcept { return impl_->proxy; }
 
@@ -394,6 +410,8 @@ RoutingInfo Node::routing() const {
   return RoutingInfo{s.fib_builds, s.fib_build_ns, s.lsa_received, s.lsa_sent, s.lsa_originated, s.lsa_refused,
                      s.db_size, s.db_syncs, s.outbox_dropped + s.inbox_dropped};
 }
+
+std::vector<ServiceInfo> Node::services() const { return impl_->services->info(); }
 
 std::size_t Node::max_payload() const noexcept { return impl_->max_payload; }
 

@@ -17,6 +17,7 @@
 #include "proxy_table.hpp"
 #include "routing.hpp"
 #include "rx_stage.hpp"
+#include "service_stage.hpp"
 #include "timer_stage.hpp"
 #include "tx_stage.hpp"
 #include "validate_stage.hpp"
@@ -48,6 +49,7 @@ struct Node::Impl {
   std::optional<node::TxStage> tx;
   std::optional<node::LinkStage> link;
   std::optional<node::ForwardStage> forward;
+  std::optional<node::ServiceStage> services;
   std::optional<node::ProxyTable> proxies;
   std::optional<node::ControlStage> control;
   std::optional<node::ValidateStage> validate;

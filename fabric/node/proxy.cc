@@ -101,6 +101,16 @@ std::function<std::size_t(std::uint32_t, std::span<std::byte>)> ProxySend::copy_
 ProxyResult NodeProxy::send(const ProxySend& req) {
   ProxyResult res;
   if (req.count == 0) return res;
+  // What the datapath cannot carry out is refused here: a group or service the cluster file
+  // does not have, replies awaited from many.
+  const Node::Impl& I = *node_.impl_;
+  using Target = ProxySend::Target;
+  if ((req.target == Target::kGroup && I.cluster.group_index(req.dst) < 0) ||
+      (req.target == Target::kService && I.services->index(req.dst) < 0) ||
+      ((req.target == Target::kGroup || req.target == Target::kBroadcast) && req.await_reply)) {
+    res.status = SendStatus::kBadArgument;
+    return res;
+  }
   node::ProxyTable& table = *node_.impl_->proxies;
   const int i = table.acquire(std::chrono::steady_clock::now() + req.timeout);
   if (i < 0) {
@@ -116,6 +126,12 @@ ProxyResult NodeProxy::send(const ProxySend& req) {
   res.sent = s.sent;
   res.replies = s.replies;
   res.rtt_ns = s.rtt_ns;
+  res.failed = s.failed;
+  if (req.target == Target::kService)
+    for (std::size_t k = 0; k < s.spread.size(); ++k)
+      if (s.spread[k] != 0)
+        res.spread.emplace_back(I.services->instance_id(static_cast<unsigned>(s.target_index), static_cast<int>(k)),
+                                s.spread[k]);
   if (s.replies) res.reply.assign(reinterpret_cast<const char*>(s.reply.data()), s.reply_len);
   table.release(idx);
   return res;

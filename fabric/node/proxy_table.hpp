@@ -13,6 +13,7 @@
 // (and ThreadSanitizer) do not see; the state word is the hand-over in C++ terms.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -35,11 +36,13 @@ struct alignas(64) ProxySlot {
   ProxySend req;
   // Datapath -> caller: written before kDone.
   SendStatus status = SendStatus::kOk;
-  std::uint32_t sent = 0, replies = 0;
+  std::uint32_t sent = 0, replies = 0, failed = 0;
+  std::array<std::uint32_t, config::kMaxInstances> spread{};  // a service: messages per instance
   std::uint64_t rtt_ns = 0;
   std::uint32_t reply_len = 0;
   std::vector<std::byte> reply;  // max_payload bytes, allocated at start-up
   // Datapath only.
+  int target_index = -1;          // a group's or service's position in the cluster file
   std::uint32_t next = 0;         // messages sent
   std::uint32_t awaiting = 0;     // replies outstanding
   std::uint32_t generation = 0;   // bumped when the slot finishes: stale replies do not match

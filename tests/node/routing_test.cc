@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <memory>
 #include <set>
@@ -307,4 +308,214 @@ TEST_CASE("a multicast reaches its members once, and a node that joins at run ti
   // A multicast to a group the cluster file does not have is refused at once.
   TxFrame fr = f[1].alloc(4);
   CHECK(f[1].multicast(fr, 99, MsgType::kStatus, 2) == SendStatus::kBadArgument);
+}
+
+namespace {
+
+// Node 1 in the middle of instances 2, 3 and 4 (a star), with three services over them.
+config::Cluster service_cluster(const std::string& tag, std::uint32_t timeout_ms = 1000) {
+  return ring_cluster(tag, 4, {{1, 2}, {1, 3}, {1, 4}}, "",
+                      fmt::format("[[service]]\nname = \"rr\"\nid = 7\ninstances = [2, 3, 4]\npolicy = \"round_robin\"\n"
+                                  "timeout_ms = {0}\n"
+                                  "[[service]]\nname = \"kv\"\nid = 8\ninstances = [2, 3, 4]\npolicy = \"hash\"\n"
+                                  "timeout_ms = {0}\n"
+                                  "[[service]]\nname = \"lo\"\nid = 9\ninstances = [2, 3, 4]\n"
+                                  "policy = \"least_outstanding\"\ntimeout_ms = {0}\n",
+                                  timeout_ms));
+}
+
+// The instances answer every request at once (node 1's handler records what comes back).
+void answer_requests(Fabric& f, std::initializer_list<NodeId> ids) {
+  for (const NodeId id : ids) {
+    Node& n = f[id];
+    n.on_message([&n, &f, id](RxMessage& m) {
+      f.received[id].push_back(Fabric::Got{m.source(), m.type(), m.priority(), m.header().ttl, m.header().flags, ""});
+      if (m.type() != MsgType::kCommand) return;
+      TxFrame r = n.alloc(2);
+      REQUIRE(r);
+      REQUIRE(n.respond(m, r) == SendStatus::kOk);
+    });
+  }
+}
+
+std::map<NodeId, std::uint64_t> sent_per_instance(Node& n, std::uint16_t service) {
+  std::map<NodeId, std::uint64_t> out;
+  for (const auto& s : n.services())
+    if (s.id == service)
+      for (const auto& i : s.instances) out[i.node] = i.sent;
+  return out;
+}
+
+SendStatus send_to_service(Node& n, std::uint16_t service, MsgType type, std::uint64_t key = 0,
+                           NodeId* chosen = nullptr) {
+  TxFrame fr = n.alloc(4);
+  if (!fr) return SendStatus::kBackpressure;
+  SendOptions o;
+  o.key = key;
+  return n.send_service(fr, service, type, 1, o, chosen);
+}
+
+}  // namespace
+
+TEST_CASE("a service spreads requests over its instances by policy, and every request is answered",
+          "[routing][service]") {
+  const auto c = service_cluster("rts");
+  Fabric f(c);
+  answer_requests(f, {2, 3, 4});
+  REQUIRE(f.until([&] {
+    const auto s = f[1].services();
+    return std::all_of(s[0].instances.begin(), s[0].instances.end(), [](const auto& i) { return i.live; });
+  }));
+
+  SECTION("round robin: each instance in turn") {
+    for (unsigned i = 0; i < 300; ++i) {
+      REQUIRE(send_to_service(f[1], 7, MsgType::kCommand) == SendStatus::kOk);
+      f.poll();
+    }
+    REQUIRE(f.until([&] { return f.received[2].size() + f.received[3].size() + f.received[4].size() == 300; }));
+    CHECK(f.received[2].size() == 100);
+    CHECK(f.received[3].size() == 100);
+    CHECK(f.received[4].size() == 100);
+    REQUIRE(f.until([&] {
+      for (const auto& i : f[1].services()[0].instances)
+        if (i.answered != 100 || i.outstanding != 0) return false;
+      return true;
+    }));
+    for (const auto& i : f[1].services()[0].instances) {
+      CHECK(i.live);
+      CHECK(i.requests == 100);
+      CHECK(i.timed_out + i.failed_down == 0);
+    }
+  }
+
+  SECTION("hash: one key, one instance; many keys spread") {
+    std::map<std::uint64_t, NodeId> where;
+    for (std::uint64_t key = 1; key <= 300; ++key) {
+      NodeId chosen = 0;
+      REQUIRE(send_to_service(f[1], 8, MsgType::kStatus, key, &chosen) == SendStatus::kOk);
+      where[key] = chosen;
+      f.poll();
+    }
+    for (std::uint64_t key = 1; key <= 300; key += 7) {
+      NodeId again = 0;
+      REQUIRE(send_to_service(f[1], 8, MsgType::kStatus, key, &again) == SendStatus::kOk);
+      CHECK(again == where[key]);
+      f.poll();
+    }
+    std::map<NodeId, unsigned> per;
+    for (const auto& [k, n] : where) ++per[n];
+    for (const NodeId id : {2, 3, 4}) {
+      INFO("instance " << id << " has " << per[id] << " of 300 keys");
+      CHECK(per[id] > 60);   // expected 100; 60 is 5 standard deviations below
+      CHECK(per[id] < 140);
+    }
+  }
+
+  SECTION("least outstanding: a slow instance gets fewer requests") {
+    // Instance 2 answers only every fifth poll, one request at a time.
+    std::deque<RxMessage> held;
+    f[2].on_message([&](RxMessage& m) {
+      f.received[2].push_back(Fabric::Got{m.source(), m.type(), m.priority(), 0, 0, ""});
+      held.push_back(std::move(m));
+    });
+    unsigned tick = 0;
+    std::size_t most_held = 0;
+    auto slow_answer = [&] {
+      most_held = std::max(most_held, held.size());
+      if (++tick % 5 != 0 || held.empty()) return;
+      TxFrame r = f[2].alloc(2);
+      REQUIRE(r);
+      REQUIRE(f[2].respond(held.front(), r) == SendStatus::kOk);
+      held.pop_front();
+    };
+    for (unsigned i = 0; i < 600; ++i) {
+      const SendStatus st = send_to_service(f[1], 9, MsgType::kCommand);
+      REQUIRE((st == SendStatus::kOk || st == SendStatus::kBackpressure));
+      f.poll();
+      slow_answer();
+    }
+    const auto per = sent_per_instance(f[1], 9);
+    // The slow instance can answer 120 in 600 polls: it is sent about that, not a third (200),
+    // and its queue stays short (round robin would leave 80 waiting).
+    INFO("sent: 2 (slow) " << per.at(2) << ", 3 " << per.at(3) << ", 4 " << per.at(4) << "; most held " << most_held);
+    CHECK(per.at(2) < 160);
+    CHECK(per.at(2) < per.at(3));
+    CHECK(per.at(2) < per.at(4));
+    CHECK(most_held <= 20);
+    // Every request is answered in the end.
+    REQUIRE(f.until([&] {
+      slow_answer();
+      const auto s = f[1].services()[2];
+      return std::all_of(s.instances.begin(), s.instances.end(), [](const auto& i) { return i.outstanding == 0; });
+    }));
+  }
+
+  SECTION("an unknown service is refused; a message is not a tracked request") {
+    TxFrame fr = f[1].alloc(4);
+    CHECK(f[1].send_service(fr, 99, MsgType::kCommand, 1) == SendStatus::kBadArgument);
+    CHECK(fr);
+    REQUIRE(send_to_service(f[1], 7, MsgType::kMetric) == SendStatus::kOk);
+    const auto s = f[1].services()[0];
+    std::uint64_t sent = 0, requests = 0;
+    for (const auto& i : s.instances) {
+      sent += i.sent;
+      requests += i.requests;
+    }
+    CHECK(sent == 1);
+    CHECK(requests == 0);
+  }
+}
+
+TEST_CASE("requests to an instance that goes down or does not answer are reported failed, never lost",
+          "[routing][service]") {
+  const auto c = service_cluster("rtf", 300);
+  Fabric f(c);
+  answer_requests(f, {3, 4});
+  f[2].on_message([&](RxMessage&) { f.received[2].push_back({}); });  // receives, never answers
+  std::vector<ServiceFailure> failures;
+  f[1].on_service_failure([&](const ServiceFailure& e) { failures.push_back(e); });
+  REQUIRE(f.until([&] {
+    const auto s = f[1].services()[0];
+    return std::all_of(s.instances.begin(), s.instances.end(), [](const auto& i) { return i.live; });
+  }));
+
+  // Round robin over 2, 3, 4: instance 2's requests time out (300 ms), the rest are answered.
+  for (unsigned i = 0; i < 30; ++i) {
+    REQUIRE(send_to_service(f[1], 7, MsgType::kCommand) == SendStatus::kOk);
+    f.poll();
+  }
+  REQUIRE(f.until([&] { return failures.size() == 10; }, 10s));
+  for (const auto& e : failures) {
+    CHECK(e.service == 7);
+    CHECK(e.instance == 2);
+    CHECK(e.timed_out);
+  }
+  auto inst = f[1].services()[0].instances;
+  CHECK(inst[0].timed_out == 10);
+  CHECK(inst[1].answered == 10);
+  CHECK(inst[2].answered == 10);
+
+  // Instance 3 stops (no longer polled): its open requests fail as soon as its link is down,
+  // well before their timeout, and no request goes to it after.
+  failures.clear();
+  f[3].on_message([&](RxMessage&) {});
+  for (unsigned i = 0; i < 3; ++i) REQUIRE(send_to_service(f[1], 7, MsgType::kCommand) == SendStatus::kOk);
+  const auto t0 = std::chrono::steady_clock::now();
+  REQUIRE(f.until([&] {
+    return std::any_of(failures.begin(), failures.end(), [](const ServiceFailure& e) { return e.instance == 3; });
+  }, 10s, {3}));
+  const auto took = std::chrono::steady_clock::now() - t0;
+  for (const auto& e : failures)
+    if (e.instance == 3) CHECK_FALSE(e.timed_out);
+  INFO("failed after " << std::chrono::duration_cast<std::chrono::microseconds>(took).count() << " us");
+  CHECK(f[1].services()[0].instances[1].live == false);
+  CHECK(f[1].services()[0].instances[1].failed_down == 1);
+  const auto to3 = f[1].services()[0].instances[1].sent;
+  for (unsigned i = 0; i < 20; ++i) {
+    NodeId chosen = 0;
+    REQUIRE(send_to_service(f[1], 7, MsgType::kCommand, 0, &chosen) == SendStatus::kOk);
+    CHECK(chosen != 3);
+    f.poll({3});
+  }
+  CHECK(f[1].services()[0].instances[1].sent == to3);
 }

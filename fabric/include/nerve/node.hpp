@@ -50,6 +50,8 @@ enum class SendStatus : std::uint8_t {
   kBadArgument,   // priority or type out of range, empty frame
   kTimeout,       // proxy only: not all sent or answered in time
   kShutdown,      // proxy only: the node stopped before the request finished
+  kFailed,        // proxy only: requests to a service instance failed (it went down, or did not
+                  // answer within the service's timeout); ProxyResult::failed counts them
 };
 std::string_view to_string(SendStatus s) noexcept;
 
@@ -61,6 +63,36 @@ struct SendOptions {
   // More frames follow at once (like MSG_MORE): a P0 frame waits for the batch instead of
   // leaving alone. It leaves with the next send without `more`, a full burst, poll() or flush().
   bool more = false;
+  // A message to a service with the hash policy: its affinity key (one key, one instance while
+  // that instance lives). Other policies ignore it.
+  std::uint64_t key = 0;
+};
+
+// A request (kCommand or kResourceRequest) sent to a service that will not be answered: its
+// instance went down, or did not answer within the service's timeout_ms. Reported once, to the
+// sender's node (Node::on_service_failure, nerve-ctl's `failed`, status counters).
+struct ServiceFailure {
+  std::uint16_t service;   // the service's id
+  std::uint16_t instance;  // the node that had it
+  std::uint32_t msg_id;    // the request's id (the correlation id its response would carry)
+  bool timed_out;          // true: unanswered within timeout_ms; false: the instance went down
+};
+
+// A service as its sender sees it: which instances are live, and what each was sent.
+struct ServiceInfo {
+  std::uint16_t id;
+  std::string name;
+  std::string policy;
+  std::uint32_t timeout_ms;
+  struct Instance {
+    std::uint16_t node;
+    bool live;                // this node has a route to it
+    std::uint64_t sent;       // messages sent to it
+    std::uint64_t requests;   // of which requests, tracked until answered or failed
+    std::uint64_t answered, timed_out, failed_down;
+    std::uint64_t outstanding;
+  };
+  std::vector<Instance> instances;
 };
 
 // A frame being built. Owns its mbuf until send() takes it; freed on destruction otherwise.
@@ -180,7 +212,13 @@ struct RoutingInfo {
 
 // A send from another thread (a control socket, a test), carried out by the datapath.
 struct ProxySend {
-  NodeId dst = 0;
+  // Who `dst` names: a node, every node (dst ignored), a group's members, or one instance of a
+  // service per message. Replies can be awaited from a node or a service only.
+  enum class Target : std::uint8_t { kNode, kBroadcast, kGroup, kService };
+  Target target = Target::kNode;
+  NodeId dst = 0;                 // node, group or service id
+  // A service with the hash policy: every message's key; unset, message i has key i.
+  std::optional<std::uint64_t> key;
   MsgType type = MsgType::kCommand;
   std::uint8_t priority = 0;
   std::uint16_t channel = 0;
@@ -203,6 +241,8 @@ struct ProxyResult {
   std::uint32_t replies = 0;
   std::string reply;              // payload of the first reply
   std::uint64_t rtt_ns = 0;       // round trip of the first reply
+  std::uint32_t failed = 0;       // service requests reported failed (status kFailed)
+  std::vector<std::pair<NodeId, std::uint32_t>> spread;  // a service: messages per instance
 };
 
 class Node;
@@ -236,6 +276,7 @@ class Node {
 
   NodeId id() const noexcept;
   const config::Node& config() const noexcept;
+  const config::Cluster& cluster() const noexcept;
   Clock& clock() const noexcept;
 
   // --- owner thread only ---------------------------------------------------------------
@@ -251,6 +292,14 @@ class Node {
   // node; each receives it once. kBadArgument for a group the cluster file does not have.
   SendStatus multicast(TxFrame& f, std::uint16_t group, MsgType type, std::uint8_t priority,
                        const SendOptions& o = {}) noexcept;
+  // Sends `f` to one live instance of service `service` (an id of the cluster file's
+  // [[service]]), chosen by its policy; `instance`, when given, receives the node chosen.
+  // Requests (kCommand, kResourceRequest) are tracked until their response arrives; those
+  // whose instance goes down or does not answer in time are reported (on_service_failure).
+  // kNoRoute when no instance is live; kBadArgument for an unknown service; kBackpressure when
+  // 16,384 requests are outstanding.
+  SendStatus send_service(TxFrame& f, std::uint16_t service, MsgType type, std::uint8_t priority,
+                          const SendOptions& o = {}, NodeId* instance = nullptr) noexcept;
   // Copies `payload` into a new frame and sends it.
   SendStatus send_copy(NodeId dst, MsgType type, std::uint8_t priority, std::span<const std::byte> payload,
                        const SendOptions& o = {}) noexcept;
@@ -266,6 +315,8 @@ class Node {
   // for recv() (the RX ring is left to hold the rest when the queue is full, so nothing
   // accepted is dropped).
   void on_message(Handler h);
+  // Called on the datapath thread for every service request reported failed.
+  void on_service_failure(std::function<void(const ServiceFailure&)> h);
   std::optional<RxMessage> recv() noexcept;
 
   // One iteration of the datapath loop (docs/architecture.md, "The node as stages"): TX, RX
@@ -299,6 +350,7 @@ class Node {
   // The routing agent's newest table, per destination and lane (links as they are now).
   std::vector<RouteInfo> routes() const;
   RoutingInfo routing() const;
+  std::vector<ServiceInfo> services() const;
   unsigned mbufs_available() const noexcept;
   std::size_t max_payload() const noexcept;  // bytes one frame carries at the cluster's MTU
 
