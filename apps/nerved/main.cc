@@ -2,6 +2,7 @@
 // lcore until SIGINT/SIGTERM, and serves the local control socket for nerve-ctl.
 //
 //   nerved --config cluster.toml --node 1 [--digest] [--log-level info]
+//   nerved --config cluster.toml --node 1 --check      # the cluster file only, then exit
 //
 // Exit codes: 0 clean shutdown, 1 start-up failure (devices, EAL), 2 bad arguments or config.
 #include <CLI/CLI.hpp>
@@ -473,6 +474,8 @@ int main(int argc, char** argv) {
   cli.add_option("--config", config_path, "cluster file (TOML)")->required()->check(CLI::ExistingFile);
   cli.add_option("--node", node_id, "id of the node to run")->required()->check(CLI::Range(1, 65534));
   cli.add_flag("--digest", digest, "keep a digest of every received payload per type and priority (tests, demo)");
+  bool check_only = false;
+  cli.add_flag("--check", check_only, "check the cluster file and this node's entry, then exit (0: good, 2: not)");
   cli.add_option("--log-level", level, "debug, info, warn or error")
       ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
   if (const auto rc = nerve::app::parse_cli(cli, argc, argv, "nerved")) return *rc;
@@ -489,6 +492,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   app::g_program = fmt::format("nerved[{}]", self->name);
+  if (check_only) {
+    fmt::print("{}: node {} ({}) of cluster {}: {} nodes, {} groups, {} services\n", config_path, self->id, self->name,
+               cluster.name, cluster.nodes.size(), cluster.groups.size(), cluster.services.size());
+    return 0;
+  }
 
   struct sigaction sa {};
   sa.sa_handler = on_signal;

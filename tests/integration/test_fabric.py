@@ -1,0 +1,200 @@
+"""The fabric across real processes, through scripts/cluster.sh: a topology file becomes
+namespaces, veth pairs (af_packet) and a nerved per node; messages cross nodes, broadcast and
+multicast reach each node once, a service spreads requests and drops an instance that dies,
+and traffic to a node moves around a forwarder that is killed. Bad topology and cluster files
+are refused with exit 2 before anything is made. Every namespace and file the script makes is
+gone after `down`."""
+import json
+import os
+import subprocess
+import textwrap
+
+import pytest
+
+import nervecluster as nc
+
+ROOT = nc.ROOT
+SCRIPT = os.path.join(ROOT, "scripts", "cluster.py")
+
+
+def run_script(*args, timeout=180):
+    return subprocess.run(["/usr/bin/python3", SCRIPT, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONPATH": os.path.join(ROOT, "scripts")})
+
+
+@pytest.fixture
+def topology(tmp_path):
+    """topology(name, text) -> path of a topology file; its cluster is brought down after the
+    test, and must leave nothing behind."""
+    made = []
+
+    def make(name, text):
+        path = tmp_path / f"{name}.toml"
+        path.write_text(textwrap.dedent(text))
+        made.append((name, str(path)))
+        return str(path)
+    yield make
+    for name, path in made:
+        run_script("down", path)
+        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        assert f"nv-{name}-" not in listed, f"namespaces of {name} left behind"
+        assert not os.path.exists(f"/tmp/nerve-cluster-{name}")
+        assert not [d for d in os.listdir("/var/run/dpdk") if d.startswith(f"nerve-{name}-")] \
+            if os.path.isdir("/var/run/dpdk") else True
+
+
+def ctl(cfg, node, *args, check=True):
+    r = subprocess.run([nc.CTL, "--config", cfg, "--node", str(node), "--json", *args], capture_output=True, text=True,
+                       timeout=120)
+    if check and r.returncode != 0:
+        raise nc.Failure(f"nerve-ctl {' '.join(args)} -> {r.returncode}: {r.stderr}{r.stdout}")
+    return json.loads(r.stdout) if r.stdout.strip() else {"rc": r.returncode, "stderr": r.stderr}
+
+
+DIAMOND = """
+    [topology]
+    name = "{name}"
+    link = "af_packet"
+
+    [[node]]
+    id = 1
+    name = "a"
+    [[node]]
+    id = 2
+    name = "b"
+    [[node]]
+    id = 3
+    name = "c"
+    [[node]]
+    id = 4
+    name = "d"
+
+    [[link]]
+    nodes = [1, 2]
+    [[link]]
+    nodes = [1, 3]
+    [[link]]
+    nodes = [2, 4]
+    [[link]]
+    nodes = [3, 4]
+
+    [[group]]
+    name = "ops"
+    id = 40
+    members = [2, 4]
+
+    [[service]]
+    name = "calc"
+    id = 50
+    instances = [2, 3, 4]
+    policy = "round_robin"
+    """
+
+
+def delivered(st, mtype, prio):
+    return st["delivered"][mtype][prio]
+
+
+def test_diamond_routes_broadcasts_multicasts_balances_and_fails_over(topology):
+    path = topology("fdia", DIAMOND.format(name="fdia"))
+    r = run_script("up", path)
+    assert r.returncode == 0, r.stderr + r.stdout
+    cfg = "/tmp/nerve-cluster-fdia/cluster.toml"
+    assert cfg in r.stdout
+
+    # Routes: once the advertisements have spread, node 1 reaches 4 over 2 or 3 on every lane.
+    def two_paths():
+        to4 = next((x for x in ctl(cfg, 1, "routes")["routes"] if x["dst"] == 4), None)
+        return to4 and all(l["next_hop"] in (2, 3) and l["paths"] == 2 for l in to4["lanes"])
+    nc.wait_for(two_paths, 20, "node 1 to have two paths to node 4 on every lane")
+
+    # A command crosses two links and its answer comes back.
+    rep = ctl(cfg, 1, "send", "--to", "4", "--type", "command", "--priority", "0", "ping")
+    assert rep["status"] == "ok" and rep["reply"] == "pong", rep
+
+    # A broadcast: each other node once per message.
+    before = {n: ctl(cfg, n, "status") for n in (1, 2, 3, 4)}
+    rep = ctl(cfg, 1, "send", "--broadcast", "--type", "alert", "--priority", "1", "--count", "50", "all hands")
+    assert rep["status"] == "ok" and rep["sent"] == 50, rep
+
+    def arrived(counts):
+        def check():
+            now = {n: ctl(cfg, n, "status") for n in (1, 2, 3, 4)}
+            got = {n: delivered(now[n], "alert", 1) - delivered(before[n], "alert", 1) for n in now}
+            return got if all(got[n] >= counts[n] for n in counts) else None
+        return check
+    nc.wait_for(arrived({2: 50, 3: 50, 4: 50}), 20, "the broadcast at every node")
+    got = arrived({})()
+    assert got == {1: 0, 2: 50, 3: 50, 4: 50}, got
+
+    # A multicast to ops (2 and 4); then 3 joins and gets the next one too.
+    before = {n: ctl(cfg, n, "status") for n in (1, 2, 3, 4)}
+    rep = ctl(cfg, 1, "send", "--group", "ops", "--type", "alert", "--priority", "1", "--count", "20", "ops only")
+    assert rep["status"] == "ok", rep
+    nc.wait_for(arrived({2: 20, 4: 20}), 20, "the multicast at its members")
+    assert arrived({})() == {1: 0, 2: 20, 3: 0, 4: 20}
+    joined = ctl(cfg, 3, "join", "ops")
+    assert any(g["name"] == "ops" and g["member"] for g in joined["groups"]), joined
+    nc.wait_for(lambda: ctl(cfg, 1, "groups")["groups"][0]["members"] == [2, 3, 4], 20, "node 1 to learn 3 joined")
+    ctl(cfg, 1, "send", "--group", "40", "--type", "alert", "--priority", "1", "--count", "10", "ops again")
+    nc.wait_for(arrived({2: 30, 3: 10, 4: 30}), 20, "the multicast at the new member")
+    assert ctl(cfg, 1, "send", "--group", "nope", "--type", "alert", "--priority", "1", "x", check=False)["rc"] == 2
+
+    # A service: round robin over 2, 3 and 4, every request answered.
+    rep = ctl(cfg, 1, "send", "--service", "calc", "--type", "command", "--priority", "2", "--count", "300", "ping")
+    assert rep["status"] == "ok" and rep["replies"] == 300, rep
+    assert rep["spread"] == {"2": 100, "3": 100, "4": 100}, rep
+    assert ctl(cfg, 1, "send", "--service", "nope", "--type", "command", "--priority", "2", "x",
+               check=False)["rc"] == 2
+
+    # Kill the node that carries 1 -> 4 on P0; a paced stream keeps arriving through the other.
+    via = next(x for x in ctl(cfg, 1, "routes")["routes"] if x["dst"] == 4)["lanes"][0]["next_hop"]
+    other = 5 - via
+    assert run_script("kill", path, str(via)).returncode == 0
+    nc.wait_for(lambda: next(x for x in ctl(cfg, 1, "routes")["routes"] if x["dst"] == 4)["lanes"][0]["next_hop"]
+                == other, 20, f"node 1 to route to 4 through {other}")
+    st4 = ctl(cfg, 4, "status")
+    rep = ctl(cfg, 1, "send", "--to", "4", "--type", "status", "--priority", "0", "--count", "2000", "--rate", "20000",
+              "--number", "after failover")
+    assert rep["status"] == "ok" and rep["sent"] == 2000, rep
+    nc.wait_for(lambda: delivered(ctl(cfg, 4, "status"), "status", 0) - delivered(st4, "status", 0) >= 2000, 20,
+                "the stream around the dead node")
+    # The service drops the dead instance: requests go to the two that live, all answered.
+    services = ctl(cfg, 1, "status")["services"][0]["instances"]
+    assert [i["live"] for i in services] == [i["node"] != via for i in services], services
+    rep = ctl(cfg, 1, "send", "--service", "calc", "--type", "command", "--priority", "2", "--count", "100", "ping")
+    assert rep["status"] == "ok" and rep["replies"] == 100 and str(via) not in rep["spread"], rep
+
+    # status names the dead node; start brings it back with its links.
+    assert run_script("status", path).returncode == 1
+    r = run_script("start", path, str(via))
+    assert r.returncode == 0, r.stderr
+    assert run_script("status", path).returncode == 0
+    r = run_script("down", path)
+    assert r.returncode == 0 and "4 nodes stopped" in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("bad,expect", [
+    ("[[link]]\nnodes = [1, 9]\n", "node 9 is not in the file"),
+    ("[[link]]\nnodes = [1, 2]\n", "nodes 1 and 2 are already linked"),
+    ('[[group]]\nname = "g"\nid = 5\nmembers = [1]\n[[group]]\nname = "g"\nid = 6\nmembers = [2]\n', "g"),
+    ('[[service]]\nname = "s"\nid = 5\ninstances = []\n', "instances"),
+    ("[cluster]\nttl = 0\n", "ttl"),
+])
+def test_bad_topology_is_refused_before_anything_is_made(topology, bad, expect):
+    text = textwrap.dedent("""
+        [topology]
+        name = "fbad"
+        [[node]]
+        id = 1
+        [[node]]
+        id = 2
+        [[link]]
+        nodes = [1, 2]
+        """) + bad
+    path = topology("fbad", text)
+    r = run_script("up", path)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert expect in r.stderr, r.stderr
+    assert "nv-fbad-" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert not os.path.exists("/tmp/nerve-cluster-fbad")
