@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Sets up if needed, then runs a 3-node demo cluster on virtual devices (memif, no NIC, no
-# hugepages): every message type at every priority between every pair of nodes, a report of
-# what was delivered and the per-priority latency, and a clean stop.
+# Sets up if needed, then runs the leaf-spine of docs/examples/leaf-spine.toml on virtual
+# devices (11 nodes in network namespaces, memif links; no NIC, no hugepages; as root): a
+# message across three forwarding nodes, a broadcast, a multicast group, services, a spine
+# killed under traffic, latency per lane; then removes everything it made.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh >/dev/null

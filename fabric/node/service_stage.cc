@@ -36,7 +36,7 @@ void ServiceStage::refresh_live() noexcept {
       if (r_.fib->hops(di, 0).pick(0, r_.up) >= 0 || r_.fib->hops(di, 1).pick(0, r_.up) >= 0)
         live |= std::uint64_t{1} << i;
     }
-    s.gone = s.live & ~live;
+    s.gone |= s.live & ~live;  // cleared by check(), once their requests have failed
     s.live = live;
     s.live_shared.store(live, std::memory_order_relaxed);
   }
@@ -95,16 +95,19 @@ void ServiceStage::fail(Track& t, bool timed_out) noexcept {
 }
 
 void ServiceStage::check() noexcept {
-  if (r_.fib == seen_fib_ && r_.up == seen_up_) return;
-  refresh_live();
-  if (open_ == 0) return;
+  // send() may have seen the change first: it refreshes the masks but fails nothing (a failure
+  // reaches the control stage, which may be the caller), so the instances gone wait for here.
+  if (r_.fib != seen_fib_ || r_.up != seen_up_) refresh_live();
   for (auto& sp : svcs_) {
     Svc& s = *sp;
     if (s.gone == 0) continue;
+    const std::uint64_t gone = s.gone;
+    s.gone = 0;
+    if (open_ == 0) continue;
     for (std::uint32_t j = s.head; j != s.tail; ++j) {
       const std::uint32_t id = s.ring[j % kRing];
       Track& t = track_[id & (kTrackSlots - 1)];
-      if (t.live && t.msg_id == id && ((s.gone >> t.inst) & 1u)) fail(t, false);
+      if (t.live && t.msg_id == id && ((gone >> t.inst) & 1u)) fail(t, false);
     }
   }
 }

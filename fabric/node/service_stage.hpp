@@ -78,7 +78,7 @@ class ServiceStage {
     route::Balancer bal;
     std::uint64_t timeout_ns = 0;
     std::uint64_t live = 0;                    // bit i: instance i has a route
-    std::uint64_t gone = 0;                    // live before the last refresh, not after
+    std::uint64_t gone = 0;                    // were live, are not: open requests to fail
     std::atomic<std::uint64_t> live_shared{0};  // the same, for readers on other threads
     std::vector<std::uint32_t> ring;           // message ids of requests, in send order
     std::uint32_t head = 0, tail = 0;

@@ -141,8 +141,10 @@ def test_diamond_routes_broadcasts_multicasts_balances_and_fails_over(topology):
     assert ctl(cfg, 1, "send", "--group", "nope", "--type", "alert", "--priority", "1", "x", check=False)["rc"] == 2
 
     # A service: round robin over 2, 3 and 4, every request answered.
-    rep = ctl(cfg, 1, "send", "--service", "calc", "--type", "command", "--priority", "2", "--count", "300", "ping")
-    assert rep["status"] == "ok" and rep["replies"] == 300, rep
+    rep = ctl(cfg, 1, "send", "--service", "calc", "--type", "command", "--priority", "2", "--count", "300", "ping",
+              check=False)
+    links = {n: [(l["peer"], l["downs"]) for l in ctl(cfg, n, "status")["links"]] for n in (1, 2, 3, 4)}
+    assert rep["status"] == "ok" and rep["replies"] == 300, (rep, links, ctl(cfg, 1, "status")["services"])
     assert rep["spread"] == {"2": 100, "3": 100, "4": 100}, rep
     assert ctl(cfg, 1, "send", "--service", "nope", "--type", "command", "--priority", "2", "x",
                check=False)["rc"] == 2
