@@ -193,6 +193,7 @@ class Session {
   // stack "nerve": nodes at both ends; "raw": the same ports driven by bare DPDK loops.
   Session(const Options& opt, const std::string& transport, std::size_t max_size, const std::string& stack = "nerve")
       : kind_(transport), stack_(transport == "kernel-udp" ? "kernel" : stack), peer_idle_(opt.peer_idle),
+        hops_(opt.hop_count),
         tsc_(Clock::tsc()) {
     const auto& cpus = harness_cpus();
     cpu_a_ = cpus.front();
@@ -217,6 +218,7 @@ class Session {
   Transport& t() { return *t_; }
   const Clock& tsc() const { return tsc_; }
   const std::string& stack() const { return stack_; }
+  int hops() const { return hops_; }
 
   // Sessions measured side by side take turns: the one not measuring stops its peer (SIGSTOP),
   // so the two never share the peer's core.
@@ -257,6 +259,7 @@ class Session {
     t_.reset();
     echo_t_.reset();
     node_.reset();
+    forwarders_.clear();
     echo_node_.reset();
     raw_port_.reset();
     raw_pool_.reset();
@@ -280,8 +283,15 @@ class Session {
 
   std::string cluster_toml(const Options& opt, std::size_t max_size) const {
     const bool jumbo = max_size > config::max_payload(1500);
+    // A longer path (memif, hops_ > 1): 1 -ring- 3 -ring- ... -ring- F -memif- 2, the
+    // forwarders 3..hops_+1 in this process.
+    const int last_fwd = hops_ + 1;
+    auto ring_to = [&](int a, int b) {
+      return fmt::format("kind = \"ring\"\n  pair = \"h{}f{}x{}\"\n  peers = [{}]", tag_, std::min(a, b), std::max(a, b), b);
+    };
     auto port = [&](int self) -> std::string {
-      const int peer = 3 - self;
+      if (hops_ > 1 && self == 1) return ring_to(1, 3);
+      const int peer = hops_ > 1 ? last_fwd : 3 - self;
       if (kind_ == "ring") return fmt::format("kind = \"ring\"\n  pair = \"h{}\"\n  peers = [{}]", tag_, peer);
       if (kind_ == "memif")
         return fmt::format("kind = \"memif\"\n  socket = \"{}/link.memif\"\n  role = \"{}\"\n  peers = [{}]", dir_,
@@ -298,6 +308,16 @@ class Session {
         // the harness shares two CPUs with it is not declared down (100 ms of silence is).
         fmt::format("[cluster]\nname = \"perf-{}\"\nmtu = {}\nheartbeat_miss = 100\n", run_,
                     jumbo && kind_ != "af_xdp" ? 9000 : 1500);
+    for (int id = 3; hops_ > 1 && id <= last_fwd; ++id) {
+      out += fmt::format("\n[[node]]\nid = {0}\nmac = \"02:00:00:00:0a:{0:02x}\"\nip = \"198.18.10.{0}\"\n"
+                         "control_socket = \"{1}/n{0}.sock\"\nidle = \"busy\"\nmemory_mb = 512\ncores = [{2}]\n",
+                         id, dir_, cpu_a_);
+      out += "  [[node.port]]\n  " + ring_to(id, id == 3 ? 1 : id - 1) + "\n";
+      if (id < last_fwd) out += "  [[node.port]]\n  " + ring_to(id, id + 1) + "\n";
+      else
+        out += fmt::format("  [[node.port]]\n  kind = \"memif\"\n  socket = \"{}/link.memif\"\n  role = \"server\"\n"
+                           "  peers = [2]\n", dir_);
+    }
     for (int id = 1; id <= 2; ++id)
       out += fmt::format(
           "\n[[node]]\nid = {0}\nmac = \"02:00:00:00:0a:0{0}\"\nip = \"198.18.10.{0}\"\ncontrol_socket = "
@@ -365,6 +385,8 @@ class Session {
     } else {
       std::vector<std::string> args = {"peer", "--transport", kind_, "--role", "peer", "--config", cfg, "--node", "2"};
       spawn(args, ns_b_);
+      for (int id = hops_ + 1; hops_ > 1 && id >= 3; --id)
+        forwarders_.push_back(std::make_unique<Node>(cluster, static_cast<NodeId>(id), eal, no));
       if (!ns_a_.empty()) {
         NetnsGuard in(ns_a_);
         node_ = std::make_unique<Node>(cluster, 1, eal, no);
@@ -372,7 +394,9 @@ class Session {
         node_ = std::make_unique<Node>(cluster, 1, eal, no);
       }
     }
-    t_ = make_node_transport(*node_, 2, kind_);
+    std::vector<Node*> also;
+    for (auto& f : forwarders_) also.push_back(f.get());
+    t_ = make_node_transport(*node_, 2, kind_, also);
   }
 
   // The raw end of node `id`: its port, configured as the node would configure it (same
@@ -455,7 +479,9 @@ class Session {
   // <pid>-<id>: names the session's namespaces, /tmp directory and EAL prefixes, so
   // reap_stale_runs() can tell a dead run's leftovers from a live one's.
   std::string run_ = fmt::format("{}-{}", getpid(), id_);
+  int hops_ = 1;
   std::unique_ptr<Node> node_, echo_node_;
+  std::vector<std::unique_ptr<Node>> forwarders_;  // the path's middle (hops_ > 1)
   std::unique_ptr<drivers::Mempool> raw_pool_;
   std::unique_ptr<drivers::Port> raw_port_;
   std::unique_ptr<Transport> t_, echo_t_;
@@ -763,6 +789,7 @@ class Stacks {
 
 Row tagged(Row r, const Session& s) {
   r.stack = s.stack();
+  r.hops = s.hops();
   return r;
 }
 
@@ -809,6 +836,18 @@ std::vector<Row> interleave(std::vector<std::vector<Row>>& per) {
 }  // namespace
 
 std::vector<Row> run_scenario(const Options& o, const std::string& transport) {
+  if (o.scenario == "pingpong" && (o.hops.size() > 1 || o.hops.front() > 1)) {
+    // One session per path length, one after another.
+    std::vector<Row> rows;
+    for (int h : o.hops) {
+      Options oh = o;
+      oh.hops = {1};
+      oh.hop_count = h;
+      auto more = run_scenario(oh, transport);
+      rows.insert(rows.end(), more.begin(), more.end());
+    }
+    return rows;
+  }
   Stacks st(o, transport, max_of(o.sizes));
   std::vector<std::vector<Row>> per(st.size());
   if (o.scenario == "pingpong") {

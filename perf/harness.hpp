@@ -36,12 +36,17 @@ struct Options {
   std::string json_path, hgrm_path, plot_path;
   bool progress = true;
   bool floor = false;               // repeat each row on the same port driven by a bare DPDK loop
+  std::vector<int> hops{1};         // pingpong: links between the two ends (memif); >1 adds forwarders
+  int hop_count = 1;                // the path length of the session being set up
+  std::vector<std::uint32_t> node_counts{16, 64, 256, 1024, 4096};  // route: cluster sizes
+  std::vector<std::string> topologies;  // route: generated shapes (default leaf-spine, random)
 };
 
 struct Row {
   std::string scenario, transport;
   std::string stack = "nerve";  // nerve, raw (the bare DPDK floor), kernel (kernel-udp)
   int priority = 0;
+  int hops = 1;            // links between the two ends (forwarding nodes + 1)
   std::size_t size = 0, frame_bytes = 0;
   std::uint64_t sent = 0, lost = 0, deadline_misses = 0;
   double rate_mps = 0;     // achieved (delivered) messages per second
@@ -55,6 +60,9 @@ struct Row {
   double background_rate_mps = 0;   // delivered to the peer
   double background_sent_mps = 0;   // handed to the transport
   double background_seconds = 0;
+  // route: the cluster and its advertisement traffic (latency holds the table build times).
+  std::uint64_t nodes = 0, links = 0, lsa_frames_per_refresh = 0, lsa_bytes_per_refresh = 0;
+  double heartbeat_bytes_per_s = 0;
   bool knee = false;
   bool max_point = false;  // throughput: the unpaced run that measured the maximum       // throughput: the highest offered rate at which p99 held
   std::shared_ptr<stats::Histogram> latency = std::make_shared<stats::Histogram>();
@@ -68,6 +76,8 @@ const std::vector<unsigned>& harness_cpus();
 // Interrupted once SIGINT, SIGTERM or SIGHUP arrived (after tearing the session down: the
 // peer, the namespaces, the files).
 std::vector<Row> run_scenario(const Options& opt, const std::string& transport);
+// `nerve-perf route`: table build times and advertisement traffic by cluster size (no DPDK).
+std::vector<Row> route_bench(const Options& opt);
 
 struct Interrupted : std::runtime_error {
   explicit Interrupted(int sig) : std::runtime_error(fmt::format("interrupted by signal {}", sig)) {}

@@ -60,6 +60,20 @@ int main(int argc, char** argv) {
   auto* tp = cli.add_subcommand("throughput", "messages/s and Gbit/s by size, with an offered-load sweep to the knee");
   auto* is = cli.add_subcommand("isolation", "P0 pingpong, idle and while other lanes flood");
   for (auto* sc : {pp, ow, tp, is}) common(sc);
+  auto* rt = cli.add_subcommand("route", "forwarding-table build time and advertisement traffic by cluster size");
+  rt->add_option("--nodes", o.node_counts, "cluster sizes (default 16,64,256,1024,4096)")
+      ->delimiter(',')
+      ->check(CLI::Range(2u, 4096u));
+  rt->add_option("--topology", o.topologies, "leaf-spine, random, ring, chain (default leaf-spine,random)")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"leaf-spine", "random", "ring", "chain"}));
+  rt->add_option("--count", o.count, "builds per size (default 101 .. 7)");
+  rt->add_option("--json", o.json_path, "write results as JSON");
+  pp->add_option("--hops", o.hops,
+                 "path lengths in links, comma-separated (default 1): 2 puts a forwarding node between the ends "
+                 "(memif; the forwarders run in the harness process, polled by its thread, joined by net_ring)")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 6));
   tp->add_option("--sweep", o.sweep, "offered loads as fractions of the maximum (default 0.01,0.1,0.25,0.5,0.75,0.9)")
       ->delimiter(',')
       ->check(CLI::Range(0.001, 1.0));
@@ -85,6 +99,13 @@ int main(int argc, char** argv) {
   harness_cpus();  // before anything pins this thread
   try {
     if (*peer) return peer_main(peer_transport, peer_stack, peer_role, peer_config, peer_node, peer_port, peer_cpu);
+    if (*rt) {
+      o.scenario = "route";
+      const auto rows = route_bench(o);
+      print_table(rows);
+      if (!o.json_path.empty()) std::ofstream(o.json_path) << to_json(o, rows);
+      return 0;
+    }
     for (auto* sc : {pp, ow, tp, is})
       if (*sc) o.scenario = sc->get_name();
     if (!background.empty()) {
@@ -93,6 +114,8 @@ int main(int argc, char** argv) {
     }
     for (int b : o.background)
       if (b < 1 || b > 4) throw std::invalid_argument("--background lanes are 1..4");
+    if ((o.hops.size() > 1 || o.hops.front() > 1) && (o.transport != "memif" || o.floor || !o.compare.empty()))
+      throw std::invalid_argument("--hops: memif only, without --floor or --compare");
     if (o.transport == "pci" && (o.pci_a.empty() || o.pci_b.empty()))
       throw std::invalid_argument("--transport pci needs --pci-a and --pci-b");
     std::signal(SIGPIPE, SIG_IGN);

@@ -11,7 +11,8 @@ constexpr unsigned kReflectTries = 100000;  // flushes before a reflected probe 
 
 class NodeTransport final : public Transport {
  public:
-  NodeTransport(Node& node, std::uint16_t peer, std::string name) : node_(node), peer_(peer), name_(std::move(name)) {
+  NodeTransport(Node& node, std::uint16_t peer, std::string name, std::vector<Node*> also)
+      : node_(node), peer_(peer), name_(std::move(name)), also_(std::move(also)) {
     node_.on_message([this](RxMessage& m) { on_message(m); });
   }
   ~NodeTransport() override { node_.on_message({}); }
@@ -37,11 +38,15 @@ class NodeTransport final : public Transport {
     reflect_ = reflect;
     handled_ = 0;
     node_.poll();
+    for (Node* n : also_) n->poll();
     rx_ = nullptr;
     return handled_;
   }
 
-  void flush() override { node_.flush(); }
+  void flush() override {
+    node_.flush();
+    for (Node* n : also_) n->flush();
+  }
   void idle(unsigned work) override { node_.idle_step(work); }
 
  private:
@@ -72,6 +77,7 @@ class NodeTransport final : public Transport {
   Node& node_;
   std::uint16_t peer_;
   std::string name_;
+  std::vector<Node*> also_;
   const RxFn* rx_ = nullptr;
   bool reflect_ = false;
   unsigned handled_ = 0;
@@ -79,8 +85,9 @@ class NodeTransport final : public Transport {
 
 }  // namespace
 
-std::unique_ptr<Transport> make_node_transport(Node& node, std::uint16_t peer, std::string name) {
-  return std::make_unique<NodeTransport>(node, peer, std::move(name));
+std::unique_ptr<Transport> make_node_transport(Node& node, std::uint16_t peer, std::string name,
+                                               std::vector<Node*> also) {
+  return std::make_unique<NodeTransport>(node, peer, std::move(name), std::move(also));
 }
 
 }  // namespace nerve::perf

@@ -49,6 +49,20 @@ std::string label(const Row& r) {
 
 void print_table(const std::vector<Row>& rows) {
   if (rows.empty()) return;
+  if (rows.front().scenario == "route") {
+    // Per link and second: the LSA refresh at the default 5 s, heartbeats at the default 1 kHz.
+    fmt::print("{:<11} {:<8} {:<10} {:>7} {:>7} {:>10} {:>10} {:>10} {:>16} {:>12} {:>15} {:>14}\n", "topology", "nodes",
+               "build", "links", "runs", "p50 us", "p99 us", "max us", "LSA frames/ref.", "LSA MB/ref.",
+               "LSA kB/s/link", "hb kB/s/link");
+    for (const auto& r : rows)
+      fmt::print("{:<11} {:<8} {:<10} {:>7} {:>7} {:>10.1f} {:>10.1f} {:>10.1f} {:>16} {:>12.2f} {:>15.1f} {:>14.1f}\n",
+                 r.transport, r.nodes, r.stack, r.links, r.sent, us(r.latency->percentile(50)),
+                 us(r.latency->percentile(99)), us(r.latency->max()), r.lsa_frames_per_refresh,
+                 static_cast<double>(r.lsa_bytes_per_refresh) / 1e6,
+                 static_cast<double>(r.lsa_bytes_per_refresh) / static_cast<double>(r.links) / 5.0 / 1e3,
+                 r.heartbeat_bytes_per_s / static_cast<double>(r.links) / 1e3);
+    return;
+  }
   fmt::print("{:<11} {:<10} {:<6} {:>3} {:>6} {:>6} {:>9} {:>7} {:>11} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>6} {}\n",
              "scenario", "transport", "stack", "lane", "size", "frame", "count", "lost", "rate/s", "Gbit/s", "min", "p50", "p99",
              "p99.9", "p99.99", "max", "miss", "(latency in us)");
@@ -62,6 +76,7 @@ void print_table(const std::vector<Row>& rows) {
                                r.background_rate_mps, r.background_sent_mps);
     if (r.scenario == "throughput") note = r.max_point ? "max (unpaced)" : fmt::format("offered {:.0f}/s", r.offered_mps);
     if (r.knee) note += "  <- knee";
+    if (r.hops > 1) note += fmt::format(" {} hops", r.hops);
     if (r.peer_idle != "busy" || r.gap_us > 0) note += fmt::format(" peer {} gap {:.0f}us", r.peer_idle, r.gap_us);
     fmt::print("{:<11} {:<10} {:<6} {:>3} {:>6} {:>6} {:>9} {:>7} {:>11.0f} {:>7.3f} {:>8.2f} {:>8.2f} {:>8.2f} {:>8.2f} "
                "{:>8.2f} {:>9.2f} {:>6} {}\n",
@@ -93,6 +108,7 @@ std::string to_json(const Options& opt, const std::vector<Row>& rows) {
     json x = {{"scenario", r.scenario},
               {"transport", r.transport},
               {"stack", r.stack},
+              {"hops", r.hops},
               {"priority", r.priority},
               {"size", r.size},
               {"frame_bytes", r.frame_bytes},
@@ -116,6 +132,9 @@ std::string to_json(const Options& opt, const std::vector<Row>& rows) {
                 {"p999", h.percentile(99.9)},
                 {"p9999", h.percentile(99.99)},
                 {"max", h.max()}}}};
+    if (r.scenario == "route")
+      x["route"] = {{"nodes", r.nodes}, {"links", r.links}, {"lsa_frames_per_refresh", r.lsa_frames_per_refresh},
+                    {"lsa_bytes_per_refresh", r.lsa_bytes_per_refresh}, {"heartbeat_bytes_per_s", r.heartbeat_bytes_per_s}};
     if (r.has_background)
       x["background"] = {{"priorities", r.background_priorities},
                          {"rate_mps", r.background_rate_mps},

@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 struct rte_mempool;
 
@@ -67,7 +68,9 @@ class Transport {
 
 // A nerve node as transport: sends to `peer`, probes as kMetric messages, reflections as
 // responses.
-std::unique_ptr<Transport> make_node_transport(Node& node, std::uint16_t peer, std::string name);
+// `also`: forwarding nodes of a longer path that live in this process, polled with it.
+std::unique_ptr<Transport> make_node_transport(Node& node, std::uint16_t peer, std::string name,
+                                               std::vector<Node*> also = {});
 
 // The floor: `port` driven by a bare DPDK loop (raw_transport.cc), frames of nerve's length
 // from `pool`, addressed as `ep`.

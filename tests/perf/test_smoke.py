@@ -173,3 +173,33 @@ def test_floor_needs_a_dpdk_port():
     r = subprocess.run([PERF, "pingpong", "--transport", "ring", "--floor", "--count", "10"], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 2 and "--floor" in r.stderr, r.stderr
+
+
+def test_hops_rows_one_per_path_length(outdir):
+    out = os.path.join(outdir, "hops.json")
+    r = subprocess.run([PERF, "pingpong", "--transport", "memif", "--hops", "1,2,3", "--count", "2000", "--warmup", "100",
+                        "--no-progress", "--json", out], capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-500:]
+    with open(out) as f:
+        rows = json.load(f)["results"]
+    assert [x["hops"] for x in rows] == [1, 2, 3]
+    assert all(x["lost"] == 0 and x["count"] == 2000 for x in rows), rows
+    r = subprocess.run([PERF, "pingpong", "--transport", "af_packet", "--hops", "2"], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 2 and "--hops" in r.stderr, r.stderr
+
+
+def test_route_build_times_and_advertisement_traffic(outdir):
+    out = os.path.join(outdir, "route.json")
+    r = subprocess.run([PERF, "route", "--nodes", "16,128", "--count", "3", "--json", out], capture_output=True,
+                       text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-500:]
+    with open(out) as f:
+        rows = json.load(f)["results"]
+    assert len(rows) == 2 * 2 * 2  # two shapes, two sizes, with and without trees
+    for x in rows:
+        assert x["scenario"] == "route" and x["count"] == 3 and x["latency_ns"]["p50"] > 0, x
+        rt = x["route"]
+        assert rt["nodes"] in (16, 128) or x["transport"] == "leaf-spine", x
+        # Flooding: every advertisement crosses 2E - (n - 1) links, every node advertises.
+        assert rt["lsa_frames_per_refresh"] == rt["nodes"] * (2 * rt["links"] - rt["nodes"] + 1), x
