@@ -724,6 +724,11 @@ std::size_t max_of(const std::vector<std::size_t>& v) { return *std::max_element
 
 }  // namespace
 
+drivers::Eal& shared_eal(const Options& opt, const std::string& transport, unsigned cpu_a, unsigned cpu_b) {
+  return process_eal(opt, transport, cpu_a, cpu_b);
+}
+void throw_if_interrupted() { check_interrupt(); }
+
 const std::vector<unsigned>& harness_cpus() {
   static const std::vector<unsigned> cpus = drivers::cpus_on_node(-1);
   return cpus;
@@ -960,6 +965,13 @@ int peer_main(const std::string& transport, const std::string& stack, const std:
       auto t = make_raw_transport(port, pool.get(), raw_endpoints(cluster, self.id), config::max_payload(cluster.mtu),
                                   transport);
       peer_loop(*t, rep, g_peer_stop);
+    } else if (role == "forward") {
+      // The forward scenario's forwarder: a node and nothing else.
+      NodeOptions no;
+      no.link_wait = std::chrono::milliseconds(15000);
+      Node node(cluster, self.id, eal, no);
+      node.run(g_peer_stop);
+      return 0;
     } else {
       NodeOptions no;
       no.link_wait = std::chrono::milliseconds(15000);

@@ -39,7 +39,8 @@ struct Options {
   std::vector<int> hops{1};         // pingpong: links between the two ends (memif); >1 adds forwarders
   int hop_count = 1;                // the path length of the session being set up
   std::vector<std::uint32_t> node_counts{16, 64, 256, 1024, 4096};  // route: cluster sizes
-  std::vector<std::string> topologies;  // route: generated shapes (default leaf-spine, random)
+  std::vector<std::string> topologies;
+  unsigned rounds = 3;              // forward: rounds of the three forwarders, interleaved  // route: generated shapes (default leaf-spine, random)
 };
 
 struct Row {
@@ -63,6 +64,7 @@ struct Row {
   // route: the cluster and its advertisement traffic (latency holds the table build times).
   std::uint64_t nodes = 0, links = 0, lsa_frames_per_refresh = 0, lsa_bytes_per_refresh = 0;
   double heartbeat_bytes_per_s = 0;
+  unsigned round = 0;      // forward: which round
   bool knee = false;
   bool max_point = false;  // throughput: the unpaced run that measured the maximum       // throughput: the highest offered rate at which p99 held
   std::shared_ptr<stats::Histogram> latency = std::make_shared<stats::Histogram>();
@@ -78,6 +80,9 @@ const std::vector<unsigned>& harness_cpus();
 std::vector<Row> run_scenario(const Options& opt, const std::string& transport);
 // `nerve-perf route`: table build times and advertisement traffic by cluster size (no DPDK).
 std::vector<Row> route_bench(const Options& opt);
+// `nerve-perf forward`: a node forwarding between two memif links beside dpdk-testpmd (io,
+// macswap) on the same links, interleaved rounds.
+std::vector<Row> forward_bench(const Options& opt);
 
 struct Interrupted : std::runtime_error {
   explicit Interrupted(int sig) : std::runtime_error(fmt::format("interrupted by signal {}", sig)) {}

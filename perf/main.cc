@@ -69,6 +69,10 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"leaf-spine", "random", "ring", "chain"}));
   rt->add_option("--count", o.count, "builds per size (default 101 .. 7)");
   rt->add_option("--json", o.json_path, "write results as JSON");
+  auto* fw = cli.add_subcommand("forward", "a node forwarding between two memif links, beside dpdk-testpmd io and macswap");
+  fw->add_option("--seconds", o.seconds, "measured time per round and forwarder (default 2)")->check(CLI::Range(0.05, 600.0));
+  fw->add_option("--rounds", o.rounds, "rounds of the three forwarders, interleaved (default 3)")->check(CLI::Range(1u, 100u));
+  fw->add_option("--json", o.json_path, "write results as JSON");
   pp->add_option("--hops", o.hops,
                  "path lengths in links, comma-separated (default 1): 2 puts a forwarding node between the ends "
                  "(memif; the forwarders run in the harness process, polled by its thread, joined by net_ring)")
@@ -99,9 +103,10 @@ int main(int argc, char** argv) {
   harness_cpus();  // before anything pins this thread
   try {
     if (*peer) return peer_main(peer_transport, peer_stack, peer_role, peer_config, peer_node, peer_port, peer_cpu);
-    if (*rt) {
-      o.scenario = "route";
-      const auto rows = route_bench(o);
+    if (*rt || *fw) {
+      o.scenario = fw->parsed() ? "forward" : "route";
+      if (*fw) install_interrupt_handlers();
+      const auto rows = *fw ? forward_bench(o) : route_bench(o);
       print_table(rows);
       if (!o.json_path.empty()) std::ofstream(o.json_path) << to_json(o, rows);
       return 0;

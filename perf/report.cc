@@ -1,4 +1,5 @@
 // Output of nerve-perf: terminal table, JSON, HdrHistogram percentile text, SVG plot.
+#include <algorithm>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <numa.h>
@@ -61,6 +62,24 @@ void print_table(const std::vector<Row>& rows) {
                  static_cast<double>(r.lsa_bytes_per_refresh) / 1e6,
                  static_cast<double>(r.lsa_bytes_per_refresh) / static_cast<double>(r.links) / 5.0 / 1e3,
                  r.heartbeat_bytes_per_s / static_cast<double>(r.links) / 1e3);
+    return;
+  }
+  if (rows.front().scenario == "forward") {
+    fmt::print("{:<9} {:<10} {:<16} {:>5} {:>6} {:>12} {:>12} {:>8}  {}\n", "scenario", "transport", "stack", "round",
+               "frame", "offered/s", "rate/s", "Gbit/s", "(forwarded, 64 B payload, one core)");
+    for (const auto& r : rows)
+      fmt::print("{:<9} {:<10} {:<16} {:>5} {:>6} {:>12.0f} {:>12.0f} {:>8.3f}\n", r.scenario, r.transport, r.stack,
+                 r.round, r.frame_bytes, r.offered_mps, r.rate_mps, r.gbps);
+    auto median = [&](const std::string& stack) {
+      std::vector<double> v;
+      for (const auto& r : rows)
+        if (r.stack == stack) v.push_back(r.rate_mps);
+      std::sort(v.begin(), v.end());
+      return v.empty() ? 0.0 : v[v.size() / 2];
+    };
+    const double nv = median("nerve"), io = median("testpmd-io"), ms = median("testpmd-macswap");
+    fmt::print("median rate/s: nerve {:.0f}, testpmd io {:.0f}, testpmd macswap {:.0f}; nerve is {:.0f} % of macswap, "
+               "{:.0f} % of io\n", nv, io, ms, ms > 0 ? 100 * nv / ms : 0.0, io > 0 ? 100 * nv / io : 0.0);
     return;
   }
   fmt::print("{:<11} {:<10} {:<6} {:>3} {:>6} {:>6} {:>9} {:>7} {:>11} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>6} {}\n",
@@ -132,6 +151,7 @@ std::string to_json(const Options& opt, const std::vector<Row>& rows) {
                 {"p999", h.percentile(99.9)},
                 {"p9999", h.percentile(99.99)},
                 {"max", h.max()}}}};
+    if (r.scenario == "forward") x["round"] = r.round;
     if (r.scenario == "route")
       x["route"] = {{"nodes", r.nodes}, {"links", r.links}, {"lsa_frames_per_refresh", r.lsa_frames_per_refresh},
                     {"lsa_bytes_per_refresh", r.lsa_bytes_per_refresh}, {"heartbeat_bytes_per_s", r.heartbeat_bytes_per_s}};

@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 packages=(
   meson ninja-build pkg-config g++
   libdpdk-dev dpdk-dev            # EAL, ethdev, mempool, ring, memif/af_packet/af_xdp/tap/null PMDs
+  dpdk                            # dpdk-testpmd: the forwarding reference of nerve-perf forward
   libfmt-dev libnuma-dev catch2 libtomlplusplus-dev libcli11-dev
   nlohmann-json3-dev              # control socket and --json output
   iproute2 procps                 # namespaces and veth pairs for the af_packet/af_xdp tests

@@ -203,3 +203,18 @@ def test_route_build_times_and_advertisement_traffic(outdir):
         assert rt["nodes"] in (16, 128) or x["transport"] == "leaf-spine", x
         # Flooding: every advertisement crosses 2E - (n - 1) links, every node advertises.
         assert rt["lsa_frames_per_refresh"] == rt["nodes"] * (2 * rt["links"] - rt["nodes"] + 1), x
+
+
+def test_forward_beside_testpmd(outdir):
+    out = os.path.join(outdir, "forward.json")
+    r = subprocess.run([PERF, "forward", "--seconds", "0.2", "--rounds", "1", "--json", out], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    with open(out) as f:
+        rows = json.load(f)["results"]
+    assert [x["stack"] for x in rows] == ["nerve", "testpmd-io", "testpmd-macswap"]
+    for x in rows:
+        assert x["scenario"] == "forward" and x["rate_mps"] > 10000 and x["round"] == 0, x
+        assert x["lost"] <= x["sent"] // 100, f"a forwarder with back-pressure loses (almost) nothing: {x}"
+    assert "% of macswap" in r.stdout
+    assert not [d for d in os.listdir("/tmp") if d.startswith("nerve-perf-") and d.endswith("-f")]
