@@ -22,6 +22,7 @@
 #include <thread>
 
 #include "eal.hpp"
+#include "netns.hpp"
 #include "port.hpp"
 #include "nerve/node.hpp"
 #include "schedule.hpp"
@@ -168,24 +169,6 @@ wire::Endpoints raw_endpoints(const config::Cluster& c, std::uint16_t id) {
   ep.src_port = ep.dst_port = c.udp_port;
   return ep;
 }
-
-class NetnsGuard {
- public:
-  explicit NetnsGuard(const std::string& name) {
-    self_ = ::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
-    const int fd = ::open(fmt::format("/var/run/netns/{}", name).c_str(), O_RDONLY | O_CLOEXEC);
-    if (self_ < 0 || fd < 0 || setns(fd, CLONE_NEWNET) != 0)
-      throw std::runtime_error(fmt::format("cannot enter network namespace {}", name));
-    ::close(fd);
-  }
-  ~NetnsGuard() {
-    setns(self_, CLONE_NEWNET);
-    ::close(self_);
-  }
-
- private:
-  int self_ = -1;
-};
 
 // A transport and its peer, set up for one scenario run and torn down afterwards.
 class Session {
@@ -728,6 +711,7 @@ drivers::Eal& shared_eal(const Options& opt, const std::string& transport, unsig
   return process_eal(opt, transport, cpu_a, cpu_b);
 }
 void throw_if_interrupted() { check_interrupt(); }
+int failover_sink(Node& node, const std::atomic<bool>& stop);
 
 const std::vector<unsigned>& harness_cpus() {
   static const std::vector<unsigned> cpus = drivers::cpus_on_node(-1);
@@ -756,7 +740,7 @@ unsigned reap_stale_runs() {
   std::error_code ec;
   for (const auto& e : std::filesystem::directory_iterator("/var/run/netns", ec)) {
     const std::string n = e.path().filename().string();
-    if (dead_run(n, "nvperf-a-") || dead_run(n, "nvperf-b-")) reaped += run_quiet("ip netns del " + n) == 0;
+    if (dead_run(n, "nvperf-a-") || dead_run(n, "nvperf-b-") || dead_run(n, "nvperf-c-") || dead_run(n, "nvperf-d-")) reaped += run_quiet("ip netns del " + n) == 0;
   }
   for (const auto& [dir, prefix] : {std::pair{"/tmp", "nerve-perf-"}, std::pair{"/var/run/dpdk", "nerve-perf-"}})
     for (const auto& e : std::filesystem::directory_iterator(dir, ec))
@@ -965,6 +949,11 @@ int peer_main(const std::string& transport, const std::string& stack, const std:
       auto t = make_raw_transport(port, pool.get(), raw_endpoints(cluster, self.id), config::max_payload(cluster.mtu),
                                   transport);
       peer_loop(*t, rep, g_peer_stop);
+    } else if (role == "sink") {
+      NodeOptions no;
+      no.link_wait = std::chrono::milliseconds(15000);
+      Node node(cluster, self.id, eal, no);
+      return failover_sink(node, g_peer_stop);
     } else if (role == "forward") {
       // The forward scenario's forwarder: a node and nothing else.
       NodeOptions no;

@@ -40,7 +40,9 @@ struct Options {
   int hop_count = 1;                // the path length of the session being set up
   std::vector<std::uint32_t> node_counts{16, 64, 256, 1024, 4096};  // route: cluster sizes
   std::vector<std::string> topologies;
-  unsigned rounds = 3;              // forward: rounds of the three forwarders, interleaved  // route: generated shapes (default leaf-spine, random)
+  unsigned rounds = 3;
+  std::uint32_t heartbeat_miss = 0;  // failover: the cluster's heartbeat_miss; 0: the default (3)
+  unsigned members = 8;              // multicast: group members              // forward: rounds of the three forwarders, interleaved  // route: generated shapes (default leaf-spine, random)
 };
 
 struct Row {
@@ -65,6 +67,11 @@ struct Row {
   std::uint64_t nodes = 0, links = 0, lsa_frames_per_refresh = 0, lsa_bytes_per_refresh = 0;
   double heartbeat_bytes_per_s = 0;
   unsigned round = 0;      // forward: which round
+  std::uint16_t killed = 0;          // failover: the forwarder killed
+  std::uint32_t heartbeat_miss = 0;  // failover: the detection setting it ran with
+  std::uint64_t duplicates = 0;      // failover, multicast: messages delivered twice (none expected)
+  std::vector<std::uint64_t> member_counts;  // multicast: per member; service: per instance
+  double chi2 = 0, chi2_p = 0;       // service spread against uniform (3 degrees of freedom)
   bool knee = false;
   bool max_point = false;  // throughput: the unpaced run that measured the maximum       // throughput: the highest offered rate at which p99 held
   std::shared_ptr<stats::Histogram> latency = std::make_shared<stats::Histogram>();
@@ -83,6 +90,12 @@ std::vector<Row> route_bench(const Options& opt);
 // `nerve-perf forward`: a node forwarding between two memif links beside dpdk-testpmd (io,
 // macswap) on the same links, interleaved rounds.
 std::vector<Row> forward_bench(const Options& opt);
+// `nerve-perf failover`: a P0 stream across a diamond (af_packet, namespaces) whose forwarder
+// is killed; the delivery gap and the messages lost.
+std::vector<Row> failover_bench(const Options& opt);
+// `nerve-perf multicast` / `service`: fan-out and load balancing on in-process ring links.
+std::vector<Row> multicast_bench(const Options& opt);
+std::vector<Row> service_bench(const Options& opt);
 
 struct Interrupted : std::runtime_error {
   explicit Interrupted(int sig) : std::runtime_error(fmt::format("interrupted by signal {}", sig)) {}

@@ -73,6 +73,23 @@ int main(int argc, char** argv) {
   fw->add_option("--seconds", o.seconds, "measured time per round and forwarder (default 2)")->check(CLI::Range(0.05, 600.0));
   fw->add_option("--rounds", o.rounds, "rounds of the three forwarders, interleaved (default 3)")->check(CLI::Range(1u, 100u));
   fw->add_option("--json", o.json_path, "write results as JSON");
+  auto* fo = cli.add_subcommand("failover", "a P0 stream across a diamond whose forwarding node is killed (af_packet)");
+  fo->add_option("--rate", o.rate, "messages/s (default 10000)")->check(CLI::Range(100.0, 1e6));
+  fo->add_option("--seconds", o.seconds, "stream length; the kill comes a third of the way in (default 3)")
+      ->check(CLI::Range(0.3, 600.0));
+  fo->add_option("--heartbeat-miss", o.heartbeat_miss, "heartbeats missed before a link is down (default: 3)")
+      ->check(CLI::Range(1u, 1000u));
+  fo->add_option("--json", o.json_path, "write results as JSON");
+  auto* mc = cli.add_subcommand("multicast", "fan-out to a group: sender msgs/s, every member's count (in-process)");
+  mc->add_option("--members", o.members, "group members (default 8)")->check(CLI::Range(1u, 60u));
+  mc->add_option("--count", o.count, "messages (default 200000)")->check(CLI::Range(std::uint64_t{1}, std::uint64_t{100'000'000}));
+  mc->add_option("--json", o.json_path, "write results as JSON");
+  auto* sv = cli.add_subcommand("service", "service spread (chi-square) and the tail with a slow instance (in-process)");
+  sv->add_option("--count", o.count, "requests per spread test (default 100000)")
+      ->check(CLI::Range(std::uint64_t{100}, std::uint64_t{100'000'000}));
+  sv->add_option("--rate", o.rate, "requests/s in the tail test (default 10000)")->check(CLI::Range(100.0, 1e6));
+  sv->add_option("--seconds", o.seconds, "tail test length per policy (default 1)")->check(CLI::Range(0.05, 600.0));
+  sv->add_option("--json", o.json_path, "write results as JSON");
   pp->add_option("--hops", o.hops,
                  "path lengths in links, comma-separated (default 1): 2 puts a forwarding node between the ends "
                  "(memif; the forwarders run in the harness process, polled by its thread, joined by net_ring)")
@@ -103,10 +120,13 @@ int main(int argc, char** argv) {
   harness_cpus();  // before anything pins this thread
   try {
     if (*peer) return peer_main(peer_transport, peer_stack, peer_role, peer_config, peer_node, peer_port, peer_cpu);
-    if (*rt || *fw) {
-      o.scenario = fw->parsed() ? "forward" : "route";
-      if (*fw) install_interrupt_handlers();
-      const auto rows = *fw ? forward_bench(o) : route_bench(o);
+    if (*rt || *fw || *fo || *mc || *sv) {
+      o.scenario = fw->parsed() ? "forward" : fo->parsed() ? "failover" : mc->parsed() ? "multicast"
+                 : sv->parsed() ? "service" : "route";
+      if (!*rt) install_interrupt_handlers();
+      if (*fo && reap_stale_runs()) fmt::print(stderr, "nerve-perf: removed leftovers of earlier runs that were killed\n");
+      const auto rows = *fw ? forward_bench(o) : *fo ? failover_bench(o) : *mc ? multicast_bench(o)
+                      : *sv ? service_bench(o) : route_bench(o);
       print_table(rows);
       if (!o.json_path.empty()) std::ofstream(o.json_path) << to_json(o, rows);
       return 0;

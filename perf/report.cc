@@ -64,6 +64,28 @@ void print_table(const std::vector<Row>& rows) {
                  r.heartbeat_bytes_per_s / static_cast<double>(r.links) / 1e3);
     return;
   }
+  if (rows.front().scenario == "multicast") {
+    for (const auto& r : rows)
+      fmt::print("multicast over {}: {} messages to {} members at {:.0f} msgs/s sent ({:.0f} deliveries/s); members got "
+                 "{}; {} missing, {} twice\n",
+                 r.transport, r.sent, r.member_counts.size(), r.rate_mps,
+                 r.rate_mps * static_cast<double>(r.member_counts.size()), fmt::join(r.member_counts, " "), r.lost,
+                 r.duplicates);
+    return;
+  }
+  if (rows.front().scenario == "service") {
+    for (const auto& r : rows) {
+      if (r.metric == "spread")
+        fmt::print("service {:<17} {} requests, per instance {}; chi-square {:.2f} (3 dof), p = {:.3f}; {} unanswered\n",
+                   r.stack, r.sent, fmt::join(r.member_counts, " "), r.chi2, r.chi2_p, r.lost);
+      else
+        fmt::print("service {:<17} {:.0f}/s, one slow instance: per instance {}; response p50 {:.1f} us, p99 {:.1f} us, "
+                   "p99.9 {:.1f} us, max {:.1f} us; {} unanswered\n",
+                   r.stack, r.offered_mps, fmt::join(r.member_counts, " "), us(r.latency->percentile(50)),
+                   us(r.latency->percentile(99)), us(r.latency->percentile(99.9)), us(r.latency->max()), r.lost);
+    }
+    return;
+  }
   if (rows.front().scenario == "forward") {
     fmt::print("{:<9} {:<10} {:<16} {:>5} {:>6} {:>12} {:>12} {:>8}  {}\n", "scenario", "transport", "stack", "round",
                "frame", "offered/s", "rate/s", "Gbit/s", "(forwarded, 64 B payload, one core)");
@@ -96,6 +118,9 @@ void print_table(const std::vector<Row>& rows) {
     if (r.scenario == "throughput") note = r.max_point ? "max (unpaced)" : fmt::format("offered {:.0f}/s", r.offered_mps);
     if (r.knee) note += "  <- knee";
     if (r.hops > 1) note += fmt::format(" {} hops", r.hops);
+    if (r.scenario == "failover")
+      note = fmt::format("gaps between deliveries; node {} killed, down after {} missed heartbeats; {} duplicates",
+                         r.killed, r.heartbeat_miss, r.duplicates);
     if (r.peer_idle != "busy" || r.gap_us > 0) note += fmt::format(" peer {} gap {:.0f}us", r.peer_idle, r.gap_us);
     fmt::print("{:<11} {:<10} {:<6} {:>3} {:>6} {:>6} {:>9} {:>7} {:>11.0f} {:>7.3f} {:>8.2f} {:>8.2f} {:>8.2f} {:>8.2f} "
                "{:>8.2f} {:>9.2f} {:>6} {}\n",
@@ -152,6 +177,13 @@ std::string to_json(const Options& opt, const std::vector<Row>& rows) {
                 {"p9999", h.percentile(99.99)},
                 {"max", h.max()}}}};
     if (r.scenario == "forward") x["round"] = r.round;
+    if (r.scenario == "multicast") x["multicast"] = {{"members", r.member_counts}, {"duplicates", r.duplicates}};
+    if (r.scenario == "service") {
+      x["service"] = {{"policy", r.stack}, {"test", r.metric}, {"per_instance", r.member_counts}};
+      if (r.metric == "spread") x["service"]["chi2"] = r.chi2, x["service"]["chi2_p"] = r.chi2_p;
+    }
+    if (r.scenario == "failover")
+      x["failover"] = {{"killed", r.killed}, {"heartbeat_miss", r.heartbeat_miss}, {"duplicates", r.duplicates}};
     if (r.scenario == "route")
       x["route"] = {{"nodes", r.nodes}, {"links", r.links}, {"lsa_frames_per_refresh", r.lsa_frames_per_refresh},
                     {"lsa_bytes_per_refresh", r.lsa_bytes_per_refresh}, {"heartbeat_bytes_per_s", r.heartbeat_bytes_per_s}};

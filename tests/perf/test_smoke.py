@@ -218,3 +218,45 @@ def test_forward_beside_testpmd(outdir):
         assert x["lost"] <= x["sent"] // 100, f"a forwarder with back-pressure loses (almost) nothing: {x}"
     assert "% of macswap" in r.stdout
     assert not [d for d in os.listdir("/tmp") if d.startswith("nerve-perf-") and d.endswith("-f")]
+
+
+def test_multicast_every_member_once(outdir):
+    out = os.path.join(outdir, "multicast.json")
+    r = subprocess.run([PERF, "multicast", "--members", "8", "--count", "20000", "--json", out], capture_output=True,
+                       text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-2000:]
+    with open(out) as f:
+        (row,) = json.load(f)["results"]
+    assert row["multicast"]["members"] == [20000] * 8 and row["multicast"]["duplicates"] == 0, row
+    assert row["lost"] == 0 and row["rate_mps"] > 0
+
+
+def test_service_spread_and_slow_instance(outdir):
+    out = os.path.join(outdir, "service.json")
+    r = subprocess.run([PERF, "service", "--count", "20000", "--rate", "5000", "--seconds", "0.5", "--json", out],
+                       capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-2000:]
+    with open(out) as f:
+        rows = json.load(f)["results"]
+    assert [(x["service"]["policy"], x["service"]["test"]) for x in rows] == [
+        ("round_robin", "spread"), ("hash", "spread"), ("round_robin", "response"), ("least_outstanding", "response")]
+    assert rows[0]["service"]["per_instance"] == [5000] * 4 and rows[0]["service"]["chi2"] == 0
+    assert sum(rows[1]["service"]["per_instance"]) == 20000 and rows[1]["service"]["chi2_p"] > 0.001, rows[1]
+    assert all(x["lost"] == 0 for x in rows), rows
+    # One instance takes 1 ms a request (1,000/s): round robin sends it 1,250/s and queues.
+    assert rows[3]["latency_ns"]["p99"] < rows[2]["latency_ns"]["p99"], rows[2:]
+
+
+def test_failover_reports_the_gap(outdir):
+    out = os.path.join(outdir, "failover.json")
+    r = subprocess.run([PERF, "failover", "--seconds", "1", "--rate", "5000", "--heartbeat-miss", "20", "--json", out],
+                       capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-2000:]
+    with open(out) as f:
+        (row,) = json.load(f)["results"]
+    assert row["scenario"] == "failover" and row["failover"]["killed"] in (2, 3), row
+    assert row["failover"]["duplicates"] == 0 and row["sent"] == 5000, row
+    assert row["lost"] < row["sent"] // 2, f"the stream went on around the dead node: {row}"
+    assert row["latency_ns"]["max"] > 0
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert "nvperf-" not in listed, listed

@@ -1,0 +1,270 @@
+// `nerve-perf failover`: what a P0 stream loses when the node forwarding it dies.
+//
+// The diamond A-B-D, A-C-D over af_packet veth pairs, each node in its own network namespace,
+// default heartbeats (1 kHz, down after 3 missed) unless --heartbeat-miss says otherwise. A
+// (this process, busy-polling) sends P0 messages to D at --rate (default 10,000/s) for
+// --seconds; a third of the way in, the forwarder that carries them (B or C, from A's routes)
+// is killed with SIGKILL. D (nerve-perf peer --role sink) records every message's arrival. The
+// row: `lost` = messages sent and never delivered; latency_ns = the gaps between consecutive
+// deliveries at D, whose max is the outage the stream saw (10,000/s: 100 us apart normally).
+//
+// B, C and D back off when idle (they share two cores with A); A busy-polls its schedule.
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "eal.hpp"
+#include "harness.hpp"
+#include "netns.hpp"
+#include "nerve/clock.hpp"
+#include "nerve/node.hpp"
+
+namespace nerve::perf {
+
+drivers::Eal& shared_eal(const Options& opt, const std::string& transport, unsigned cpu_a, unsigned cpu_b);
+void throw_if_interrupted();
+
+namespace {
+
+int sh(const std::string& cmd) { return std::system((cmd + " >/dev/null 2>&1").c_str()); }
+
+struct Child {
+  pid_t pid = -1;
+  int out = -1;  // its stdout
+};
+
+Child spawn(const std::vector<std::string>& args, const std::string& log) {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
+  Child c;
+  c.pid = ::fork();
+  if (c.pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+    ::dup2(fds[1], STDOUT_FILENO);
+    const int err = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    ::dup2(err, STDERR_FILENO);
+    std::vector<std::string> copy = args;
+    std::vector<char*> argv;
+    for (auto& s : copy) argv.push_back(s.data());
+    argv.push_back(nullptr);
+    ::execvp(argv[0], argv.data());
+    _exit(127);
+  }
+  ::close(fds[1]);
+  c.out = fds[0];
+  return c;
+}
+
+std::string finish(Child& c, int sig) {
+  std::string out;
+  if (c.pid <= 0) return out;
+  ::kill(c.pid, sig);
+  char buf[65536];
+  ssize_t n;
+  while ((n = ::read(c.out, buf, sizeof buf)) > 0) out.append(buf, static_cast<std::size_t>(n));
+  ::close(c.out);
+  ::waitpid(c.pid, nullptr, 0);
+  c.pid = -1;
+  return out;
+}
+
+struct Message {
+  std::uint64_t seq;
+  std::uint64_t due_ns;
+};
+
+}  // namespace
+
+std::vector<Row> failover_bench(const Options& o) {
+  const auto& cpus = harness_cpus();
+  const unsigned cpu_a = cpus.front(), cpu_b = cpus.size() > 1 ? cpus[1] : cpus.front();
+  const std::string run = fmt::format("{}-o", getpid());
+  const std::string dir = "/tmp/nerve-perf-" + run;
+  std::filesystem::create_directories(dir);
+  const char* names = "abcd";
+  std::vector<std::string> ns;
+  std::vector<Child> kids;
+  struct Cleanup {
+    std::string dir;
+    std::vector<std::string>& ns;
+    std::vector<Child>& kids;
+    ~Cleanup() {
+      for (auto& k : kids) finish(k, SIGKILL);
+      for (const auto& n : ns) sh("ip netns del " + n);
+      std::error_code ec;
+      std::filesystem::remove_all(dir, ec);
+    }
+  } cleanup{dir, ns, kids};
+
+  // Namespaces nvperf-a-<run> .. nvperf-d-<run> (reap_stale_runs removes a killed run's).
+  for (int i = 0; i < 4; ++i) {
+    ns.push_back(fmt::format("nvperf-{}-{}", names[i], run));
+    if (sh("ip netns add " + ns.back()) != 0) throw std::runtime_error("ip netns add failed (root needed)");
+    sh(fmt::format("ip netns exec {} sysctl -qw net.ipv6.conf.all.disable_ipv6=1", ns.back()));
+  }
+  // Links: A-B, A-C, B-D, C-D; the interface toward node j is "fo<j>".
+  const std::vector<std::pair<int, int>> links = {{1, 2}, {1, 3}, {2, 4}, {3, 4}};
+  auto mac = [](int id) { return fmt::format("02:00:00:00:0c:{:02x}", id); };
+  for (auto [x, y] : links) {
+    sh(fmt::format("ip link add fo{} netns {} type veth peer name fo{} netns {}", y, ns[x - 1], x, ns[y - 1]));
+    for (auto [self, peer] : {std::pair{x, y}, std::pair{y, x}})
+      sh(fmt::format("ip -n {} link set fo{} address {} up", ns[self - 1], peer, mac(self)));
+  }
+  std::string toml = fmt::format("[cluster]\nname = \"perf-{}\"\n{}\n", run,
+                                 o.heartbeat_miss ? fmt::format("heartbeat_miss = {}", o.heartbeat_miss) : "");
+  for (int id = 1; id <= 4; ++id) {
+    toml += fmt::format("\n[[node]]\nid = {0}\nmac = \"{1}\"\nip = \"198.18.12.{0}\"\ncontrol_socket = \"{2}/n{0}.sock\"\n"
+                        "memory_mb = 256\n{3}\n",
+                        id, mac(id), dir,
+                        id == 1 ? fmt::format("idle = \"busy\"\ncores = [{}]", cpu_a)
+                                : "idle = \"backoff\"\nbusy_lanes = []");
+    for (auto [x, y] : links)
+      if (x == id || y == id)
+        toml += fmt::format("  [[node.port]]\n  kind = \"af_packet\"\n  iface = \"fo{}\"\n  rx_desc = 4096\n  peers = [{}]\n",
+                            x == id ? y : x, x == id ? y : x);
+  }
+  const std::string cfg = dir + "/cluster.toml";
+  std::ofstream(cfg) << toml;
+  const auto cluster = config::load_file(cfg);
+
+  const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
+  std::map<NodeId, std::size_t> kid_of;
+  for (int id = 2; id <= 4; ++id) {
+    kid_of[static_cast<NodeId>(id)] = kids.size();
+    kids.push_back(spawn({"ip", "netns", "exec", ns[static_cast<std::size_t>(id - 1)], self, "peer", "--transport",
+                          "af_packet", "--role", id == 4 ? "sink" : "forward", "--config", cfg, "--node",
+                          std::to_string(id), "--cpu", std::to_string(cpu_b)},
+                         dir + fmt::format("/node{}.log", id)));
+  }
+  drivers::Eal& eal = shared_eal(o, "af_packet", cpu_a, cpu_b);
+  std::unique_ptr<Node> a;
+  {
+    NetnsGuard in(ns[0]);
+    NodeOptions no;
+    no.link_wait = std::chrono::milliseconds(15000);
+    a = std::make_unique<Node>(cluster, 1, eal, no);
+  }
+  Node& A = *a;
+  bool ready = false;
+  A.on_message([&](RxMessage& m) {
+    if (m.type() == MsgType::kResponse && m.source() == 4) ready = true;
+  });
+  // D answers a command once the whole path is up (routes computed at every node).
+  const auto up_by = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  auto next_ping = std::chrono::steady_clock::now();
+  while (!ready) {
+    throw_if_interrupted();
+    if (std::chrono::steady_clock::now() > up_by) throw std::runtime_error("failover: D never answered");
+    if (std::chrono::steady_clock::now() >= next_ping) {
+      const char ping[] = "ping";
+      A.send_copy(4, MsgType::kCommand, 0, std::as_bytes(std::span(ping)));
+      next_ping += std::chrono::milliseconds(20);
+    }
+    A.poll();
+  }
+  // Both paths known, then the stream.
+  const auto two_paths = [&] {
+    for (const auto& r : A.routes())
+      if (r.dst == 4) return r.lanes[0].paths == 2;
+    return false;
+  };
+  while (!two_paths() && std::chrono::steady_clock::now() < up_by) A.poll();
+  const double rate = o.rate > 0 ? o.rate : 10000;
+  const double seconds = o.seconds > 0 ? o.seconds : 3.0;
+  const auto total = static_cast<std::uint64_t>(rate * seconds);
+  const std::uint64_t kill_at = total / 3;
+  Clock& clock = Clock::tsc();
+  const std::uint64_t t0 = clock.now_ns() + 1'000'000;
+  const double interval_ns = 1e9 / rate;
+  std::uint64_t seq = 0, sent = 0;
+  NodeId killed = 0;
+  std::uint64_t kill_ns = 0;
+  while (seq < total) {
+    const auto due = t0 + static_cast<std::uint64_t>(static_cast<double>(seq) * interval_ns);
+    if (clock.now_ns() >= due) {
+      if (seq == kill_at) {
+        for (const auto& r : A.routes())
+          if (r.dst == 4) killed = r.lanes[0].next_hop;
+        if (killed != 2 && killed != 3) throw std::runtime_error("failover: no forwarder on the path to D");
+        kill_ns = clock.now_ns();
+        ::kill(kids[kid_of[killed]].pid, SIGKILL);
+      }
+      const Message msg{seq, due};
+      if (A.send_copy(4, MsgType::kStatus, 0, std::as_bytes(std::span(&msg, 1))) == SendStatus::kOk) ++sent;
+      ++seq;
+      if ((seq & 1023) == 0) throw_if_interrupted();
+    }
+    A.poll();
+  }
+  // Stragglers, then D's account.
+  const auto drain_until = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
+  while (std::chrono::steady_clock::now() < drain_until) A.poll();
+  finish(kids[kid_of[killed]], SIGKILL);
+  const std::string out = finish(kids[kid_of[4]], SIGTERM);
+  const auto rep = nlohmann::json::parse(out, nullptr, false);
+  if (rep.is_discarded() || !rep.contains("received"))
+    throw std::runtime_error("failover: no report from D: " + out.substr(0, 200));
+
+  Row r;
+  r.scenario = "failover";
+  r.transport = "af_packet";
+  r.metric = "gap";
+  r.priority = 0;
+  r.size = sizeof(Message);
+  r.frame_bytes = wire::frame_len(sizeof(Message));
+  r.sent = sent;
+  const std::uint64_t received = rep["received"].get<std::uint64_t>();
+  r.lost = sent > received ? sent - received : 0;
+  r.offered_mps = rate;
+  r.rate_mps = static_cast<double>(received) / seconds;
+  for (const auto& g : rep["gaps"]) r.latency->record(g.get<std::uint64_t>());
+  r.killed = killed;
+  r.heartbeat_miss = o.heartbeat_miss ? o.heartbeat_miss : cluster.heartbeat_miss;
+  r.duplicates = rep["duplicates"].get<std::uint64_t>();
+  (void)kill_ns;
+  return {r};
+}
+
+// `nerve-perf peer --role sink`: D. Answers commands (readiness), records P0 status messages.
+int failover_sink(Node& node, const std::atomic<bool>& stop) {
+  std::vector<std::uint8_t> seen(1u << 24, 0);
+  std::vector<std::uint64_t> gaps;
+  gaps.reserve(1u << 20);
+  std::uint64_t received = 0, duplicates = 0, last = 0;
+  node.on_message([&](RxMessage& m) {
+    if (m.type() == MsgType::kCommand) {
+      TxFrame f = node.alloc(4);
+      if (f) node.respond(m, f);
+      return;
+    }
+    if (m.type() != MsgType::kStatus || m.payload().size() < sizeof(Message)) return;
+    Message msg;
+    std::memcpy(&msg, m.payload().data(), sizeof msg);
+    if (msg.seq >= seen.size()) return;
+    if (seen[msg.seq]) {
+      ++duplicates;
+      return;
+    }
+    seen[msg.seq] = 1;
+    ++received;
+    const std::uint64_t now = m.received_ns();
+    if (last != 0 && gaps.size() < gaps.capacity()) gaps.push_back(now > last ? now - last : 0);
+    last = now;
+  });
+  node.run(stop);
+  nlohmann::json j = {{"received", received}, {"duplicates", duplicates}, {"gaps", gaps}};
+  fmt::print("{}\n", j.dump());
+  std::fflush(stdout);
+  return 0;
+}
+
+}  // namespace nerve::perf
