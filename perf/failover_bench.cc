@@ -186,20 +186,27 @@ std::vector<Row> failover_bench(const Options& o) {
   const std::uint64_t t0 = clock.now_ns() + 1'000'000;
   const double interval_ns = 1e9 / rate;
   std::uint64_t seq = 0, sent = 0;
+  std::array<std::uint64_t, 16> refused{};  // by SendStatus: messages the node did not take
   NodeId killed = 0;
+  unsigned paths_at_kill = 0;
   std::uint64_t kill_ns = 0;
   while (seq < total) {
     const auto due = t0 + static_cast<std::uint64_t>(static_cast<double>(seq) * interval_ns);
     if (clock.now_ns() >= due) {
       if (seq == kill_at) {
         for (const auto& r : A.routes())
-          if (r.dst == 4) killed = r.lanes[0].next_hop;
+          if (r.dst == 4) {
+            killed = r.lanes[0].next_hop;
+            paths_at_kill = r.lanes[0].paths;
+          }
         if (killed != 2 && killed != 3) throw std::runtime_error("failover: no forwarder on the path to D");
         kill_ns = clock.now_ns();
         ::kill(kids[kid_of[killed]].pid, SIGKILL);
       }
       const Message msg{seq, due};
-      if (A.send_copy(4, MsgType::kStatus, 0, std::as_bytes(std::span(&msg, 1))) == SendStatus::kOk) ++sent;
+      const SendStatus st = A.send_copy(4, MsgType::kStatus, 0, std::as_bytes(std::span(&msg, 1)));
+      if (st == SendStatus::kOk) ++sent;
+      else ++refused[static_cast<std::size_t>(st)];
       ++seq;
       if ((seq & 1023) == 0) throw_if_interrupted();
     }
@@ -231,6 +238,9 @@ std::vector<Row> failover_bench(const Options& o) {
   r.heartbeat_miss = o.heartbeat_miss ? o.heartbeat_miss : cluster.heartbeat_miss;
   r.duplicates = rep["duplicates"].get<std::uint64_t>();
   (void)kill_ns;
+  r.paths_at_kill = paths_at_kill;
+  for (std::size_t k = 0; k < refused.size(); ++k)
+    if (refused[k]) r.refused.emplace_back(std::string(to_string(static_cast<SendStatus>(k))), refused[k]);
   return {r};
 }
 

@@ -68,7 +68,9 @@ struct Row {
   double heartbeat_bytes_per_s = 0;
   unsigned round = 0;      // forward: which round
   std::uint16_t killed = 0;          // failover: the forwarder killed
+  unsigned paths_at_kill = 0;        // failover: candidate links A had toward D when it was killed
   std::uint32_t heartbeat_miss = 0;  // failover: the detection setting it ran with
+  std::vector<std::pair<std::string, std::uint64_t>> refused;  // failover: sends the node refused, by status
   std::uint64_t duplicates = 0;      // failover, multicast: messages delivered twice (none expected)
   std::vector<std::uint64_t> member_counts;  // multicast: per member; service: per instance
   double chi2 = 0, chi2_p = 0;       // service spread against uniform (3 degrees of freedom)

@@ -119,8 +119,9 @@ void print_table(const std::vector<Row>& rows) {
     if (r.knee) note += "  <- knee";
     if (r.hops > 1) note += fmt::format(" {} hops", r.hops);
     if (r.scenario == "failover")
-      note = fmt::format("gaps between deliveries; node {} killed, down after {} missed heartbeats; {} duplicates",
-                         r.killed, r.heartbeat_miss, r.duplicates);
+      note = fmt::format("gaps between deliveries; node {} killed, down after {} missed heartbeats; {} duplicates; "
+                         "refused at the sender: {}; {} path(s) to D at the kill",
+                         r.killed, r.heartbeat_miss, r.duplicates, json(r.refused).dump(), r.paths_at_kill);
     if (r.peer_idle != "busy" || r.gap_us > 0) note += fmt::format(" peer {} gap {:.0f}us", r.peer_idle, r.gap_us);
     fmt::print("{:<11} {:<10} {:<6} {:>3} {:>6} {:>6} {:>9} {:>7} {:>11.0f} {:>7.3f} {:>8.2f} {:>8.2f} {:>8.2f} {:>8.2f} "
                "{:>8.2f} {:>9.2f} {:>6} {}\n",
@@ -183,7 +184,8 @@ std::string to_json(const Options& opt, const std::vector<Row>& rows) {
       if (r.metric == "spread") x["service"]["chi2"] = r.chi2, x["service"]["chi2_p"] = r.chi2_p;
     }
     if (r.scenario == "failover")
-      x["failover"] = {{"killed", r.killed}, {"heartbeat_miss", r.heartbeat_miss}, {"duplicates", r.duplicates}};
+      x["failover"] = {{"killed", r.killed}, {"heartbeat_miss", r.heartbeat_miss}, {"duplicates", r.duplicates},
+                       {"refused", json(r.refused)}, {"paths_at_kill", r.paths_at_kill}};
     if (r.scenario == "route")
       x["route"] = {{"nodes", r.nodes}, {"links", r.links}, {"lsa_frames_per_refresh", r.lsa_frames_per_refresh},
                     {"lsa_bytes_per_refresh", r.lsa_bytes_per_refresh}, {"heartbeat_bytes_per_s", r.heartbeat_bytes_per_s}};

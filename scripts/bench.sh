@@ -7,7 +7,10 @@
 #
 # Writes perf/results/<date>-<host>.json (every row), perf/results/<date>-<host>-<scenario>.svg
 # and perf/results/<date>-<host>.md (the tables docs/benchmarks.md quotes). Needs root (namespaces).
-#   scripts/bench.sh            # full suite (a few minutes)
+#   scripts/bench.sh            # full suite (a few minutes), then the fabric's
+#   scripts/bench.sh fabric     # the fabric's only: forwarding beside dpdk-testpmd, added latency
+#                               # per hop, failover (5 runs), multicast fan-out, services, route
+#                               # computation; writes perf/results/<date>-<host>-fabric.{json,md}
 #   BENCH_QUICK=1 scripts/bench.sh   # a short run of the same suite (not for the record)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +30,87 @@ run() {  # name, then nerve-perf arguments
   echo "== nerve-perf $*" >&2
   "$perf" "$@" --json "$tmp/$name.json" | tee "$tmp/$name.txt"
 }
+
+fabric() {
+  local ftmp="$tmp/fabric"
+  mkdir -p "$ftmp"
+  frun() { local name=$1; shift; echo "== nerve-perf $*" >&2; "$perf" "$@" --json "$ftmp/$name.json" | tee "$ftmp/$name.txt"; }
+  local rounds=5 fsecs=2 hops=200000 fo=5
+  if [ "${BENCH_QUICK:-0}" = 1 ]; then rounds=1; fsecs=0.2; hops=5000; fo=1; fi
+  frun forward forward --rounds "$rounds" --seconds "$fsecs"
+  frun hops pingpong --transport memif --hops 1,2,3 --count "$hops"
+  for i in $(seq 1 "$fo"); do frun "failover-$i" failover; done
+  frun multicast multicast --members 8
+  frun service service
+  frun route route
+  /usr/bin/python3 - "$ftmp" "$out/$stamp-fabric" <<'PY'
+import glob, json, statistics, sys
+tmp, base = sys.argv[1], sys.argv[2]
+docs = {f.split("/")[-1][:-5]: json.load(open(f)) for f in sorted(glob.glob(f"{tmp}/*.json"))}
+first = next(iter(docs.values()))
+merged = dict(first); merged["setup"] = dict(first["setup"], scenario="fabric")
+merged["results"] = [r for d in docs.values() for r in d["results"]]
+json.dump(merged, open(base + ".json", "w"), indent=2)
+rs = merged["results"]
+us = lambda ns: f"{ns / 1000:.2f}"
+L = [f"Commit {merged['commit']}, {merged['setup']['date']}, {merged['setup']['cpu']}, DPDK {merged['setup']['dpdk']}.", ""]
+fw = [r for r in rs if r["scenario"] == "forward"]
+med = {s: statistics.median([r["rate_mps"] for r in fw if r["stack"] == s]) for s in ("nerve", "testpmd-io", "testpmd-macswap")}
+L += ["### forward (64 B, one core, memif in and out; median of the rounds)", "",
+      "| forwarder | rounds (Mmsg/s) | median Mmsg/s | nerve / this |", "|---|---|---|---|"]
+for s, m in med.items():
+    per = ", ".join(f"{r['rate_mps'] / 1e6:.2f}" for r in fw if r["stack"] == s)
+    L.append(f"| {s} | {per} | {m / 1e6:.2f} | {100 * med['nerve'] / m:.0f} % |")
+hp = [r for r in rs if r["scenario"] == "pingpong"]
+L += ["", "### added latency per hop (memif round trip, P0, 64 B)", "",
+      "| hops | count | p50 µs | p99 µs | p99.9 µs | added p50 per hop µs |", "|---|---|---|---|---|---|"]
+base1 = next(r for r in hp if r["hops"] == 1)["latency_ns"]["p50"]
+for r in hp:
+    l = r["latency_ns"]
+    add = "" if r["hops"] == 1 else f"{(l['p50'] - base1) / (r['hops'] - 1) / 1000:.2f}"
+    L.append(f"| {r['hops']} | {r['count']} | {us(l['p50'])} | {us(l['p99'])} | {us(l['p999'])} | {add} |")
+fo = [r for r in rs if r["scenario"] == "failover"]
+L += ["", "### failover (P0 10,000/s across the af_packet diamond, forwarder killed; default heartbeats)", "",
+      "| run | killed | sent | lost | lost as ms of stream | max gap ms | p99.99 gap ms |", "|---|---|---|---|---|---|---|"]
+for i, r in enumerate(fo, 1):
+    L.append(f"| {i} | node {r['failover']['killed']} | {r['sent']} | {r['lost']} | {r['lost'] / r['offered_mps'] * 1000:.1f} | "
+             f"{r['latency_ns']['max'] / 1e6:.2f} | {r['latency_ns']['p9999'] / 1e6:.2f} |")
+if fo:
+    L.append(f"| median | | | {statistics.median(r['lost'] for r in fo)} | "
+             f"{statistics.median(r['lost'] / r['offered_mps'] * 1000 for r in fo):.1f} | "
+             f"{statistics.median(r['latency_ns']['max'] for r in fo) / 1e6:.2f} | |")
+mc = [r for r in rs if r["scenario"] == "multicast"]
+L += ["", "### multicast fan-out (8 members, in-process ring links)", ""]
+for r in mc:
+    L.append(f"{r['sent']} messages at {r['rate_mps']:.0f}/s from the sender ({r['rate_mps'] * 8:.0f} deliveries/s); "
+             f"members got {r['multicast']['members']}; missing {r['lost']}, twice {r['multicast']['duplicates']}.")
+sv = [r for r in rs if r["scenario"] == "service"]
+L += ["", "### services (4 instances, in-process ring links)", "",
+      "| policy | test | per instance | chi-square (3 dof) | p | p50 µs | p99 µs | p99.9 µs | unanswered |",
+      "|---|---|---|---|---|---|---|---|---|"]
+for r in sv:
+    s = r["service"]; l = r["latency_ns"]; spread = s["test"] == "spread"
+    L.append(f"| {s['policy']} | {'spread' if spread else 'slow instance, ' + str(int(r['offered_mps'])) + '/s'} | "
+             f"{s['per_instance']} | {s.get('chi2', 0):.2f} | {s.get('chi2_p', 0):.3f} | "
+             + (" | | " if spread else f"{us(l['p50'])} | {us(l['p99'])} | {us(l['p999'])} | ") + f"{r['lost']} |")
+rt = [r for r in rs if r["scenario"] == "route"]
+L += ["", "### route computation (one node's table, fib = shortest paths both metrics + alternates; trees = broadcast "
+      "trees of every source) and advertisement traffic", "",
+      "| topology | nodes | links | build | p50 ms | LSA frames per full refresh | LSA kB/s per link (5 s refresh) | "
+      "heartbeat kB/s per link (1 kHz) |", "|---|---|---|---|---|---|---|---|"]
+for r in rt:
+    x = r["route"]
+    L.append(f"| {r['transport']} | {x['nodes']} | {x['links']} | {r['stack']} | {r['latency_ns']['p50'] / 1e6:.2f} | "
+             f"{x['lsa_frames_per_refresh']} | {x['lsa_bytes_per_refresh'] / x['links'] / 5 / 1000:.1f} | "
+             f"{x['heartbeat_bytes_per_s'] / x['links'] / 1000:.1f} |")
+open(base + ".md", "w").write("\n".join(L) + "\n")
+print(f"wrote {base}.json, {base}.md")
+PY
+}
+if [ "${1:-}" = fabric ]; then
+  fabric
+  exit 0
+fi
 
 for t in memif af_packet; do
   run "pingpong-$t" pingpong --transport "$t" --size 64,1024 --count "$count" --plot "$tmp/pingpong-$t.svg" \
@@ -85,3 +169,4 @@ table("isolation (P0 round trip; background delivered rate)", [r for r in rs if 
 open(base + ".md", "w").write("\n".join(lines) + "\n")
 print(f"wrote {base}.json, {base}.md, {base}-pingpong.svg")
 PY
+fabric
