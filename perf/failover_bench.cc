@@ -112,8 +112,8 @@ std::vector<Row> failover_bench(const Options& o) {
     sh(fmt::format("ip netns exec {} sysctl -qw net.ipv6.conf.all.disable_ipv6=1", ns.back()));
   }
   // Links: A-B, A-C, B-D, C-D; the interface toward node j is "fo<j>".
-  const std::vector<std::pair<int, int>> links = {{1, 2}, {1, 3}, {2, 4}, {3, 4}};
-  auto mac = [](int id) { return fmt::format("02:00:00:00:0c:{:02x}", id); };
+  const std::vector<std::pair<std::size_t, std::size_t>> links = {{1, 2}, {1, 3}, {2, 4}, {3, 4}};
+  auto mac = [](std::size_t id) { return fmt::format("02:00:00:00:0c:{:02x}", id); };
   for (auto [x, y] : links) {
     sh(fmt::format("ip link add fo{} netns {} type veth peer name fo{} netns {}", y, ns[x - 1], x, ns[y - 1]));
     for (auto [self, peer] : {std::pair{x, y}, std::pair{y, x}})
@@ -121,7 +121,7 @@ std::vector<Row> failover_bench(const Options& o) {
   }
   std::string toml = fmt::format("[cluster]\nname = \"perf-{}\"\n{}\n", run,
                                  o.heartbeat_miss ? fmt::format("heartbeat_miss = {}", o.heartbeat_miss) : "");
-  for (int id = 1; id <= 4; ++id) {
+  for (std::size_t id = 1; id <= 4; ++id) {
     toml += fmt::format("\n[[node]]\nid = {0}\nmac = \"{1}\"\nip = \"198.18.12.{0}\"\ncontrol_socket = \"{2}/n{0}.sock\"\n"
                         "memory_mb = 256\n{3}\n",
                         id, mac(id), dir,

@@ -74,6 +74,18 @@ void stop(pid_t pid) {
   ::waitpid(pid, nullptr, 0);
 }
 
+// The last `max` bytes of a file.
+std::string tail_of(const std::string& path, std::size_t max) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  if (!in) return {};
+  const auto size = static_cast<std::size_t>(in.tellg());
+  const std::size_t n = std::min(size, max);
+  std::string out(n, '\0');
+  in.seekg(static_cast<std::streamoff>(size - n));
+  in.read(out.data(), static_cast<std::streamsize>(n));
+  return out;
+}
+
 struct Round {
   std::uint64_t sent = 0, received = 0;
   double seconds = 0;
@@ -177,7 +189,11 @@ cores = [{4}]
   wire::encode_headers(std::span<std::byte, wire::kOverhead>(frame.data(), wire::kOverhead), ep, h);
   rte_mbuf* burst[kBurst];
   if (rte_pktmbuf_alloc_bulk(pool.get(), burst, kBurst) != 0) throw std::runtime_error("forward: no mbufs");
-  for (auto* m : burst) std::memcpy(rte_pktmbuf_append(m, static_cast<std::uint16_t>(frame_len)), frame.data(), frame_len);
+  for (auto* m : burst) {
+    char* d = rte_pktmbuf_append(m, static_cast<std::uint16_t>(frame_len));
+    if (!d) throw std::runtime_error("forward: an mbuf too small for a frame");
+    std::memcpy(d, frame.data(), frame_len);
+  }
   struct FreeBurst {
     rte_mbuf** b;
     ~FreeBurst() { rte_pktmbuf_free_bulk(b, kBurst); }
@@ -215,10 +231,8 @@ cores = [{4}]
         while (!(a.link_up() && b.link_up())) {
           if (std::chrono::steady_clock::now() > up_by || ::waitpid(fwd, nullptr, WNOHANG) == fwd) {
             stop(fwd);
-            std::ifstream in(dir + "/forwarder.log");
-            const std::string log((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
             throw std::runtime_error(fmt::format("forward: {} did not connect; its log:\n{}", stack,
-                                                 log.substr(log.size() > 2000 ? log.size() - 2000 : 0)));
+                                                 tail_of(dir + "/forwarder.log", 2000)));
           }
           std::this_thread::sleep_for(std::chrono::milliseconds(10));
         }

@@ -176,8 +176,7 @@ class Session {
   // stack "nerve": nodes at both ends; "raw": the same ports driven by bare DPDK loops.
   Session(const Options& opt, const std::string& transport, std::size_t max_size, const std::string& stack = "nerve")
       : kind_(transport), stack_(transport == "kernel-udp" ? "kernel" : stack), peer_idle_(opt.peer_idle),
-        hops_(opt.hop_count),
-        tsc_(Clock::tsc()) {
+        tsc_(Clock::tsc()), hops_(opt.hop_count) {
     const auto& cpus = harness_cpus();
     cpu_a_ = cpus.front();
     cpu_b_ = cpus.size() > 1 ? cpus[1] : cpus.front();
