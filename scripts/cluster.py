@@ -8,7 +8,7 @@ nerved in each. Run through scripts/cluster.sh:
     scripts/cluster.sh start FILE ID  # start a node again
     scripts/cluster.sh down FILE      # stop every node, remove what `up` made
 
-The topology file (docs/examples/*.toml, docs/operations.md "Clusters on one host"):
+The topology file (docs/examples/topologies/*.toml, docs/operations.md "Clusters on one host"):
 
     [topology]
     name = "chain"            # names the namespaces, the state directory and the cluster

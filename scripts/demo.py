@@ -1,5 +1,5 @@
-"""The demo: the leaf-spine of docs/examples/leaf-spine.toml (2 spines, 3 leaves, 2 hosts under
-each leaf; 11 nerved processes, each in its own network namespace, joined by memif links),
+"""The demo: the leaf-spine of docs/examples/topologies/leaf-spine.toml (2 spines, 3 leaves, 2
+hosts under each leaf; 11 nerved processes, each in its own network namespace, joined by memif links),
 brought up by cluster.py, then in a few screens: a message across three forwarding nodes, a
 broadcast reaching every node once, a multicast group, services spreading requests, and a
 spine killed while a P0 stream flows, with counts and latencies per lane. Everything it made is
@@ -17,7 +17,7 @@ import cluster as topo_mod
 import nervecluster as nc
 
 ROOT = nc.ROOT
-TOPOLOGY = os.path.join(ROOT, "docs", "examples", "leaf-spine.toml")
+TOPOLOGY = os.path.join(ROOT, "docs", "examples", "topologies", "leaf-spine.toml")
 PER_LANE = int(os.environ.get("NERVE_DEMO_PER_LANE", "500"))
 SPINES, LEAVES, HOSTS = (1, 2), (11, 12, 13), (21, 22, 23, 24, 25, 26)
 ALL = SPINES + LEAVES + HOSTS

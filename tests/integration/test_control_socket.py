@@ -47,7 +47,10 @@ BAD = [
     (dict(SEND, type="gossip"), "type: unknown message type 'gossip'"),
     (dict(SEND, to=70000), "to: expected an integer in 1..65534"),
     ({k: v for k, v in SEND.items() if k != "priority"}, "priority: required"),
-    ({k: v for k, v in SEND.items() if k != "to"}, "to: required"),
+    ({k: v for k, v in SEND.items() if k != "to"}, "one of to (a node id), group"),
+    ({**SEND, "group": 5}, "one of to (a node id), group"),
+    ({**{k: v for k, v in SEND.items() if k != "to"}, "group": 999}, "group: no group 999"),
+    ({**{k: v for k, v in SEND.items() if k != "to"}, "service": 999}, "service: no service 999"),
     (dict(SEND, payload="p" * 100000), "exceeds one frame"),
     (dict(SEND, payload="p" * 1420, number=True, count=100000), "exceeds one frame"),
 ]

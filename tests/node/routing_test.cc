@@ -377,11 +377,13 @@ TEST_CASE("a service spreads requests over its instances by policy, and every re
     CHECK(f.received[3].size() == 100);
     CHECK(f.received[4].size() == 100);
     REQUIRE(f.until([&] {
-      for (const auto& i : f[1].services()[0].instances)
+      const auto services = f[1].services();  // a range-for over a temporary's member dangles
+      for (const auto& i : services[0].instances)
         if (i.answered != 100 || i.outstanding != 0) return false;
       return true;
     }));
-    for (const auto& i : f[1].services()[0].instances) {
+    const auto services = f[1].services();
+    for (const auto& i : services[0].instances) {
       CHECK(i.live);
       CHECK(i.requests == 100);
       CHECK(i.timed_out + i.failed_down == 0);
