@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <signal.h>
+#include <poll.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -64,13 +65,37 @@ Child spawn(const std::vector<std::string>& args, const std::string& log) {
   return c;
 }
 
-std::string finish(Child& c, int sig) {
+// Signals the child and reads its stdout to the end. A child that has not ended within
+// `timeout_ms` is a bug: its threads' stacks go into the error, then it is killed.
+std::string finish(Child& c, int sig, int timeout_ms = 20000) {
   std::string out;
   if (c.pid <= 0) return out;
   ::kill(c.pid, sig);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   char buf[65536];
-  ssize_t n;
-  while ((n = ::read(c.out, buf, sizeof buf)) > 0) out.append(buf, static_cast<std::size_t>(n));
+  while (true) {
+    pollfd p{c.out, POLLIN, 0};
+    const int left = static_cast<int>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count());
+    if (left <= 0) {
+      std::string bt;
+      if (FILE* f = ::popen(fmt::format("gdb -batch -ex 'thread apply all bt' -p {} 2>&1", c.pid).c_str(), "r")) {
+        while (const std::size_t got = std::fread(buf, 1, sizeof buf, f)) bt.append(buf, got);
+        ::pclose(f);
+      }
+      const pid_t pid = c.pid;
+      ::kill(pid, SIGKILL);
+      ::close(c.out);
+      ::waitpid(pid, nullptr, 0);
+      c.pid = -1;
+      throw std::runtime_error(fmt::format("failover: pid {} did not end on signal {}; its threads:\n{}", pid, sig,
+                                           bt.substr(0, 20000)));
+    }
+    if (::poll(&p, 1, std::min(left, 100)) <= 0) continue;
+    const ssize_t n = ::read(c.out, buf, sizeof buf);
+    if (n <= 0) break;
+    out.append(buf, static_cast<std::size_t>(n));
+  }
   ::close(c.out);
   ::waitpid(c.pid, nullptr, 0);
   c.pid = -1;
@@ -87,23 +112,31 @@ struct Message {
 std::vector<Row> failover_bench(const Options& o) {
   const auto& cpus = harness_cpus();
   const unsigned cpu_a = cpus.front(), cpu_b = cpus.size() > 1 ? cpus[1] : cpus.front();
-  const std::string run = fmt::format("{}-o", getpid());
+  const std::string run = fmt::format("{}-91", getpid());  // digits only: reap_stale_runs knows it
   const std::string dir = "/tmp/nerve-perf-" + run;
   std::filesystem::create_directories(dir);
   const char* names = "abcd";
   std::vector<std::string> ns;
   std::vector<Child> kids;
   struct Cleanup {
-    std::string dir;
+    std::string run, dir;
     std::vector<std::string>& ns;
     std::vector<Child>& kids;
     ~Cleanup() {
-      for (auto& k : kids) finish(k, SIGKILL);
+      for (auto& k : kids) {
+        try {
+          finish(k, SIGKILL);
+        } catch (...) {
+        }
+      }
       for (const auto& n : ns) sh("ip netns del " + n);
       std::error_code ec;
       std::filesystem::remove_all(dir, ec);
+      // The DPDK runtime files of the nodes killed (the one on the path, and any SIGKILLed here).
+      for (int id = 2; id <= 4; ++id)
+        std::filesystem::remove_all(fmt::format("/var/run/dpdk/nerve-perf-{}-{}", run, id), ec);
     }
-  } cleanup{dir, ns, kids};
+  } cleanup{run, dir, ns, kids};
 
   // Namespaces nvperf-a-<run> .. nvperf-d-<run> (reap_stale_runs removes a killed run's).
   for (int i = 0; i < 4; ++i) {

@@ -97,7 +97,7 @@ std::vector<Row> forward_bench(const Options& o) {
   const auto& cpus = harness_cpus();
   if (cpus.size() < 2) throw std::invalid_argument("forward: needs two CPUs (the forwarder's and this process's)");
   const unsigned cpu_a = cpus.front(), cpu_b = cpus.size() > 1 ? cpus[1] : cpus.front();
-  const std::string run = fmt::format("{}-f", getpid());
+  const std::string run = fmt::format("{}-90", getpid());  // digits only: reap_stale_runs knows it
   const std::string dir = "/tmp/nerve-perf-" + run;
   std::filesystem::create_directories(dir);
   struct RemoveDir {
@@ -219,7 +219,7 @@ cores = [{4}]
           // testpmd forwards on a core of its own (cpu_b); its main lcore only waits on stdin.
           fwd = spawn({"dpdk-testpmd", "-l", fmt::format("{},{}", cpu_a, cpu_b), "--main-lcore", std::to_string(cpu_a),
                        "--no-huge", "-m", "512", "--no-pci",
-                       "--file-prefix", fmt::format("nerve-perf-{}-tp", run), "--log-level", "error",
+                       "--file-prefix", fmt::format("nerve-perf-{}-1", run), "--log-level", "error",
                        "--vdev", fmt::format("net_memif0,role=client,socket={},socket-abstract=no", sock_a),
                        "--vdev", fmt::format("net_memif1,role=client,socket={},socket-abstract=no", sock_b), "--",
                        fmt::format("--forward-mode={}", stack == "testpmd-io" ? "io" : "macswap"), "--auto-start",
@@ -270,6 +270,8 @@ cores = [{4}]
         pump(0.2, warm);
         pump(seconds, r);
         stop(fwd);  // before the ports close: the forwarder's links go down under it, not ours
+        std::error_code ec;
+        std::filesystem::remove_all(fmt::format("/var/run/dpdk/nerve-perf-{}-1", run), ec);  // testpmd's
       }
       Row row;
       row.scenario = "forward";

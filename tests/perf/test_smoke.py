@@ -217,7 +217,7 @@ def test_forward_beside_testpmd(outdir):
         assert x["scenario"] == "forward" and x["rate_mps"] > 10000 and x["round"] == 0, x
         assert x["lost"] <= x["sent"] // 100, f"a forwarder with back-pressure loses (almost) nothing: {x}"
     assert "% of macswap" in r.stdout
-    assert not [d for d in os.listdir("/tmp") if d.startswith("nerve-perf-") and d.endswith("-f")]
+    assert not [d for d in os.listdir("/tmp") if d.startswith("nerve-perf-") and d.endswith("-90")]
 
 
 def test_multicast_every_member_once(outdir):
