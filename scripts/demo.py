@@ -175,8 +175,12 @@ def run(d):
     sent = json.loads(out)["sent"]
     nc.wait_for(lambda: delivered(d.ctl(26, "status"), "status", 0) - delivered(st6, "status", 0) >= sent - count // 2,
                 20, "the stream's end")
-    time.sleep(0.2)  # frames still in flight at the last look: a moment, then the final count
-    got = delivered(d.ctl(26, "status"), "status", 0) - delivered(st6, "status", 0)
+    # Frames still in flight at the last look: the count until all arrived, or a second passes.
+    deadline = time.monotonic() + 1.0
+    while True:
+        got = delivered(d.ctl(26, "status"), "status", 0) - delivered(st6, "status", 0)
+        if got >= sent or time.monotonic() > deadline:
+            break
     lost = sent - got
     print(f"   new path {' -> '.join(d.name(h) for h in new_path)}, routes moved {moved * 1000:.0f} ms after the kill")
     print(f"   {sent} sent, {got} delivered, {lost} lost = {lost / rate * 1000:.0f} ms of the stream: the frames on"

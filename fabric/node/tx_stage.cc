@@ -187,12 +187,7 @@ SendStatus TxStage::send_tree(rte_mbuf* m, int group, std::uint16_t group_id, Ms
   unsigned n = 0;
   for (const route::TreeChild& c : children) {
     if (group >= 0 && !((c.groups >> group) & 1u)) continue;
-    int slot = -1;
-    for (std::size_t s = 0; s < r_.links.size(); ++s)
-      if (r_.links[s].peer_idx == c.peer && ((r_.up >> s) & 1u)) {
-        slot = static_cast<int>(s);
-        break;
-      }
+    const int slot = up_slot_to(c.peer);
     if (slot < 0) continue;  // the child's link is down: the tree is being rebuilt
     if (!room(r_.links[static_cast<std::size_t>(slot)].port, prio, o.never_shed)) return SendStatus::kBackpressure;
     to[n++] = slot;
@@ -237,12 +232,7 @@ unsigned TxStage::fan_out(rte_mbuf* m, std::uint32_t src, int group, std::uint8_
   const auto* frame = rte_pktmbuf_mtod(m, const std::byte*);
   for (const route::TreeChild& c : r_.fib->children(src)) {
     if (group >= 0 && !((c.groups >> group) & 1u)) continue;
-    int slot = -1;
-    for (std::size_t s = 0; s < r_.links.size(); ++s)
-      if (r_.links[s].peer_idx == c.peer && ((r_.up >> s) & 1u)) {
-        slot = static_cast<int>(s);
-        break;
-      }
+    const int slot = up_slot_to(c.peer);
     if (slot < 0) continue;
     const Link& l = r_.links[static_cast<std::size_t>(slot)];
     rte_mbuf* copy = copy_of(m, wire::kOverhead, l.port);

@@ -112,6 +112,12 @@ class TxStage {
   };
 
   bool refill() noexcept;
+  // The first link slot that is up to the neighbour with dense index `peer_idx`; -1: none.
+  int up_slot_to(std::uint32_t peer_idx) const noexcept {
+    for (std::size_t s = 0; s < r_.links.size(); ++s)
+      if (r_.links[s].peer_idx == peer_idx && ((r_.up >> s) & 1u)) return static_cast<int>(s);
+    return -1;
+  }
   // Lane room for one more frame of `prio` on `port` (flushing a burst first if needed);
   // counts the back-pressure when there is none.
   bool room(std::size_t port, std::uint8_t prio, bool never_shed) noexcept;

@@ -22,6 +22,23 @@ std::uint64_t Snapshot::sent_total() const noexcept {
   return n;
 }
 
+namespace {
+
+// The histogram's part of a lane summary (the counters are the caller's).
+void summarize(const Histogram& h, std::uint64_t budget_ns, LaneSummary& out) noexcept {
+  out.budget_ns = budget_ns;
+  out.count = h.count();
+  out.min = h.min();
+  out.mean = h.mean();
+  out.p50 = h.percentile(50);
+  out.p90 = h.percentile(90);
+  out.p99 = h.percentile(99);
+  out.p999 = h.percentile(99.9);
+  out.max = h.max();
+}
+
+}  // namespace
+
 Snapshot snapshot(const std::vector<const LcoreStats*>& lcores,
                   const std::array<std::uint64_t, wire::kPriorities>& budgets_ns) {
   Snapshot s;
@@ -57,28 +74,8 @@ Snapshot snapshot(const std::vector<const LcoreStats*>& lcores,
     s.fabric_tx += l->fabric_tx.get();
   }
   for (std::size_t p = 0; p < wire::kPriorities; ++p) {
-    const Histogram& h = (*merged)[p];
-    LaneSummary& lane = s.lanes[p];
-    lane.budget_ns = budgets_ns[p];
-    lane.count = h.count();
-    lane.min = h.min();
-    lane.mean = h.mean();
-    lane.p50 = h.percentile(50);
-    lane.p90 = h.percentile(90);
-    lane.p99 = h.percentile(99);
-    lane.p999 = h.percentile(99.9);
-    lane.max = h.max();
-    const Histogram& t = (*transit)[p];
-    LaneSummary& tr = s.transit[p];
-    tr.budget_ns = budgets_ns[p];
-    tr.count = t.count();
-    tr.min = t.min();
-    tr.mean = t.mean();
-    tr.p50 = t.percentile(50);
-    tr.p90 = t.percentile(90);
-    tr.p99 = t.percentile(99);
-    tr.p999 = t.percentile(99.9);
-    tr.max = t.max();
+    summarize((*merged)[p], budgets_ns[p], s.lanes[p]);
+    summarize((*transit)[p], budgets_ns[p], s.transit[p]);
   }
   return s;
 }

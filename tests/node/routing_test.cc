@@ -21,12 +21,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-template <typename... Nodes>
-void poll_for(std::chrono::milliseconds d, Nodes&... n) {
-  const auto end = std::chrono::steady_clock::now() + d;
-  while (std::chrono::steady_clock::now() < end) (n.poll(), ...);
-}
-
 }  // namespace
 
 TEST_CASE("heartbeats keep a link up and measure its round trip", "[routing][heartbeat]") {
@@ -105,6 +99,16 @@ struct Fabric {
       if (std::find(skip.begin(), skip.end(), n->id()) == skip.end()) n->poll();
   }
   // Polls until `done()` or the deadline; returns done().
+  // Until every node has a route up to every other: the advertisements have spread.
+  bool converged() {
+    for (auto& n : nodes) {
+      const auto routes = n->routes();
+      if (routes.size() + 1 != nodes.size()) return false;
+      for (const auto& r : routes)
+        if (r.lanes[0].next_hop == 0) return false;
+    }
+    return true;
+  }
   template <typename Done>
   bool until(Done&& done, std::chrono::milliseconds limit = 10s, std::initializer_list<NodeId> skip = {}) {
     const auto end = std::chrono::steady_clock::now() + limit;
@@ -187,7 +191,7 @@ TEST_CASE("a node that stops is routed around: first by the alternate, then by n
   // The diamond 1-2-4, 1-3-4, default heartbeats (1 kHz, down after 3 missed).
   const auto c = ring_cluster("rtd", 4, {{1, 2}, {1, 3}, {2, 4}, {3, 4}});
   Fabric f(c);
-  poll_for(50ms, f[1], f[2], f[3], f[4]);
+  REQUIRE(f.until([&] { return f.converged(); }));
   // Traffic from 1 to 4 flows over one of the two middle nodes.
   unsigned sent = 0;
   auto pump = [&](unsigned n, std::initializer_list<NodeId> skip = {}) {
@@ -240,7 +244,7 @@ TEST_CASE("a broadcast reaches every other node exactly once", "[routing][broadc
   // A ring of six with a chord: several paths between most pairs.
   const auto c = ring_cluster("rtb", 6, {{1, 2}, {2, 3}, {3, 4}, {4, 5}, {5, 6}, {6, 1}, {2, 5}});
   Fabric f(c);
-  poll_for(30ms, f[1], f[2], f[3], f[4], f[5], f[6]);
+  REQUIRE(f.until([&] { return f.converged(); }));
   constexpr unsigned kCount = 300;
   for (NodeId src : {1, 4}) {
     for (auto& r : f.received) r.clear();
@@ -272,7 +276,7 @@ TEST_CASE("a multicast reaches its members once, and a node that joins at run ti
   const auto c = ring_cluster("rtm", 5, {{1, 2}, {2, 3}, {3, 4}, {4, 5}, {1, 5}}, "",
                               "[[group]]\nname = \"ops\"\nid = 40\nmembers = [3, 5]\n");
   Fabric f(c);
-  poll_for(30ms, f[1], f[2], f[3], f[4], f[5]);
+  REQUIRE(f.until([&] { return f.converged(); }));
   auto send_round = [&](unsigned n) {
     for (unsigned i = 0; i < n; ++i) {
       TxFrame fr = f[1].alloc(4);
