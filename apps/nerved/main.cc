@@ -221,7 +221,7 @@ json status_json(const Node& node, const Received& rx, bool digest, unsigned lco
   for (std::size_t p = 0; p < node.ports().size(); ++p) fwd["ports"].push_back(s.forwarded_port[p]);
   j["forwarded"] = fwd;
   const RoutingInfo ri = node.routing();
-  j["routing"] = {{"table_version", ri.table_version}, {"build_ns", ri.build_ns}, {"lsa_received", ri.lsa_received},
+  j["routing"] = {{"table_version", ri.table_version}, {"table_in_use", ri.table_in_use}, {"build_ns", ri.build_ns}, {"lsa_received", ri.lsa_received},
                   {"lsa_sent", ri.lsa_sent}, {"lsa_originated", ri.lsa_originated}, {"lsa_refused", ri.lsa_refused},
                   {"db_size", ri.db_size}, {"db_syncs", ri.db_syncs}, {"mailbox_dropped", ri.mailbox_dropped},
                   {"fabric_rx", s.fabric_rx}, {"fabric_tx", s.fabric_tx}};

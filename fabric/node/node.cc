@@ -407,7 +407,7 @@ std::vector<RouteInfo> Node::routes() const {
 RoutingInfo Node::routing() const {
   const node::Routing& r = *impl_->routing;
   const node::RouteAgentStats s = r.agent.stats();
-  return RoutingInfo{s.fib_builds, s.fib_build_ns, s.lsa_received, s.lsa_sent, s.lsa_originated, s.lsa_refused,
+  return RoutingInfo{s.fib_builds, r.agent.table_in_use(), s.fib_build_ns, s.lsa_received, s.lsa_sent, s.lsa_originated, s.lsa_refused,
                      s.db_size, s.db_syncs, s.outbox_dropped + s.inbox_dropped};
 }
 

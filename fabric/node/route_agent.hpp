@@ -78,6 +78,8 @@ class RouteAgent {
   const route::Fib* take_next() noexcept { return next_.exchange(nullptr, std::memory_order_acq_rel); }
   // The datapath now uses the table of `version` and nothing older: those may be freed.
   void in_use(std::uint64_t version) noexcept { in_use_.store(version, std::memory_order_release); }
+  // Any thread: the version of the table the datapath routes with (current() may be newer).
+  std::uint64_t table_in_use() const noexcept { return in_use_.load(std::memory_order_acquire); }
   const std::atomic<std::uint64_t>& digest() const noexcept { return digest_; }
 
   // --- any thread

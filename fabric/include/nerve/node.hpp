@@ -204,7 +204,8 @@ struct RouteInfo {
 };
 
 struct RoutingInfo {
-  std::uint64_t table_version;     // forwarding tables built so far
+  std::uint64_t table_version;     // forwarding tables built so far (the newest one's version)
+  std::uint64_t table_in_use;      // the version the datapath routes with (it takes the newest between bursts)
   std::uint64_t build_ns;          // the last build's duration
   std::uint64_t lsa_received, lsa_sent, lsa_originated, lsa_refused, db_size, db_syncs;
   std::uint64_t mailbox_dropped;   // advertisements lost to a full mailbox (repaired by refresh)
@@ -341,7 +342,8 @@ class Node {
   bool join(std::uint16_t group) noexcept;
   bool leave(std::uint16_t group) noexcept;
   std::vector<std::uint16_t> groups() const;  // the groups this node is a member of
-  // The members of a group as this node's routing knows them (advertised), ascending.
+  // The members of a group as this node's newest table knows them (advertised), ascending.
+  // The datapath sends by that table once routing().table_in_use has caught up with it.
   std::vector<NodeId> members(std::uint16_t group) const;
   stats::Snapshot snapshot() const;
   std::vector<PortInfo> ports() const;
