@@ -157,6 +157,7 @@ Port::Port(const config::Port& cfg, const std::string& name, rte_mempool* pool, 
 
 void Port::open(const config::Port& cfg, rte_mempool* pool, const wire::Mac& mac, bool ring_lead, std::uint16_t mtu) {
   const std::uint16_t queues = queues_;
+  if (cfg.fault.any()) fault_ = std::make_unique<FaultInjector>(cfg.fault, queues);
   const std::string& name = name_;
   const int pool_socket = pool->socket_id;
   std::string args;
@@ -369,6 +370,7 @@ bool Port::steer_lanes_by_dscp() noexcept {
 Port::~Port() { close(); }
 
 void Port::close() noexcept {
+  fault_.reset();  // frames it holds go back to their pool
   if (frag_fd_ >= 0) ::close(frag_fd_);
   frag_fd_ = -1;
   if (id_ != RTE_MAX_ETHPORTS) stop_and_remove();

@@ -9,10 +9,12 @@
 
 #include <chrono>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
+#include "fault.hpp"
 #include "nerve/config.hpp"
 
 namespace nerve::drivers {
@@ -70,9 +72,14 @@ class Port {
   // Polls link state until up or `timeout` passes.
   bool wait_link(std::chrono::milliseconds timeout) const noexcept;
 
+  // Through the fault injector when the port's config asks for faults (cfg.fault).
   std::uint16_t rx_burst(std::uint16_t q, rte_mbuf** pkts, std::uint16_t n) noexcept {
+    if (fault_) [[unlikely]]
+      return fault_->rx(q, pkts, n, [&](rte_mbuf** p, std::uint16_t k) { return rte_eth_rx_burst(id_, q, p, k); });
     return rte_eth_rx_burst(id_, q, pkts, n);
   }
+  // Faults injected so far; nullptr when the port injects none.
+  const FaultInjector* faults() const noexcept { return fault_.get(); }
   std::uint16_t tx_burst(std::uint16_t q, rte_mbuf** pkts, std::uint16_t n) noexcept {
     return rte_eth_tx_burst(id_, q, pkts, n);
   }
@@ -95,6 +102,7 @@ class Port {
   bool flows_ = false;
   bool csum_offload_ = false;
   bool chains_ = false;
+  std::unique_ptr<FaultInjector> fault_;
   std::vector<int> packet_fds_;  // af_packet: the PMD's sockets, read for kernel drops
   int frag_fd_ = -1;             // af_packet: our socket that counts IPv4 fragments
   mutable std::mutex drops_mu_;  // PACKET_STATISTICS resets on read: accumulate under a lock

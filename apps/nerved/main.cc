@@ -164,7 +164,10 @@ json status_json(const Node& node, const Received& rx, bool digest, unsigned lco
                           {"ibytes", p.ibytes},     {"obytes", p.obytes},
                           {"imissed", p.imissed},   {"ierrors", p.ierrors},
                           {"oerrors", p.oerrors},   {"rx_nombuf", p.rx_nombuf},
-                          {"peers", p.peers}});
+                          {"peers", p.peers},
+                          {"fault", {{"profile", p.fault}, {"seen", p.fault_seen}, {"dropped", p.fault_dropped},
+                                     {"corrupted", p.fault_corrupted}, {"duplicated", p.fault_duplicated},
+                                     {"reordered", p.fault_reordered}, {"delayed", p.fault_delayed}}}});
   j["peers"] = json::array();
   for (const auto& p : node.peers())
     j["peers"].push_back({{"id", p.id}, {"name", p.name}, {"ip", config::format_ipv4(p.ip)},

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstdlib>
 #include <map>
 #include <set>
 #include <toml++/toml.h>
@@ -145,6 +146,85 @@ PortKind parse_kind(const std::string& s, const std::string& key) {
   throw ConfigError(fmt::format("{}: unknown port kind '{}' (ring, memif, af_packet, af_xdp, tap, null, pci)", key, s));
 }
 
+}  // namespace
+
+FaultSpec parse_fault(std::string_view s, const std::string& key) {
+  FaultSpec f;
+  bool delay_given = false;
+  std::size_t at = 0;
+  while (at < s.size()) {
+    std::size_t end = s.find(',', at);
+    if (end == std::string_view::npos) end = s.size();
+    const std::string_view item = s.substr(at, end - at);
+    at = end + 1;
+    if (item.empty()) continue;
+    const std::size_t eq = item.find('=');
+    if (eq == std::string_view::npos)
+      throw ConfigError(fmt::format("{}: '{}' is not name=value", key, item));
+    const std::string name(item.substr(0, eq));
+    const std::string value(item.substr(eq + 1));
+    const auto bad = [&](std::string_view why) {
+      return ConfigError(fmt::format("{}: {}='{}': {}", key, name, value, why));
+    };
+    const auto probability = [&] {
+      char* e = nullptr;
+      const double v = std::strtod(value.c_str(), &e);
+      if (value.empty() || *e != '\0' || !(v >= 0.0 && v <= 1.0)) throw bad("a probability in [0, 1]");
+      return v;
+    };
+    const auto integer = [&](std::uint64_t max) {
+      char* e = nullptr;
+      const unsigned long long v = std::strtoull(value.c_str(), &e, 10);
+      if (value.empty() || value[0] == '-' || *e != '\0' || v > max) throw bad(fmt::format("an integer in [0, {}]", max));
+      return static_cast<std::uint64_t>(v);
+    };
+    if (name == "drop") f.drop = probability();
+    else if (name == "dup") f.dup = probability();
+    else if (name == "reorder") f.reorder = probability();
+    else if (name == "corrupt") f.corrupt = probability();
+    else if (name == "delay") f.delay = probability(), delay_given = true;
+    else if (name == "delay_us") f.delay_us = static_cast<std::uint32_t>(integer(1'000'000));
+    else if (name == "seed") f.seed = integer(~std::uint64_t{0});
+    else if (name == "lanes") {
+      // "0-4", "0,1" is not possible inside the comma list: lanes take a range or one lane.
+      const std::size_t dash = value.find('-');
+      const std::string lo = value.substr(0, dash), hi = dash == std::string::npos ? lo : value.substr(dash + 1);
+      if (lo.size() != 1 || hi.size() != 1 || lo[0] < '0' || lo[0] > '4' || hi[0] < lo[0] || hi[0] > '4')
+        throw bad("a lane (0-4) or a range of lanes (e.g. 0-2)");
+      f.lanes = 0;
+      for (char c = lo[0]; c <= hi[0]; ++c) f.lanes |= static_cast<std::uint8_t>(1u << (c - '0'));
+    } else {
+      throw ConfigError(fmt::format("{}: unknown fault '{}' (drop, dup, reorder, delay, delay_us, corrupt, lanes, seed)",
+                                    key, name));
+    }
+  }
+  if (f.delay_us > 0 && !delay_given) f.delay = 1.0;
+  if (f.delay > 0 && f.delay_us == 0) throw ConfigError(fmt::format("{}: delay needs delay_us", key));
+  return f;
+}
+
+std::string format_fault(const FaultSpec& f) {
+  std::string s;
+  const auto add = [&](std::string_view name, double v) {
+    if (v > 0) s += fmt::format("{}{}={}", s.empty() ? "" : ",", name, v);
+  };
+  add("drop", f.drop);
+  add("dup", f.dup);
+  add("reorder", f.reorder);
+  add("corrupt", f.corrupt);
+  if (f.delay > 0 && f.delay_us > 0) s += fmt::format("{}delay={},delay_us={}", s.empty() ? "" : ",", f.delay, f.delay_us);
+  if (f.lanes != 0x1f) {
+    int lo = 0, hi = 4;
+    while (!((f.lanes >> lo) & 1)) ++lo;
+    while (!((f.lanes >> hi) & 1)) --hi;
+    s += fmt::format(",lanes={}-{}", lo, hi);
+  }
+  if (!s.empty()) s += fmt::format(",seed={}", f.seed);
+  return s.empty() ? "none" : s;
+}
+
+namespace {
+
 Port read_port(const toml::table& t, const std::string& where) {
   Reader r(t, where);
   Port p;
@@ -170,6 +250,7 @@ Port read_port(const toml::table& t, const std::string& where) {
     case PortKind::kPci: p.address = r.string("address", "", true); break;
     case PortKind::kNull: break;
   }
+  if (t.get("fault")) p.fault = parse_fault(r.string("fault", ""), r.key("fault"));
   if (p.kind == PortKind::kRing && (p.pair.empty() || p.pair.size() > 12))
     throw ConfigError(fmt::format("{}: ring pair names are 1 to 12 characters", r.key("pair")));
   r.finish();

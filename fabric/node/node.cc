@@ -343,10 +343,12 @@ std::vector<PortInfo> Node::ports() const {
     const drivers::PortStats s = p.stats();
     std::array<std::uint32_t, wire::kPriorities> queued{};
     for (unsigned l = 0; l < wire::kPriorities; ++l) queued[l] = I.tx->queued(j, l);
+    const drivers::FaultCounts f = p.faults() ? p.faults()->counts() : drivers::FaultCounts{};
     out.push_back(PortInfo{p.name(), p.kind(), I.ports[j].lanes, I.tx->ip_checksum_offload(j), queued, p.id(),
                            p.socket(), p.mac(), p.link_up(), s.eth.ipackets, s.eth.opackets, s.eth.ibytes,
                            s.eth.obytes, s.eth.imissed, s.eth.ierrors, s.eth.oerrors, s.eth.rx_nombuf,
-                           s.ip_fragments, I.cfg.ports[j].peers});
+                           s.ip_fragments, I.cfg.ports[j].peers, config::format_fault(I.cfg.ports[j].fault), f.seen,
+                           f.dropped, f.corrupted, f.duplicated, f.reordered, f.delayed});
   }
   return out;
 }

@@ -51,6 +51,23 @@ std::string_view to_string(LaneMode m) noexcept;
 std::string_view to_string(Profile p) noexcept;
 std::string_view to_string(Idle i) noexcept;
 
+// Faults a port injects into the frames it receives (drivers/fault.hpp): each frame of the
+// chosen lanes is dropped, corrupted (one bit flipped past the Ethernet header), duplicated,
+// reordered (held until the next frame has passed) or delayed with the given probabilities,
+// drawn from a generator seeded with `seed`: one seed, one sequence of faults. Written
+// "drop=0.01,dup=0.005,reorder=0.01,delay=0.1,delay_us=50,corrupt=0.001,lanes=0-2,seed=7"
+// (parse_fault); delay_us without delay delays every frame.
+struct FaultSpec {
+  double drop = 0, dup = 0, reorder = 0, delay = 0, corrupt = 0;
+  std::uint32_t delay_us = 0;      // [0, 1000000]
+  std::uint8_t lanes = 0x1f;       // bit p: frames of priority p are subject to faults
+  std::uint64_t seed = 1;
+  bool any() const noexcept { return drop > 0 || dup > 0 || reorder > 0 || (delay > 0 && delay_us > 0) || corrupt > 0; }
+};
+// Parses a fault profile; throws ConfigError naming `key` and the bad item.
+FaultSpec parse_fault(std::string_view s, const std::string& key);
+std::string format_fault(const FaultSpec& f);
+
 struct Port {
   PortKind kind = PortKind::kNull;
   std::vector<std::uint16_t> peers;   // nodes reached through this port
@@ -62,6 +79,9 @@ struct Port {
   std::uint16_t rx_desc = 512;        // descriptors per RX queue, [64, 4096]
   std::uint16_t tx_desc = 512;        // descriptors per TX queue, [64, 4096]
   LaneMode lanes = LaneMode::kAuto;
+  // Faults injected into what this port receives (the direction from its peers to this node);
+  // none by default. The other direction is its peer's port's.
+  FaultSpec fault;
 };
 
 // A route fixed in the cluster file: frames for `to` leave through neighbour `via` (while it is

@@ -170,6 +170,9 @@ struct PortInfo {
   std::uint64_t ipackets, opackets, ibytes, obytes, imissed, ierrors, oerrors, rx_nombuf;
   std::uint64_t ip_fragments;  // IPv4 fragments that reached the interface (kernel-backed ports)
   std::vector<NodeId> peers;
+  // Faults the port injects into what it receives (config::Port::fault); all 0 without.
+  std::string fault;  // the profile ("none" without)
+  std::uint64_t fault_seen, fault_dropped, fault_corrupted, fault_duplicated, fault_reordered, fault_delayed;
 };
 
 struct PeerInfo {
