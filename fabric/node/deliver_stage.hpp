@@ -44,6 +44,8 @@ class DeliverStage {
     return static_cast<std::uint16_t>(space);
   }
 
+  // Frames that can be delivered now without overflowing recv()'s queue (a handler: any).
+  std::uint32_t space() const noexcept { return handler_ ? ~0u : mask_ + 1 - (tail_ - head_); }
   // Delivers items[0..n), read at `now_ns`.
   void run(RxItem* items, std::uint16_t n, std::uint64_t now_ns) noexcept;
 

@@ -25,11 +25,14 @@ void Node::Impl::Pipeline::operator()(std::size_t port, rte_mbuf** frames, std::
   // brings the slow path forward to this poll.
   if (now >= I.timers.next_due()) I.slow_due = true;
   // [open]     security: decrypt and verify here (secure/), before anything reads a payload.
-  // [sequence] reliability: per-peer sequence and acknowledgement state here (reliable/).
   k = I.dispatch->run(port, it, k, now);       // forwarded and fabric frames leave here
   if (k == 0) return;
   I.tx->lend_now(now);                         // what handlers send carries it too
-  I.deliver->run(it, k, now);
+  // [sequence] reliable frames in order, acks taken; the rest straight to delivery.
+  if (node::ReliableStage::wanted(it, k)) [[unlikely]]
+    I.reliable->run(it, k, now);
+  else
+    I.deliver->run(it, k, now);
   I.tx->end_lend();
 }
 
@@ -46,6 +49,7 @@ unsigned Node::poll() noexcept {
     const std::uint64_t now = I.clock.now_ns();
     I.routing->refresh();                      // the routing agent's newest table
     I.services->check();                       // instances gone: their open requests fail
+    I.reliable->pump(now);                     // in-order frames that found recv()'s queue full
     work += I.link->run();                     // advertisements the agent wants sent
     work += I.control->run(now);               // requests from other threads, one budget
     work += I.timers.run(now);                 // due timers: heartbeats, control deadlines, clock sync
@@ -81,7 +85,8 @@ TxFrame Node::alloc(std::size_t payload_len) noexcept {
 
 SendStatus Node::send(TxFrame& f, NodeId dst, MsgType type, std::uint8_t priority, const SendOptions& o) noexcept {
   if (!f) return SendStatus::kBadArgument;
-  const SendStatus s = impl_->tx->send(NodeAccess::mbuf(f), dst, type, priority, o);
+  const SendStatus s = o.reliable ? impl_->reliable->send(NodeAccess::mbuf(f), dst, type, priority, o)
+                                  : impl_->tx->send(NodeAccess::mbuf(f), dst, type, priority, o);
   if (s == SendStatus::kOk) NodeAccess::release(f);
   return s;
 }
@@ -109,8 +114,12 @@ SendStatus Node::respond(const RxMessage& request, TxFrame& f) noexcept {
   SendOptions o;
   o.channel = request.channel();
   o.never_shed = true;  // a response is owed: pushed back, never shed
+  o.reliable = (request.header().flags & wire::flag::kReliable) != 0;  // as reliably as it was asked
   const SendStatus s =
-      impl_->tx->send(NodeAccess::mbuf(f), request.source(), MsgType::kResponse, request.priority(), o, request.header().msg_id);
+      o.reliable ? impl_->reliable->send(NodeAccess::mbuf(f), request.source(), MsgType::kResponse,
+                                         request.priority(), o, request.header().msg_id)
+                 : impl_->tx->send(NodeAccess::mbuf(f), request.source(), MsgType::kResponse, request.priority(), o,
+                                   request.header().msg_id);
   if (s == SendStatus::kOk) NodeAccess::release(f);
   return s;
 }
@@ -145,6 +154,7 @@ TxFrame Node::take_frame(RxMessage& m) noexcept {
 void Node::on_message(Handler h) { impl_->deliver->set_handler(std::move(h)); }
 
 void Node::on_service_failure(std::function<void(const ServiceFailure&)> h) { impl_->services->set_handler(std::move(h)); }
+void Node::on_delivery_failure(std::function<void(const DeliveryFailure&)> h) { impl_->reliable->on_failure(std::move(h)); }
 
 std::optional<RxMessage> Node::recv() noexcept { return impl_->deliver->recv(); }
 
@@ -267,10 +277,14 @@ Node::Node(const config::Cluster& cluster, NodeId id, drivers::Eal& eal, const N
   I.proxies.emplace(I.cfg.id, I.max_payload, eal.socket());
   I.services.emplace(cluster, *I.routing, *I.tx, I.timers, I.clock);
   I.control.emplace(cluster, *I.proxies, *I.tx, *I.services, I.timers);
-  // Broadcast and multicast run; encryption, fragments and reliable delivery not yet.
-  I.validate.emplace(wire::RxFilter{cluster.udp_port, cluster.mtu, wire::flag::kBroadcast | wire::flag::kMulticast}, st);
+  // Broadcast, multicast and reliable delivery run; encryption and fragments not yet.
+  I.validate.emplace(wire::RxFilter{cluster.udp_port, cluster.mtu,
+                                    wire::flag::kBroadcast | wire::flag::kMulticast | wire::flag::kReliable},
+                     st);
   I.dispatch.emplace(I.cfg.id, I.cfg.ip, I.routing->nodes, macs, st, *I.forward, *I.link);
   I.deliver.emplace(cluster, I.cfg, opts.rx_queue_depth, st, *I.idle, *I.control, *I.services);
+  I.reliable.emplace(cluster, I.cfg, *I.routing, *I.tx, *I.deliver, st);
+  I.timers.add(I.reliable->timer());
   I.rx.emplace(I.ports, I.guard, I.p0);
   I.timers.add(I.clock_sync);
   I.clock_sync.arm(0);
@@ -284,6 +298,7 @@ Node::~Node() {
   I.routing->agent.stop();  // its thread reads the links and counters
   I.control.reset();   // requests still queued or in flight end with kShutdown
   I.services.reset();
+  I.reliable.reset();  // frames kept for retransmission, or held for in-order delivery
   I.deliver->clear();  // messages never taken by recv()
   I.tx.reset();        // frames still queued
   I.ports.clear();     // stopped and closed before their pools go

@@ -15,6 +15,7 @@
 #include "nerve/node.hpp"
 #include "ports.hpp"
 #include "proxy_table.hpp"
+#include "reliable_stage.hpp"
 #include "routing.hpp"
 #include "rx_stage.hpp"
 #include "service_stage.hpp"
@@ -55,6 +56,7 @@ struct Node::Impl {
   std::optional<node::ValidateStage> validate;
   std::optional<node::DispatchStage> dispatch;
   std::optional<node::DeliverStage> deliver;
+  std::optional<node::ReliableStage> reliable;
   std::optional<node::RxStage> rx;
   node::Timer clock_sync;
   // poll() runs control requests and timers every kSlowEvery polls when idle: a request waits

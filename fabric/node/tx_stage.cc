@@ -29,6 +29,7 @@ TxStage::TxStage(NodePorts& ports, Routing& routing, const config::Node& cfg, rt
     t.paired = p.lanes != config::LaneMode::kSoftware;  // paired or flow: a TX queue per lane
     t.csum_offload = p.dev->ip_checksum_offload();
     t.chains = p.dev->sends_chains();
+    t.shares = p.dev->kind() == config::PortKind::kRing;
   }
   // Message ids start at a random point, so a response cannot be guessed from a count.
   std::random_device rd;
@@ -106,10 +107,56 @@ void TxStage::enqueue(rte_mbuf* m, std::size_t port, std::uint8_t prio, bool mor
   }
 }
 
-SendStatus TxStage::send(rte_mbuf* m, NodeId dst, MsgType type, std::uint8_t prio, const SendOptions& o,
-                         std::uint32_t corr_id, NodeId* via) noexcept {
+bool TxStage::enqueue_kept(rte_mbuf* m, std::size_t port, std::uint8_t prio, bool more) noexcept {
+  if (ports_tx_[port].shares) {
+    rte_mbuf* c = rte_pktmbuf_copy(m, pool_, 0, UINT32_MAX);
+    if (!c) {
+      st_.alloc_failed.add();
+      return false;
+    }
+    c->ol_flags = m->ol_flags;
+    c->l2_len = m->l2_len;
+    c->l3_len = m->l3_len;
+    enqueue(c, port, prio, more);
+  } else {
+    rte_mbuf_refcnt_update(m, 1);  // the port's reference; the reliable stage keeps its own
+    enqueue(m, port, prio, more);
+  }
+  return true;
+}
+
+SendStatus TxStage::resend(rte_mbuf* m, std::uint32_t di, std::uint8_t prio, std::uint32_t ack) noexcept {
+  if (rte_mbuf_refcnt_read(m) > 1) return SendStatus::kBackpressure;  // still on its way out
+  auto* f = rte_pktmbuf_mtod(m, std::byte*);
+  namespace hl = wire::layout;
+  const auto channel = wire::bytes::load_le<std::uint16_t>(f + hl::kHdrOff + hl::hdr::kChannel);
+  const int slot = r_.fib->hops(di, r_.metric[prio]).pick(flow_of(self_, r_.topo.id(di), channel), r_.up);
+  if (slot < 0) return SendStatus::kNoRoute;
+  const Link& l = r_.links[static_cast<std::size_t>(slot)];
+  if (!room(l.port, prio, true)) return SendStatus::kBackpressure;
+  std::memcpy(f, l.peer_mac.data(), 6);
+  std::memcpy(f + 6, l.port_mac.data(), 6);
+  wire::bytes::store_le<std::uint32_t>(f + hl::kHdrOff + hl::hdr::kAck, ack);
+  if (ports_tx_[l.port].csum_offload) {
+    m->ol_flags |= RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_IP_CKSUM;
+    m->l2_len = wire::kEthLen;
+    m->l3_len = wire::kIpv4Len;
+  } else if ((m->ol_flags & RTE_MBUF_F_TX_IP_CKSUM) != 0) {  // first sent where the NIC filled it in
+    m->ol_flags &= ~(RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_IP_CKSUM);
+    wire::bytes::store_be<std::uint16_t>(f + hl::kIpOff + 10, 0);
+    const std::uint16_t c = wire::ipv4_checksum(std::span<const std::byte>(f + hl::kIpOff, wire::kIpv4Len));
+    wire::bytes::store_be<std::uint16_t>(f + hl::kIpOff + 10, c);
+  }
+  wire::fill_udp_checksum(std::span<std::byte>(f, m->data_len));
+  if (!enqueue_kept(m, l.port, prio, false)) return SendStatus::kBackpressure;
+  return SendStatus::kOk;
+}
+
+SendStatus TxStage::send_frame(rte_mbuf* m, NodeId dst, MsgType type, std::uint8_t prio, const SendOptions& o,
+                               std::uint32_t corr_id, NodeId* via, const Sequenced* sq) noexcept {
   const auto t = static_cast<std::uint8_t>(type);
-  if (!m || prio >= wire::kPriorities || t < wire::kMsgTypeFirst || t > wire::kMsgTypeLast) [[unlikely]]
+  const bool ack = type == MsgType::kAck && sq != nullptr;
+  if (!m || prio >= wire::kPriorities || ((t < wire::kMsgTypeFirst || t > wire::kMsgTypeLast) && !ack)) [[unlikely]]
     return SendStatus::kBadArgument;
   const std::uint32_t di = r_.index(dst);
   const int slot = di == route::kNoIndex || di == r_.self_idx
@@ -133,11 +180,27 @@ SendStatus TxStage::send(rte_mbuf* m, NodeId dst, MsgType type, std::uint8_t pri
   h.timestamp_ns = in_batch_ ? batch_ns_ : lent_ns_ != 0 ? lent_ns_ : clock_.now_ns();
   in_batch_ = o.more;
   batch_ns_ = h.timestamp_ns;
+  if (sq) [[unlikely]] {
+    if (!ack) h.flags = wire::flag::kReliable;
+    h.session = sq->session;
+    h.seq = sq->seq;
+    h.ack = sq->ack;
+  }
   write_headers(m, di, l, h);
-  st_.sent[t][prio].add();
-  idle_.note(prio, h.timestamp_ns);
   if (via) *via = l.peer;
-  enqueue(m, l.port, prio, o.more);
+  idle_.note(prio, h.timestamp_ns);
+  if (!sq) [[likely]] {
+    st_.sent[t][prio].add();
+    enqueue(m, l.port, prio, o.more);
+    return SendStatus::kOk;
+  }
+  wire::fill_udp_checksum(std::span<std::byte>(rte_pktmbuf_mtod(m, std::byte*), m->data_len));
+  if (ack) {
+    enqueue(m, l.port, prio, o.more);
+    return SendStatus::kOk;
+  }
+  st_.sent[t][prio].add();
+  enqueue_kept(m, l.port, prio, o.more);  // no copy now: the retransmission timer sends it
   return SendStatus::kOk;
 }
 

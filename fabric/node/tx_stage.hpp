@@ -68,7 +68,30 @@ class TxStage {
   // otherwise the caller still does. `corr_id` is the request a response answers. `via`, when
   // given, receives the neighbour the frame leaves for.
   SendStatus send(rte_mbuf* m, NodeId dst, MsgType type, std::uint8_t prio, const SendOptions& o,
-                  std::uint32_t corr_id = 0, NodeId* via = nullptr) noexcept;
+                  std::uint32_t corr_id = 0, NodeId* via = nullptr) noexcept {
+    return send_frame(m, dst, type, prio, o, corr_id, via, nullptr);
+  }
+  // Reliable delivery's fields of a frame (reliable_stage.hpp).
+  struct Sequenced {
+    std::uint32_t session = 0, seq = 0, ack = 0;
+  };
+  // send() of a reliable frame: its header carries the kReliable flag, `sq` and a UDP checksum.
+  // On kOk the caller (the reliable stage) keeps a reference to `m` for retransmission; a port
+  // that hands the mbuf itself to its peer (ring) is given a copy, so the receiver never
+  // touches the kept one.
+  SendStatus send_reliable(rte_mbuf* m, NodeId dst, MsgType type, std::uint8_t prio, const SendOptions& o,
+                           std::uint32_t corr_id, const Sequenced& sq) noexcept {
+    return send_frame(m, dst, type, prio, o, corr_id, nullptr, &sq);
+  }
+  // Sends kept reliable frame `m` (headers at its data) again, to dense index `di`, over the
+  // link its route picks now, with its ack field set to `ack`. The caller keeps its reference.
+  // kBackpressure while the previous transmission still holds the mbuf or the lane is full.
+  SendStatus resend(rte_mbuf* m, std::uint32_t di, std::uint8_t prio, std::uint32_t ack) noexcept;
+  // An acknowledgement (payload at m's data) of `session` up to `ack` to `dst`, on lane `prio`.
+  SendStatus send_ack(rte_mbuf* m, NodeId dst, std::uint8_t prio, std::uint32_t session, std::uint32_t ack) noexcept {
+    const Sequenced sq{session, 0, ack};
+    return send_frame(m, dst, MsgType::kAck, prio, SendOptions{.never_shed = true}, 0, nullptr, &sq);
+  }
   // A `fabric` message to the peer of link `slot`, on that link (heartbeats, advertisements).
   // Never shed; a full lane refuses it (kBackpressure).
   SendStatus send_link(rte_mbuf* m, std::size_t slot, std::uint8_t prio) noexcept;
@@ -109,8 +132,15 @@ class TxStage {
     bool paired = false;
     bool csum_offload = false;
     bool chains = false;  // the port sends chained mbufs (RTE_ETH_TX_OFFLOAD_MULTI_SEGS)
+    bool shares = false;  // the port hands the mbuf itself to its peer (ring): no references kept
   };
 
+  SendStatus send_frame(rte_mbuf* m, NodeId dst, MsgType type, std::uint8_t prio, const SendOptions& o,
+                        std::uint32_t corr_id, NodeId* via, const Sequenced* sq) noexcept;
+  // A kept reliable frame on its way out of `port`: a reference, or a copy for a port that
+  // shares mbufs with its peer. False when no copy could be made (the frame waits for its
+  // retransmission).
+  bool enqueue_kept(rte_mbuf* m, std::size_t port, std::uint8_t prio, bool more) noexcept;
   bool refill() noexcept;
   // The first link slot that is up to the neighbour with dense index `peer_idx`; -1: none.
   int up_slot_to(std::uint32_t peer_idx) const noexcept {

@@ -71,6 +71,25 @@ Snapshot snapshot(const std::vector<const LcoreStats*>& lcores,
     }
     for (std::size_t j = 0; j < kMaxPorts; ++j) s.forwarded_port[j] += l->forwarded_port[j].get();
     s.fabric_rx += l->fabric_rx.get();
+    for (std::size_t p = 0; p < wire::kPriorities; ++p) {
+      const LcoreStats::Reliable& a = l->rel[p];
+      Snapshot::Reliable& b = s.rel[p];
+      b.sent += a.sent.get();
+      b.acked += a.acked.get();
+      b.failed += a.failed.get();
+      b.retransmits += a.retransmits.get();
+      b.fast_retransmits += a.fast_retransmits.get();
+      b.window_full += a.window_full.get();
+      b.in_order += a.in_order.get();
+      b.reordered += a.reordered.get();
+      b.duplicates += a.duplicates.get();
+      b.skipped += a.skipped.get();
+      b.beyond_window += a.beyond_window.get();
+      b.stale += a.stale.get();
+      b.acks_tx += a.acks_tx.get();
+      b.acks_rx += a.acks_rx.get();
+      b.acks_dropped += a.acks_dropped.get();
+    }
     s.fabric_tx += l->fabric_tx.get();
   }
   for (std::size_t p = 0; p < wire::kPriorities; ++p) {

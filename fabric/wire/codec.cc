@@ -58,6 +58,17 @@ inline std::uint16_t ipv4_header_sum(const std::byte* p) noexcept {
 
 }  // namespace
 
+void fill_udp_checksum(std::span<std::byte> frame) noexcept {
+  std::byte* udp = frame.data() + kUdpOff;
+  const std::size_t udp_len = frame.size() - kUdpOff;
+  store_be<std::uint16_t>(udp + 6, 0);
+  std::uint16_t c = udp_checksum(load_be<std::uint32_t>(frame.data() + kIpOff + 12),
+                                 load_be<std::uint32_t>(frame.data() + kIpOff + 16),
+                                 std::span<const std::byte>(udp, udp_len));
+  if (c == 0) c = 0xffff;  // RFC 768: a computed 0 is sent as all ones
+  store_be<std::uint16_t>(udp + 6, c);
+}
+
 std::uint16_t ipv4_checksum(std::span<const std::byte> ip_header) noexcept {
   if (ip_header.size() == kIpv4Len) return ipv4_header_sum(ip_header.data());
   return fold(sum16(ip_header, 0));
@@ -116,6 +127,7 @@ void encode_headers(std::span<std::byte, kOverhead> out, const Endpoints& ep, co
   store_le<std::uint32_t>(n + h::kCorrId, hdr.corr_id);
   store_le<std::uint64_t>(n + h::kTimestamp, hdr.timestamp_ns);
   store_le<std::uint16_t>(n + h::kPayloadLen, hdr.payload_len);
+  store_le<std::uint32_t>(n + h::kSession, hdr.session);
   std::memset(n + h::kReserved, 0, kHeaderLen - h::kReserved);
 }
 
@@ -154,7 +166,8 @@ Refusal decode(std::span<const std::byte> frame, const RxFilter& filter, Decoded
   if (load_le<std::uint16_t>(n + h::kMagic) != kMagic) return Refusal::kBadMagic;
   if (u8(n + h::kVersion) != kVersion) return Refusal::kBadVersion;
   const std::uint8_t type = u8(n + h::kType);
-  if ((type < kMsgTypeFirst || type > kMsgTypeLast) && type != static_cast<std::uint8_t>(MsgType::kFabric))
+  if ((type < kMsgTypeFirst || type > kMsgTypeLast) && type != static_cast<std::uint8_t>(MsgType::kFabric) &&
+      type != static_cast<std::uint8_t>(MsgType::kAck))
     return Refusal::kUnknownType;
   const std::uint8_t prio = u8(n + h::kPriority);
   if (prio >= kPriorities) return Refusal::kBadPriority;
@@ -181,9 +194,17 @@ Refusal decode(std::span<const std::byte> frame, const RxFilter& filter, Decoded
   if (src == kNodeNone || src == kBroadcast || (bcast && (mcast || dst != kBroadcast)) ||
       (!bcast && (dst == kNodeNone || dst == kBroadcast)))
     return Refusal::kBadAddress;
-  static_assert(kHeaderLen - h::kReserved == 6);
-  if ((load_le<std::uint32_t>(n + h::kReserved) | load_le<std::uint16_t>(n + h::kReserved + 4)) != 0)
-    return Refusal::kReservedSet;
+  static_assert(kHeaderLen - h::kReserved == 2);
+  if (load_le<std::uint16_t>(n + h::kReserved) != 0) return Refusal::kReservedSet;
+  // Reliable frames and acks: a session (and a sequence number) and a UDP checksum, so that a
+  // corrupted one is refused and sent again rather than delivered; no other frame has a session.
+  const std::uint32_t session = load_le<std::uint32_t>(n + h::kSession);
+  const bool reliable = (flags & flag::kReliable) != 0;
+  const bool ack = type == static_cast<std::uint8_t>(MsgType::kAck);
+  if ((reliable || ack) ? (session == 0 || (reliable && load_le<std::uint32_t>(n + h::kSeq) == 0) ||
+                           load_be<std::uint16_t>(udp + 6) == 0 || (ack && (reliable || bcast || mcast)))
+                        : session != 0)
+    return Refusal::kBadSequence;
   const std::uint8_t ttl = u8(n + h::kTtl);
   if (ttl == 0) return Refusal::kTtlExpired;
 
@@ -211,6 +232,7 @@ Refusal decode(std::span<const std::byte> frame, const RxFilter& filter, Decoded
   hd.corr_id = load_le<std::uint32_t>(n + h::kCorrId);
   hd.timestamp_ns = load_le<std::uint64_t>(n + h::kTimestamp);
   hd.payload_len = payload_len;
+  hd.session = session;
   out.payload = frame.subspan(kOverhead, payload_len);
   return Refusal::kNone;
 }
@@ -224,6 +246,7 @@ std::string_view to_string(MsgType t) noexcept {
     case MsgType::kResourceRequest: return "request";
     case MsgType::kResponse: return "response";
     case MsgType::kFabric: return "fabric";
+    case MsgType::kAck: return "ack";
   }
   return "unknown";
 }
@@ -264,6 +287,7 @@ std::string_view to_string(Refusal r) noexcept {
     case Refusal::kPayloadLength: return "payload_length";
     case Refusal::kBadFragment: return "bad_fragment";
     case Refusal::kBadAddress: return "bad_address";
+    case Refusal::kBadSequence: return "bad_sequence";
     case Refusal::kTtlExpired: return "ttl_expired";
     case Refusal::kBadFabric: return "bad_fabric";
     case Refusal::kUnknownSource: return "unknown_source";

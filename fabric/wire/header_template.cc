@@ -61,6 +61,7 @@ void HeaderTemplate::write(std::byte* out, const Header& hdr, bool ip_checksum) 
   store_le<std::uint32_t>(n + h::kCorrId, hdr.corr_id);
   store_le<std::uint64_t>(n + h::kTimestamp, hdr.timestamp_ns);
   store_le<std::uint16_t>(n + h::kPayloadLen, hdr.payload_len);
+  store_le<std::uint32_t>(n + h::kSession, hdr.session);
 }
 
 }  // namespace nerve::wire

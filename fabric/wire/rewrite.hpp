@@ -3,8 +3,8 @@
 //   - IPv4: TTL - 1, and for a broadcast or multicast copy the destination address becomes the
 //     next hop's (each copy is addressed to the neighbour that receives it); the header checksum
 //     is updated incrementally (RFC 1624, eqn. 3), not recomputed;
-//   - UDP: a non-zero checksum is cleared (RFC 768 allows 0 over IPv4; nerve senders never set
-//     one, and the receiver verified it before forwarding);
+//   - UDP: a non-zero checksum (reliable frames and acks) is updated incrementally for the new
+//     nerve TTL and IPv4 destination, so it still covers the datagram end to end; 0 stays 0;
 //   - nerve header: TTL - 1.
 // No DPDK: unit-tested against encode_headers.
 #pragma once

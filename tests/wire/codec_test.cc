@@ -38,11 +38,15 @@ Header header(MsgType t = MsgType::kCommand, std::uint8_t prio = 0, std::uint16_
   return h;
 }
 
-std::vector<std::byte> build(const Endpoints& ep, const Header& h) {
+// A reliable frame (or an ack) gets a session and a UDP checksum, as senders give it.
+std::vector<std::byte> build(const Endpoints& ep, Header h) {
   const bool enc = (h.flags & flag::kEncrypted) != 0;
+  const bool sequenced = (h.flags & flag::kReliable) != 0 || h.type == MsgType::kAck;
+  if (sequenced && h.session == 0) h.session = 0x0a0b0c0d;
   std::vector<std::byte> f(frame_len(h.payload_len, enc));
   encode_headers(std::span<std::byte, kOverhead>(f.data(), kOverhead), ep, h);
   for (std::size_t i = kOverhead; i < f.size(); ++i) f[i] = std::byte(static_cast<std::uint8_t>(i * 7));
+  if (sequenced) fill_udp_checksum(f);
   return f;
 }
 
@@ -98,6 +102,7 @@ TEST_CASE("every type, priority and flag combination round-trips", "[wire]") {
         CHECK(d.hdr.ttl == 8);
         CHECK(d.hdr.frag_index == h.frag_index);
         CHECK(d.hdr.frag_count == h.frag_count);
+        CHECK(d.hdr.session == ((fl & flag::kReliable) ? 0x0a0b0c0du : 0u));
         CHECK(d.hdr.timestamp_ns == h.timestamp_ns);
         CHECK(d.hdr.payload_len == h.payload_len);
         CHECK(d.ep.src_mac == ep.src_mac);
@@ -176,11 +181,12 @@ TEST_CASE("each class of malformed frame is refused with its reason", "[wire]") 
   CHECK(mutate([](auto& f) { f[kHdr] = std::byte{'X'}; }) == Refusal::kBadMagic);
   CHECK(mutate([](auto& f) { f[kHdr + 2] = std::byte{2}; }) == Refusal::kBadVersion);
   CHECK(mutate([](auto& f) { f[kHdr + 3] = std::byte{0}; }) == Refusal::kUnknownType);
-  CHECK(mutate([](auto& f) { f[kHdr + 3] = std::byte{8}; }) == Refusal::kUnknownType);  // 7 is `fabric`
+  CHECK(mutate([](auto& f) { f[kHdr + 3] = std::byte{9}; }) == Refusal::kUnknownType);  // 7 fabric, 8 ack
   CHECK(mutate([](auto& f) { f[kHdr + 4] = std::byte{5}; }) == Refusal::kBadPriority);
   CHECK(mutate([](auto& f) { f[kHdr + 4] = std::byte{0}; }) == Refusal::kDscpMismatch);
   CHECK(mutate([](auto& f) { f[kHdr + 5] = std::byte{0x40}; }) == Refusal::kUnknownFlags);
-  CHECK(mutate([](auto& f) { f[kHdr + 45] = std::byte{1}; }) == Refusal::kReservedSet);
+  CHECK(mutate([](auto& f) { f[kHdr + 47] = std::byte{1}; }) == Refusal::kReservedSet);
+  CHECK(mutate([](auto& f) { f[kHdr + 45] = std::byte{1}; }) == Refusal::kBadSequence);  // a session, not reliable
   CHECK(mutate([](auto& f) { f[kHdr + 40] = std::byte{41}; }) == Refusal::kPayloadLength);
   CHECK(mutate([](auto& f) { f[kHdr + 5] = std::byte{flag::kEncrypted}; }) == Refusal::kPayloadLength);
   CHECK(mutate([](auto& f) { f[kHdr + 15] = std::byte{2}; }) == Refusal::kBadFragment);
@@ -189,6 +195,38 @@ TEST_CASE("each class of malformed frame is refused with its reason", "[wire]") 
   CHECK(mutate([](auto& f) { f[kHdr + 5] = std::byte{flag::kBroadcast}; }) == Refusal::kBadAddress);
   CHECK(mutate([](auto& f) { f[kHdr + 10] = f[kHdr + 11] = std::byte{0xff}; }) == Refusal::kBadAddress);
   CHECK(mutate([](auto& f) { f[kHdr + 6] = std::byte{0}; }) == Refusal::kTtlExpired);
+}
+
+TEST_CASE("reliable frames and acks carry a session, a sequence number and a UDP checksum", "[wire]") {
+  Header h = header(MsgType::kStatus, 1, 24);
+  h.flags = flag::kReliable;
+  const auto good = build(endpoints(), h);
+  Decoded d;
+  std::vector<std::byte> copy(good);
+  REQUIRE(decode(copy, kFilter, d) == Refusal::kNone);
+  CHECK(d.hdr.session == 0x0a0b0c0du);
+  CHECK(d.hdr.seq == 0x01020304u);
+  // Without a checksum, a session or a sequence number: refused.
+  auto f = good;
+  f[kEthLen + kIpv4Len + 6] = f[kEthLen + kIpv4Len + 7] = std::byte{0};
+  CHECK(decode_copy(f) == Refusal::kBadSequence);
+  Header no_seq = h;
+  no_seq.seq = 0;
+  CHECK(decode_copy(build(endpoints(), no_seq)) == Refusal::kBadSequence);
+  // Any bit flipped past the IPv4 header is caught by the checksum (or a field's own check).
+  for (std::size_t byte = kEthLen + kIpv4Len; byte < good.size(); ++byte) {
+    for (int bit = 0; bit < 8; ++bit) {
+      auto g = good;
+      g[byte] ^= std::byte(1u << bit);
+      INFO("byte " << byte << " bit " << bit);
+      CHECK(decode_copy(g) != Refusal::kNone);
+    }
+  }
+  // An ack: a session, no reliable flag, unicast.
+  Header a = header(MsgType::kAck, 1, 8);
+  CHECK(decode_copy(build(endpoints(), a)) == Refusal::kNone);
+  a.flags = flag::kReliable;
+  CHECK(decode_copy(build(endpoints(), a)) == Refusal::kBadSequence);
 }
 
 TEST_CASE("flags of features a node does not run are refused, each one", "[wire]") {

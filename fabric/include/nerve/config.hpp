@@ -154,6 +154,9 @@ struct Cluster {
   std::uint32_t heartbeat_miss = 3;   // [1, 1000]
   std::uint32_t lsa_refresh_ms = 5000;  // [100, 3600000]
   std::uint8_t ttl = 8;               // hops a frame may take, [1, 255]
+  // Reliable delivery: a message unacknowledged this long is given up and reported to its
+  // sender (Node::on_delivery_failure). [1, 3600000]
+  std::uint32_t reliable_give_up_ms = 1000;
   std::array<RouteMetric, wire::kPriorities> route_metric{RouteMetric::kDelay, RouteMetric::kDelay,
                                                           RouteMetric::kDelay, RouteMetric::kLoad, RouteMetric::kLoad};
   std::filesystem::path source;       // the file it was read from

@@ -66,6 +66,23 @@ struct SendOptions {
   // A message to a service with the hash policy: its affinity key (one key, one instance while
   // that instance lives). Other policies ignore it.
   std::uint64_t key = 0;
+  // Reliable delivery (docs/architecture.md, "Reliable delivery"): sequenced per (destination,
+  // lane), acknowledged, sent again until acknowledged, delivered once and in order; a message
+  // that cannot be delivered is reported (Node::on_delivery_failure). Unreliable (the default)
+  // suits data where only the newest value matters. Unicast sends only (send, respond).
+  bool reliable = false;
+};
+
+// A reliable message that could not be delivered: unacknowledged for the cluster's
+// reliable_give_up_ms (its destination down or unreachable, or every retry lost). Reported
+// once, on the sender's datapath thread. It may have arrived (only its acknowledgements lost);
+// it was never delivered out of order.
+struct DeliveryFailure {
+  std::uint16_t dst;
+  std::uint8_t priority;
+  std::uint16_t channel;
+  std::uint32_t msg_id;
+  std::uint32_t seq;       // its sequence number in the (dst, priority) session
 };
 
 // A request (kCommand or kResourceRequest) sent to a service that will not be answered: its
@@ -321,6 +338,8 @@ class Node {
   void on_message(Handler h);
   // Called on the datapath thread for every service request reported failed.
   void on_service_failure(std::function<void(const ServiceFailure&)> h);
+  // Called on the datapath thread for every reliable message given up (DeliveryFailure).
+  void on_delivery_failure(std::function<void(const DeliveryFailure&)> h);
   std::optional<RxMessage> recv() noexcept;
 
   // One iteration of the datapath loop (docs/architecture.md, "The node as stages"): TX, RX

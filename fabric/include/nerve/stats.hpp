@@ -50,6 +50,24 @@ struct alignas(64) LcoreStats {
   std::array<Counter, wire::kPriorities> forward_dropped;  // transit frames dropped: a full P0-P2 lane
   std::array<Histogram, wire::kPriorities> transit_ns;  // forwarded frames: sender timestamp to this hop
   Counter fabric_rx, fabric_tx;                         // heartbeats and advertisements
+  // Reliable delivery (fabric/node/reliable_stage.hpp), by lane.
+  struct Reliable {
+    Counter sent;            // reliable messages sent (first transmissions)
+    Counter acked;           // ... acknowledged by their receiver
+    Counter failed;          // ... given up (reported: Node::on_delivery_failure)
+    Counter retransmits;     // frames sent again after their timeout
+    Counter fast_retransmits;  // frames sent again on a gap the receiver reported
+    Counter window_full;     // sends refused: kWindow frames unacknowledged (back-pressure)
+    Counter in_order;        // received and delivered in order
+    Counter reordered;       // received ahead of a gap, held until it filled
+    Counter duplicates;      // received again (a retransmission or a duplicated frame): dropped
+    Counter skipped;         // gaps the sender gave up on (its frames reported failed there)
+    Counter beyond_window;   // received too far ahead: dropped, sent again later
+    Counter stale;           // frames and acks of an older session: dropped
+    Counter acks_tx, acks_rx;
+    Counter acks_dropped;    // acks not sent (lane full, no route): the next one covers them
+  };
+  std::array<Reliable, wire::kPriorities> rel;
 };
 
 struct LaneSummary {
@@ -70,6 +88,12 @@ struct Snapshot {
   std::array<std::uint64_t, kMaxPorts> forwarded_port{};
   std::array<LaneSummary, wire::kPriorities> transit{};  // forwarded frames: latency to this hop
   std::uint64_t fabric_rx = 0, fabric_tx = 0;
+  struct Reliable {
+    std::uint64_t sent = 0, acked = 0, failed = 0, retransmits = 0, fast_retransmits = 0, window_full = 0,
+                  in_order = 0, reordered = 0, duplicates = 0, skipped = 0, beyond_window = 0, stale = 0,
+                  acks_tx = 0, acks_rx = 0, acks_dropped = 0;
+  };
+  std::array<Reliable, wire::kPriorities> rel{};
 
   std::uint64_t refused_total() const noexcept;
   std::uint64_t delivered_total() const noexcept;

@@ -42,6 +42,10 @@ enum class MsgType : std::uint8_t {
   // The fabric's own control traffic between neighbours (heartbeats, link state); handled by
   // the node, never delivered to applications, never sent by them.
   kFabric = 7,
+  // Reliable delivery's acknowledgement (fabric/node/reliable_stage.hpp): from the receiver of a
+  // reliable session to its sender, routed end to end like any unicast; never delivered to
+  // applications, never sent by them.
+  kAck = 8,
 };
 // Application message types: kMsgTypeFirst .. kMsgTypeLast.
 inline constexpr std::uint8_t kMsgTypeFirst = 1;
@@ -95,6 +99,10 @@ struct Header {
   std::uint32_t corr_id = 0;         // in a response: the msg_id of the request
   std::uint64_t timestamp_ns = 0;    // sender's clock when the frame was built
   std::uint16_t payload_len = 0;
+  // A reliable frame: the sender's session on this lane, to this destination (newer sessions
+  // have larger values, in serial-number order); an ack: the session it acknowledges. 0 on
+  // every other frame.
+  std::uint32_t session = 0;
 };
 
 // Why a frame was refused. Every received frame is either delivered (or, later, forwarded) or
@@ -125,6 +133,8 @@ enum class Refusal : std::uint8_t {
   kPayloadLength,    // payload length disagrees with the UDP length
   kBadFragment,      // fragment fields inconsistent
   kBadAddress,       // source node 0, or destination inconsistent with the flags
+  kBadSequence,      // reliable frame without session or sequence number, an ack without session,
+                     // a session on another frame, or either without a UDP checksum
   kTtlExpired,
   // --- the node's stages
   kBadFabric,        // a fabric message that does not parse, or not from a neighbour on that port
@@ -171,6 +181,11 @@ Refusal decode(std::span<const std::byte> frame, const RxFilter& filter, Decoded
 constexpr std::size_t frame_len(std::size_t payload, bool encrypted = false) noexcept {
   return kOverhead + payload + (encrypted ? kTagLen : 0);
 }
+
+// Fills in the UDP checksum of a whole frame (headers and payload contiguous at `frame`, IPv4
+// header complete): reliable frames and acks carry one, so corruption anywhere in the UDP
+// datagram is refused rather than delivered.
+void fill_udp_checksum(std::span<std::byte> frame) noexcept;
 
 // RFC 1071 ones'-complement sum, folded and complemented.
 std::uint16_t ipv4_checksum(std::span<const std::byte> ip_header) noexcept;

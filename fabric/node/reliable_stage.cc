@@ -1,0 +1,359 @@
+#include "reliable_stage.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <random>
+
+#include "../wire/bytes.hpp"
+#include "../wire/layout.hpp"
+
+namespace nerve::node {
+namespace {
+
+constexpr std::uint32_t kMask = ReliableStage::kWindow - 1;
+static_assert((ReliableStage::kWindow & kMask) == 0, "the window is a power of two");
+constexpr std::size_t kAckPayload = 8;  // 64 selective bits: sequence numbers ack+1 .. ack+64
+
+// Serial-number order (RFC 1982): a before b.
+constexpr bool before(std::uint32_t a, std::uint32_t b) noexcept { return static_cast<std::int32_t>(a - b) < 0; }
+
+}  // namespace
+
+ReliableStage::ReliableStage(const config::Cluster& c, const config::Node& cfg, Routing& r, TxStage& tx,
+                             DeliverStage& deliver, stats::LcoreStats& st)
+    : r_(r), tx_(tx), deliver_(deliver), st_(st),
+      give_up_ns_(std::uint64_t{c.reliable_give_up_ms} * 1'000'000u),
+      first_session_(std::random_device{}() | 1u),  // each start of the node its own session
+      peers_(r.topo.size()),
+      timer_(&ReliableStage::fire, this) {
+  for (unsigned l = 0; l < wire::kPriorities; ++l) budget_ns_[l] = std::uint64_t{cfg.lane_budget_us[l]} * 1000u;
+  active_.reserve(peers_.size());
+  ack_due_.reserve(peers_.size() * wire::kPriorities);
+  blocked_.reserve(peers_.size() * wire::kPriorities);
+}
+
+ReliableStage::~ReliableStage() {
+  for (auto& p : peers_) {
+    if (!p) continue;
+    for (TxSession& t : p->tx)
+      for (TxEntry& e : t.win)
+        if (e.m) rte_pktmbuf_free(e.m);
+    for (RxSession& s : p->rx)
+      for (std::uint32_t i = 0; i < kWindow; ++i)
+        if (s.has[i]) rte_pktmbuf_free(s.held[i].m);
+  }
+}
+
+ReliableStage::Peer& ReliableStage::peer(std::uint32_t di) {
+  if (!peers_[di]) [[unlikely]] {
+    peers_[di] = std::make_unique<Peer>();  // once per peer (see the header)
+    for (TxSession& t : peers_[di]->tx) t.session = first_session_;
+  }
+  return *peers_[di];
+}
+
+std::uint64_t ReliableStage::rto_ns(const Peer& p, std::uint8_t prio) const noexcept {
+  const std::uint64_t hi = std::max(kMinRtoNs, budget_ns_[prio] / 2);
+  if (p.srtt_ns == 0) return hi;  // no round trip measured yet: half the lane's budget
+  return std::clamp(p.srtt_ns + 4 * p.rttvar_ns, kMinRtoNs, hi);
+}
+
+std::uint64_t ReliableStage::unacked() const noexcept {
+  std::uint64_t n = 0;
+  for (const auto& p : peers_)
+    if (p)
+      for (const TxSession& t : p->tx) n += t.next - t.base;
+  return n;
+}
+
+// ---- sender ---------------------------------------------------------------------------------
+
+SendStatus ReliableStage::send(rte_mbuf* m, NodeId dst, MsgType type, std::uint8_t prio, const SendOptions& o,
+                               std::uint32_t corr_id) noexcept {
+  const std::uint32_t di = r_.index(dst);
+  if (di == route::kNoIndex || di == r_.self_idx || prio >= wire::kPriorities) return SendStatus::kNoRoute;
+  Peer& p = peer(di);
+  TxSession& t = p.tx[prio];
+  if (t.next - t.base >= kWindow) {
+    st_.rel[prio].window_full.add();
+    return SendStatus::kBackpressure;
+  }
+  const std::uint32_t msg_id = tx_.next_msg_id();
+  const SendStatus s = tx_.send_reliable(m, dst, type, prio, o, corr_id, TxStage::Sequenced{t.session, t.next, t.base});
+  if (s != SendStatus::kOk) return s;
+  // The frame's headers carry its send timestamp, the time the retransmission timer counts from.
+  const std::uint64_t now = wire::bytes::load_le<std::uint64_t>(
+      rte_pktmbuf_mtod_offset(m, const std::byte*, wire::layout::kHdrOff + wire::layout::hdr::kTimestamp));
+  t.win[t.next & kMask] = TxEntry{m, now, now, msg_id, o.channel, 0, false};
+  ++t.next;
+  st_.rel[prio].sent.add();
+  if (!p.active) {
+    p.active = true;
+    active_.push_back(di);
+  }
+  timer_.arm_before(now + rto_ns(p, prio));
+  return SendStatus::kOk;
+}
+
+void ReliableStage::advance(TxSession& t) noexcept {
+  while (t.base != t.next && t.win[t.base & kMask].m == nullptr) ++t.base;
+}
+
+void ReliableStage::retransmit(std::uint32_t di, std::uint8_t prio, TxEntry& e, std::uint64_t now_ns,
+                               bool fast) noexcept {
+  const TxSession& t = peers_[di]->tx[prio];
+  if (tx_.resend(e.m, di, prio, t.base) != SendStatus::kOk) return;  // busy, full or no route: the timer tries again
+  e.sent_ns = now_ns;
+  if (e.retries < 255) ++e.retries;
+  (fast ? st_.rel[prio].fast_retransmits : st_.rel[prio].retransmits).add();
+}
+
+void ReliableStage::give_up(std::uint32_t di, std::uint8_t prio, std::uint32_t seq, TxEntry& e) noexcept {
+  st_.rel[prio].failed.add();
+  const DeliveryFailure f{r_.topo.id(di), prio, e.channel, e.msg_id, seq};
+  rte_pktmbuf_free(e.m);
+  e.m = nullptr;
+  if (on_failure_) on_failure_(f);
+}
+
+void ReliableStage::fire(void* self, std::uint64_t now_ns) noexcept { static_cast<ReliableStage*>(self)->scan(now_ns); }
+
+void ReliableStage::scan(std::uint64_t now_ns) noexcept {
+  std::uint64_t next_due = Timer::kNever;
+  for (std::size_t k = 0; k < active_.size();) {
+    const std::uint32_t di = active_[k];
+    Peer& p = *peers_[di];
+    bool any = false;
+    for (std::uint8_t prio = 0; prio < wire::kPriorities; ++prio) {
+      TxSession& t = p.tx[prio];
+      const std::uint64_t rto = rto_ns(p, prio);
+      bool gave_up = false;
+      for (std::uint32_t seq = t.base; seq != t.next; ++seq) {
+        TxEntry& e = t.win[seq & kMask];
+        if (!e.m) continue;
+        if (now_ns - e.first_ns >= give_up_ns_) {
+          give_up(di, prio, seq, e);
+          gave_up = true;
+          continue;
+        }
+        if (e.sacked) continue;
+        const std::uint64_t wait = rto << std::min<unsigned>(e.retries, kMaxBackoff);
+        if (now_ns - e.sent_ns >= wait) retransmit(di, prio, e, now_ns, false);
+        const std::uint64_t due = e.sent_ns + (rto << std::min<unsigned>(e.retries, kMaxBackoff));
+        next_due = std::min(next_due, std::max(due, now_ns + kMinRtoNs / 4));
+      }
+      advance(t);
+      // The receiver learns what was given up from the ack field of the next frame it gets:
+      // send the oldest one still held again now (the rest may be all it already holds).
+      if (gave_up && t.base != t.next) retransmit(di, prio, t.win[t.base & kMask], now_ns, false);
+      any |= t.base != t.next;
+    }
+    if (!any) {  // nothing in flight to this peer any more
+      p.active = false;
+      active_[k] = active_.back();
+      active_.pop_back();
+    } else {
+      ++k;
+    }
+  }
+  if (next_due != Timer::kNever) timer_.arm_before(next_due);
+}
+
+void ReliableStage::on_ack(const RxItem& it, std::uint64_t now_ns) noexcept {
+  const wire::Header& h = it.d.hdr;
+  const std::uint8_t prio = h.priority;
+  const std::uint32_t di = r_.index(h.src_node);
+  st_.rel[prio].acks_rx.add();
+  if (!peers_[di] || it.d.payload.size() != kAckPayload) [[unlikely]] {
+    st_.rel[prio].stale.add();  // nothing was sent to it reliably (or a malformed ack)
+    return;
+  }
+  Peer& p = *peers_[di];
+  TxSession& t = p.tx[prio];
+  if (h.session != t.session || before(t.next, h.ack)) [[unlikely]] {
+    st_.rel[prio].stale.add();
+    return;
+  }
+  // Cumulative: everything before h.ack arrived.
+  for (std::uint32_t seq = t.base; before(seq, h.ack); ++seq) {
+    TxEntry& e = t.win[seq & kMask];
+    if (!e.m) continue;
+    if (e.retries == 0 && now_ns > e.sent_ns) {  // Karn: only frames sent once measure the round trip
+      const std::uint64_t sample = now_ns - e.sent_ns;
+      if (p.srtt_ns == 0) {
+        p.srtt_ns = sample;
+        p.rttvar_ns = sample / 2;
+      } else {
+        const std::uint64_t dev = sample > p.srtt_ns ? sample - p.srtt_ns : p.srtt_ns - sample;
+        p.rttvar_ns = (3 * p.rttvar_ns + dev) / 4;
+        p.srtt_ns = (7 * p.srtt_ns + sample) / 8;
+      }
+    }
+    rte_pktmbuf_free(e.m);
+    e.m = nullptr;
+    st_.rel[prio].acked.add();
+  }
+  if (before(t.base, h.ack)) t.base = h.ack;
+  advance(t);
+  // Selective: frames the receiver holds; a gap before any of them is lost (or late): send it
+  // again now unless it was sent within the last round trip.
+  std::uint64_t sack = 0;
+  std::memcpy(&sack, it.d.payload.data(), kAckPayload);
+  if (sack == 0) return;
+  std::uint32_t last = h.ack;
+  for (unsigned b = 0; b < 64; ++b) {
+    if (!((sack >> b) & 1u)) continue;
+    const std::uint32_t seq = h.ack + 1 + b;
+    if (!before(seq, t.next)) break;
+    if (before(seq, t.base)) continue;  // an old (late, reordered) ack: that slot is a newer frame's now
+    TxEntry& e = t.win[seq & kMask];
+    if (e.m) e.sacked = true;
+    last = seq;
+  }
+  const std::uint64_t recent = p.srtt_ns != 0 ? p.srtt_ns : kMinRtoNs;
+  for (std::uint32_t seq = t.base; before(seq, last); ++seq) {
+    TxEntry& e = t.win[seq & kMask];
+    if (e.m && !e.sacked && now_ns - e.sent_ns >= recent) retransmit(di, prio, e, now_ns, true);
+  }
+}
+
+// ---- receiver -------------------------------------------------------------------------------
+
+void ReliableStage::deliver(RxItem& it, std::uint64_t now_ns) noexcept {
+  out_[out_n_++] = it;
+  if (out_n_ == kBurst) flush_out(now_ns);
+}
+
+void ReliableStage::flush_out(std::uint64_t now_ns) noexcept {
+  if (out_n_ == 0) return;
+  const std::uint16_t n = out_n_;
+  out_n_ = 0;
+  deliver_.run(out_.data(), n, now_ns);
+}
+
+void ReliableStage::release(RxSession& s, std::uint8_t prio, std::uint64_t now_ns) noexcept {
+  while (s.has[s.expected & kMask]) {
+    if (deliver_.space() <= out_n_) return;  // no room: the frames wait here (pump())
+    const std::uint32_t slot = s.expected & kMask;
+    s.has[slot] = false;
+    ++s.expected;
+    st_.rel[prio].in_order.add();
+    deliver(s.held[slot], now_ns);
+  }
+}
+
+void ReliableStage::on_data(RxItem& it, std::uint64_t now_ns) noexcept {
+  const wire::Header& h = it.d.hdr;
+  const std::uint8_t prio = h.priority;
+  const std::uint32_t di = r_.index(h.src_node);
+  Peer& p = peer(di);
+  RxSession& s = p.rx[prio];
+  if (s.session != h.session) {
+    if (h.session == s.prev_session) {  // the sender's previous incarnation, still in flight
+      st_.rel[prio].stale.add();
+      rte_pktmbuf_free(it.m);
+      return;
+    }
+    // A new session (the sender started, or restarted): what an older one left is dropped.
+    for (std::uint32_t i = 0; i < kWindow; ++i)
+      if (s.has[i]) rte_pktmbuf_free(s.held[i].m);
+    s.has.reset();
+    s.prev_session = s.session;
+    s.session = h.session;
+    s.expected = h.ack;  // the oldest frame the sender still holds
+  }
+  if (!s.ack_due) {
+    s.ack_due = true;
+    ack_due_.emplace_back(di, prio);
+  }
+  // The sender gave up on frames before h.ack: skip them.
+  if (before(s.expected, h.ack)) {
+    for (std::uint32_t seq = s.expected; before(seq, h.ack); ++seq) {
+      const std::uint32_t slot = seq & kMask;
+      if (s.has[slot]) {
+        s.has[slot] = false;
+        rte_pktmbuf_free(s.held[slot].m);  // reported failed to its sender: not delivered late
+      }
+    }
+    st_.rel[prio].skipped.add();
+    s.expected = h.ack;
+  }
+  const std::uint32_t seq = h.seq;
+  if (before(seq, s.expected) || s.has[seq & kMask]) {
+    st_.rel[prio].duplicates.add();
+    rte_pktmbuf_free(it.m);
+    return;
+  }
+  if (seq - s.expected >= kWindow) {
+    st_.rel[prio].beyond_window.add();
+    rte_pktmbuf_free(it.m);
+    return;
+  }
+  if (seq != s.expected) st_.rel[prio].reordered.add();
+  s.held[seq & kMask] = it;
+  s.has[seq & kMask] = true;
+  release(s, prio, now_ns);
+  if (s.has[s.expected & kMask] && !s.blocked) {
+    s.blocked = true;
+    blocked_.emplace_back(di, prio);
+  }
+}
+
+void ReliableStage::run(RxItem* items, std::uint16_t n, std::uint64_t now_ns) noexcept {
+  for (std::uint16_t i = 0; i < n; ++i) {
+    RxItem& it = items[i];
+    const wire::Header& h = it.d.hdr;
+    if (h.type == MsgType::kAck) [[unlikely]] {
+      on_ack(it, now_ns);
+      rte_pktmbuf_free(it.m);
+    } else if ((h.flags & wire::flag::kReliable) != 0) {
+      on_data(it, now_ns);
+    } else {
+      deliver(it, now_ns);
+    }
+  }
+  flush_out(now_ns);
+  send_acks();
+}
+
+void ReliableStage::pump(std::uint64_t now_ns) noexcept {
+  for (std::size_t k = 0; k < blocked_.size();) {
+    const auto [di, prio] = blocked_[k];
+    RxSession& s = peers_[di]->rx[prio];
+    release(s, prio, now_ns);
+    flush_out(now_ns);
+    if (s.has[s.expected & kMask] && deliver_.space() == 0) return;  // still no room
+    if (!s.has[s.expected & kMask]) {
+      s.blocked = false;
+      blocked_[k] = blocked_.back();
+      blocked_.pop_back();
+    } else {
+      ++k;
+    }
+  }
+}
+
+void ReliableStage::send_acks() noexcept {
+  for (const auto& [di, prio] : ack_due_) {
+    RxSession& s = peers_[di]->rx[prio];
+    s.ack_due = false;
+    rte_mbuf* m = tx_.alloc(kAckPayload);
+    if (!m) {
+      st_.rel[prio].acks_dropped.add();
+      continue;
+    }
+    std::uint64_t sack = 0;
+    for (unsigned b = 0; b < 64; ++b)
+      if (s.has[(s.expected + 1 + b) & kMask]) sack |= std::uint64_t{1} << b;
+    std::memcpy(rte_pktmbuf_mtod(m, void*), &sack, kAckPayload);
+    if (tx_.send_ack(m, r_.topo.id(di), prio, s.session, s.expected) == SendStatus::kOk) {
+      st_.rel[prio].acks_tx.add();
+    } else {
+      rte_pktmbuf_free(m);
+      st_.rel[prio].acks_dropped.add();  // the sender's timer, or the next ack, covers it
+    }
+  }
+  ack_due_.clear();
+}
+
+}  // namespace nerve::node

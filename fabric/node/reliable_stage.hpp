@@ -1,0 +1,150 @@
+// The reliable stage: sequencing, acknowledgement, retransmission and in-order delivery, per
+// (peer, lane) session, end to end (transit nodes forward reliable frames and acks like any
+// other; docs/architecture.md, "Reliable delivery").
+//
+// Sender, per destination and lane: the next sequence number and a window of kWindow frames
+// sent and not yet acknowledged, each kept by reference (zero copy: the mbuf that was sent is
+// the one sent again). A frame is sent again
+//   - at once when the receiver reports a gap before frames it has (its ack's selective bits),
+//   - when unacknowledged for the lane's retransmission timeout: the measured round trip
+//     (smoothed, plus four deviations) clamped to [kMinRtoNs, the lane's budget / 2], doubling
+//     with each retry of the same frame;
+// and given up when unacknowledged for the cluster's reliable_give_up_ms (the peer is down, or
+// unreachable): reported once (Node::on_delivery_failure) and counted, never silent. Every data
+// frame's ack field carries the oldest sequence number the sender still holds, so a receiver
+// skips what the sender gave up on. A full window refuses the send (kBackpressure): a sender
+// never has more than kWindow frames in flight per lane, which the receiver can always hold.
+//
+// Receiver, per source and lane: the next sequence number to deliver and a window of frames
+// received ahead of it. In order: delivered; ahead: held until the gap fills; behind or held
+// already: a duplicate, dropped. After each burst an ack (cumulative, plus 64 selective bits
+// after it) goes to every source heard from; one that reports a gap is the negative
+// acknowledgement that triggers the sender's retransmission.
+//
+// Sessions: each start of a node draws a random session number for its senders; a receiver
+// that sees a new one starts afresh from the frame's ack field, and drops late frames of the
+// session before (stale). Acks name the session they acknowledge.
+//
+// Owner thread only. Session state is allocated the first time a peer is sent to or heard
+// from reliably (once per peer, about 200 kB); nothing else allocates.
+#pragma once
+
+#include <rte_mbuf.h>
+
+#include <array>
+#include <bitset>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "deliver_stage.hpp"
+#include "nerve/node.hpp"
+#include "routing.hpp"
+#include "rx_item.hpp"
+#include "timer_stage.hpp"
+#include "tx_stage.hpp"
+
+namespace nerve::node {
+
+class ReliableStage {
+ public:
+  static constexpr std::uint32_t kWindow = 256;        // frames in flight per (peer, lane)
+  static constexpr std::uint64_t kMinRtoNs = 20'000;   // no retransmission sooner than this
+  static constexpr unsigned kMaxBackoff = 10;          // a retry waits at most 2^10 timeouts
+
+  ReliableStage(const config::Cluster& c, const config::Node& cfg, Routing& r, TxStage& tx, DeliverStage& deliver,
+                stats::LcoreStats& st);
+  ~ReliableStage();
+  ReliableStage(const ReliableStage&) = delete;
+  ReliableStage& operator=(const ReliableStage&) = delete;
+
+  Timer& timer() noexcept { return timer_; }
+  void on_failure(std::function<void(const DeliveryFailure&)> h) { on_failure_ = std::move(h); }
+
+  // A reliable send (Node::send with SendOptions::reliable). On kOk the stage owns `m`.
+  SendStatus send(rte_mbuf* m, NodeId dst, MsgType type, std::uint8_t prio, const SendOptions& o,
+                  std::uint32_t corr_id = 0) noexcept;
+
+  // Whether a burst holds anything for this stage (a reliable frame or an ack).
+  static bool wanted(const RxItem* items, std::uint16_t n) noexcept {
+    std::uint8_t any = 0;
+    for (std::uint16_t i = 0; i < n; ++i)
+      any |= static_cast<std::uint8_t>((items[i].d.hdr.flags & wire::flag::kReliable) |
+                                       (items[i].d.hdr.type == MsgType::kAck));
+    return any != 0;
+  }
+  // The frames for this node of one burst: acks are taken, reliable frames put in order, and
+  // everything deliverable handed to the deliver stage (in order per session); then the acks
+  // this burst owes are sent.
+  void run(RxItem* items, std::uint16_t n, std::uint64_t now_ns) noexcept;
+  // Held frames the deliver stage had no room for last time (recv() without a handler).
+  void pump(std::uint64_t now_ns) noexcept;
+
+  std::uint64_t unacked() const noexcept;  // frames sent and not yet acknowledged or given up
+
+ private:
+  struct TxEntry {
+    rte_mbuf* m = nullptr;       // kept reference; nullptr: acknowledged or given up
+    std::uint64_t first_ns = 0;  // first transmission
+    std::uint64_t sent_ns = 0;   // latest transmission
+    std::uint32_t msg_id = 0;
+    std::uint16_t channel = 0;
+    std::uint8_t retries = 0;
+    bool sacked = false;         // the receiver holds it (selective ack)
+  };
+  struct TxSession {
+    std::uint32_t session = 0;
+    std::uint32_t base = 1, next = 1;  // [base, next): sent, not yet acknowledged or given up
+    std::array<TxEntry, kWindow> win{};
+  };
+  struct RxSession {
+    std::uint32_t session = 0;   // 0: none heard yet
+    std::uint32_t prev_session = 0;  // the one before: its late frames are stale
+    std::uint32_t expected = 1;  // the next sequence number to deliver
+    std::array<RxItem, kWindow> held{};
+    std::bitset<kWindow> has;
+    bool ack_due = false;
+    bool blocked = false;        // in blocked_: in-order frames wait for room to deliver
+  };
+  struct Peer {
+    std::array<TxSession, wire::kPriorities> tx;
+    std::array<RxSession, wire::kPriorities> rx;
+    std::uint64_t srtt_ns = 0, rttvar_ns = 0;  // 0: no sample yet
+    bool active = false;  // in active_ (frames in flight)
+  };
+
+  Peer& peer(std::uint32_t di);
+  std::uint64_t rto_ns(const Peer& p, std::uint8_t prio) const noexcept;
+  void on_ack(const RxItem& it, std::uint64_t now_ns) noexcept;
+  void on_data(RxItem& it, std::uint64_t now_ns) noexcept;
+  // Delivers session `s`'s frames in order from `expected` while the deliver stage has room.
+  void release(RxSession& s, std::uint8_t prio, std::uint64_t now_ns) noexcept;
+  void deliver(RxItem& it, std::uint64_t now_ns) noexcept;
+  void flush_out(std::uint64_t now_ns) noexcept;
+  void send_acks() noexcept;
+  void retransmit(std::uint32_t di, std::uint8_t prio, TxEntry& e, std::uint64_t now_ns, bool fast) noexcept;
+  void give_up(std::uint32_t di, std::uint8_t prio, std::uint32_t seq, TxEntry& e) noexcept;
+  // Moves base over entries no longer held.
+  static void advance(TxSession& t) noexcept;
+  static void fire(void* self, std::uint64_t now_ns) noexcept;
+  void scan(std::uint64_t now_ns) noexcept;
+
+  Routing& r_;
+  TxStage& tx_;
+  DeliverStage& deliver_;
+  stats::LcoreStats& st_;
+  std::uint64_t give_up_ns_;
+  std::array<std::uint64_t, wire::kPriorities> budget_ns_{};
+  std::uint32_t first_session_;
+  std::vector<std::unique_ptr<Peer>> peers_;  // by dense node index
+  std::vector<std::uint32_t> active_;         // peers with frames in flight
+  std::vector<std::pair<std::uint32_t, std::uint8_t>> ack_due_;  // (peer, lane) owed an ack
+  std::vector<std::pair<std::uint32_t, std::uint8_t>> blocked_;  // sessions with frames the deliver stage had no room for
+  std::array<RxItem, kBurst> out_{};          // deliverable frames, handed over a burst at a time
+  std::uint16_t out_n_ = 0;
+  Timer timer_;
+  std::function<void(const DeliveryFailure&)> on_failure_;
+};
+
+}  // namespace nerve::node
