@@ -61,6 +61,7 @@ struct StageRig {
     std::vector<std::byte> f(wire::frame_len(h.payload_len, (h.flags & wire::flag::kEncrypted) != 0));
     wire::encode_headers(std::span<std::byte, wire::kOverhead>(f.data(), wire::kOverhead), ep, h);
     std::memcpy(f.data() + wire::kOverhead, &msg_id, 4);
+    if ((h.flags & wire::flag::kReliable) != 0 || h.type == wire::MsgType::kAck) wire::fill_udp_checksum(f);
     return f;
   }
   std::vector<std::byte> frame(std::uint8_t prio, std::uint32_t msg_id) const {

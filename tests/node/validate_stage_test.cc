@@ -17,7 +17,11 @@ TEST_CASE("validate: accepted frames go on in order, refused ones are counted an
   bad_magic[wire::kEthLen + wire::kIpv4Len + wire::kUdpLen] = std::byte{0};
   in.push_back(rig.mbuf(bad_magic));
   in.push_back(rig.mbuf(rig.frame(3, 3)));
-  in.push_back(rig.mbuf(rig.frame(1, 4, [](auto&, auto& h) { h.flags = wire::flag::kReliable; })));
+  in.push_back(rig.mbuf(rig.frame(1, 4, [](auto&, auto& h) {
+    h.flags = wire::flag::kReliable;
+    h.session = 7;
+    h.seq = 1;
+  })));
   in.push_back(rig.mbuf(std::vector<std::byte>(20)));
   in.push_back(rig.mbuf(rig.frame(4, 5)));
   // A chained mbuf is copied into its first segment, then decoded like any other: a good
@@ -62,7 +66,11 @@ TEST_CASE("validate: accepted frames go on in order, refused ones are counted an
 TEST_CASE("validate: a node with a feature enabled accepts its flag", "[stage][validate]") {
   test::StageRig rig("va2");
   node::ValidateStage v(wire::RxFilter{rig.cluster.udp_port, rig.cluster.mtu, wire::flag::kReliable}, rig.st);
-  rte_mbuf* in[1] = {rig.mbuf(rig.frame(1, 4, [](auto&, auto& h) { h.flags = wire::flag::kReliable; }))};
+  rte_mbuf* in[1] = {rig.mbuf(rig.frame(1, 4, [](auto&, auto& h) {
+    h.flags = wire::flag::kReliable;
+    h.session = 7;
+    h.seq = 1;
+  }))};
   node::RxItem out[1];
   REQUIRE(v.run(in, 1, out) == 1);
   CHECK(out[0].d.hdr.flags == wire::flag::kReliable);
