@@ -42,6 +42,8 @@ struct Options {
   std::vector<std::string> topologies;
   unsigned rounds = 3;
   std::uint32_t heartbeat_miss = 0;  // failover: the cluster's heartbeat_miss; 0: the default (3)
+  std::string fault = "drop=0.01,dup=0.005,reorder=0.01";  // reliability: faults of each port
+  bool overhead = false;             // reliability: P0 round trips with and without, no faults
   unsigned members = 8;              // multicast: group members              // forward: rounds of the three forwarders, interleaved  // route: generated shapes (default leaf-spine, random)
 };
 
@@ -71,7 +73,12 @@ struct Row {
   unsigned paths_at_kill = 0;        // failover: candidate links A had toward D when it was killed
   std::uint32_t heartbeat_miss = 0;  // failover: the detection setting it ran with
   std::vector<std::pair<std::string, std::uint64_t>> refused;  // failover: sends the node refused, by status
-  std::uint64_t duplicates = 0;      // failover, multicast: messages delivered twice (none expected)
+  std::uint64_t duplicates = 0;      // failover, multicast, reliability: messages delivered twice (none expected)
+  // reliability: delivered out of order, frames sent again, messages given up (reported), the
+  // faults the ports injected (both directions), the fault profile.
+  std::uint64_t reordered = 0, retransmits = 0, failed = 0, faults_injected = 0;
+  std::string fault;
+  bool reliable = false;
   std::vector<std::uint64_t> member_counts;  // multicast: per member; service: per instance
   double chi2 = 0, chi2_p = 0;       // service spread against uniform (3 degrees of freedom)
   bool knee = false;
@@ -98,6 +105,7 @@ std::vector<Row> failover_bench(const Options& opt);
 // `nerve-perf multicast` / `service`: fan-out and load balancing on in-process ring links.
 std::vector<Row> multicast_bench(const Options& opt);
 std::vector<Row> service_bench(const Options& opt);
+std::vector<Row> reliability_bench(const Options& opt);
 
 struct Interrupted : std::runtime_error {
   explicit Interrupted(int sig) : std::runtime_error(fmt::format("interrupted by signal {}", sig)) {}

@@ -13,6 +13,7 @@
 
 #include "../apps/common/cli.hpp"
 #include "harness.hpp"
+#include "nerve/config.hpp"
 
 using namespace nerve::perf;
 
@@ -90,6 +91,24 @@ int main(int argc, char** argv) {
   sv->add_option("--rate", o.rate, "requests/s in the tail test (default 10000)")->check(CLI::Range(100.0, 1e6));
   sv->add_option("--seconds", o.seconds, "tail test length per policy (default 1)")->check(CLI::Range(0.05, 600.0));
   sv->add_option("--json", o.json_path, "write results as JSON");
+  auto* rl = cli.add_subcommand("reliability", "reliable delivery through a link that drops, duplicates, reorders (in-process)");
+  rl->add_option("--transport", o.transport, "memif (default) or ring")->check(CLI::IsMember({"memif", "ring"}));
+  rl->add_option("--priority", o.priorities, "lane(s) 0..4, comma-separated (default 0)")->delimiter(',')->check(CLI::Range(0, 4));
+  rl->add_option("--count", o.count, "messages per lane (default 100000; --overhead: round trips per block, 20000)")
+      ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1'000'000'000}));
+  rl->add_option("--rate", o.rate, "messages/s (default: unpaced, as fast as the window allows)")->check(CLI::Range(0.0, 1e9));
+  rl->add_option("--fault", o.fault, "faults each port injects into what it receives (default drop=0.01,dup=0.005,reorder=0.01)")
+      ->check([](const std::string& s) {
+        try {
+          nerve::config::parse_fault(s, "--fault");
+          return std::string();
+        } catch (const std::exception& e) {
+          return std::string(e.what());
+        }
+      });
+  rl->add_flag("--overhead", o.overhead, "P0 round trips with and without reliable delivery on a loss-free link");
+  rl->add_option("--rounds", o.rounds, "--overhead: blocks of each, interleaved (default 3)")->check(CLI::Range(1u, 100u));
+  rl->add_option("--json", o.json_path, "write results as JSON");
   pp->add_option("--hops", o.hops,
                  "path lengths in links, comma-separated (default 1): 2 puts a forwarding node between the ends "
                  "(memif; the forwarders run in the harness process, polled by its thread, joined by net_ring)")
@@ -120,13 +139,13 @@ int main(int argc, char** argv) {
   harness_cpus();  // before anything pins this thread
   try {
     if (*peer) return peer_main(peer_transport, peer_stack, peer_role, peer_config, peer_node, peer_port, peer_cpu);
-    if (*rt || *fw || *fo || *mc || *sv) {
+    if (*rt || *fw || *fo || *mc || *sv || *rl) {
       o.scenario = fw->parsed() ? "forward" : fo->parsed() ? "failover" : mc->parsed() ? "multicast"
-                 : sv->parsed() ? "service" : "route";
+                 : sv->parsed() ? "service" : rl->parsed() ? "reliability" : "route";
       if (!*rt) install_interrupt_handlers();
       if (*fo && reap_stale_runs()) fmt::print(stderr, "nerve-perf: removed leftovers of earlier runs that were killed\n");
       const auto rows = *fw ? forward_bench(o) : *fo ? failover_bench(o) : *mc ? multicast_bench(o)
-                      : *sv ? service_bench(o) : route_bench(o);
+                      : *sv ? service_bench(o) : *rl ? reliability_bench(o) : route_bench(o);
       print_table(rows);
       if (!o.json_path.empty()) std::ofstream(o.json_path) << to_json(o, rows);
       return 0;

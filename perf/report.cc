@@ -73,6 +73,31 @@ void print_table(const std::vector<Row>& rows) {
                  r.duplicates);
     return;
   }
+  if (rows.front().scenario == "reliability") {
+    fmt::print("{:<11} {:<6} {:>4} {:>9} {:>7} {:>6} {:>9} {:>8} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>6}  {}\n",
+               "scenario", "trans.", "lane", "sent", "lost", "dup", "reordered", "retrans", "failed", "rate/s", "p50",
+               "p99", "p99.9", "p99.99", "max", "miss", "(delivery latency in us; faults)");
+    for (const auto& r : rows) {
+      const auto& h = *r.latency;
+      fmt::print("{:<11} {:<6} {:>4} {:>9} {:>7} {:>6} {:>9} {:>8} {:>7} {:>10.0f} {:>8.2f} {:>8.2f} {:>8.2f} {:>8.2f} "
+                 "{:>9.2f} {:>6}  {} ({} injected)\n",
+                 r.scenario, r.transport, fmt::format("P{}", r.priority), r.sent, r.lost, r.duplicates, r.reordered,
+                 r.retransmits, r.failed, r.rate_mps, us(h.percentile(50)), us(h.percentile(99)),
+                 us(h.percentile(99.9)), us(h.percentile(99.99)), us(h.max()), r.deadline_misses, r.fault,
+                 r.faults_injected);
+    }
+    return;
+  }
+  if (rows.front().scenario == "reliability-rtt") {
+    for (const auto& r : rows)
+      fmt::print("P0 round trip over {}, {:<10}: {} round trips, p50 {:.2f} us, p90 {:.2f} us, p99 {:.2f} us, max {:.2f} us\n",
+                 r.transport, r.stack, r.sent, us(r.latency->percentile(50)), us(r.latency->percentile(90)),
+                 us(r.latency->percentile(99)), us(r.latency->max()));
+    if (rows.size() == 2 && rows[0].latency->percentile(50) > 0)
+      fmt::print("reliable / unreliable at p50: {:.3f}\n",
+                 static_cast<double>(rows[1].latency->percentile(50)) / static_cast<double>(rows[0].latency->percentile(50)));
+    return;
+  }
   if (rows.front().scenario == "service") {
     for (const auto& r : rows) {
       if (r.metric == "spread")
@@ -178,6 +203,15 @@ std::string to_json(const Options& opt, const std::vector<Row>& rows) {
                 {"p9999", h.percentile(99.99)},
                 {"max", h.max()}}}};
     if (r.scenario == "forward") x["round"] = r.round;
+    if (r.scenario == "reliability" || r.scenario == "reliability-rtt") {
+      x["reliable"] = r.reliable;
+      x["duplicates"] = r.duplicates;
+      x["reordered"] = r.reordered;
+      x["retransmits"] = r.retransmits;
+      x["failed"] = r.failed;
+      x["fault"] = r.fault;
+      x["faults_injected"] = r.faults_injected;
+    }
     if (r.scenario == "multicast") x["multicast"] = {{"members", r.member_counts}, {"duplicates", r.duplicates}};
     if (r.scenario == "service") {
       x["service"] = {{"policy", r.stack}, {"test", r.metric}, {"per_instance", r.member_counts}};

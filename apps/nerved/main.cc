@@ -223,6 +223,17 @@ json status_json(const Node& node, const Received& rx, bool digest, unsigned lco
   }
   for (std::size_t p = 0; p < node.ports().size(); ++p) fwd["ports"].push_back(s.forwarded_port[p]);
   j["forwarded"] = fwd;
+  // Reliable delivery, per lane (docs/architecture.md, "Reliable delivery").
+  j["reliable"] = json::array();
+  for (std::size_t p = 0; p < wire::kPriorities; ++p) {
+    const auto& r = s.rel[p];
+    j["reliable"].push_back({{"lane", p}, {"sent", r.sent}, {"acked", r.acked}, {"failed", r.failed},
+                             {"retransmits", r.retransmits}, {"fast_retransmits", r.fast_retransmits},
+                             {"window_full", r.window_full}, {"in_order", r.in_order}, {"reordered", r.reordered},
+                             {"duplicates", r.duplicates}, {"skipped", r.skipped}, {"beyond_window", r.beyond_window},
+                             {"stale", r.stale}, {"acks_tx", r.acks_tx}, {"acks_rx", r.acks_rx},
+                             {"acks_dropped", r.acks_dropped}});
+  }
   const RoutingInfo ri = node.routing();
   j["routing"] = {{"table_version", ri.table_version}, {"table_in_use", ri.table_in_use}, {"build_ns", ri.build_ns}, {"lsa_received", ri.lsa_received},
                   {"lsa_sent", ri.lsa_sent}, {"lsa_originated", ri.lsa_originated}, {"lsa_refused", ri.lsa_refused},

@@ -53,7 +53,10 @@ ReliableStage::Peer& ReliableStage::peer(std::uint32_t di) {
 }
 
 std::uint64_t ReliableStage::rto_ns(const Peer& p, std::uint8_t prio) const noexcept {
-  const std::uint64_t hi = std::max(kMinRtoNs, budget_ns_[prio] / 2);
+  // Half the lane's budget at most, so a loss is repaired inside it; but never below twice the
+  // measured round trip (a queue of frames ahead of the ack delays it that long), which would
+  // only send again what is still on its way.
+  const std::uint64_t hi = std::max({kMinRtoNs, budget_ns_[prio] / 2, 2 * p.srtt_ns});
   if (p.srtt_ns == 0) return hi;  // no round trip measured yet: half the lane's budget
   return std::clamp(p.srtt_ns + 4 * p.rttvar_ns, kMinRtoNs, hi);
 }

@@ -7,7 +7,8 @@
 // the one sent again). A frame is sent again
 //   - at once when the receiver reports a gap before frames it has (its ack's selective bits),
 //   - when unacknowledged for the lane's retransmission timeout: the measured round trip
-//     (smoothed, plus four deviations) clamped to [kMinRtoNs, the lane's budget / 2], doubling
+//     (smoothed, plus four deviations) clamped to [kMinRtoNs, the lane's budget / 2] (or to
+//     twice the smoothed round trip where that is longer: a queue ahead of the acks), doubling
 //     with each retry of the same frame;
 // and given up when unacknowledged for the cluster's reliable_give_up_ms (the peer is down, or
 // unreachable): reported once (Node::on_delivery_failure) and counted, never silent. Every data

@@ -69,7 +69,7 @@ ROGUE = [
     ({"flags": 4, "frag_count": 2}, "feature_disabled"),                          # fragment
     ({"flags": 16, "dst": 300}, "unknown_group"),                                 # multicast, no such group
     ({"flags": 16 | 32, "dst": 0xffff}, "bad_address"),                           # broadcast and multicast
-    ({"flags": 1}, "feature_disabled"),                                           # reliable
+    ({"flags": 1}, "bad_sequence"),                                               # reliable, no session or checksum
     ({"dst_ip": "198.18.3.9"}, "wrong_dst_ip"),
     ({"dst_mac": "ff:ff:ff:ff:ff:ff"}, "wrong_dst_mac"),
     ({"dst_mac": "02:00:00:00:00:99"}, "wrong_dst_mac"),

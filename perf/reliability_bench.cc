@@ -1,0 +1,257 @@
+// `nerve-perf reliability`: reliable delivery through a faulty link.
+//
+// Two nodes in this process, joined by a memif (or net_ring) link whose ports inject --fault
+// into what each receives (both directions: messages and their acks). The receiver runs on the
+// EAL's second lcore, the sender on this thread. Per lane: --count reliable messages, unpaced
+// (the window of 256 unacknowledged frames paces them) or at --rate; the receiver checks every
+// message by its sequence number: delivered once, in order. Row per lane: delivered, lost,
+// duplicates, reordered (delivered out of order), retransmissions, and the delivery latency
+// (the message's first send to its delivery, same clock) against the lane's budget.
+//
+// --overhead: P0 round trips on a loss-free link (no faults), with and without reliable
+// delivery, interleaved in rounds: what reliability costs when nothing is lost.
+#include <fmt/format.h>
+#include <rte_launch.h>
+#include <rte_lcore.h>
+
+#include <atomic>
+#include <cstring>
+#include <filesystem>
+
+#include "eal.hpp"
+#include "harness.hpp"
+#include "nerve/clock.hpp"
+#include "nerve/node.hpp"
+
+namespace nerve::perf {
+
+drivers::Eal& shared_eal(const Options& opt, const std::string& transport, unsigned cpu_a, unsigned cpu_b);
+void throw_if_interrupted();
+
+namespace {
+
+struct Msg {
+  std::uint64_t seq;
+  std::uint8_t kind;  // 1: one-way (count), 2: ping (answer)
+};
+
+struct Receiver {
+  explicit Receiver(Node& n) : node(n) {
+    node.on_message([this](RxMessage& m) { take(m); });
+  }
+  ~Receiver() { node.on_message({}); }
+
+  void expect(std::uint8_t lane, std::uint64_t count) {
+    prio = lane;
+    seen.assign(count, 0);
+    next = got = dups = reordered = 0;
+    latency = std::make_shared<stats::Histogram>();
+  }
+  void take(RxMessage& m) {
+    if (m.payload().size() < sizeof(Msg)) return;
+    Msg msg;
+    std::memcpy(&msg, m.payload().data(), sizeof(Msg));
+    if (msg.kind == 2) {
+      TxFrame f = node.take_frame(m);
+      while (node.respond(m, f) == SendStatus::kBackpressure) node.flush();
+      return;
+    }
+    if (m.priority() != prio || msg.seq >= seen.size()) return;
+    if (seen[msg.seq]++) {
+      ++dups;
+      return;
+    }
+    if (msg.seq != next) ++reordered;
+    next = msg.seq + 1;
+    latency->record(m.latency_ns());
+    got.fetch_add(1, std::memory_order_release);
+  }
+
+  Node& node;
+  std::uint8_t prio = 0;
+  std::vector<std::uint8_t> seen;
+  std::uint64_t next = 0, dups = 0, reordered = 0;
+  std::atomic<std::uint64_t> got{0};
+  std::shared_ptr<stats::Histogram> latency = std::make_shared<stats::Histogram>();
+  std::atomic<bool> stop{false};
+};
+
+// The receiver's lcore: polls until told to stop.
+int receive_loop(void* p) {
+  auto* r = static_cast<Receiver*>(p);
+  while (!r->stop.load(std::memory_order_acquire)) r->node.poll();
+  return 0;
+}
+
+std::string cluster_toml(const std::string& tag, const std::string& kind, const std::string& dir,
+                         const std::string& fault, unsigned cpu_a, unsigned cpu_b) {
+  std::string t = fmt::format("[cluster]\nname = \"perf-{}\"\nheartbeat_miss = 100\n", tag);
+  for (int id = 1; id <= 2; ++id) {
+    t += fmt::format("[[node]]\nid = {0}\nmac = \"02:00:00:00:0e:{0:02x}\"\nip = \"198.18.14.{0}\"\n"
+                     "control_socket = \"{1}/n{0}.sock\"\nidle = \"busy\"\nmbufs = 32767\ncores = [{2}]\n"
+                     "  [[node.port]]\n  peers = [{3}]\n",
+                     id, dir, id == 1 ? cpu_a : cpu_b, 3 - id);
+    if (kind == "ring") t += fmt::format("  kind = \"ring\"\n  pair = \"r{}\"\n", tag);
+    else t += fmt::format("  kind = \"memif\"\n  socket = \"{}/link.memif\"\n  role = \"{}\"\n", dir, id == 1 ? "server" : "client");
+    if (!fault.empty()) t += fmt::format("  fault = \"{}\"\n", fault);
+  }
+  return t;
+}
+
+}  // namespace
+
+std::vector<Row> reliability_bench(const Options& o) {
+  if (o.transport != "memif" && o.transport != "ring")
+    throw std::invalid_argument("reliability: --transport memif or ring (both nodes in this process)");
+  const auto& cpus = harness_cpus();
+  const unsigned cpu_a = cpus.front(), cpu_b = cpus.size() > 1 ? cpus[1] : cpus.front();
+  drivers::Eal& eal = shared_eal(o, o.transport, cpu_a, cpu_b);
+  const unsigned worker = rte_get_next_lcore(rte_get_main_lcore(), 1, 0);
+  if (worker >= RTE_MAX_LCORE) throw std::runtime_error("reliability: needs two cores");
+  const std::string tag = fmt::format("{}", getpid());
+  const std::string dir = "/tmp/nerve-perf-rel-" + tag;
+  std::filesystem::create_directories(dir);
+  struct Cleanup {
+    std::string dir;
+    ~Cleanup() { std::filesystem::remove_all(dir); }
+  } cleanup{dir};
+  const std::string fault = o.overhead ? "" : o.fault;
+  const auto c = config::load_string(cluster_toml(tag, o.transport, dir, fault, cpu_a, cpu_b));
+  NodeOptions no;
+  no.link_wait = std::chrono::milliseconds(15000);
+  Node a(c, 1, eal, no);
+  Node b(c, 2, eal, no);
+  Receiver rx(b);
+  rte_eal_remote_launch(
+receive_loop, &rx, worker);
+  struct Join {
+    Receiver& rx;
+    unsigned worker;
+    ~Join() {
+      rx.stop.store(true, std::memory_order_release);
+      rte_eal_wait_lcore(worker);
+    }
+  } join{rx, worker};
+  // Routes up both ways before anything is measured.
+  const auto up_by = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (a.routes().empty() || a.routes().front().lanes[0].next_hop == 0) {
+    if (std::chrono::steady_clock::now() > up_by) throw std::runtime_error("reliability: the link never came up");
+    a.poll();
+  }
+  Clock& clock = Clock::tsc();
+  std::vector<Row> rows;
+
+  auto send_one = [&](std::uint8_t prio, const Msg& msg, bool reliable, bool more) {
+    while (true) {
+      TxFrame f = a.alloc(64);
+      if (f) {
+        std::memcpy(f.payload().data(), &msg, sizeof msg);
+        const SendStatus s = a.send(f, 2, MsgType::kMetric, prio, {.never_shed = true, .more = more, .reliable = reliable});
+        if (s == SendStatus::kOk) return;
+        if (s != SendStatus::kBackpressure) throw std::runtime_error(fmt::format("reliability: send {}", to_string(s)));
+      }
+      a.poll();
+    }
+  };
+
+  if (o.overhead) {
+    // P0 round trips, reliable and not, in alternating blocks.
+    const std::uint64_t per_block = o.count ? o.count : 20000;
+    std::array<Row, 2> r;
+    for (std::size_t k = 0; k < 2; ++k) {
+      r[k].scenario = "reliability-rtt";
+      r[k].transport = o.transport;
+      r[k].stack = k ? "reliable" : "unreliable";
+      r[k].reliable = k == 1;
+      r[k].size = 64;
+      r[k].frame_bytes = wire::frame_len(64);
+      r[k].metric = "rtt";
+    }
+    std::uint64_t answers = 0;
+    a.on_message([&](RxMessage&) { ++answers; });
+    for (unsigned round = 0; round < 2 * std::max(1u, o.rounds); ++round) {
+      Row& row = r[round % 2];
+      for (std::uint64_t i = 0; i < per_block + 500; ++i) {  // 500 of warm-up per block
+        const std::uint64_t want = answers + 1;
+        const std::uint64_t t0 = clock.now_ns();
+        send_one(0, Msg{i, 2}, row.reliable, false);
+        const std::uint64_t deadline = t0 + 1'000'000'000;
+        while (answers < want) {
+          a.poll();
+          if (clock.now_ns() > deadline) throw std::runtime_error("reliability: a round trip took over 1 s");
+        }
+        if (i >= 500) row.latency->record(clock.now_ns() - t0), ++row.sent;
+      }
+      throw_if_interrupted();
+    }
+    a.on_message({});
+    rows.assign(r.begin(), r.end());
+    return rows;
+  }
+
+  for (const int lane : o.priorities) {
+    const auto prio = static_cast<std::uint8_t>(lane);
+    const std::uint64_t count = o.count ? o.count : 100000;
+    rx.stop.store(true, std::memory_order_release);  // the receiver's tables are reset while it waits
+    rte_eal_wait_lcore(worker);
+    rx.expect(prio, count);
+    rx.stop.store(false, std::memory_order_release);
+    rte_eal_remote_launch(
+receive_loop, &rx, worker);
+    const stats::Snapshot before = a.snapshot();
+    const std::uint64_t t0 = clock.now_ns();
+    const double gap_ns = o.rate > 0 ? 1e9 / o.rate : 0;
+    for (std::uint64_t i = 0; i < count; ++i) {
+      if (gap_ns > 0) {
+        const auto due = t0 + static_cast<std::uint64_t>(gap_ns * static_cast<double>(i));
+        while (clock.now_ns() < due) a.poll();
+      }
+      send_one(prio, Msg{i, 1}, true, gap_ns == 0);
+      if ((i & 31) == 31) a.poll();
+      if ((i & 65535) == 0) throw_if_interrupted();
+    }
+    a.flush();
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    auto settled = [&] {
+      const auto s = a.snapshot().rel[prio];
+      return s.acked + s.failed - before.rel[prio].acked - before.rel[prio].failed >= count;
+    };
+    while (!settled() && std::chrono::steady_clock::now() < end) a.poll();
+    const std::uint64_t t1 = clock.now_ns();
+    for (int k = 0; k < 10000; ++k) a.poll();  // anything late, or twice
+    rx.stop.store(true, std::memory_order_release);
+    rte_eal_wait_lcore(worker);
+    const stats::Snapshot after = a.snapshot();
+    Row r;
+    r.scenario = "reliability";
+    r.transport = o.transport;
+    r.reliable = true;
+    r.fault = config::format_fault(c.nodes[1].ports[0].fault);
+    r.metric = "one-way";
+    r.priority = lane;
+    r.size = 64;
+    r.frame_bytes = wire::frame_len(64);
+    r.sent = count;
+    r.lost = count - rx.got.load(std::memory_order_acquire);
+    r.duplicates = rx.dups;
+    r.reordered = rx.reordered;
+    r.retransmits = after.rel[prio].retransmits + after.rel[prio].fast_retransmits - before.rel[prio].retransmits -
+                    before.rel[prio].fast_retransmits;
+    r.failed = after.rel[prio].failed - before.rel[prio].failed;
+    r.rate_mps = static_cast<double>(count) / (static_cast<double>(t1 - t0) / 1e9);
+    r.offered_mps = o.rate;
+    r.gbps = r.rate_mps * static_cast<double>(r.frame_bytes) * 8 / 1e9;
+    r.latency = rx.latency;
+    r.deadline_misses = r.latency->count_above(stats::kDefaultBudgetNs[prio]);
+    const auto pa = a.ports()[0], pb = b.ports()[0];
+    r.faults_injected = pa.fault_dropped + pb.fault_dropped + pa.fault_duplicated + pb.fault_duplicated +
+                        pa.fault_reordered + pb.fault_reordered + pa.fault_corrupted + pb.fault_corrupted;
+    rows.push_back(r);
+    rx.stop.store(false, std::memory_order_release);
+    rte_eal_remote_launch(
+receive_loop, &rx, worker);
+  }
+  return rows;
+}
+
+}  // namespace nerve::perf
