@@ -378,7 +378,7 @@ class Session {
     }
     std::vector<Node*> also;
     for (auto& f : forwarders_) also.push_back(f.get());
-    t_ = make_node_transport(*node_, 2, kind_, also);
+    t_ = make_node_transport(*node_, 2, kind_, also, opt.reliable);
   }
 
   // The raw end of node `id`: its port, configured as the node would configure it (same

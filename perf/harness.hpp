@@ -43,7 +43,8 @@ struct Options {
   unsigned rounds = 3;
   std::uint32_t heartbeat_miss = 0;  // failover: the cluster's heartbeat_miss; 0: the default (3)
   std::string fault = "drop=0.01,dup=0.005,reorder=0.01";  // reliability: faults of each port
-  bool overhead = false;             // reliability: P0 round trips with and without, no faults
+  bool overhead = false;
+  bool reliable = false;             // pingpong/oneway/throughput/isolation: reliable delivery             // reliability: P0 round trips with and without, no faults
   unsigned members = 8;              // multicast: group members              // forward: rounds of the three forwarders, interleaved  // route: generated shapes (default leaf-spine, random)
 };
 

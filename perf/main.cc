@@ -52,6 +52,7 @@ int main(int argc, char** argv) {
         ->check(CLI::IsMember({"busy", "backoff", "backoff-p0-busy"}));
     sc->add_option("--gap-us", o.gap_us, "pingpong/isolation: idle gap between round trips (default 0)")
         ->check(CLI::Range(0.0, 1e7));
+    sc->add_flag("--reliable", o.reliable, "send with reliable delivery (nerve transports; rows say \"reliable\": true)");
     sc->add_flag("--floor", o.floor,
                  "repeat every row with the same port driven by a bare DPDK loop (no nerve layer), interleaved, "
                  "rows tagged \"stack\": \"nerve\" or \"raw\" (memif, af_packet, af_xdp, pci)");
@@ -167,11 +168,14 @@ int main(int argc, char** argv) {
     if (const unsigned n = reap_stale_runs())
       fmt::print(stderr, "nerve-perf: removed {} leftover(s) of earlier runs that were killed\n", n);
 
+    if (o.reliable && (o.transport == "kernel-udp" || !o.compare.empty()))
+      throw std::invalid_argument("--reliable: nerve transports only, without --compare");
     auto rows = run_scenario(o, o.transport);
     for (const auto& t : o.compare) {
       auto more = run_scenario(o, t);
       rows.insert(rows.end(), more.begin(), more.end());
     }
+    for (auto& r : rows) r.reliable = o.reliable && r.stack == "nerve";
     print_table(rows);
     if (!o.json_path.empty()) std::ofstream(o.json_path) << to_json(o, rows);
     if (!o.hgrm_path.empty()) std::ofstream(o.hgrm_path) << to_hgrm(rows);

@@ -11,8 +11,8 @@ constexpr unsigned kReflectTries = 100000;  // flushes before a reflected probe 
 
 class NodeTransport final : public Transport {
  public:
-  NodeTransport(Node& node, std::uint16_t peer, std::string name, std::vector<Node*> also)
-      : node_(node), peer_(peer), name_(std::move(name)), also_(std::move(also)) {
+  NodeTransport(Node& node, std::uint16_t peer, std::string name, std::vector<Node*> also, bool reliable)
+      : node_(node), peer_(peer), name_(std::move(name)), also_(std::move(also)), reliable_(reliable) {
     node_.on_message([this](RxMessage& m) { on_message(m); });
   }
   ~NodeTransport() override { node_.on_message({}); }
@@ -30,6 +30,7 @@ class NodeTransport final : public Transport {
     SendOptions o;
     o.never_shed = true;
     o.more = more;
+    o.reliable = reliable_;
     return node_.send(f, peer_, MsgType::kMetric, p.prio, o) == SendStatus::kOk;
   }
 
@@ -78,6 +79,7 @@ class NodeTransport final : public Transport {
   std::uint16_t peer_;
   std::string name_;
   std::vector<Node*> also_;
+  bool reliable_;
   const RxFn* rx_ = nullptr;
   bool reflect_ = false;
   unsigned handled_ = 0;
@@ -86,8 +88,8 @@ class NodeTransport final : public Transport {
 }  // namespace
 
 std::unique_ptr<Transport> make_node_transport(Node& node, std::uint16_t peer, std::string name,
-                                               std::vector<Node*> also) {
-  return std::make_unique<NodeTransport>(node, peer, std::move(name), std::move(also));
+                                               std::vector<Node*> also, bool reliable) {
+  return std::make_unique<NodeTransport>(node, peer, std::move(name), std::move(also), reliable);
 }
 
 }  // namespace nerve::perf

@@ -143,6 +143,7 @@ void print_table(const std::vector<Row>& rows) {
     if (r.scenario == "throughput") note = r.max_point ? "max (unpaced)" : fmt::format("offered {:.0f}/s", r.offered_mps);
     if (r.knee) note += "  <- knee";
     if (r.hops > 1) note += fmt::format(" {} hops", r.hops);
+    if (r.reliable) note += " reliable";
     if (r.scenario == "failover")
       note = fmt::format("gaps between deliveries; node {} killed, down after {} missed heartbeats; {} duplicates; "
                          "refused at the sender: {}; {} path(s) to D at the kill",
@@ -203,8 +204,8 @@ std::string to_json(const Options& opt, const std::vector<Row>& rows) {
                 {"p9999", h.percentile(99.99)},
                 {"max", h.max()}}}};
     if (r.scenario == "forward") x["round"] = r.round;
+    x["reliable"] = r.reliable;
     if (r.scenario == "reliability" || r.scenario == "reliability-rtt") {
-      x["reliable"] = r.reliable;
       x["duplicates"] = r.duplicates;
       x["reordered"] = r.reordered;
       x["retransmits"] = r.retransmits;

@@ -69,8 +69,9 @@ class Transport {
 // A nerve node as transport: sends to `peer`, probes as kMetric messages, reflections as
 // responses.
 // `also`: forwarding nodes of a longer path that live in this process, polled with it.
+// `reliable`: probes go with reliable delivery (the peer's reflections follow suit).
 std::unique_ptr<Transport> make_node_transport(Node& node, std::uint16_t peer, std::string name,
-                                               std::vector<Node*> also = {});
+                                               std::vector<Node*> also = {}, bool reliable = false);
 
 // The floor: `port` driven by a bare DPDK loop (raw_transport.cc), frames of nerve's length
 // from `pool`, addressed as `ep`.
