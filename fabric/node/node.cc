@@ -39,6 +39,7 @@ void Node::Impl::Pipeline::operator()(std::size_t port, rte_mbuf** frames, std::
 unsigned Node::poll() noexcept {
   Impl& I = *impl_;
   I.p0.tick();
+  if (I.reliable->acks_due()) [[unlikely]] I.reliable->send_acks();  // what the last bursts owe
   unsigned work = I.tx->drain();               // TX: what earlier sends left queued, P0 first
   work += I.rx->poll(I.pipeline);              // RX -> validate -> dispatch -> deliver
   // The slow path, every kSlowEvery polls (or every poll while a control request is under

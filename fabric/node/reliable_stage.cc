@@ -88,6 +88,9 @@ SendStatus ReliableStage::send(rte_mbuf* m, NodeId dst, MsgType type, std::uint8
   const std::uint64_t now = wire::bytes::load_le<std::uint64_t>(
       rte_pktmbuf_mtod_offset(m, const std::byte*, wire::layout::kHdrOff + wire::layout::hdr::kTimestamp));
   t.win[t.next & kMask] = TxEntry{m, now, now, msg_id, o.channel, 0, false};
+  RxSession& rs = p.rx[prio];
+  if (type == MsgType::kResponse && rs.ack_due && rs.last_msg_id == corr_id && rs.has.none())
+    rs.ack_due = false;  // this response acknowledges the request it answers, and all before it
   ++t.next;
   st_.rel[prio].sent.add();
   if (!p.active) {
@@ -162,23 +165,9 @@ void ReliableStage::scan(std::uint64_t now_ns) noexcept {
   if (next_due != Timer::kNever) timer_.arm_before(next_due);
 }
 
-void ReliableStage::on_ack(const RxItem& it, std::uint64_t now_ns) noexcept {
-  const wire::Header& h = it.d.hdr;
-  const std::uint8_t prio = h.priority;
-  const std::uint32_t di = r_.index(h.src_node);
-  st_.rel[prio].acks_rx.add();
-  if (!peers_[di] || it.d.payload.size() != kAckPayload) [[unlikely]] {
-    st_.rel[prio].stale.add();  // nothing was sent to it reliably (or a malformed ack)
-    return;
-  }
-  Peer& p = *peers_[di];
+void ReliableStage::acknowledge(Peer& p, std::uint8_t prio, std::uint32_t ack, std::uint64_t now_ns) noexcept {
   TxSession& t = p.tx[prio];
-  if (h.session != t.session || before(t.next, h.ack)) [[unlikely]] {
-    st_.rel[prio].stale.add();
-    return;
-  }
-  // Cumulative: everything before h.ack arrived.
-  for (std::uint32_t seq = t.base; before(seq, h.ack); ++seq) {
+  for (std::uint32_t seq = t.base; before(seq, ack); ++seq) {
     TxEntry& e = t.win[seq & kMask];
     if (!e.m) continue;
     if (e.retries == 0 && now_ns > e.sent_ns) {  // Karn: only frames sent once measure the round trip
@@ -196,8 +185,26 @@ void ReliableStage::on_ack(const RxItem& it, std::uint64_t now_ns) noexcept {
     e.m = nullptr;
     st_.rel[prio].acked.add();
   }
-  if (before(t.base, h.ack)) t.base = h.ack;
+  if (before(t.base, ack)) t.base = ack;
   advance(t);
+}
+
+void ReliableStage::on_ack(const RxItem& it, std::uint64_t now_ns) noexcept {
+  const wire::Header& h = it.d.hdr;
+  const std::uint8_t prio = h.priority;
+  const std::uint32_t di = r_.index(h.src_node);
+  st_.rel[prio].acks_rx.add();
+  if (!peers_[di] || it.d.payload.size() != kAckPayload) [[unlikely]] {
+    st_.rel[prio].stale.add();  // nothing was sent to it reliably (or a malformed ack)
+    return;
+  }
+  Peer& p = *peers_[di];
+  TxSession& t = p.tx[prio];
+  if (h.session != t.session || before(t.next, h.ack)) [[unlikely]] {
+    st_.rel[prio].stale.add();
+    return;
+  }
+  acknowledge(p, prio, h.ack, now_ns);
   // Selective: frames the receiver holds; a gap before any of them is lost (or late): send it
   // again now unless it was sent within the last round trip.
   std::uint64_t sack = 0;
@@ -240,6 +247,7 @@ void ReliableStage::release(RxSession& s, std::uint8_t prio, std::uint64_t now_n
     const std::uint32_t slot = s.expected & kMask;
     s.has[slot] = false;
     ++s.expected;
+    s.last_msg_id = s.held[slot].d.hdr.msg_id;
     st_.rel[prio].in_order.add();
     deliver(s.held[slot], now_ns);
   }
@@ -251,6 +259,18 @@ void ReliableStage::on_data(RxItem& it, std::uint64_t now_ns) noexcept {
   const std::uint32_t di = r_.index(h.src_node);
   Peer& p = peer(di);
   RxSession& s = p.rx[prio];
+  // A response to a request of ours on this lane: the request was delivered, and every frame
+  // before it in order, so it acknowledges them (the responder sends no ack of its own).
+  if (h.type == MsgType::kResponse && h.corr_id != 0) {
+    const TxSession& t = p.tx[prio];
+    for (std::uint32_t seq = t.base, k = 0; seq != t.next && k < 8; ++seq, ++k) {
+      const TxEntry& e = t.win[seq & kMask];
+      if (e.m && e.msg_id == h.corr_id) {
+        acknowledge(p, prio, seq + 1, now_ns);
+        break;
+      }
+    }
+  }
   if (s.session != h.session) {
     if (h.session == s.prev_session) {  // the sender's previous incarnation, still in flight
       st_.rel[prio].stale.add();
@@ -292,10 +312,18 @@ void ReliableStage::on_data(RxItem& it, std::uint64_t now_ns) noexcept {
     rte_pktmbuf_free(it.m);
     return;
   }
-  if (seq != s.expected) st_.rel[prio].reordered.add();
-  s.held[seq & kMask] = it;
-  s.has[seq & kMask] = true;
-  release(s, prio, now_ns);
+  if (seq == s.expected && !s.blocked && deliver_.space() > out_n_) {  // in order: straight on
+    ++s.expected;
+    s.last_msg_id = h.msg_id;
+    st_.rel[prio].in_order.add();
+    deliver(it, now_ns);
+    if (s.has[s.expected & kMask]) release(s, prio, now_ns);  // it filled a gap
+  } else {
+    if (seq != s.expected) st_.rel[prio].reordered.add();
+    s.held[seq & kMask] = it;
+    s.has[seq & kMask] = true;
+    release(s, prio, now_ns);
+  }
   if (s.has[s.expected & kMask] && !s.blocked) {
     s.blocked = true;
     blocked_.emplace_back(di, prio);
@@ -316,7 +344,6 @@ void ReliableStage::run(RxItem* items, std::uint16_t n, std::uint64_t now_ns) no
     }
   }
   flush_out(now_ns);
-  send_acks();
 }
 
 void ReliableStage::pump(std::uint64_t now_ns) noexcept {
@@ -339,6 +366,7 @@ void ReliableStage::pump(std::uint64_t now_ns) noexcept {
 void ReliableStage::send_acks() noexcept {
   for (const auto& [di, prio] : ack_due_) {
     RxSession& s = peers_[di]->rx[prio];
+    if (!s.ack_due) continue;  // a response carried it
     s.ack_due = false;
     rte_mbuf* m = tx_.alloc(kAckPayload);
     if (!m) {

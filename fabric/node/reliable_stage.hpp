@@ -81,6 +81,11 @@ class ReliableStage {
   void run(RxItem* items, std::uint16_t n, std::uint64_t now_ns) noexcept;
   // Held frames the deliver stage had no room for last time (recv() without a handler).
   void pump(std::uint64_t now_ns) noexcept;
+  // The acks the bursts since the last call owe, sent at the start of the next poll(): what
+  // a handler sends in answer goes first, and a response that answers the last frame of its
+  // session carries the ack itself (the request's sender takes it as one), so none is sent.
+  bool acks_due() const noexcept { return !ack_due_.empty(); }
+  void send_acks() noexcept;
 
   std::uint64_t unacked() const noexcept;  // frames sent and not yet acknowledged or given up
 
@@ -105,6 +110,7 @@ class ReliableStage {
     std::uint32_t expected = 1;  // the next sequence number to deliver
     std::array<RxItem, kWindow> held{};
     std::bitset<kWindow> has;
+    std::uint32_t last_msg_id = 0;  // of the frame delivered last: a response to it implies the ack
     bool ack_due = false;
     bool blocked = false;        // in blocked_: in-order frames wait for room to deliver
   };
@@ -123,7 +129,8 @@ class ReliableStage {
   void release(RxSession& s, std::uint8_t prio, std::uint64_t now_ns) noexcept;
   void deliver(RxItem& it, std::uint64_t now_ns) noexcept;
   void flush_out(std::uint64_t now_ns) noexcept;
-  void send_acks() noexcept;
+  // Everything before `ack` in t arrived (cumulative): released, round trips sampled.
+  void acknowledge(Peer& p, std::uint8_t prio, std::uint32_t ack, std::uint64_t now_ns) noexcept;
   void retransmit(std::uint32_t di, std::uint8_t prio, TxEntry& e, std::uint64_t now_ns, bool fast) noexcept;
   void give_up(std::uint32_t di, std::uint8_t prio, std::uint32_t seq, TxEntry& e) noexcept;
   // Moves base over entries no longer held.
