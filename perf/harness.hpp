@@ -80,6 +80,7 @@ struct Row {
   std::uint64_t reordered = 0, retransmits = 0, failed = 0, faults_injected = 0;
   std::string fault;
   bool reliable = false;
+  stats::LaneSummary recovery{};     // reliability: frames sent again, first send to acknowledgement
   std::vector<std::uint64_t> member_counts;  // multicast: per member; service: per instance
   double chi2 = 0, chi2_p = 0;       // service spread against uniform (3 degrees of freedom)
   bool knee = false;

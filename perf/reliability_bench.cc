@@ -238,6 +238,7 @@ receive_loop, &rx, worker);
     r.retransmits = after.rel[prio].retransmits + after.rel[prio].fast_retransmits - before.rel[prio].retransmits -
                     before.rel[prio].fast_retransmits;
     r.failed = after.rel[prio].failed - before.rel[prio].failed;
+    r.recovery = after.rel_recovery[prio];  // (the lanes run one after another: this one's alone)
     r.rate_mps = static_cast<double>(count) / (static_cast<double>(t1 - t0) / 1e9);
     r.offered_mps = o.rate;
     r.gbps = r.rate_mps * static_cast<double>(r.frame_bytes) * 8 / 1e9;

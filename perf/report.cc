@@ -85,6 +85,9 @@ void print_table(const std::vector<Row>& rows) {
                  r.retransmits, r.failed, r.rate_mps, us(h.percentile(50)), us(h.percentile(99)),
                  us(h.percentile(99.9)), us(h.percentile(99.99)), us(h.max()), r.deadline_misses, r.fault,
                  r.faults_injected);
+      if (r.recovery.count)
+        fmt::print("{:>28} frames sent again: first send to ack p50 {:.2f} us, p90 {:.2f} us, p99 {:.2f} us, max {:.2f} us\n",
+                   r.recovery.count, us(r.recovery.p50), us(r.recovery.p90), us(r.recovery.p99), us(r.recovery.max));
     }
     return;
   }
@@ -212,6 +215,8 @@ std::string to_json(const Options& opt, const std::vector<Row>& rows) {
       x["failed"] = r.failed;
       x["fault"] = r.fault;
       x["faults_injected"] = r.faults_injected;
+      x["recovery_ns"] = {{"count", r.recovery.count}, {"p50", r.recovery.p50}, {"p90", r.recovery.p90},
+                          {"p99", r.recovery.p99}, {"max", r.recovery.max}};
     }
     if (r.scenario == "multicast") x["multicast"] = {{"members", r.member_counts}, {"duplicates", r.duplicates}};
     if (r.scenario == "service") {

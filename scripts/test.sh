@@ -89,6 +89,7 @@ if [ ! -f build-tsan/build.ninja ]; then
     || { echo "0 passed, 1 failed"; exit 1; }
 fi
 ninja -C build-tsan tests/test_node_ring_pair tests/test_node_lanes tests/test_node_stages tests/test_node_routing \
+  tests/test_node_reliable \
   tests/test_drivers >build-tsan/ninja.log 2>&1 \
   || { tail -40 build-tsan/ninja.log; echo "tsan build failed"; echo "0 passed, 1 failed"; exit 1; }
 

@@ -170,6 +170,7 @@ void ReliableStage::acknowledge(Peer& p, std::uint8_t prio, std::uint32_t ack, s
   for (std::uint32_t seq = t.base; before(seq, ack); ++seq) {
     TxEntry& e = t.win[seq & kMask];
     if (!e.m) continue;
+    if (e.retries != 0 && now_ns > e.first_ns) st_.rel_recovery_ns[prio].record(now_ns - e.first_ns);
     if (e.retries == 0 && now_ns > e.sent_ns) {  // Karn: only frames sent once measure the round trip
       const std::uint64_t sample = now_ns - e.sent_ns;
       if (p.srtt_ns == 0) {

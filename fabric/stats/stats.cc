@@ -44,6 +44,7 @@ Snapshot snapshot(const std::vector<const LcoreStats*>& lcores,
   Snapshot s;
   auto merged = std::make_unique<std::array<Histogram, wire::kPriorities>>();
   auto transit = std::make_unique<std::array<Histogram, wire::kPriorities>>();
+  auto recovery = std::make_unique<std::array<Histogram, wire::kPriorities>>();
   for (const LcoreStats* l : lcores) {
     s.rx_frames += l->rx_frames.get();
     s.rx_bytes += l->rx_bytes.get();
@@ -68,6 +69,7 @@ Snapshot snapshot(const std::vector<const LcoreStats*>& lcores,
       s.forwarded[p] += l->forwarded[p].get();
       s.forward_dropped[p] += l->forward_dropped[p].get();
       (*transit)[p].merge(l->transit_ns[p]);
+      (*recovery)[p].merge(l->rel_recovery_ns[p]);
     }
     for (std::size_t j = 0; j < kMaxPorts; ++j) s.forwarded_port[j] += l->forwarded_port[j].get();
     s.fabric_rx += l->fabric_rx.get();
@@ -95,6 +97,7 @@ Snapshot snapshot(const std::vector<const LcoreStats*>& lcores,
   for (std::size_t p = 0; p < wire::kPriorities; ++p) {
     summarize((*merged)[p], budgets_ns[p], s.lanes[p]);
     summarize((*transit)[p], budgets_ns[p], s.transit[p]);
+    summarize((*recovery)[p], budgets_ns[p], s.rel_recovery[p]);
   }
   return s;
 }

@@ -68,6 +68,8 @@ struct alignas(64) LcoreStats {
     Counter acks_dropped;    // acks not sent (lane full, no route): the next one covers them
   };
   std::array<Reliable, wire::kPriorities> rel;
+  // Frames that had to be sent again: their first send to their acknowledgement.
+  std::array<Histogram, wire::kPriorities> rel_recovery_ns;
 };
 
 struct LaneSummary {
@@ -94,6 +96,7 @@ struct Snapshot {
                   acks_tx = 0, acks_rx = 0, acks_dropped = 0;
   };
   std::array<Reliable, wire::kPriorities> rel{};
+  std::array<LaneSummary, wire::kPriorities> rel_recovery{};  // reliable frames sent again: first send to ack
 
   std::uint64_t refused_total() const noexcept;
   std::uint64_t delivered_total() const noexcept;
