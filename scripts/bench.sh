@@ -11,6 +11,10 @@
 #   scripts/bench.sh fabric     # the fabric's only: forwarding beside dpdk-testpmd, added latency
 #                               # per hop, failover (5 runs), multicast fan-out, services, route
 #                               # computation; writes perf/results/<date>-<host>-fabric.{json,md}
+#   scripts/bench.sh reliability   # reliable delivery: 10 M messages through a faulty memif link,
+#                               # every lane, P0 paced with 1 % loss (recovery time), the P0 round
+#                               # trip with and without, an unpaced 1 M burst over af_packet with
+#                               # and without; writes perf/results/<date>-<host>-reliability.{json,md}
 #   BENCH_QUICK=1 scripts/bench.sh   # a short run of the same suite (not for the record)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -107,8 +111,61 @@ open(base + ".md", "w").write("\n".join(L) + "\n")
 print(f"wrote {base}.json, {base}.md")
 PY
 }
+reliability() {
+  local rtmp="$tmp/reliability"
+  mkdir -p "$rtmp"
+  rrun() { local name=$1; shift; echo "== nerve-perf $*" >&2; "$perf" "$@" --json "$rtmp/$name.json" | tee "$rtmp/$name.txt"; }
+  local big=10000000 lane=100000 paced=200000 burst=1000000
+  if [ "${BENCH_QUICK:-0}" = 1 ]; then big=100000; lane=10000; paced=10000; burst=50000; fi
+  rrun 1-big reliability --count "$big" --priority 0
+  rrun 2-lanes reliability --count "$lane" --priority 0,1,2,3,4
+  rrun 3-paced reliability --count "$paced" --rate 20000 --fault drop=0.01 --priority 0
+  rrun 4-overhead reliability --overhead --rounds 5
+  rrun 5-burst throughput --transport af_packet --count "$burst" --sweep 1 --priority 3
+  rrun 6-burst-reliable throughput --transport af_packet --count "$burst" --sweep 1 --priority 3 --reliable
+  /usr/bin/python3 - "$rtmp" "$out/$stamp-reliability" <<'PY'
+import glob, json, sys
+tmp, base = sys.argv[1], sys.argv[2]
+docs = {f.split("/")[-1][:-5]: json.load(open(f)) for f in sorted(glob.glob(f"{tmp}/*.json"))}
+first = next(iter(docs.values()))
+merged = dict(first); merged["setup"] = dict(first["setup"], scenario="reliability")
+merged["results"] = [dict(r, run=k) for k, d in docs.items() for r in d["results"]]
+json.dump(merged, open(base + ".json", "w"), indent=2)
+us = lambda ns: f"{ns / 1000:.2f}"
+L = [f"Commit {merged['commit']}, {merged['setup']['date']}, {merged['setup']['cpu']}, DPDK {merged['setup']['dpdk']}.", ""]
+L += ["| run | lane | faults (each port, on receive) | sent | lost | dup | reordered | retransmits | faults injected | "
+      "msgs/s | p50 µs | p99 µs | p99.9 µs | p99.99 µs | budget misses | sent again: p50 / p99 µs to ack |",
+      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+for r in merged["results"]:
+    if r["scenario"] != "reliability": continue
+    l = r["latency_ns"]; rc = r["recovery_ns"]
+    L.append(f"| {r['run']} | P{r['priority']} | {r['fault']} | {r['sent']} | {r['lost']} | {r['duplicates']} | "
+             f"{r['reordered']} | {r['retransmits']} | {r['faults_injected']} | {r['rate_mps']:.0f} | {us(l['p50'])} | "
+             f"{us(l['p99'])} | {us(l['p999'])} | {us(l['p9999'])} | {r['deadline_misses']} | "
+             f"{us(rc['p50'])} / {us(rc['p99'])} |")
+ov = [r for r in merged["results"] if r["scenario"] == "reliability-rtt"]
+L += ["", "| P0 round trip, memif, 64 B | round trips | p50 µs | p90 µs | p99 µs | max µs |", "|---|---|---|---|---|---|"]
+for r in ov:
+    l = r["latency_ns"]
+    L.append(f"| {r['stack']} | {r['count']} | {us(l['p50'])} | {us(l['p90'])} | {us(l['p99'])} | {us(l['max'])} |")
+if len(ov) == 2:
+    L.append(f"| reliable / unreliable | | {ov[1]['latency_ns']['p50'] / ov[0]['latency_ns']['p50']:.3f} | | | |")
+L += ["", "| unpaced burst, af_packet across namespaces, P3 64 B | sent | lost | msgs/s | p50 µs | p99 µs |", "|---|---|---|---|---|---|"]
+for r in merged["results"]:
+    if r["scenario"] == "throughput" and r.get("max"):
+        l = r["latency_ns"]
+        L.append(f"| {'reliable' if r['reliable'] else 'unreliable'} | {r['sent']} | {r['lost']} | {r['rate_mps']:.0f} | "
+                 f"{us(l['p50'])} | {us(l['p99'])} |")
+open(base + ".md", "w").write("\n".join(L) + "\n")
+print(f"wrote {base}.json, {base}.md")
+PY
+}
 if [ "${1:-}" = fabric ]; then
   fabric
+  exit 0
+fi
+if [ "${1:-}" = reliability ]; then
+  reliability
   exit 0
 fi
 

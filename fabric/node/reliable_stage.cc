@@ -134,6 +134,7 @@ void ReliableStage::scan(std::uint64_t now_ns) noexcept {
       TxSession& t = p.tx[prio];
       const std::uint64_t rto = rto_ns(p, prio);
       bool gave_up = false;
+      bool resent = false;  // one frame per session per timeout: a late ack is not many losses
       for (std::uint32_t seq = t.base; seq != t.next; ++seq) {
         TxEntry& e = t.win[seq & kMask];
         if (!e.m) continue;
@@ -144,8 +145,11 @@ void ReliableStage::scan(std::uint64_t now_ns) noexcept {
         }
         if (e.sacked) continue;
         const std::uint64_t wait = rto << std::min<unsigned>(e.retries, kMaxBackoff);
-        if (now_ns - e.sent_ns >= wait) retransmit(di, prio, e, now_ns, false);
-        const std::uint64_t due = e.sent_ns + (rto << std::min<unsigned>(e.retries, kMaxBackoff));
+        if (now_ns - e.sent_ns >= wait && !resent) {
+          retransmit(di, prio, e, now_ns, false);
+          resent = true;
+        }
+        const std::uint64_t due = std::max(e.sent_ns + (rto << std::min<unsigned>(e.retries, kMaxBackoff)), now_ns + rto);
         next_due = std::min(next_due, std::max(due, now_ns + kMinRtoNs / 4));
       }
       advance(t);

@@ -6,7 +6,8 @@
 // sent and not yet acknowledged, each kept by reference (zero copy: the mbuf that was sent is
 // the one sent again). A frame is sent again
 //   - at once when the receiver reports a gap before frames it has (its ack's selective bits),
-//   - when unacknowledged for the lane's retransmission timeout: the measured round trip
+//   - when unacknowledged for the lane's retransmission timeout (the oldest such frame of a
+//     session, one per timeout: an ack late behind a queue is not many losses): the measured round trip
 //     (smoothed, plus four deviations) clamped to [kMinRtoNs, the lane's budget / 2] (or to
 //     twice the smoothed round trip where that is longer: a queue ahead of the acks), doubling
 //     with each retry of the same frame;
