@@ -54,7 +54,7 @@ class FaultInjector {
   const config::FaultSpec& spec() const noexcept { return spec_; }
 
  private:
-  static constexpr std::size_t kHeld = 1024;  // frames held per queue (power of two)
+  static constexpr std::size_t kHeld = 4096;  // frames held per queue (power of two)
   struct Held {
     rte_mbuf* m;
     std::uint64_t due_tsc;   // when it may go at the latest (0: at the next burst)

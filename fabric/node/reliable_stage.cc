@@ -144,12 +144,14 @@ void ReliableStage::scan(std::uint64_t now_ns) noexcept {
           continue;
         }
         if (e.sacked) continue;
-        const std::uint64_t wait = rto << std::min<unsigned>(e.retries, kMaxBackoff);
+        // Backing off, but never past an eighth of the give-up time: a frame is tried several
+        // times before it is given up, however slow its acks were.
+        const std::uint64_t wait = std::min(rto << std::min<unsigned>(e.retries, kMaxBackoff), std::max(rto, give_up_ns_ / 8));
         if (now_ns - e.sent_ns >= wait && !resent) {
           retransmit(di, prio, e, now_ns, false);
           resent = true;
         }
-        const std::uint64_t due = std::max(e.sent_ns + (rto << std::min<unsigned>(e.retries, kMaxBackoff)), now_ns + rto);
+        const std::uint64_t due = std::max(e.sent_ns + wait, now_ns + rto);
         next_due = std::min(next_due, std::max(due, now_ns + kMinRtoNs / 4));
       }
       advance(t);

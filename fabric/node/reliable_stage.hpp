@@ -10,7 +10,7 @@
 //     session, one per timeout: an ack late behind a queue is not many losses): the measured round trip
 //     (smoothed, plus four deviations) clamped to [kMinRtoNs, the lane's budget / 2] (or to
 //     twice the smoothed round trip where that is longer: a queue ahead of the acks), doubling
-//     with each retry of the same frame;
+//     with each retry of the same frame up to an eighth of the give-up time;
 // and given up when unacknowledged for the cluster's reliable_give_up_ms (the peer is down, or
 // unreachable): reported once (Node::on_delivery_failure) and counted, never silent. Every data
 // frame's ack field carries the oldest sequence number the sender still holds, so a receiver
