@@ -275,7 +275,20 @@ def test_reliability_through_a_faulty_link(outdir):
     assert all(x["count"] == 2000 for x in rows), rows
 
 
+@pytest.mark.parametrize("transport", ["ring", "memif"])
+def test_reliable_flag_on_other_scenarios(outdir, transport):
+    """--reliable sends the probes with reliable delivery: rows say so, and nothing is lost."""
+    out = os.path.join(outdir, "reliable.json")
+    r = subprocess.run([PERF, "pingpong", "--transport", transport, "--reliable", "--count", "2000", "--warmup", "100",
+                        "--json", out], capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-2000:]
+    with open(out) as f:
+        (row,) = json.load(f)["results"]
+    assert row["reliable"] is True and row["lost"] == 0 and row["count"] == 2000, row
+
+
 @pytest.mark.parametrize("args,needle", [
+    (["pingpong", "--transport", "kernel-udp", "--reliable"], "--reliable"),
     (["reliability", "--fault", "drop=2"], "drop='2'"),
     (["reliability", "--transport", "af_packet"], "--transport"),
 ])
