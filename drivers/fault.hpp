@@ -7,8 +7,8 @@
 // A's. Frames of lanes outside FaultSpec::lanes (and frames too short to carry a nerve header)
 // pass untouched. Each RX queue has its own state: frames held back (reordered: until the next
 // frame of the queue has passed, or 100 us; delayed: until their time) leave at a later rx_burst of that
-// queue, in front of the frames read then. A held frame that finds the holding ring full
-// passes at once (counted as not held).
+// queue, in front of the frames read then. A frame to hold that finds the holding ring full
+// passes at once (and is not counted as delayed or reordered).
 //
 // Thread ownership: like the port's queues, queue q only from the lcore that owns it.
 #pragma once

@@ -29,16 +29,17 @@ mkdir -p "$out"
 count=100000; secs=0.5; iso=50000
 if [ "${BENCH_QUICK:-0}" = 1 ]; then count=5000; secs=0.05; iso=2000; fi
 
-run() {  # name, then nerve-perf arguments
-  local name=$1; shift
+run_in() {  # directory, name, then nerve-perf arguments
+  local dir=$1 name=$2; shift 2
   echo "== nerve-perf $*" >&2
-  "$perf" "$@" --json "$tmp/$name.json" | tee "$tmp/$name.txt"
+  "$perf" "$@" --json "$dir/$name.json" | tee "$dir/$name.txt"
 }
+run() { run_in "$tmp" "$@"; }
 
 fabric() {
   local ftmp="$tmp/fabric"
   mkdir -p "$ftmp"
-  frun() { local name=$1; shift; echo "== nerve-perf $*" >&2; "$perf" "$@" --json "$ftmp/$name.json" | tee "$ftmp/$name.txt"; }
+  frun() { run_in "$ftmp" "$@"; }
   local rounds=5 fsecs=2 hops=200000 fo=5
   if [ "${BENCH_QUICK:-0}" = 1 ]; then rounds=1; fsecs=0.2; hops=5000; fo=1; fi
   frun forward forward --rounds "$rounds" --seconds "$fsecs"
@@ -114,7 +115,7 @@ PY
 reliability() {
   local rtmp="$tmp/reliability"
   mkdir -p "$rtmp"
-  rrun() { local name=$1; shift; echo "== nerve-perf $*" >&2; "$perf" "$@" --json "$rtmp/$name.json" | tee "$rtmp/$name.txt"; }
+  rrun() { run_in "$rtmp" "$@"; }
   local big=10000000 lane=100000 paced=200000 burst=1000000
   if [ "${BENCH_QUICK:-0}" = 1 ]; then big=100000; lane=10000; paced=10000; burst=50000; fi
   rrun 1-big reliability --count "$big" --priority 0

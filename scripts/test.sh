@@ -32,7 +32,10 @@ fi
 scripts/setup.sh || { echo "0 passed, 1 failed"; exit 1; }
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 
-# Counts results from meson's machine-readable logs of the given build directories.
+# Counts results from meson's machine-readable logs of the given build directories. Each run
+# starts by removing them (fresh_logs), so a meson that stops before running anything (a test
+# program missing) leaves no log to count but a failure, never the last run's results.
+fresh_logs() { rm -f build/meson-logs/testlog.json build-asan/meson-logs/testlog.json build-tsan/meson-logs/testlog.json; }
 count() {
   /usr/bin/python3 - "$@" <<'PY'
 import json, sys
@@ -67,6 +70,7 @@ if [ "$stress" = 1 ] || [ "$repeat" != 1 ]; then
     echo "test.sh: two CPU hogs running (pids ${hogs[*]})"
   fi
   trap '[ ${#hogs[@]} -gt 0 ] && kill "${hogs[@]}" 2>/dev/null' EXIT
+  fresh_logs
   meson test -C build --print-errorlogs --num-processes 2 --repeat "$repeat" \
     --suite node --suite node_alloc --suite integration "${args[@]}"
   count "build:"
@@ -93,6 +97,7 @@ ninja -C build-tsan tests/test_node_ring_pair tests/test_node_lanes tests/test_n
   tests/test_drivers >build-tsan/ninja.log 2>&1 \
   || { tail -40 build-tsan/ninja.log; echo "tsan build failed"; echo "0 passed, 1 failed"; exit 1; }
 
+fresh_logs
 meson test -C build --print-errorlogs --num-processes 2 "${args[@]}"
 meson test -C build-asan --print-errorlogs --suite unit
 TSAN_OPTIONS="halt_on_error=1 suppressions=$PWD/tests/tsan.supp" \

@@ -61,20 +61,13 @@ std::uint64_t ReliableStage::rto_ns(const Peer& p, std::uint8_t prio) const noex
   return std::clamp(p.srtt_ns + 4 * p.rttvar_ns, kMinRtoNs, hi);
 }
 
-std::uint64_t ReliableStage::unacked() const noexcept {
-  std::uint64_t n = 0;
-  for (const auto& p : peers_)
-    if (p)
-      for (const TxSession& t : p->tx) n += t.next - t.base;
-  return n;
-}
-
 // ---- sender ---------------------------------------------------------------------------------
 
 SendStatus ReliableStage::send(rte_mbuf* m, NodeId dst, MsgType type, std::uint8_t prio, const SendOptions& o,
                                std::uint32_t corr_id) noexcept {
+  if (prio >= wire::kPriorities) return SendStatus::kBadArgument;
   const std::uint32_t di = r_.index(dst);
-  if (di == route::kNoIndex || di == r_.self_idx || prio >= wire::kPriorities) return SendStatus::kNoRoute;
+  if (di == route::kNoIndex || di == r_.self_idx) return SendStatus::kNoRoute;
   Peer& p = peer(di);
   TxSession& t = p.tx[prio];
   if (t.next - t.base >= kWindow) {

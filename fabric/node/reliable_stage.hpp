@@ -88,8 +88,6 @@ class ReliableStage {
   bool acks_due() const noexcept { return !ack_due_.empty(); }
   void send_acks() noexcept;
 
-  std::uint64_t unacked() const noexcept;  // frames sent and not yet acknowledged or given up
-
  private:
   struct TxEntry {
     rte_mbuf* m = nullptr;       // kept reference; nullptr: acknowledged or given up
