@@ -89,7 +89,9 @@ std::vector<int> packet_sockets_on(const std::string& iface) {
 // A packet socket on `ifindex` that takes only IPv4 fragments (MF set or a fragment offset)
 // and keeps none of them: its PACKET_STATISTICS count them. -1 if it cannot be opened.
 int fragment_counter(unsigned ifindex) {
-  const int fd = ::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, htons(0x0800));
+  // Protocol 0: the socket takes nothing until bind(), by which time the filter is on (one made
+  // with a protocol would count whatever arrived, on any interface, before the filter).
+  const int fd = ::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) return -1;
   sock_filter code[] = {
       BPF_STMT(BPF_LD | BPF_H | BPF_ABS, 12),               // EtherType

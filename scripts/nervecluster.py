@@ -166,7 +166,7 @@ class Cluster:
         return json.loads(self.ctl(node_id, "status").stdout)
 
     def send_args(self, dst, mtype, prio, payload, count=1, number=False, wait=False, no_wait=False, rate=0,
-                  timeout_ms=None):
+                  timeout_ms=None, reliable=False):
         args = ([] if timeout_ms is None else ["--timeout-ms", str(timeout_ms)]) + \
             ["send", "--to", str(dst), "--type", mtype, "--priority", str(prio), "--count", str(count)]
         if rate:
@@ -177,6 +177,8 @@ class Cluster:
             args.append("--wait")
         if no_wait:
             args.append("--no-wait")
+        if reliable:
+            args.append("--reliable")
         return args + [payload]
 
     def send(self, src, dst, mtype, prio, payload, check_rc=True, **kw):
@@ -239,15 +241,17 @@ class Cluster:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def memif_pair(name, subnet, node_extra=""):
+def memif_pair(name, subnet, node_extra="", fault=None):
     """alpha (1, memif server) and beta (2, client) joined by one memif link, addressed
-    subnet.1 and subnet.2 (198.18.x)."""
+    subnet.1 and subnet.2 (198.18.x). `fault`: both ports' fault profile (each faults what it
+    receives)."""
     cl = Cluster(name)
     cl.memif = f"{cl.dir}/link.memif"
+    extra = {"fault": fault} if fault else {}
     cl.write(node_toml(1, "alpha", f"{subnet}.1", cl.sock(1),
-                       [{"kind": "memif", "socket": cl.memif, "role": "server", "peers": [2]}], node_extra) +
+                       [{"kind": "memif", "socket": cl.memif, "role": "server", "peers": [2], **extra}], node_extra) +
              node_toml(2, "beta", f"{subnet}.2", cl.sock(2),
-                       [{"kind": "memif", "socket": cl.memif, "role": "client", "peers": [1]}], node_extra))
+                       [{"kind": "memif", "socket": cl.memif, "role": "client", "peers": [1], **extra}], node_extra))
     return cl
 
 
@@ -255,17 +259,25 @@ def delivered_since(before, after, mtype, prio):
     return after["delivered"][mtype][prio] - before["delivered"][mtype][prio]
 
 
-def exchange_all(cl, a, b, per_lane, rate=0, timeout=60):
+def exchange_all(cl, a, b, per_lane, rate=0, timeout=60, reliable=False):
     """per_lane messages of every type and priority from a to b; b must receive every one with
     the digest a sent. Returns b's status after. `rate` paces the sender (kernel-backed links
-    have no back-pressure)."""
+    have no back-pressure); `reliable` sends them reliably (what a link drops is sent again)."""
     base = cl.status(b)
     sent = {}
     for t in TYPES:
         for prio in range(5):
-            r = cl.send(a, b, t, prio, f"{t}-P{prio}-from-{a}", count=per_lane, number=True, no_wait=True, rate=rate)
+            r = cl.send(a, b, t, prio, f"{t}-P{prio}-from-{a}", count=per_lane, number=True, no_wait=True, rate=rate,
+                        reliable=reliable, check_rc=False)
             if r["status"] != "ok" or r["sent"] != per_lane:
-                raise Failure(f"{a}->{b} {t} P{prio}: {r}")
+                st = {n: cl.status(n) for n in (a, b)}
+                links = {n: s["links"] for n, s in st.items()}
+                ports = {n: [(p["name"], p["ipackets"], p["imissed"], p["rx_nombuf"]) for p in s["ports"]]
+                         for n, s in st.items()}
+                rel = {n: [{k: v for k, v in l.items() if v} for l in s["reliable"]] for n, s in st.items()}
+                refused = {n: {k: v for k, v in s["counters"]["refused"].items() if v} for n, s in st.items()}
+                raise Failure(f"{a}->{b} {t} P{prio}: {r}; links {links}; ports (name, ipackets, imissed, rx_nombuf) "
+                              f"{ports}; refused {refused}; reliable {rel}")
             sent[(t, prio)] = r["digest"]
 
     def all_there():

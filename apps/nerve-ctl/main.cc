@@ -166,7 +166,7 @@ int main(int argc, char** argv) {
   int to = 0, priority = 0;
   unsigned count = 1;
   std::string type, payload;
-  bool number = false, no_wait = false, wait = false;
+  bool number = false, no_wait = false, wait = false, reliable = false;
   double rate = 0;
   std::string to_group, to_service, key;
   bool to_all = false;
@@ -188,6 +188,9 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.0, 1e9));
   send->add_flag("--no-wait", no_wait, "do not wait for replies to commands and requests");
   send->add_flag("--wait", wait, "wait for a reply whatever the type");
+  send->add_flag("--reliable", reliable,
+                 "deliver reliably: acknowledged, retransmitted, once and in order (to a node only)")
+      ->excludes(group_opt, service_opt, all_opt);
   send->add_option("payload", payload, "message payload (text)")->required();
 
   auto* status = cli.add_subcommand("status", "print the node's ports, peers, counters and lanes");
@@ -231,6 +234,7 @@ int main(int argc, char** argv) {
     const bool is_request = type == "command" || type == "request";
     req = {{"op", "send"}, {"type", type}, {"priority", priority}, {"payload", payload}, {"count", count},
            {"number", number}, {"rate", rate}, {"timeout_ms", timeout_ms}};
+    if (reliable) req["reliable"] = true;
     if (!to_group.empty()) {
       group = resolve(cluster.groups, to_group);
       if (!group) {

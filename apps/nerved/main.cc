@@ -77,11 +77,15 @@ std::size_t answer(const Node& node, const RxMessage& m, std::span<std::byte> ou
 class PendingResponses {
  public:
   static constexpr std::size_t kCapacity = 4096;
+  // At most `limit` kept (each holds one mbuf of the node's pool, which the ports need too).
+  explicit PendingResponses(std::size_t limit) noexcept : limit_(std::min(limit, kCapacity)) {}
   bool empty() const noexcept { return head_ == tail_; }
-  bool full() const noexcept { return tail_ - head_ == kCapacity; }
-  void push(RxMessage req, TxFrame resp) noexcept {
+  bool full() const noexcept { return tail_ - head_ >= limit_; }
+  // Keeps the request's header only: its frame goes back to the pool now.
+  void push(Node& node, RxMessage req, TxFrame resp) noexcept {
     Entry& e = ring_[tail_++ % kCapacity];
     e.req = std::move(req);
+    (void)node.take_frame(e.req);  // the header stays readable; the frame is freed
     e.resp = std::move(resp);
   }
   // Sends what the lanes take now, oldest first; returns the number sent.
@@ -103,6 +107,7 @@ class PendingResponses {
     RxMessage req;
     TxFrame resp;
   };
+  std::size_t limit_;
   std::array<Entry, kCapacity> ring_{};
   std::size_t head_ = 0, tail_ = 0;
 };
@@ -350,7 +355,8 @@ std::optional<SendRequest> parse_send(const Node& node, const json& req, std::st
       !f.integer("service", 1, wire::kBroadcast - 1, service) || !f.boolean("broadcast", broadcast) ||
       !f.string("key", key) || !f.string("payload", sr.payload) ||
       !f.integer("count", 1, kMaxCount, count) || !f.boolean("number", sr.number) ||
-      !f.boolean("await_reply", ps.await_reply) || !f.number("rate", 0, 1e9, ps.rate_mps) ||
+      !f.boolean("await_reply", ps.await_reply) || !f.boolean("reliable", ps.reliable) ||
+      !f.number("rate", 0, 1e9, ps.rate_mps) ||
       !f.integer("timeout_ms", 1, kMaxTimeoutMs, timeout_ms)) {
     err = f.error();
     return std::nullopt;
@@ -378,6 +384,10 @@ std::optional<SendRequest> parse_send(const Node& node, const json& req, std::st
   }
   if ((group != 0 || broadcast) && ps.await_reply) {
     err = "await_reply: replies are awaited from a node or a service, not a group or every node";
+    return std::nullopt;
+  }
+  if (ps.reliable && to == 0) {
+    err = "reliable: reliable delivery is to a node (to), not a group, a service or every node";
     return std::nullopt;
   }
   using Target = ProxySend::Target;
@@ -560,7 +570,9 @@ int main(int argc, char** argv) {
         log(Level::kInfo, "peer {} ({}) at {} via port {}", p.id, p.name, config::format_ipv4(p.ip), p.port);
 
       Received rx;
-      auto pending_store = std::make_unique<PendingResponses>();  // 4096 entries: not on the stack
+      // Up to 4096 entries (not on the stack), and no more than a quarter of the pool: the
+      // ports must still receive the acknowledgements that let the responses go.
+      auto pending_store = std::make_unique<PendingResponses>(self->mbufs / 4);
       PendingResponses& pending = *pending_store;
       node.on_message([&](RxMessage& m) {
         const auto t = static_cast<std::size_t>(m.type());
@@ -577,7 +589,7 @@ int main(int argc, char** argv) {
           rx.replies_sent.add();
         } else if (!pending.full()) {
           rx.replies_deferred.add();  // the lane is full: kept, and sent when it has room
-          pending.push(std::move(m), std::move(f));
+          pending.push(node, std::move(m), std::move(f));
         } else {
           rx.replies_failed.add();
         }

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "reliable_stage.hpp"
+
 namespace nerve::node {
 
 ControlStage::ControlStage(const config::Cluster& c, ProxyTable& table, TxStage& tx, ServiceStage& services,
@@ -60,6 +62,10 @@ unsigned ControlStage::send_some(std::uint32_t idx, unsigned budget, std::uint64
   ProxySlot& s = table_.slot(idx);
   if (s.done) return 0;
   const ProxySend& r = s.req;
+  if (r.reliable && (r.target != ProxySend::Target::kNode || reliable_ == nullptr)) {
+    finish(idx, SendStatus::kBadArgument);  // reliable delivery is to one node
+    return 0;
+  }
   const std::uint64_t timeout_ns = static_cast<std::uint64_t>(r.timeout.count()) * 1'000'000u;
   unsigned allowed = budget;
   if (r.rate_mps > 0) {
@@ -89,7 +95,9 @@ unsigned ControlStage::send_some(std::uint32_t idx, unsigned budget, std::uint64
     NodeId asked = r.dst;
     SendStatus st = SendStatus::kOk;
     switch (r.target) {
-      case ProxySend::Target::kNode: st = tx_.send(m, r.dst, r.type, r.priority, o); break;
+      case ProxySend::Target::kNode:
+        st = r.reliable ? reliable_->send(m, r.dst, r.type, r.priority, o) : tx_.send(m, r.dst, r.type, r.priority, o);
+        break;
       case ProxySend::Target::kBroadcast: st = tx_.send_tree(m, -1, wire::kBroadcast, r.type, r.priority, o); break;
       case ProxySend::Target::kGroup:
         st = s.target_index < 0 ? SendStatus::kBadArgument

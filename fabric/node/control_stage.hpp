@@ -26,6 +26,8 @@
 
 namespace nerve::node {
 
+class ReliableStage;
+
 class ControlStage {
  public:
   static constexpr unsigned kBudget = 32;           // messages per poll, all requests together
@@ -35,6 +37,9 @@ class ControlStage {
   ~ControlStage();
   ControlStage(const ControlStage&) = delete;
   ControlStage& operator=(const ControlStage&) = delete;
+
+  // Where reliable requests' messages go (the reliable stage is built after this one).
+  void use_reliable(ReliableStage& r) noexcept { reliable_ = &r; }
 
   // Takes new requests and sends within the budget. Returns messages sent.
   unsigned run(std::uint64_t now_ns) noexcept;
@@ -75,6 +80,7 @@ class ControlStage {
   ProxyTable& table_;
   TxStage& tx_;
   ServiceStage& services_;
+  ReliableStage* reliable_ = nullptr;
   Timer deadline_timer_;
   std::array<std::uint32_t, kProxySlots> active_{};
   unsigned n_active_ = 0;

@@ -286,6 +286,7 @@ Node::Node(const config::Cluster& cluster, NodeId id, drivers::Eal& eal, const N
   I.deliver.emplace(cluster, I.cfg, opts.rx_queue_depth, st, *I.idle, *I.control, *I.services);
   I.reliable.emplace(cluster, I.cfg, *I.routing, *I.tx, *I.deliver, st);
   I.timers.add(I.reliable->timer());
+  I.control->use_reliable(*I.reliable);
   I.rx.emplace(I.ports, I.guard, I.p0);
   I.timers.add(I.clock_sync);
   I.clock_sync.arm(0);

@@ -16,6 +16,9 @@ constexpr std::size_t kAckPayload = 8;  // 64 selective bits: sequence numbers a
 
 // Serial-number order (RFC 1982): a before b.
 constexpr bool before(std::uint32_t a, std::uint32_t b) noexcept { return static_cast<std::int32_t>(a - b) < 0; }
+// Time from `then` to `now`, 0 if `then` is later: a frame sent inside a poll carries a timestamp
+// newer than the `now` that poll read before it sent, and its timers run with.
+constexpr std::uint64_t since(std::uint64_t now, std::uint64_t then) noexcept { return now > then ? now - then : 0; }
 
 }  // namespace
 
@@ -125,27 +128,33 @@ void ReliableStage::scan(std::uint64_t now_ns) noexcept {
     bool any = false;
     for (std::uint8_t prio = 0; prio < wire::kPriorities; ++prio) {
       TxSession& t = p.tx[prio];
+      // Backing off per session, but never past an eighth of the give-up time nor kMaxWaitNs:
+      // a frame is tried several times before it is given up, however slow its acks were, and
+      // a receiver back from a stall hears again soon.
       const std::uint64_t rto = rto_ns(p, prio);
+      const std::uint64_t longest = std::max(rto, std::min(give_up_ns_ / 8, kMaxWaitNs));
+      const std::uint64_t wait = std::min(rto << std::min<unsigned>(t.backoff, kMaxBackoff), longest);
+      // One timer retransmission per session per wait: a late ack is not many losses, and a
+      // receiver that lost its core is not sent its whole window again and again.
+      bool may_resend = since(now_ns, t.resent_ns) >= wait;
       bool gave_up = false;
-      bool resent = false;  // one frame per session per timeout: a late ack is not many losses
       for (std::uint32_t seq = t.base; seq != t.next; ++seq) {
         TxEntry& e = t.win[seq & kMask];
         if (!e.m) continue;
-        if (now_ns - e.first_ns >= give_up_ns_) {
+        if (since(now_ns, e.first_ns) >= give_up_ns_) {
           give_up(di, prio, seq, e);
           gave_up = true;
           continue;
         }
         if (e.sacked) continue;
-        // Backing off, but never past an eighth of the give-up time: a frame is tried several
-        // times before it is given up, however slow its acks were.
-        const std::uint64_t wait = std::min(rto << std::min<unsigned>(e.retries, kMaxBackoff), std::max(rto, give_up_ns_ / 8));
-        if (now_ns - e.sent_ns >= wait && !resent) {
+        if (may_resend && since(now_ns, e.sent_ns) >= wait) {
           retransmit(di, prio, e, now_ns, false);
-          resent = true;
+          may_resend = false;
+          t.resent_ns = now_ns;
+          if (t.backoff < 255) ++t.backoff;
         }
-        const std::uint64_t due = std::max(e.sent_ns + wait, now_ns + rto);
-        next_due = std::min(next_due, std::max(due, now_ns + kMinRtoNs / 4));
+        const std::uint64_t due = std::max({e.sent_ns + wait, t.resent_ns + wait, now_ns + kMinRtoNs / 4});
+        next_due = std::min(next_due, due);
       }
       advance(t);
       // The receiver learns what was given up from the ack field of the next frame it gets:
@@ -185,7 +194,10 @@ void ReliableStage::acknowledge(Peer& p, std::uint8_t prio, std::uint32_t ack, s
     e.m = nullptr;
     st_.rel[prio].acked.add();
   }
-  if (before(t.base, ack)) t.base = ack;
+  if (before(t.base, ack)) {
+    t.base = ack;
+    t.backoff = 0;  // the receiver is taking frames again
+  }
   advance(t);
 }
 
@@ -223,7 +235,7 @@ void ReliableStage::on_ack(const RxItem& it, std::uint64_t now_ns) noexcept {
   const std::uint64_t recent = p.srtt_ns != 0 ? p.srtt_ns : kMinRtoNs;
   for (std::uint32_t seq = t.base; before(seq, last); ++seq) {
     TxEntry& e = t.win[seq & kMask];
-    if (e.m && !e.sacked && now_ns - e.sent_ns >= recent) retransmit(di, prio, e, now_ns, true);
+    if (e.m && !e.sacked && since(now_ns, e.sent_ns) >= recent) retransmit(di, prio, e, now_ns, true);
   }
 }
 
@@ -262,14 +274,21 @@ void ReliableStage::on_data(RxItem& it, std::uint64_t now_ns) noexcept {
   // A response to a request of ours on this lane: the request was delivered, and every frame
   // before it in order, so it acknowledges them (the responder sends no ack of its own).
   if (h.type == MsgType::kResponse && h.corr_id != 0) {
+    // Message ids grow with sequence numbers within a session: the request is found by halving
+    // the window, however many requests are in flight before it.
     const TxSession& t = p.tx[prio];
-    for (std::uint32_t seq = t.base, k = 0; seq != t.next && k < 8; ++seq, ++k) {
-      const TxEntry& e = t.win[seq & kMask];
-      if (e.m && e.msg_id == h.corr_id) {
-        acknowledge(p, prio, seq + 1, now_ns);
-        break;
+    std::uint32_t lo = t.base, n = t.next - t.base;
+    while (n > 0) {
+      const std::uint32_t half = n / 2, mid = lo + half;
+      if (static_cast<std::int32_t>(t.win[mid & kMask].msg_id - h.corr_id) < 0) {
+        lo = mid + 1;
+        n -= half + 1;
+      } else {
+        n = half;
       }
     }
+    if (lo != t.next && t.win[lo & kMask].msg_id == h.corr_id && t.win[lo & kMask].m)
+      acknowledge(p, prio, lo + 1, now_ns);
   }
   if (s.session != h.session) {
     if (h.session == s.prev_session) {  // the sender's previous incarnation, still in flight

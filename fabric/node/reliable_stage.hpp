@@ -54,6 +54,7 @@ class ReliableStage {
   static constexpr std::uint32_t kWindow = 256;        // frames in flight per (peer, lane)
   static constexpr std::uint64_t kMinRtoNs = 20'000;   // no retransmission sooner than this
   static constexpr unsigned kMaxBackoff = 10;          // a retry waits at most 2^10 timeouts
+  static constexpr std::uint64_t kMaxWaitNs = 50'000'000;  // ... and at most 50 ms
 
   ReliableStage(const config::Cluster& c, const config::Node& cfg, Routing& r, TxStage& tx, DeliverStage& deliver,
                 stats::LcoreStats& st);
@@ -101,6 +102,10 @@ class ReliableStage {
   struct TxSession {
     std::uint32_t session = 0;
     std::uint32_t base = 1, next = 1;  // [base, next): sent, not yet acknowledged or given up
+    // Timeouts in a row without an acknowledgement: each doubles the wait before the next timer
+    // retransmission (of the whole session: a stalled receiver is not sent its window again).
+    std::uint8_t backoff = 0;
+    std::uint64_t resent_ns = 0;  // the last timer retransmission
     std::array<TxEntry, kWindow> win{};
   };
   struct RxSession {

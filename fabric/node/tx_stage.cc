@@ -125,15 +125,30 @@ bool TxStage::enqueue_kept(rte_mbuf* m, std::size_t port, std::uint8_t prio, boo
   return true;
 }
 
-SendStatus TxStage::resend(rte_mbuf* m, std::uint32_t di, std::uint8_t prio, std::uint32_t ack) noexcept {
-  if (rte_mbuf_refcnt_read(m) > 1) return SendStatus::kBackpressure;  // still on its way out
-  auto* f = rte_pktmbuf_mtod(m, std::byte*);
+SendStatus TxStage::resend(rte_mbuf* kept, std::uint32_t di, std::uint8_t prio, std::uint32_t ack) noexcept {
   namespace hl = wire::layout;
-  const auto channel = wire::bytes::load_le<std::uint16_t>(f + hl::kHdrOff + hl::hdr::kChannel);
+  const auto channel =
+      wire::bytes::load_le<std::uint16_t>(rte_pktmbuf_mtod_offset(kept, const std::byte*, hl::kHdrOff + hl::hdr::kChannel));
   const int slot = r_.fib->hops(di, r_.metric[prio]).pick(flow_of(self_, r_.topo.id(di), channel), r_.up);
   if (slot < 0) return SendStatus::kNoRoute;
   const Link& l = r_.links[static_cast<std::size_t>(slot)];
   if (!room(l.port, prio, true)) return SendStatus::kBackpressure;
+  // The kept frame itself goes again, unless something still holds it: a port that passes
+  // mbufs to its peer (ring), or an earlier send still queued or in a device's TX ring (many
+  // PMDs free sent mbufs only when they next reclaim completions). That one may be read while
+  // it is written: a copy goes instead.
+  rte_mbuf* m = kept;
+  if (ports_tx_[l.port].shares || rte_mbuf_refcnt_read(kept) > 1) {
+    m = rte_pktmbuf_copy(kept, pool_, 0, UINT32_MAX);
+    if (!m) {
+      st_.alloc_failed.add();
+      return SendStatus::kBackpressure;
+    }
+    m->ol_flags = kept->ol_flags;
+  } else {
+    rte_mbuf_refcnt_update(m, 1);  // the port's reference; the reliable stage keeps its own
+  }
+  auto* f = rte_pktmbuf_mtod(m, std::byte*);
   std::memcpy(f, l.peer_mac.data(), 6);
   std::memcpy(f + 6, l.port_mac.data(), 6);
   wire::bytes::store_le<std::uint32_t>(f + hl::kHdrOff + hl::hdr::kAck, ack);
@@ -148,7 +163,7 @@ SendStatus TxStage::resend(rte_mbuf* m, std::uint32_t di, std::uint8_t prio, std
     wire::bytes::store_be<std::uint16_t>(f + hl::kIpOff + 10, c);
   }
   wire::fill_udp_checksum(std::span<std::byte>(f, m->data_len));
-  if (!enqueue_kept(m, l.port, prio, false)) return SendStatus::kBackpressure;
+  enqueue(m, l.port, prio, false);
   return SendStatus::kOk;
 }
 

@@ -85,7 +85,9 @@ class TxStage {
   }
   // Sends kept reliable frame `m` (headers at its data) again, to dense index `di`, over the
   // link its route picks now, with its ack field set to `ack`. The caller keeps its reference.
-  // kBackpressure while the previous transmission still holds the mbuf or the lane is full.
+  // A copy is sent while anything else still holds the mbuf (an earlier transmission a device
+  // has not reclaimed yet, a ring port). kBackpressure when the lane is full or no copy could
+  // be made.
   SendStatus resend(rte_mbuf* m, std::uint32_t di, std::uint8_t prio, std::uint32_t ack) noexcept;
   // An acknowledgement (payload at m's data) of `session` up to `ack` to `dst`, on lane `prio`.
   SendStatus send_ack(rte_mbuf* m, NodeId dst, std::uint8_t prio, std::uint32_t session, std::uint32_t ack) noexcept {

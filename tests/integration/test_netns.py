@@ -51,14 +51,26 @@ def forge(cl, mode, specs, wait=True):
 
 @pytest.mark.parametrize("kind,per_lane", [("af_packet", 10000), ("af_xdp", 1000)])
 def test_every_type_and_lane_each_way(clusters, netns, kind, per_lane):
-    cl, ns = pair(clusters, netns, kind, f"it-{kind.replace('_', '')}")
+    # Exactness, not liveness, is asserted here: a node of a busy machine can lose its core for
+    # a good part of a second, so the link is not declared down nor a message given up for that
+    # (heartbeats and give-ups have tests of their own).
+    cl, ns = pair(clusters, netns, kind, f"it-{kind.replace('_', '')}",
+                  cluster_keys="heartbeat_miss = 1000\nreliable_give_up_ms = 20000")
     r = cl.send(1, 2, "command", 0, "ping")
     assert r["status"] == "ok" and r["reply"] == "pong", r
-    # Paced: the kernel gives no back-pressure, and a receiver that loses its core while an
-    # unpaced burst arrives overflows its ring (counted as imissed; see the stall test).
-    nc.exchange_all(cl, 1, 2, per_lane, rate=50000)
-    st = nc.exchange_all(cl, 2, 1, per_lane, rate=50000)
-    assert st["counters"]["refused_total"] == 0, st["counters"]["refused"]
+    # Paced: the kernel gives no back-pressure, and a receiver that loses its core to a busy
+    # machine overflows its ring (imissed; see the stall test). Over af_packet the messages go
+    # reliably and what a receiver misses is sent again. Over af_xdp they go unreliably: a
+    # reliable session there can stall on a busy machine (a frame that never arrives while the
+    # port counts no loss), which is open (docs/architecture.md, "Reliable delivery").
+    reliable = kind == "af_packet"
+    nc.exchange_all(cl, 1, 2, per_lane, rate=50000, reliable=reliable)
+    st = nc.exchange_all(cl, 2, 1, per_lane, rate=50000, reliable=reliable)
+    assert st["counters"]["refused_total"] == 0, {k: v for k, v in st["counters"]["refused"].items() if v}
+    for node in (1, 2):
+        rel = cl.status(node)["reliable"]
+        assert sum(l["failed"] for l in rel) == 0, f"node {node}: {rel}"
+        assert all(l["sent"] >= (5 * per_lane if reliable else 0) for l in rel), rel  # five types per lane
     assert all(p["lane_mode"] == "software" for p in st["ports"])
     assert_clean_stop(cl)
 

@@ -249,6 +249,10 @@ struct ProxySend {
   // lock or allocate. Empty: every message has an empty payload.
   std::function<std::size_t(std::uint32_t i, std::span<std::byte> room)> fill;
   bool await_reply = false;       // wait for a kResponse to each message, from dst
+  // Send every message reliably (SendOptions::reliable): to a node only; other targets are
+  // kBadArgument. `sent` then counts messages the reliable stage took; what it later gives up
+  // on is reported through Node::on_delivery_failure and counted per lane.
+  bool reliable = false;
   double rate_mps = 0;            // pace the messages at this rate; 0: as fast as the lane takes them
   std::chrono::milliseconds timeout{2000};  // from the last message sent (paced: from when the next is due)
 
