@@ -259,16 +259,17 @@ def delivered_since(before, after, mtype, prio):
     return after["delivered"][mtype][prio] - before["delivered"][mtype][prio]
 
 
-def exchange_all(cl, a, b, per_lane, rate=0, timeout=60, reliable=False):
+def exchange_all(cl, a, b, per_lane, rate=0, timeout=60, reliable=False, timeout_ms=None):
     """per_lane messages of every type and priority from a to b; b must receive every one with
     the digest a sent. Returns b's status after. `rate` paces the sender (kernel-backed links
-    have no back-pressure); `reliable` sends them reliably (what a link drops is sent again)."""
+    have no back-pressure); `reliable` sends them reliably (what a link drops is sent again);
+    `timeout_ms`: how long each send may wait for room (nerve-ctl --timeout-ms)."""
     base = cl.status(b)
     sent = {}
     for t in TYPES:
         for prio in range(5):
             r = cl.send(a, b, t, prio, f"{t}-P{prio}-from-{a}", count=per_lane, number=True, no_wait=True, rate=rate,
-                        reliable=reliable, check_rc=False)
+                        reliable=reliable, timeout_ms=timeout_ms, check_rc=False)
             if r["status"] != "ok" or r["sent"] != per_lane:
                 st = {n: cl.status(n) for n in (a, b)}
                 links = {n: s["links"] for n, s in st.items()}
@@ -295,8 +296,10 @@ def exchange_all(cl, a, b, per_lane, rate=0, timeout=60, reliable=False):
             if got != per_lane or digest != sent[(t, prio)]:
                 refused = {k: v for k, v in st["counters"]["refused"].items() if v}
                 sender = cl.status(a)
+                rel = {n: {k: v for k, v in s["reliable"][prio].items() if v} for n, s in ((a, sender), (b, st))}
                 raise Failure(f"{a}->{b} {t} P{prio}: delivered {got}/{per_lane}, digest {digest:#x} vs sent "
                               f"{sent[(t, prio)]:#x}; receiver ports "
                               f"{[(p['name'], p['ipackets'], p['imissed'], p['ierrors']) for p in st['ports']]}, "
-                              f"refused {refused}; sender lanes shed {[l['shed'] for l in sender['lanes']]}")
+                              f"refused {refused}; sender lanes shed {[l['shed'] for l in sender['lanes']]}; "
+                              f"reliable P{prio} {rel}")
     return st

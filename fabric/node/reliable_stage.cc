@@ -59,7 +59,9 @@ std::uint64_t ReliableStage::rto_ns(const Peer& p, std::uint8_t prio) const noex
   // Half the lane's budget at most, so a loss is repaired inside it; but never below twice the
   // measured round trip (a queue of frames ahead of the ack delays it that long), which would
   // only send again what is still on its way.
-  const std::uint64_t hi = std::max({kMinRtoNs, budget_ns_[prio] / 2, 2 * p.srtt_ns});
+  // And never above kMaxWaitNs (unless the budget is longer): a sample that waited on
+  // something else (a stalled receiver) must not leave a loss unrepaired for seconds.
+  const std::uint64_t hi = std::max({kMinRtoNs, budget_ns_[prio] / 2, std::min(2 * p.srtt_ns, kMaxWaitNs)});
   if (p.srtt_ns == 0) return hi;  // no round trip measured yet: half the lane's budget
   return std::clamp(p.srtt_ns + 4 * p.rttvar_ns, kMinRtoNs, hi);
 }
@@ -173,27 +175,37 @@ void ReliableStage::scan(std::uint64_t now_ns) noexcept {
   if (next_due != Timer::kNever) timer_.arm_before(next_due);
 }
 
-void ReliableStage::acknowledge(Peer& p, std::uint8_t prio, std::uint32_t ack, std::uint64_t now_ns) noexcept {
+void ReliableStage::sample_rtt(Peer& p, std::uint64_t sample) noexcept {
+  if (p.srtt_ns == 0) {
+    p.srtt_ns = sample;
+    p.rttvar_ns = sample / 2;
+  } else {
+    const std::uint64_t dev = sample > p.srtt_ns ? sample - p.srtt_ns : p.srtt_ns - sample;
+    p.rttvar_ns = (3 * p.rttvar_ns + dev) / 4;
+    p.srtt_ns = (7 * p.srtt_ns + sample) / 8;
+  }
+}
+
+void ReliableStage::acknowledge(Peer& p, std::uint8_t prio, std::uint32_t ack, std::uint64_t now_ns,
+                                bool measure) noexcept {
   TxSession& t = p.tx[prio];
+  // One round-trip sample per ack, from the newest frame it covers, and only when none of them
+  // waited on anything but the link: none sent again (Karn), none acknowledged selectively
+  // before (each such frame waited at the receiver for a gap to fill, and was measured when
+  // its selective ack came).
+  bool clean = measure;
+  std::uint64_t newest_sent = 0;
   for (std::uint32_t seq = t.base; before(seq, ack); ++seq) {
     TxEntry& e = t.win[seq & kMask];
     if (!e.m) continue;
     if (e.retries != 0 && now_ns > e.first_ns) st_.rel_recovery_ns[prio].record(now_ns - e.first_ns);
-    if (e.retries == 0 && now_ns > e.sent_ns) {  // Karn: only frames sent once measure the round trip
-      const std::uint64_t sample = now_ns - e.sent_ns;
-      if (p.srtt_ns == 0) {
-        p.srtt_ns = sample;
-        p.rttvar_ns = sample / 2;
-      } else {
-        const std::uint64_t dev = sample > p.srtt_ns ? sample - p.srtt_ns : p.srtt_ns - sample;
-        p.rttvar_ns = (3 * p.rttvar_ns + dev) / 4;
-        p.srtt_ns = (7 * p.srtt_ns + sample) / 8;
-      }
-    }
+    clean &= e.retries == 0 && !e.sacked;
+    newest_sent = e.sent_ns;
     rte_pktmbuf_free(e.m);
     e.m = nullptr;
     st_.rel[prio].acked.add();
   }
+  if (clean && newest_sent != 0 && now_ns > newest_sent) sample_rtt(p, now_ns - newest_sent);
   if (before(t.base, ack)) {
     t.base = ack;
     t.backoff = 0;  // the receiver is taking frames again
@@ -229,7 +241,10 @@ void ReliableStage::on_ack(const RxItem& it, std::uint64_t now_ns) noexcept {
     if (!before(seq, t.next)) break;
     if (before(seq, t.base)) continue;  // an old (late, reordered) ack: that slot is a newer frame's now
     TxEntry& e = t.win[seq & kMask];
-    if (e.m) e.sacked = true;
+    if (e.m && !e.sacked) {
+      e.sacked = true;
+      if (e.retries == 0 && now_ns > e.sent_ns) sample_rtt(p, now_ns - e.sent_ns);
+    }
     last = seq;
   }
   const std::uint64_t recent = p.srtt_ns != 0 ? p.srtt_ns : kMinRtoNs;
@@ -288,7 +303,7 @@ void ReliableStage::on_data(RxItem& it, std::uint64_t now_ns) noexcept {
       }
     }
     if (lo != t.next && t.win[lo & kMask].msg_id == h.corr_id && t.win[lo & kMask].m)
-      acknowledge(p, prio, lo + 1, now_ns);
+      acknowledge(p, prio, lo + 1, now_ns, false);  // the responder's time is in it: no sample
   }
   if (s.session != h.session) {
     if (h.session == s.prev_session) {  // the sender's previous incarnation, still in flight

@@ -51,7 +51,7 @@ namespace nerve::node {
 
 class ReliableStage {
  public:
-  static constexpr std::uint32_t kWindow = 256;        // frames in flight per (peer, lane)
+  static constexpr std::uint32_t kWindow = kReliableWindow;  // frames in flight per (peer, lane)
   static constexpr std::uint64_t kMinRtoNs = 20'000;   // no retransmission sooner than this
   static constexpr unsigned kMaxBackoff = 10;          // a retry waits at most 2^10 timeouts
   static constexpr std::uint64_t kMaxWaitNs = 50'000'000;  // ... and at most 50 ms
@@ -134,7 +134,9 @@ class ReliableStage {
   void deliver(RxItem& it, std::uint64_t now_ns) noexcept;
   void flush_out(std::uint64_t now_ns) noexcept;
   // Everything before `ack` in t arrived (cumulative): released, round trips sampled.
-  void acknowledge(Peer& p, std::uint8_t prio, std::uint32_t ack, std::uint64_t now_ns) noexcept;
+  // Frees what `ack` acknowledges; `measure`: its frames sent once give round-trip samples.
+  void acknowledge(Peer& p, std::uint8_t prio, std::uint32_t ack, std::uint64_t now_ns, bool measure = true) noexcept;
+  void sample_rtt(Peer& p, std::uint64_t sample) noexcept;
   void retransmit(std::uint32_t di, std::uint8_t prio, TxEntry& e, std::uint64_t now_ns, bool fast) noexcept;
   void give_up(std::uint32_t di, std::uint8_t prio, std::uint32_t seq, TxEntry& e) noexcept;
   // Moves base over entries no longer held.

@@ -55,6 +55,9 @@ enum class SendStatus : std::uint8_t {
 };
 std::string_view to_string(SendStatus s) noexcept;
 
+// Reliable frames in flight per (peer, lane): unacknowledged at the sender, held at the receiver.
+inline constexpr std::uint32_t kReliableWindow = 256;
+
 struct SendOptions {
   std::uint16_t channel = 0;
   // P3/P4 normally shed their oldest frame when full; a sender that must not lose a message
