@@ -4,13 +4,15 @@
 //
 // Sender, per destination and lane: the next sequence number and a window of kWindow frames
 // sent and not yet acknowledged, each kept by reference (zero copy: the mbuf that was sent is
-// the one sent again). A frame is sent again
+// the one sent again, unless a device still holds it: then a copy). A frame is sent again
 //   - at once when the receiver reports a gap before frames it has (its ack's selective bits),
 //   - when unacknowledged for the lane's retransmission timeout (the oldest such frame of a
-//     session, one per timeout: an ack late behind a queue is not many losses): the measured round trip
-//     (smoothed, plus four deviations) clamped to [kMinRtoNs, the lane's budget / 2] (or to
-//     twice the smoothed round trip where that is longer: a queue ahead of the acks), doubling
-//     with each retry of the same frame up to an eighth of the give-up time;
+//     session, one per timeout: an ack late behind a queue is not many losses): the measured
+//     round trip (smoothed, plus four deviations; sampled only from acks that waited on the
+//     link alone) clamped to [kMinRtoNs, the lane's budget / 2] (or to twice the smoothed
+//     round trip where that is longer, up to kMaxWaitNs: a queue ahead of the acks), doubling
+//     with each timeout of the session in a row up to an eighth of the give-up time or
+//     kMaxWaitNs;
 // and given up when unacknowledged for the cluster's reliable_give_up_ms (the peer is down, or
 // unreachable): reported once (Node::on_delivery_failure) and counted, never silent. Every data
 // frame's ack field carries the oldest sequence number the sender still holds, so a receiver
