@@ -103,13 +103,14 @@ void ReliableStage::advance(TxSession& t) noexcept {
   while (t.base != t.next && t.win[t.base & kMask].m == nullptr) ++t.base;
 }
 
-void ReliableStage::retransmit(std::uint32_t di, std::uint8_t prio, TxEntry& e, std::uint64_t now_ns,
+bool ReliableStage::retransmit(std::uint32_t di, std::uint8_t prio, TxEntry& e, std::uint64_t now_ns,
                                bool fast) noexcept {
   const TxSession& t = peers_[di]->tx[prio];
-  if (tx_.resend(e.m, di, prio, t.base) != SendStatus::kOk) return;  // busy, full or no route: the timer tries again
+  if (tx_.resend(e.m, di, prio, t.base) != SendStatus::kOk) return false;  // full or no route: the timer tries again
   e.sent_ns = now_ns;
   if (e.retries < 255) ++e.retries;
   (fast ? st_.rel[prio].fast_retransmits : st_.rel[prio].retransmits).add();
+  return true;
 }
 
 void ReliableStage::give_up(std::uint32_t di, std::uint8_t prio, std::uint32_t seq, TxEntry& e) noexcept {
@@ -148,12 +149,18 @@ void ReliableStage::scan(std::uint64_t now_ns) noexcept {
           gave_up = true;
           continue;
         }
-        if (e.sacked) continue;
+        if (e.sacked) {  // the receiver holds it: only its give-up is due
+          next_due = std::min(next_due, e.first_ns + give_up_ns_);
+          continue;
+        }
         if (may_resend && since(now_ns, e.sent_ns) >= wait) {
-          retransmit(di, prio, e, now_ns, false);
           may_resend = false;
-          t.resent_ns = now_ns;
-          if (t.backoff < 255) ++t.backoff;
+          // Only a frame that left counts: one refused (no route, full lane) is tried again
+          // without backing off.
+          if (retransmit(di, prio, e, now_ns, false)) {
+            t.resent_ns = now_ns;
+            if (t.backoff < 255) ++t.backoff;
+          }
         }
         const std::uint64_t due = std::max({e.sent_ns + wait, t.resent_ns + wait, now_ns + kMinRtoNs / 4});
         next_due = std::min(next_due, due);
@@ -161,7 +168,10 @@ void ReliableStage::scan(std::uint64_t now_ns) noexcept {
       advance(t);
       // The receiver learns what was given up from the ack field of the next frame it gets:
       // send the oldest one still held again now (the rest may be all it already holds).
-      if (gave_up && t.base != t.next) retransmit(di, prio, t.win[t.base & kMask], now_ns, false);
+      if (gave_up && t.base != t.next) {
+        retransmit(di, prio, t.win[t.base & kMask], now_ns, false);
+        next_due = std::min(next_due, now_ns + wait);  // and again if that one is lost too
+      }
       any |= t.base != t.next;
     }
     if (!any) {  // nothing in flight to this peer any more
@@ -235,6 +245,7 @@ void ReliableStage::on_ack(const RxItem& it, std::uint64_t now_ns) noexcept {
   std::memcpy(&sack, it.d.payload.data(), kAckPayload);
   if (sack == 0) return;
   std::uint32_t last = h.ack;
+  std::uint64_t newest_sacked = 0;  // one round-trip sample per ack: its newest frame sent once
   for (unsigned b = 0; b < 64; ++b) {
     if (!((sack >> b) & 1u)) continue;
     const std::uint32_t seq = h.ack + 1 + b;
@@ -243,10 +254,11 @@ void ReliableStage::on_ack(const RxItem& it, std::uint64_t now_ns) noexcept {
     TxEntry& e = t.win[seq & kMask];
     if (e.m && !e.sacked) {
       e.sacked = true;
-      if (e.retries == 0 && now_ns > e.sent_ns) sample_rtt(p, now_ns - e.sent_ns);
+      if (e.retries == 0) newest_sacked = e.sent_ns;
     }
     last = seq;
   }
+  if (newest_sacked != 0 && now_ns > newest_sacked) sample_rtt(p, now_ns - newest_sacked);
   const std::uint64_t recent = p.srtt_ns != 0 ? p.srtt_ns : kMinRtoNs;
   for (std::uint32_t seq = t.base; before(seq, last); ++seq) {
     TxEntry& e = t.win[seq & kMask];

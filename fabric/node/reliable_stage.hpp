@@ -139,7 +139,8 @@ class ReliableStage {
   // Frees what `ack` acknowledges; `measure`: its frames sent once give round-trip samples.
   void acknowledge(Peer& p, std::uint8_t prio, std::uint32_t ack, std::uint64_t now_ns, bool measure = true) noexcept;
   void sample_rtt(Peer& p, std::uint64_t sample) noexcept;
-  void retransmit(std::uint32_t di, std::uint8_t prio, TxEntry& e, std::uint64_t now_ns, bool fast) noexcept;
+  // Sends `e` again; false when it could not leave now (full lane, no route, no copy).
+  bool retransmit(std::uint32_t di, std::uint8_t prio, TxEntry& e, std::uint64_t now_ns, bool fast) noexcept;
   void give_up(std::uint32_t di, std::uint8_t prio, std::uint32_t seq, TxEntry& e) noexcept;
   // Moves base over entries no longer held.
   static void advance(TxSession& t) noexcept;

@@ -247,8 +247,8 @@ TEST_CASE("reliable: the proxy sends reliably from inside poll(), and nothing is
   command.priority = 0;
   command.count = 2'000;
   command.await_reply = true;
-  ProxySend group = metric;
-  group.target = ProxySend::Target::kGroup;
+  ProxySend group = metric;  // to every node (a target that works unreliably)
+  group.target = ProxySend::Target::kBroadcast;
   group.count = 1;
   std::atomic<int> done{0};
   ProxyResult rm, rc, rg;
