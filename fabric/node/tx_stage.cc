@@ -107,21 +107,27 @@ void TxStage::enqueue(rte_mbuf* m, std::size_t port, std::uint8_t prio, bool mor
   }
 }
 
+rte_mbuf* TxStage::tx_copy(const rte_mbuf* m) noexcept {
+  rte_mbuf* c = rte_pktmbuf_copy(m, pool_, 0, UINT32_MAX);
+  if (!c) {
+    st_.alloc_failed.add();
+    return nullptr;
+  }
+  c->ol_flags = m->ol_flags;
+  c->l2_len = m->l2_len;
+  c->l3_len = m->l3_len;
+  return c;
+}
+
 bool TxStage::enqueue_kept(rte_mbuf* m, std::size_t port, std::uint8_t prio, bool more) noexcept {
+  rte_mbuf* out = m;
   if (ports_tx_[port].shares) {
-    rte_mbuf* c = rte_pktmbuf_copy(m, pool_, 0, UINT32_MAX);
-    if (!c) {
-      st_.alloc_failed.add();
-      return false;
-    }
-    c->ol_flags = m->ol_flags;
-    c->l2_len = m->l2_len;
-    c->l3_len = m->l3_len;
-    enqueue(c, port, prio, more);
+    out = tx_copy(m);
+    if (!out) return false;
   } else {
     rte_mbuf_refcnt_update(m, 1);  // the port's reference; the reliable stage keeps its own
-    enqueue(m, port, prio, more);
   }
+  enqueue(out, port, prio, more);
   return true;
 }
 
@@ -139,12 +145,8 @@ SendStatus TxStage::resend(rte_mbuf* kept, std::uint32_t di, std::uint8_t prio, 
   // it is written: a copy goes instead.
   rte_mbuf* m = kept;
   if (ports_tx_[l.port].shares || rte_mbuf_refcnt_read(kept) > 1) {
-    m = rte_pktmbuf_copy(kept, pool_, 0, UINT32_MAX);
-    if (!m) {
-      st_.alloc_failed.add();
-      return SendStatus::kBackpressure;
-    }
-    m->ol_flags = kept->ol_flags;
+    m = tx_copy(kept);
+    if (!m) return SendStatus::kBackpressure;
   } else {
     rte_mbuf_refcnt_update(m, 1);  // the port's reference; the reliable stage keeps its own
   }

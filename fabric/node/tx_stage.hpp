@@ -143,6 +143,8 @@ class TxStage {
   // shares mbufs with its peer. False when no copy could be made (the frame waits for its
   // retransmission).
   bool enqueue_kept(rte_mbuf* m, std::size_t port, std::uint8_t prio, bool more) noexcept;
+  // A copy of `m` from the TX pool with its offload fields; null (counted) when the pool is empty.
+  rte_mbuf* tx_copy(const rte_mbuf* m) noexcept;
   bool refill() noexcept;
   // The first link slot that is up to the neighbour with dense index `peer_idx`; -1: none.
   int up_slot_to(std::uint32_t peer_idx) const noexcept {
