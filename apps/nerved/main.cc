@@ -29,6 +29,7 @@
 #include "../common/log.hpp"
 #include "eal.hpp"
 #include "nerve/node.hpp"
+#include "nerve/telemetry.hpp"
 
 using namespace nerve;
 using app::Level;
@@ -157,6 +158,7 @@ json status_json(const Node& node, const Received& rx, bool digest, unsigned lco
                // (up to this long) plus a wake-up; busy_lanes keep it polling while P0 flows.
                {"idle_max_sleep_us", c.idle == config::Idle::kBusy ? 0u : c.idle_sleep_max_us},
                {"lcore", lcore},
+               {"stats_region", c.stats_region},
                {"mbufs_available", node.mbufs_available()}};
   j["ports"] = json::array();
   for (const auto& p : node.ports())
@@ -536,6 +538,8 @@ int main(int argc, char** argv) {
   const std::size_t self_index = static_cast<std::size_t>(self - cluster.nodes.data());
   std::vector<std::pair<std::string, std::string>> paths = {
       {fmt::format("node[{}].control_socket", self_index), self->control_socket}};
+  if (!self->stats_region.empty())
+    paths.emplace_back(fmt::format("node[{}].stats_region", self_index), self->stats_region);
   for (std::size_t j = 0; j < self->ports.size(); ++j)
     if (self->ports[j].kind == config::PortKind::kMemif)
       paths.emplace_back(fmt::format("node[{}].port[{}].socket", self_index, j), self->ports[j].socket);
@@ -560,8 +564,20 @@ int main(int argc, char** argv) {
     drivers::Eal eal(eal_opts);
     log(Level::kInfo, "EAL up: profile {}, lcore {} (socket {}), prefix {}", config::to_string(self->profile),
         eal.main_lcore(), eal.socket(), eal_opts.file_prefix);
+    // The stats region first: the node keeps its counters in it, and it outlives the node.
+    std::unique_ptr<telemetry::Region> region;
+    if (!self->stats_region.empty()) {
+      telemetry::Region::Identity ident{self->id, self->name, cluster.name, {}, {}};
+      for (unsigned l = 0; l < wire::kPriorities; ++l) ident.lane_budget_ns[l] = std::uint64_t{self->lane_budget_us[l]} * 1000u;
+      for (std::size_t j = 0; j < self->ports.size(); ++j)
+        ident.ports.push_back(fmt::format("{}:{}", j, config::to_string(self->ports[j].kind)));
+      region = std::make_unique<telemetry::Region>(self->stats_region, ident);
+    }
     {
-      Node node(cluster, self->id, eal);
+      NodeOptions node_opts;
+      node_opts.region = region.get();
+      Node node(cluster, self->id, eal, node_opts);
+      if (region) region->set_running();
       for (const auto& p : node.ports())
         log(Level::kInfo, "port {} ({}) mac {} socket {} lanes {} link {}", p.name, config::to_string(p.kind),
             config::format_mac(p.mac), p.socket, config::to_string(p.lane_mode),

@@ -84,6 +84,20 @@ class Reader {
     return out;
   }
 
+  std::vector<std::string> string_array(std::string_view k) {
+    const toml::node* n = get(k, false);
+    std::vector<std::string> out;
+    if (!n) return out;
+    const auto* a = n->as_array();
+    if (!a) throw type_error(k, "an array of strings", *n);
+    for (std::size_t i = 0; i < a->size(); ++i) {
+      const auto* v = (*a)[i].as_string();
+      if (!v) throw ConfigError(fmt::format("{}[{}]: expected a string", key(k), i));
+      out.push_back(v->get());
+    }
+    return out;
+  }
+
   const toml::array* table_array(std::string_view k) {
     const toml::node* n = get(k, false);
     if (!n) return nullptr;
@@ -271,6 +285,22 @@ Node read_node(const toml::table& t, const std::string& where) {
   if (n.ip == 0 || n.ip == 0xffffffff || (n.ip >> 28) == 0xe)
     throw ConfigError(fmt::format("{}: {} is not a unicast address", r.key("ip"), ip));
   n.control_socket = r.string("control_socket", "", true);
+  n.stats_region = r.string("stats_region", default_stats_region(n.control_socket));
+  if (n.stats_region == "off") n.stats_region.clear();
+  else if (n.stats_region.empty() || n.stats_region.back() == '/')
+    throw ConfigError(fmt::format("{}: a file path or \"off\", got '{}'", r.key("stats_region"), n.stats_region));
+  n.metrics_listen = r.string("metrics_listen", "");
+  if (!n.metrics_listen.empty()) {
+    const auto colon = n.metrics_listen.rfind(':');
+    std::uint32_t addr = 0;
+    const std::string port = colon == std::string::npos ? "" : n.metrics_listen.substr(colon + 1);
+    char* end = nullptr;
+    const long pn = port.empty() ? 0 : std::strtol(port.c_str(), &end, 10);
+    if (colon == std::string::npos || !parse_ipv4(n.metrics_listen.substr(0, colon), addr) || *end != '\0' || pn < 1 ||
+        pn > 65535)
+      throw ConfigError(fmt::format("{}: expected \"IPv4:port\" (e.g. \"127.0.0.1:9464\"), got '{}'",
+                                    r.key("metrics_listen"), n.metrics_listen));
+  }
   const std::string profile = r.string("profile", "dev");
   if (profile == "dev") n.profile = Profile::kDev;
   else if (profile == "production") n.profile = Profile::kProduction;
@@ -380,6 +410,42 @@ void check_static_loops(const Cluster& c) {
   }
 }
 
+Telemetry read_telemetry(const toml::table& t) {
+  Reader r(t, "telemetry");
+  Telemetry tm;
+  for (std::size_t k = 0; k < kTiers; ++k) {
+    const std::string_view tier = kTierNames[k];
+    if (!t.get(tier)) continue;
+    tm.tiers[k] = r.string_array(tier);
+    for (std::size_t i = 0; i < tm.tiers[k].size(); ++i) {
+      const std::string& g = tm.tiers[k][i];
+      if (std::find(kMetricGroups.begin(), kMetricGroups.end(), g) == kMetricGroups.end())
+        throw ConfigError(fmt::format("telemetry.{}[{}]: unknown metric group '{}' ({})", tier, i, g,
+                                      fmt::join(kMetricGroups, ", ")));
+    }
+  }
+  // A group moved to another tier leaves its default one.
+  for (std::size_t k = 0; k < kTiers; ++k) {
+    if (!t.get(kTierNames[k])) continue;
+    for (const auto& g : tm.tiers[k]) {
+      for (std::size_t o = 0; o < kTiers; ++o)
+        if (o != k && !t.get(kTierNames[o])) std::erase(tm.tiers[o], g);
+    }
+  }
+  std::map<std::string, std::string_view> placed;  // group -> tier
+  for (std::size_t k = 0; k < kTiers; ++k)
+    for (const auto& g : tm.tiers[k])
+      if (const auto [it, fresh] = placed.emplace(g, kTierNames[k]); !fresh)
+        throw ConfigError(fmt::format("telemetry.{}: metric group '{}' is also in telemetry.{} (one tier per group)",
+                                      kTierNames[k], g, it->second));
+  if (t.get("storage_paths")) tm.storage_paths = r.string_array("storage_paths");
+  for (std::size_t i = 0; i < tm.storage_paths.size(); ++i)
+    if (tm.storage_paths[i].empty() || tm.storage_paths[i][0] != '/')
+      throw ConfigError(fmt::format("telemetry.storage_paths[{}]: an absolute path, got '{}'", i, tm.storage_paths[i]));
+  r.finish();
+  return tm;
+}
+
 Cluster read_cluster(const toml::table& root, const std::filesystem::path& source) {
   Reader r(root, "");
   Cluster c;
@@ -415,6 +481,7 @@ Cluster read_cluster(const toml::table& root, const std::filesystem::path& sourc
   if (const auto* services = r.table_array("service"))
     for (std::size_t i = 0; i < services->size(); ++i)
       c.services.push_back(read_service(*(*services)[i].as_table(), fmt::format("service[{}]", i)));
+  if (const toml::table* tt = r.table("telemetry")) c.telemetry = read_telemetry(*tt);
   r.finish();
   if (c.nodes.size() > kMaxNodes)
     throw ConfigError(fmt::format("node: at most {} nodes in a cluster, got {}", kMaxNodes, c.nodes.size()));
@@ -541,6 +608,19 @@ const Service* Cluster::find_service(std::uint16_t id) const noexcept {
 const Node& Cluster::node(std::uint16_t id) const {
   if (const Node* n = find(id)) return *n;
   throw ConfigError(fmt::format("node {} is not in {}", id, source.string()));
+}
+
+std::string default_stats_region(const std::string& control_socket) {
+  std::string name;
+  for (const char c : control_socket) {
+    if (c == '/') {
+      if (!name.empty() && name.back() != '-') name += '-';
+    } else {
+      name += c;
+    }
+  }
+  if (name.size() > 200) name = name.substr(name.size() - 200);
+  return "/dev/shm/nerve-" + name + ".stats";
 }
 
 Cluster load_string(std::string_view text, const std::filesystem::path& source) {

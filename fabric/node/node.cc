@@ -2,6 +2,7 @@
 #include "nerve/node.hpp"
 
 #include <fmt/format.h>
+#include <rte_cycles.h>
 #include <rte_mbuf.h>
 
 #include <algorithm>
@@ -38,6 +39,7 @@ void Node::Impl::Pipeline::operator()(std::size_t port, rte_mbuf** frames, std::
 
 unsigned Node::poll() noexcept {
   Impl& I = *impl_;
+  const std::uint64_t t0 = rte_rdtsc();
   I.p0.tick();
   if (I.reliable->acks_due()) [[unlikely]] I.reliable->send_acks();  // what the last bursts owe
   unsigned work = I.tx->drain();               // TX: what earlier sends left queued, P0 first
@@ -56,7 +58,77 @@ unsigned Node::poll() noexcept {
     work += I.timers.run(now);                 // due timers: heartbeats, control deadlines, clock sync
   }
   work += I.tx->drain();                       // TX: what this poll sent
+  // Busy and idle time: a poll that found work is busy, one that found none idle.
+  stats::LcoreStats& st = *I.lcore;
+  (work ? st.tsc_busy : st.tsc_idle).add(rte_rdtsc() - t0);
+  (work ? st.polls_busy : st.polls_idle).add();
+  if (I.region && I.region->requested()) [[unlikely]] I.publish_sample();  // a reader rang
   return work;
+}
+
+// A consistent sample of the counters for the stats region, between two polls. Datapath only.
+void Node::Impl::publish_sample() noexcept {
+  telemetry::Sample s{};
+  const stats::LcoreStats& st = *lcore;
+  s.tsc_busy = st.tsc_busy.get();
+  s.tsc_idle = st.tsc_idle.get();
+  s.polls_busy = st.polls_busy.get();
+  s.polls_idle = st.polls_idle.get();
+  s.tsc_hz = rte_get_tsc_hz();
+  s.rx_frames = st.rx_frames.get();
+  s.rx_bytes = st.rx_bytes.get();
+  s.tx_frames = st.tx_frames.get();
+  s.tx_bytes = st.tx_bytes.get();
+  s.tx_backpressure = st.tx_backpressure.get();
+  s.tx_no_route = st.tx_no_route.get();
+  s.alloc_failed = st.alloc_failed.get();
+  s.rx_deferred = st.rx_deferred.get();
+  s.rx_multi_segment = st.rx_multi_segment.get();
+  s.fabric_rx = st.fabric_rx.get();
+  s.fabric_tx = st.fabric_tx.get();
+  for (const auto& [socket, p] : pools) {
+    s.mbufs_available += p->available();
+    s.mbufs_total += cfg.mbufs;
+  }
+  s.mbufs_available += tx->stashed();
+  for (std::size_t r = 0; r < wire::kRefusalCount; ++r) s.refused[r] = st.refused[r].get();
+  for (std::size_t l = 0; l < wire::kPriorities; ++l) {
+    telemetry::LaneSample& ls = s.lane[l];
+    for (std::size_t t = 0; t <= static_cast<std::size_t>(wire::kMsgTypes); ++t) {
+      ls.sent += st.sent[t][l].get();
+      ls.delivered += st.delivered[t][l].get();
+    }
+    ls.deadline_miss = st.deadline_miss[l].get();
+    ls.shed = st.shed[l].get();
+    ls.backpressure = st.backpressure[l].get();
+    ls.forwarded = st.forwarded[l].get();
+    ls.forward_dropped = st.forward_dropped[l].get();
+    ls.rel_sent = st.rel[l].sent.get();
+    ls.rel_acked = st.rel[l].acked.get();
+    ls.rel_failed = st.rel[l].failed.get();
+    ls.rel_retransmits = st.rel[l].retransmits.get() + st.rel[l].fast_retransmits.get();
+    ls.rel_duplicates = st.rel[l].duplicates.get();
+    ls.rel_reordered = st.rel[l].reordered.get();
+    for (std::size_t j = 0; j < ports.size(); ++j) ls.tx_queued += tx->queued(j, static_cast<unsigned>(l));
+    ls.latency_count = st.latency_ns[l].count();
+    ls.latency_sum_ns = st.latency_ns[l].sum();
+  }
+  s.ports = std::min(ports.size(), telemetry::kPorts);
+  for (std::size_t j = 0; j < s.ports; ++j) {
+    const drivers::PortStats ps = ports[j].dev->stats();
+    s.port[j] = telemetry::PortSample{ps.eth.ipackets, ps.eth.opackets, ps.eth.ibytes, ps.eth.obytes,
+                                      ps.eth.imissed,  ps.eth.ierrors,  ps.eth.oerrors, ps.eth.rx_nombuf,
+                                      st.port_tx_frames[j].get(), ports[j].dev->link_up() ? 1u : 0u};
+  }
+  s.links = std::min(routing->links.size(), telemetry::kLinks);
+  for (std::size_t k = 0; k < s.links; ++k) {
+    const node::LinkShared& sh = routing->links.shared(k);
+    s.link[k] = telemetry::LinkSample{routing->links[k].peer, routing->links[k].port,
+                                      sh.up.load(std::memory_order_relaxed) ? 1u : 0u,
+                                      sh.rtt_ns.load(std::memory_order_relaxed), sh.downs.load(std::memory_order_relaxed),
+                                      sh.heartbeats_rx.load(std::memory_order_relaxed)};
+  }
+  region->publish(s);
 }
 
 unsigned Node::flush() noexcept {
@@ -66,7 +138,10 @@ unsigned Node::flush() noexcept {
 
 void Node::idle_step(unsigned work) noexcept {
   Impl& I = *impl_;
+  if (work != 0) return I.idle->step(work, [] { return std::uint64_t{0}; });
+  const std::uint64_t t0 = rte_rdtsc();  // the pause or sleep after an empty poll is idle time
   I.idle->step(work, [&] { return I.clock.now_ns(); });
+  I.lcore->tsc_idle.add(rte_rdtsc() - t0);
 }
 
 void Node::run(const std::atomic<bool>& stop) noexcept {
@@ -222,7 +297,16 @@ Node::Impl::Impl(Node& self, const config::Cluster& c, NodeId node_id, const Nod
         I.clock.sync();  // re-anchored here, between bursts, rather than inside one
         I.clock_sync.arm(now + Clock::kSyncIntervalNs / 2);
       }, this),
-      proxy(self) {}
+      proxy(self) {
+  if (o.region) {
+    lcore = &o.region->lcore();
+    region = o.region;
+  } else {
+    own_lcore = std::make_unique<stats::LcoreStats>();
+    lcore = own_lcore.get();
+    region = nullptr;
+  }
+}
 
 Node::Node(const config::Cluster& cluster, NodeId id, drivers::Eal& eal, const NodeOptions& opts)
     : impl_(std::make_unique<Impl>(*this, cluster, id, opts)) {
@@ -350,7 +434,7 @@ std::vector<NodeId> Node::members(std::uint16_t group) const {
 
 // ---- any thread ---------------------------------------------------------------------------
 
-stats::Snapshot Node::snapshot() const { return stats::snapshot({impl_->lcore.get()}, impl_->budget_ns); }
+stats::Snapshot Node::snapshot() const { return stats::snapshot({impl_->lcore}, impl_->budget_ns); }
 
 std::vector<PortInfo> Node::ports() const {
   const Impl& I = *impl_;

@@ -13,6 +13,7 @@
 #include "idle.hpp"
 #include "link_stage.hpp"
 #include "nerve/node.hpp"
+#include "nerve/telemetry.hpp"
 #include "ports.hpp"
 #include "proxy_table.hpp"
 #include "reliable_stage.hpp"
@@ -38,7 +39,11 @@ struct Node::Impl {
   // Resources, in the order they are made (and the reverse of the order they go).
   std::map<int, std::unique_ptr<drivers::Mempool>> pools;  // one per NUMA socket
   node::NodePorts ports;
-  std::unique_ptr<stats::LcoreStats> lcore = std::make_unique<stats::LcoreStats>();
+  // The datapath's counters: in the stats region where there is one, else here.
+  std::unique_ptr<stats::LcoreStats> own_lcore;
+  stats::LcoreStats* lcore;
+  telemetry::Region* region;
+  void publish_sample() noexcept;
   std::unique_ptr<node::Routing> routing;  // topology, links, tables, the routing agent
   // Held around every burst: PMD callbacks on the interrupt thread wait for it (drivers/).
   drivers::DatapathGuard::Section guard;

@@ -273,3 +273,43 @@ TEST_CASE("routing keys: bad groups, services and routes are named", "[config][r
   const std::string loop = replace(kChain, "  peers = [1, 3]\n", "  peers = [1, 3]\n  [[node.route]]\n  to = 3\n  via = 1\n");
   CHECK(refusal(loop) == "route: static routes to node 3 loop: 1 -> 2 -> 1");
 }
+
+TEST_CASE("telemetry keys: tiers, stats region, metrics address", "[config][telemetry]") {
+  const Cluster d = load_string(kGood);
+  CHECK(d.nodes[0].stats_region == "/dev/shm/nerve-tmp-a.sock.stats");
+  CHECK(d.nodes[0].metrics_listen.empty());
+  CHECK(d.telemetry.tiers[0] == std::vector<std::string>{"lanes"});
+  CHECK(d.telemetry.tiers[3] == std::vector<std::string>{"cpu", "memory", "storage"});
+  CHECK(d.telemetry.storage_paths == std::vector<std::string>{"/"});
+
+  // Moving a group to another tier takes it out of its default one.
+  const Cluster c = load_string(
+      replace(kGood, "idle = \"busy\"", "idle = \"busy\"\nstats_region = \"off\"\nmetrics_listen = \"127.0.0.1:9464\"") +
+      "[telemetry]\ncritical = [\"lanes\", \"errors\"]\nhistorical = [\"storage\"]\nstorage_paths = [\"/\", \"/tmp\"]\n");
+  CHECK(c.nodes[0].stats_region.empty());
+  CHECK(c.nodes[0].metrics_listen == "127.0.0.1:9464");
+  CHECK(c.nodes[1].stats_region == "/dev/shm/nerve-tmp-b.sock.stats");
+  CHECK(c.telemetry.tiers[0] == std::vector<std::string>{"lanes", "errors"});
+  CHECK(c.telemetry.tiers[1] == std::vector<std::string>{"links"});
+  CHECK(c.telemetry.tiers[3] == std::vector<std::string>{"cpu", "memory"});
+  CHECK(c.telemetry.tiers[4] == std::vector<std::string>{"storage"});
+  CHECK(c.telemetry.storage_paths.size() == 2);
+}
+
+TEST_CASE("telemetry keys: bad tiers and addresses are named", "[config][telemetry]") {
+  CHECK_THAT(refusal(kGood + "[telemetry]\ncritical = [\"lanes\", \"bogus\"]\n"),
+             Catch::Contains("telemetry.critical[1]: unknown metric group 'bogus'"));
+  CHECK_THAT(refusal(kGood + "[telemetry]\ncritical = [\"lanes\"]\nhigh = [\"lanes\"]\n"),
+             Catch::Contains("metric group 'lanes' is also in telemetry.critical"));
+  CHECK_THAT(refusal(kGood + "[telemetry]\ncritical = \"lanes\"\n"),
+             Catch::Contains("telemetry.critical: expected an array of strings"));
+  CHECK_THAT(refusal(kGood + "[telemetry]\nstorage_paths = [\"tmp\"]\n"),
+             Catch::Contains("telemetry.storage_paths[0]: an absolute path"));
+  CHECK_THAT(refusal(kGood + "[telemetry]\nhourly = []\n"), Catch::Contains("telemetry.hourly: unknown key"));
+  CHECK_THAT(refusal(replace(kGood, "idle = \"busy\"", "idle = \"busy\"\nmetrics_listen = \"localhost:80\"")),
+             Catch::Contains("node[0].metrics_listen: expected \"IPv4:port\""));
+  CHECK_THAT(refusal(replace(kGood, "idle = \"busy\"", "idle = \"busy\"\nmetrics_listen = \"127.0.0.1:70000\"")),
+             Catch::Contains("node[0].metrics_listen"));
+  CHECK_THAT(refusal(replace(kGood, "idle = \"busy\"", "idle = \"busy\"\nstats_region = \"/dev/shm/\"")),
+             Catch::Contains("node[0].stats_region: a file path or \"off\""));
+}

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "nerve/wire.hpp"
@@ -97,6 +98,11 @@ struct Node {
   wire::Mac mac{};
   std::uint32_t ip = 0;               // host order
   std::string control_socket;         // unix socket nerved serves and nerve-ctl uses
+  // The stats region nerved publishes its figures in (nerve/telemetry.hpp); "" with
+  // stats_region = "off". Default: default_stats_region(control_socket).
+  std::string stats_region;
+  // Where the node's telemetry sidecar serves Prometheus' /metrics ("address:port"); "": not.
+  std::string metrics_listen;
   Profile profile = Profile::kDev;
   Idle idle = Idle::kBackoff;         // default: busy in the production profile, backoff in dev
   std::string huge_dir;               // production: the hugetlbfs mount to use (default: EAL's choice)
@@ -139,6 +145,28 @@ inline constexpr std::size_t kMaxNodes = 4096;     // per cluster (routes are co
 inline constexpr std::size_t kMaxGroups = 64;      // a group is a bit in the routes' subtree masks
 inline constexpr std::size_t kMaxInstances = 64;   // per service
 
+// The telemetry sidecar's sampling tiers (SPEC.md "Reporting Frequency"): which metric groups
+// are sampled how often. A group sits in at most one tier; a group in none is not sampled.
+inline constexpr std::size_t kTiers = 5;
+inline constexpr std::array<std::string_view, kTiers> kTierNames = {"critical", "high", "standard", "background",
+                                                                    "historical"};
+inline constexpr std::array<std::uint64_t, kTiers> kTierPeriodNs = {10'000'000, 20'000'000, 100'000'000,
+                                                                    1'000'000'000, 10'000'000'000};
+inline constexpr std::array<std::string_view, 9> kMetricGroups = {"lanes", "errors", "links", "ports", "datapath",
+                                                                  "reliable", "cpu", "memory", "storage"};
+struct Telemetry {
+  std::array<std::vector<std::string>, kTiers> tiers{{{"lanes"},
+                                                      {"errors", "links"},
+                                                      {"ports", "datapath", "reliable"},
+                                                      {"cpu", "memory", "storage"},
+                                                      {}}};
+  std::vector<std::string> storage_paths{"/"};  // file systems the storage group reports (statvfs)
+};
+
+// /dev/shm (memory, never written back to a disk), named after the control socket, which is
+// unique on the host: /run/nerve/n1.sock -> /dev/shm/nerve-run-nerve-n1.sock.stats
+std::string default_stats_region(const std::string& control_socket);
+
 struct Cluster {
   std::string name;
   std::uint16_t udp_port = wire::kDefaultUdpPort;
@@ -163,6 +191,7 @@ struct Cluster {
   std::vector<Node> nodes;
   std::vector<Group> groups;          // [[group]]
   std::vector<Service> services;      // [[service]]
+  Telemetry telemetry;                // [telemetry]
 
   const Node& node(std::uint16_t id) const;  // throws ConfigError "node N is not in <file>"
   const Node* find(std::uint16_t id) const noexcept;

@@ -38,6 +38,9 @@ namespace nerve {
 namespace drivers {
 class Eal;
 }
+namespace telemetry {
+class Region;
+}
 
 using NodeId = std::uint16_t;
 using wire::MsgType;
@@ -175,6 +178,9 @@ struct NodeOptions {
   std::chrono::milliseconds link_wait{2000};   // at start-up; a link down is reported, not fatal
   std::uint32_t rx_queue_depth = 4096;         // messages held for recv(), power of two
   Clock* clock = nullptr;                      // the node's time; nullptr: Clock::tsc()
+  // Where the datapath keeps its counters and publishes samples for other processes
+  // (nerve/telemetry.hpp); nullptr: in the node's own memory, unpublished. Outlives the node.
+  telemetry::Region* region = nullptr;
 };
 
 struct PortInfo {

@@ -39,6 +39,10 @@ struct alignas(64) LcoreStats {
   Counter tx_no_route;
   Counter alloc_failed;
   Counter rx_deferred;      // RX bursts shortened because the receive queue was full
+  // The datapath's time (TSC cycles) in polls that found work and in polls that found none
+  // (with the idle policy's pause or sleep after them), and the polls of each kind. Time the
+  // application spends between polls is in neither.
+  Counter tsc_busy, tsc_idle, polls_busy, polls_idle;
   std::array<Counter, wire::kPriorities> deadline_miss;
   std::array<Counter, wire::kPriorities> shed;          // P3/P4 frames dropped, oldest first, from a full lane
   std::array<Counter, wire::kPriorities> backpressure;  // send() refused on a full P0-P2 lane

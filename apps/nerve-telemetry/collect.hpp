@@ -1,0 +1,59 @@
+// The sidecar's metric groups: each renders its figures as Prometheus text (exposition format
+// 0.0.4), from a datapath sample, the live lane histograms, or the host's /proc and statvfs.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "nerve/config.hpp"
+#include "nerve/telemetry.hpp"
+
+namespace nerve::sidecar {
+
+enum class Group : std::uint8_t { kLanes, kErrors, kLinks, kPorts, kDatapath, kReliable, kCpu, kMemory, kStorage };
+inline constexpr std::size_t kGroups = config::kMetricGroups.size();
+// Groups drawn from a datapath sample (the doorbell); the others read only the host.
+constexpr bool needs_sample(Group g) noexcept { return g <= Group::kReliable || g == Group::kMemory; }
+Group group_of(std::string_view name);  // a name of config::kMetricGroups
+
+// What every group renders from; the Collector keeps what one group needs between samples
+// (histogram buckets of the last interval, the previous busy/idle cycles).
+class Collector {
+ public:
+  Collector(const telemetry::Reader& region, const config::Cluster& cluster, const config::Node& node);
+
+  // Renders group `g` from `s` (the sample of this tick) into `out` (replaced).
+  void render(Group g, const telemetry::Sample& s, std::string& out);
+
+  // Interval latency percentiles of lane l since the previous render of kLanes (ns).
+  struct Interval {
+    std::uint64_t count = 0, p50 = 0, p90 = 0, p99 = 0, p999 = 0, max = 0;
+  };
+  const std::array<Interval, wire::kPriorities>& intervals() const noexcept { return interval_; }
+
+ private:
+  void lanes(const telemetry::Sample& s, std::string& out);
+  void errors(const telemetry::Sample& s, std::string& out);
+  void links(const telemetry::Sample& s, std::string& out);
+  void ports(const telemetry::Sample& s, std::string& out);
+  void datapath(const telemetry::Sample& s, std::string& out);
+  void reliable(const telemetry::Sample& s, std::string& out);
+  void cpu(std::string& out);
+  void memory(const telemetry::Sample& s, std::string& out);
+  void storage(std::string& out);
+
+  const telemetry::Reader& region_;
+  const config::Cluster& cluster_;
+  const config::Node& node_;
+  std::string node_label_;  // node="name"
+  std::array<std::vector<std::uint64_t>, wire::kPriorities> prev_buckets_;
+  std::array<Interval, wire::kPriorities> interval_{};
+  std::uint64_t prev_busy_ = 0, prev_idle_ = 0;
+};
+
+// Prometheus text escaping of a label value.
+std::string label_value(std::string_view v);
+
+}  // namespace nerve::sidecar

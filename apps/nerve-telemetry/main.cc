@@ -1,0 +1,341 @@
+// nerve-telemetry: a node's telemetry sidecar. Attaches to the node's stats region, samples
+// the metric groups of each tier at the tier's rate (100, 50, 10, 1 and 0.1 Hz), and serves
+// the newest sample of every group as Prometheus text on /metrics.
+//
+// Timing: each tick sleeps (clock_nanosleep, absolute) until --spin-us before it is due, then
+// spins to the deadline, so the ~70 us a wake-up may cost here does not make samples late; the
+// spin costs that much CPU per tick (100 Hz x 200 us: 2 % of a core).
+#include <signal.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <fstream>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include "../common/cli.hpp"
+#include "../common/log.hpp"
+#include "collect.hpp"
+#include "nerve/config.hpp"
+#include "nerve/histogram.hpp"
+#include "nerve/telemetry.hpp"
+
+using namespace nerve;
+using app::Level;
+using app::log;
+using json = nlohmann::json;
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+extern "C" void on_signal(int) { g_stop.store(true, std::memory_order_relaxed); }
+
+std::uint64_t now_ns() noexcept {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+void sleep_until(std::uint64_t t) noexcept {
+  timespec ts{static_cast<time_t>(t / 1'000'000'000u), static_cast<long>(t % 1'000'000'000u)};
+  while (::clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr) == EINTR && !g_stop.load()) {
+  }
+}
+
+struct Tier {
+  std::string_view name;
+  std::uint64_t period_ns;
+  std::vector<sidecar::Group> groups;
+  bool needs_sample = false;
+  std::uint64_t next_ns = 0;
+  std::uint64_t ticks = 0, skipped = 0;
+  stats::Histogram late_ns;  // tick deadline to the sample taken
+};
+
+// What /metrics serves: the newest text of every group, and the sidecar's own figures.
+struct Exposition {
+  std::mutex mu;
+  std::array<std::string, sidecar::kGroups> group;
+  bool up = false;
+  std::string self;  // nerve_telemetry_* families
+};
+
+std::string self_metrics(const std::vector<std::unique_ptr<Tier>>& tiers, const std::string& node,
+                         std::uint64_t timeouts, std::uint64_t attaches) {
+  std::string out;
+  auto fam = [&](std::string_view name, std::string_view type, std::string_view help) {
+    fmt::format_to(std::back_inserter(out), "# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
+  };
+  fam("nerve_telemetry_samples_total", "counter", "Ticks sampled, by tier.");
+  for (const auto& t : tiers)
+    fmt::format_to(std::back_inserter(out), "nerve_telemetry_samples_total{{{},tier=\"{}\"}} {}\n", node, t->name, t->ticks);
+  fam("nerve_telemetry_ticks_skipped_total", "counter", "Ticks skipped because the sidecar fell a whole period behind.");
+  for (const auto& t : tiers)
+    fmt::format_to(std::back_inserter(out), "nerve_telemetry_ticks_skipped_total{{{},tier=\"{}\"}} {}\n", node, t->name,
+                   t->skipped);
+  fam("nerve_telemetry_sample_lateness_seconds", "summary", "From a tick's deadline to its sample, by tier.");
+  for (const auto& t : tiers) {
+    for (const auto& [q, p] : {std::pair{"0.5", 50.0}, {"0.99", 99.0}, {"1", 100.0}})
+      fmt::format_to(std::back_inserter(out), "nerve_telemetry_sample_lateness_seconds{{{},tier=\"{}\",quantile=\"{}\"}} {}\n",
+                     node, t->name, q, static_cast<double>(t->late_ns.percentile(p)) / 1e9);
+    fmt::format_to(std::back_inserter(out), "nerve_telemetry_sample_lateness_seconds_sum{{{},tier=\"{}\"}} {}\n", node,
+                   t->name, static_cast<double>(t->late_ns.sum()) / 1e9);
+    fmt::format_to(std::back_inserter(out), "nerve_telemetry_sample_lateness_seconds_count{{{},tier=\"{}\"}} {}\n", node,
+                   t->name, t->late_ns.count());
+  }
+  fam("nerve_telemetry_sample_timeouts_total", "counter", "Samples the datapath did not answer in time.");
+  fmt::format_to(std::back_inserter(out), "nerve_telemetry_sample_timeouts_total{{{}}} {}\n", node, timeouts);
+  fam("nerve_telemetry_attaches_total", "counter", "Times the sidecar attached to the node's stats region.");
+  fmt::format_to(std::back_inserter(out), "nerve_telemetry_attaches_total{{{}}} {}\n", node, attaches);
+  return out;
+}
+
+json tier_report(const std::vector<std::unique_ptr<Tier>>& tiers, std::uint64_t timeouts) {
+  json j = json::object();
+  for (const auto& t : tiers) {
+    j[std::string(t->name)] = {{"hz", 1e9 / static_cast<double>(t->period_ns)},
+                               {"groups", json::array()},
+                               {"ticks", t->ticks},
+                               {"skipped", t->skipped},
+                               {"late_p50_us", static_cast<double>(t->late_ns.percentile(50)) / 1e3},
+                               {"late_p99_us", static_cast<double>(t->late_ns.percentile(99)) / 1e3},
+                               {"late_p999_us", static_cast<double>(t->late_ns.percentile(99.9)) / 1e3},
+                               {"late_max_us", static_cast<double>(t->late_ns.max()) / 1e3}};
+    for (const auto g : t->groups) j[std::string(t->name)]["groups"].push_back(config::kMetricGroups[static_cast<std::size_t>(g)]);
+  }
+  return {{"tiers", j}, {"sample_timeouts", timeouts}};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  app::g_program = "nerve-telemetry";
+  CLI::App cli{"nerve-telemetry: a node's telemetry sidecar. Samples the node's stats region in five tiers "
+               "(100, 50, 10, 1, 0.1 Hz) and serves Prometheus text on /metrics."};
+  std::string config_path, listen, region_path, report_path, level = "info";
+  int node_id = 0;
+  unsigned spin_us = 200;
+  double duration_s = 0;
+  cli.add_option("--config", config_path, "cluster file (TOML)")->required()->check(CLI::ExistingFile);
+  cli.add_option("--node", node_id, "id of the node to sample")->required()->check(CLI::Range(1, 65534));
+  cli.add_option("--listen", listen, "serve /metrics at address:port (default: the node's metrics_listen)");
+  cli.add_option("--region", region_path, "the node's stats region (default: the node's stats_region)");
+  cli.add_option("--spin-us", spin_us, "spin this long before each tick instead of sleeping (precision)")
+      ->check(CLI::Range(0u, 5000u));
+  cli.add_option("--duration", duration_s, "stop after this many seconds (0: at SIGINT/SIGTERM)")->check(CLI::Range(0.0, 1e7));
+  cli.add_option("--report", report_path, "at exit, write each tier's tick counts and lateness as JSON to this file");
+  cli.add_option("--log-level", level, "debug, info, warn or error")->check(CLI::IsMember({"debug", "info", "warn", "error"}));
+  if (const auto rc = app::parse_cli(cli, argc, argv, "nerve-telemetry")) return *rc;
+  app::g_log_level = level == "debug" ? Level::kDebug : level == "warn" ? Level::kWarn
+                   : level == "error" ? Level::kError : Level::kInfo;
+
+  config::Cluster cluster;
+  const config::Node* self = nullptr;
+  try {
+    cluster = config::load_file(config_path);
+    self = &cluster.node(static_cast<std::uint16_t>(node_id));
+  } catch (const config::ConfigError& e) {
+    fmt::print(stderr, "nerve-telemetry: config error: {}\n", e.what());
+    return 2;
+  }
+  app::g_program = fmt::format("nerve-telemetry[{}]", self->name);
+  if (region_path.empty()) region_path = self->stats_region;
+  if (region_path.empty()) {
+    fmt::print(stderr, "nerve-telemetry: node {} has stats_region = \"off\": nothing to sample\n", self->id);
+    return 2;
+  }
+  if (listen.empty()) listen = self->metrics_listen;
+  std::string host;
+  int port = 0;
+  if (!listen.empty()) {
+    const auto colon = listen.rfind(':');
+    char* end = nullptr;
+    port = colon == std::string::npos ? 0 : static_cast<int>(std::strtol(listen.c_str() + colon + 1, &end, 10));
+    if (colon == std::string::npos || port < 1 || port > 65535 || *end != '\0') {
+      fmt::print(stderr, "nerve-telemetry: --listen: expected address:port, got '{}'\n", listen);
+      return 2;
+    }
+    host = listen.substr(0, colon);
+  }
+
+  std::vector<std::unique_ptr<Tier>> tiers;
+  for (std::size_t k = 0; k < config::kTiers; ++k) {
+    auto t = std::make_unique<Tier>();
+    t->name = config::kTierNames[k];
+    t->period_ns = config::kTierPeriodNs[k];
+    for (const auto& g : cluster.telemetry.tiers[k]) {
+      t->groups.push_back(sidecar::group_of(g));
+      t->needs_sample |= sidecar::needs_sample(t->groups.back());
+    }
+    tiers.push_back(std::move(t));
+  }
+
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+
+  const std::string node_label = fmt::format("node=\"{}\"", sidecar::label_value(self->name));
+  Exposition expo;
+  std::uint64_t timeouts = 0, attaches = 0;
+  {
+    std::lock_guard lk(expo.mu);
+    expo.self = self_metrics(tiers, node_label, timeouts, attaches);
+  }
+  httplib::Server http;
+  std::thread http_thread;
+  if (!listen.empty()) {
+    http.Get("/metrics", [&](const httplib::Request&, httplib::Response& res) {
+      std::string body;
+      {
+        std::lock_guard lk(expo.mu);
+        fmt::format_to(std::back_inserter(body),
+                       "# HELP nerve_up 1 while the node runs and answers its sidecar.\n# TYPE nerve_up gauge\n"
+                       "nerve_up{{{}}} {}\n",
+                       node_label, expo.up ? 1 : 0);
+        if (expo.up)
+          for (const auto& g : expo.group) body += g;
+        body += expo.self;
+      }
+      res.set_content(body, "text/plain; version=0.0.4; charset=utf-8");
+    });
+    http.Get("/", [&](const httplib::Request&, httplib::Response& res) {
+      res.set_content(fmt::format("nerve-telemetry for node {} ({}): see /metrics\n", self->id, self->name), "text/plain");
+    });
+    if (!http.bind_to_port(host, port)) {
+      log(Level::kError, "cannot serve /metrics on {}: the address is in use or not this host's", listen);
+      return 1;
+    }
+    http_thread = std::thread([&] { http.listen_after_bind(); });
+    log(Level::kInfo, "serving /metrics on http://{}/metrics", listen);
+  }
+  auto stop_http = [&] {
+    if (http_thread.joinable()) {
+      http.stop();
+      http_thread.join();
+    }
+  };
+
+  const std::uint64_t end_ns = duration_s > 0 ? now_ns() + static_cast<std::uint64_t>(duration_s * 1e9) : 0;
+  auto done = [&] { return g_stop.load(std::memory_order_relaxed) || (end_ns != 0 && now_ns() >= end_ns); };
+  int rc = 0;
+  bool waiting_logged = false;
+  while (!done()) {
+    // Attach: the node may not be up yet, or may have restarted.
+    std::unique_ptr<telemetry::Reader> region;
+    try {
+      region = std::make_unique<telemetry::Reader>(region_path);
+    } catch (const telemetry::RegionError& e) {
+      const std::string what = e.what();
+      if (what.rfind("no stats region", 0) != 0) {  // another version, not a region: final
+        log(Level::kError, "{}", what);
+        rc = 1;
+        break;
+      }
+      if (!waiting_logged) log(Level::kInfo, "waiting for node {}: {}", self->id, what);
+      waiting_logged = true;
+      sleep_until(now_ns() + 100'000'000);
+      continue;
+    }
+    if (!region->node_running()) {
+      if (!waiting_logged) log(Level::kInfo, "waiting for node {}: its region {} is left from a stopped node", self->id, region_path);
+      waiting_logged = true;
+      region.reset();
+      sleep_until(now_ns() + 100'000'000);
+      continue;
+    }
+    std::uint32_t holder = 0;
+    if (!region->lock_sidecar(holder)) {
+      log(Level::kError, "a sidecar already samples node {} (pid {}); one per node", self->id, holder);
+      rc = 1;
+      break;
+    }
+    ++attaches;
+    waiting_logged = false;
+    log(Level::kInfo, "attached to node {} ({}, pid {}) at {}", self->id, region->header().node_name,
+        region->header().pid, region_path);
+    sidecar::Collector collector(*region, cluster, *self);
+    {
+      std::lock_guard lk(expo.mu);
+      expo.up = true;
+    }
+    const std::uint64_t start = now_ns();
+    for (auto& t : tiers) t->next_ns = start;
+    telemetry::Sample sample{};
+    std::array<std::string, sidecar::kGroups> text;
+    bool node_gone = false;
+    while (!done() && !node_gone) {
+      std::uint64_t due = UINT64_MAX;
+      for (const auto& t : tiers)
+        if (!t->groups.empty()) due = std::min(due, t->next_ns);
+      if (due == UINT64_MAX) due = now_ns() + 1'000'000'000;  // no groups: check on the node now and then
+      if (spin_us * 1000u < due - std::min(due, now_ns())) sleep_until(due - spin_us * 1000u);
+      while (now_ns() < due) {
+#if defined(__x86_64__)
+        __builtin_ia32_pause();
+#endif
+      }
+      if (done()) break;
+      // Every tier due now shares one sample.
+      bool want_sample = false;
+      for (const auto& t : tiers) want_sample |= !t->groups.empty() && t->next_ns <= due && t->needs_sample;
+      std::uint64_t taken = now_ns();
+      if (want_sample) {
+        if (region->fresh(sample, 5'000'000)) {
+          taken = sample.taken_ns;
+        } else {
+          ++timeouts;
+          if (!region->node_running()) {
+            node_gone = true;
+            break;
+          }
+        }
+      } else if (!region->node_running()) {
+        node_gone = true;
+        break;
+      }
+      std::uint32_t rendered = 0;  // groups rendered this tick, a bit each
+      for (auto& t : tiers) {
+        if (t->groups.empty() || t->next_ns > due) continue;
+        t->late_ns.record(taken > t->next_ns ? taken - t->next_ns : 0);
+        ++t->ticks;
+        for (const auto g : t->groups) {
+          collector.render(g, sample, text[static_cast<std::size_t>(g)]);
+          rendered |= 1u << static_cast<unsigned>(g);
+        }
+        t->next_ns += t->period_ns;
+        const std::uint64_t now = now_ns();
+        if (t->next_ns <= now) {  // a whole period behind: skip to the next one ahead
+          const std::uint64_t behind = (now - t->next_ns) / t->period_ns + 1;
+          t->skipped += behind;
+          t->next_ns += behind * t->period_ns;
+        }
+      }
+      std::lock_guard lk(expo.mu);
+      for (std::size_t g = 0; g < sidecar::kGroups; ++g)
+        if ((rendered >> g) & 1u) expo.group[g].swap(text[g]);
+      expo.self = self_metrics(tiers, node_label, timeouts, attaches);
+    }
+    {
+      std::lock_guard lk(expo.mu);
+      expo.up = false;
+      for (auto& g : expo.group) g.clear();
+    }
+    if (node_gone) log(Level::kWarn, "node {} stopped; waiting for it to start again", self->id);
+  }
+  stop_http();
+  if (!report_path.empty()) {
+    std::ofstream out(report_path);
+    out << tier_report(tiers, timeouts).dump(2) << "\n";
+  }
+  log(Level::kInfo, "stopped");
+  return rc;
+}

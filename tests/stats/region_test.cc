@@ -1,0 +1,178 @@
+// The stats region: identity, locks, refusals, and consistent samples taken while the writer
+// publishes from another thread.
+#include <catch2/catch.hpp>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "nerve/telemetry.hpp"
+
+using namespace nerve;
+using telemetry::Reader;
+using telemetry::Region;
+using telemetry::RegionError;
+
+namespace {
+
+struct TempDir {
+  std::filesystem::path dir;
+  TempDir() {
+    char tmpl[] = "/tmp/nerve-region-test-XXXXXX";
+    dir = ::mkdtemp(tmpl);
+  }
+  ~TempDir() { std::filesystem::remove_all(dir); }
+  std::string path(const char* name) const { return (dir / name).string(); }
+};
+
+Region::Identity identity() {
+  return Region::Identity{7, "gamma", "test", {100'000, 500'000, 1'000'000, 2'000'000, 5'000'000}, {"0:memif", "1:af_xdp"}};
+}
+
+// Every word of the sample after seq and taken_ns is `v`: a torn copy would mix two values.
+void fill(telemetry::Sample& s, std::uint64_t v) {
+  auto* w = reinterpret_cast<std::uint64_t*>(&s);
+  for (std::size_t i = 2; i < sizeof s / 8; ++i) w[i] = v;
+}
+bool uniform(const telemetry::Sample& s) {
+  const auto* w = reinterpret_cast<const std::uint64_t*>(&s);
+  for (std::size_t i = 3; i < sizeof s / 8; ++i)
+    if (w[i] != w[2]) return false;
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("region: a reader sees the writer's identity, running lock and live counters") {
+  TempDir t;
+  const std::string p = t.path("n7.stats");
+  {
+    Region region(p, identity());
+    region.set_running();
+    region.lcore().rx_frames.add(42);
+    region.lcore().latency_ns[2].record(1234);
+    Reader r(p);
+    CHECK(std::string(r.header().node_name) == "gamma");
+    CHECK(std::string(r.header().cluster) == "test");
+    CHECK(r.header().node_id == 7);
+    CHECK(r.header().pid == static_cast<std::uint32_t>(::getpid()));
+    CHECK(r.header().port_count == 2);
+    CHECK(std::string(r.header().port_name[1]) == "1:af_xdp");
+    CHECK(r.header().lane_budget_ns[0] == 100'000);
+    CHECK(r.node_running());
+    CHECK(r.lcore().rx_frames.get() == 42);
+    CHECK(r.lcore().latency_ns[2].count() == 1);
+    telemetry::Sample s{};
+    CHECK_FALSE(r.latest(s));  // nothing published yet
+  }
+  CHECK_FALSE(std::filesystem::exists(p));  // the writer removes its region
+}
+
+TEST_CASE("region: a second writer for a held region is refused; a region left behind is replaced") {
+  TempDir t;
+  const std::string p = t.path("n7.stats");
+  {
+    Region first(p, identity());
+    try {
+      Region second(p, identity());
+      FAIL("a second writer was let in");
+    } catch (const RegionError& e) {
+      CHECK(std::string(e.what()).find("held by a running node") != std::string::npos);
+    }
+  }
+  // A file no writer holds (a crashed node's): the new node takes the path over.
+  { std::ofstream(p) << "left behind"; }
+  Region again(p, identity());
+  Reader r(p);
+  CHECK(r.header().node_id == 7);
+}
+
+TEST_CASE("region: readers refuse what is not a region of their version") {
+  TempDir t;
+  const std::string p = t.path("n7.stats");
+  SECTION("missing") {
+    try {
+      Reader r(p);
+      FAIL("attached to nothing");
+    } catch (const RegionError& e) {
+      CHECK(std::string(e.what()).find("no stats region at") != std::string::npos);
+    }
+  }
+  SECTION("not a region") {
+    {
+      std::ofstream f(p);
+      f << std::string(8192, 'x');
+    }
+    CHECK_THROWS_WITH(Reader(p), Catch::Contains("is not a nerve stats region"));
+  }
+  SECTION("another version") {
+    Region region(p, identity());
+    region.header().version = telemetry::kVersion + 1;
+    CHECK_THROWS_WITH(Reader(p), Catch::Contains("has layout version " + std::to_string(telemetry::kVersion + 1)) &&
+                                     Catch::Contains("reads version " + std::to_string(telemetry::kVersion)));
+  }
+  SECTION("another size") {
+    Region region(p, identity());
+    region.header().lcore_size += 64;
+    CHECK_THROWS_WITH(Reader(p), Catch::Contains("a layout of other sizes"));
+  }
+}
+
+TEST_CASE("region: one sidecar per node; a stopped node is seen as stopped") {
+  TempDir t;
+  const std::string p = t.path("n7.stats");
+  auto region = std::make_unique<Region>(p, identity());
+  region->set_running();
+  Reader a(p), b(p);
+  std::uint32_t holder = 0;
+  CHECK(a.lock_sidecar(holder));
+  CHECK_FALSE(b.lock_sidecar(holder));
+  CHECK(holder == static_cast<std::uint32_t>(::getpid()));
+  CHECK(b.node_running());
+  region.reset();  // the node stops: its lock goes, its state says so
+  CHECK_FALSE(b.node_running());
+}
+
+TEST_CASE("region: samples answer the doorbell and are never torn, while the writer publishes") {
+  TempDir t;
+  const std::string p = t.path("n7.stats");
+  Region region(p, identity());
+  region.set_running();
+  Reader r(p);
+
+  telemetry::Sample s{};
+  CHECK_FALSE(r.fresh(s, 2'000'000));  // no datapath answers: false after the wait, not a hang
+
+  // The "datapath": answers every doorbell, and between doorbells publishes unasked as fast as
+  // it can (a worst case no real node produces), each sample uniform in a new value.
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {
+    std::uint64_t v = 1;
+    telemetry::Sample w{};
+    while (!stop.load(std::memory_order_relaxed)) {
+      fill(w, v++);
+      region.publish(w);
+    }
+  });
+  std::uint64_t answered = 0, last_value = 0;
+  for (int i = 0; i < 20'000; ++i) {
+    telemetry::Sample got{};
+    const std::uint64_t before = r.header().request.load();
+    if (r.fresh(got, 1'000'000'000)) ++answered;
+    REQUIRE(uniform(got));
+    CHECK(got.seq > before);              // answers a doorbell rung after it was asked
+    CHECK(got.lane[0].sent >= last_value);  // newer samples only
+    last_value = got.lane[0].sent;
+  }
+  stop = true;
+  writer.join();
+  CHECK(answered == 20'000);
+  CHECK(r.latest(s));
+  CHECK(uniform(s));
+}
