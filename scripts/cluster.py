@@ -14,6 +14,7 @@ The topology file (docs/examples/topologies/*.toml, docs/operations.md "Clusters
     name = "chain"            # names the namespaces, the state directory and the cluster
     link = "af_packet"        # af_packet, af_xdp or memif: how links are made (default af_packet)
     namespaces = true         # each node in a network namespace of its own (memif may say false)
+    metrics_port = 9460       # node N's sidecar serves /metrics on 127.0.0.1:(9460+N); 0: no sidecars
 
     [cluster]                 # copied into the cluster file: heartbeats, ttl, route metrics ...
 
@@ -25,6 +26,10 @@ The topology file (docs/examples/topologies/*.toml, docs/operations.md "Clusters
     nodes = [1, 2]            # kind = "memif" etc. overrides the default for one link
 
     [[group]] / [[service]]   # copied as they are
+    [telemetry]               # copied: the sidecars' tiers (docs/operations.md "Telemetry")
+
+Beside each nerved runs its telemetry sidecar, nerve-telemetry (outside the namespaces: it reads
+the node's stats region in /dev/shm and serves /metrics on the host's loopback).
 
 `up` writes the cluster file nerved runs from into the state directory
 ($NERVE_CLUSTER_DIR, default /tmp, then nerve-cluster-NAME/cluster.toml) and prints it: give it
@@ -90,6 +95,10 @@ class Topology:
         if self.kind not in KINDS:
             raise BadInput(f"{path}: [topology] link: one of {', '.join(KINDS)}, got {self.kind!r}")
         self.namespaces = top.get("namespaces", True)
+        self.metrics_port = top.get("metrics_port", 9460)
+        if not isinstance(self.metrics_port, int) or not (self.metrics_port == 0 or 1024 <= self.metrics_port <= 60000):
+            raise BadInput(f"{path}: [topology] metrics_port: 0 or 1024..60000, got {self.metrics_port!r}")
+        self.telemetry = dict(t.get("telemetry", {}))
         self.cluster_keys = dict(t.get("cluster", {}))
         self.cluster_keys.pop("name", None)
         self.cluster_keys.setdefault("heartbeat_miss", 100)
@@ -153,6 +162,8 @@ class Topology:
         for nid, n in sorted(self.nodes.items()):
             keys = {"id": nid, "name": n.get("name", f"n{nid}"), "mac": self.mac(nid), "ip": self.ip(nid),
                     "control_socket": self.sock(nid)}
+            if self.metrics_port:
+                keys["metrics_listen"] = self.metrics_listen(nid)
             keys.update({k: v for k, v in NODE_DEFAULTS.items() if k not in n})
             keys.update({k: v for k, v in n.items() if k not in ("id", "name")})
             text = toml_table("[[node]]", keys)
@@ -171,7 +182,12 @@ class Topology:
             out.append(toml_table("[[group]]", g))
         for s in self.services:
             out.append(toml_table("[[service]]", s))
+        if self.telemetry:
+            out.append(toml_table("[telemetry]", self.telemetry))
         return "\n".join(out)
+
+    def metrics_listen(self, nid):
+        return f"127.0.0.1:{self.metrics_port + nid}"
 
 
 def load_state(topo):
@@ -212,6 +228,18 @@ def start_node(topo, state, nid):
     return p
 
 
+def start_sidecar(topo, state, nid):
+    """nerve-telemetry for node nid: waits for the node's region, follows it across restarts."""
+    if not topo.metrics_port:
+        return None
+    log = open(os.path.join(topo.dir, f"telemetry-{nid}.log"), "a")
+    cmd = [nc.TELEMETRY, "--config", topo.cluster_file, "--node", str(nid)]
+    p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    state.setdefault("sidecars", {})[str(nid)] = p.pid
+    save_state(topo, state)
+    return p
+
+
 def ctl_status(topo, nid):
     r = subprocess.run([nc.CTL, "--config", topo.cluster_file, "--node", str(nid), "--json", "status"],
                        capture_output=True, text=True, timeout=30)
@@ -224,9 +252,9 @@ def healthy(topo, nid):
         nid in (a, b) for a, b, _ in topo.links)
 
 
-def log_tail(topo, nid, lines=15):
+def log_tail(topo, nid, lines=15, kind="nerved"):
     try:
-        with open(os.path.join(topo.dir, f"nerved-{nid}.log")) as f:
+        with open(os.path.join(topo.dir, f"{kind}-{nid}.log")) as f:
             return "".join(f.readlines()[-lines:])
     except OSError:
         return ""
@@ -270,6 +298,7 @@ def up(topo):
             nc.sh("ip", "-n", topo.ns(nid), "link", "set", tmp, "name", topo.iface(peer))
             nc.sh("ip", "-n", topo.ns(nid), "link", "set", topo.iface(peer), "address", topo.mac(nid), "up")
     procs = {nid: start_node(topo, state, nid) for nid in sorted(topo.nodes)}
+    sidecars = {nid: start_sidecar(topo, state, nid) for nid in sorted(topo.nodes)}
     deadline = time.monotonic() + 60 + 2 * len(topo.nodes)
     waiting = set(topo.nodes)
     while waiting and time.monotonic() < deadline:
@@ -277,6 +306,11 @@ def up(topo):
             if procs[nid].poll() is not None:
                 print(f"cluster {topo.name}: node {nid} exited with {procs[nid].returncode}:\n{log_tail(topo, nid)}",
                       file=sys.stderr)
+                down(topo, quiet=True)
+                return 1
+            if sidecars[nid] is not None and sidecars[nid].poll() is not None:
+                print(f"cluster {topo.name}: the sidecar of node {nid} exited with {sidecars[nid].returncode}:\n"
+                      f"{log_tail(topo, nid, kind='telemetry')}", file=sys.stderr)
                 down(topo, quiet=True)
                 return 1
             if healthy(topo, nid):
@@ -292,6 +326,9 @@ def up(topo):
           f"{time.monotonic() - t0:.1f} s")
     print(f"  cluster file: {topo.cluster_file}")
     print(f"  try: {nc.CTL} --config {topo.cluster_file} --node {min(topo.nodes)} routes")
+    if topo.metrics_port:
+        print(f"  metrics: http://{topo.metrics_listen(min(topo.nodes))}/metrics (node N: port "
+              f"{topo.metrics_port}+N)")
     return 0
 
 
@@ -303,7 +340,7 @@ def status(topo):
     ok = True
     print(f"cluster {topo.name} ({topo.cluster_file})")
     print(f"  {'node':>5} {'name':<10} {'process':<8} {'links up':>9} {'routes':>7} {'delivered':>10} "
-          f"{'forwarded':>10} {'refused':>8}")
+          f"{'forwarded':>10} {'refused':>8}  sidecar")
     for nid in sorted(topo.nodes):
         pid = state["pids"].get(str(nid))
         running = pid is not None and alive(pid)
@@ -313,6 +350,10 @@ def status(topo):
             ok = False
             print(f"  {nid:>5} {name:<10} {'running' if running else 'stopped':<8} {'-':>9}")
             continue
+        sc = state.get("sidecars", {}).get(str(nid))
+        sidecar = (f"http://{topo.metrics_listen(nid)}/metrics" if sc and alive(sc) else "stopped") \
+            if topo.metrics_port else "-"
+        ok &= sidecar != "stopped"
         up_n = sum(l["up"] for l in st["links"])
         ok &= up_n == len(st["links"])
         routes = st["routing"]["db_size"]
@@ -320,7 +361,7 @@ def status(topo):
         forwarded = sum(st["forwarded"]["lanes"])
         links = f"{up_n}/{len(st['links'])}"
         print(f"  {nid:>5} {name:<10} {'running':<8} {links:>9} {routes:>7} {delivered:>10} "
-              f"{forwarded:>10} {st['counters']['refused_total']:>8}")
+              f"{forwarded:>10} {st['counters']['refused_total']:>8}  {sidecar}")
     return 0 if ok else 1
 
 
@@ -345,6 +386,9 @@ def start(topo, nid):
     # What a killed node left: its DPDK runtime files, its control socket.
     subprocess.run(["rm", "-rf", f"/var/run/dpdk/nerve-{topo.name}-{nid}", topo.sock(nid)])
     start_node(topo, state, nid)
+    sc = state.get("sidecars", {}).get(str(nid))
+    if not (sc and alive(sc)):
+        start_sidecar(topo, state, nid)  # a running one follows the node to its new region
     nc.wait_for(lambda: healthy(topo, nid), 60, f"node {nid} to come up with its links", interval=0.1)
     return 0
 
@@ -355,7 +399,7 @@ def down(topo, quiet=False):
         if not quiet:
             print(f"cluster {topo.name} is not up")
         return 0
-    pids = [p for p in state["pids"].values() if alive(p)]
+    pids = [p for p in list(state["pids"].values()) + list(state.get("sidecars", {}).values()) if alive(p)]
     for p in pids:
         os.kill(p, signal.SIGTERM)
     deadline = time.monotonic() + 20
@@ -368,10 +412,11 @@ def down(topo, quiet=False):
     for ns in state["namespaces"]:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
     for nid in topo.nodes:
-        subprocess.run(["rm", "-rf", f"/var/run/dpdk/nerve-{topo.name}-{nid}"])
+        # A killed node's runtime files and stats region (one stopped cleanly removed its own).
+        subprocess.run(["rm", "-rf", f"/var/run/dpdk/nerve-{topo.name}-{nid}", nc.region_path(topo.sock(nid))])
     subprocess.run(["rm", "-rf", topo.dir])
     if not quiet:
-        print(f"cluster {topo.name} down: {len(pids)} nodes stopped, {len(state['namespaces'])} namespaces removed")
+        print(f"cluster {topo.name} down: {len(state['pids'])} nodes stopped (and their sidecars), {len(state['namespaces'])} namespaces removed")
     return 0
 
 

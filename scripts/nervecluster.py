@@ -17,8 +17,48 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.environ.get("NERVE_BUILD", os.path.join(ROOT, "build"))
 NERVED = os.path.join(BUILD, "apps", "nerved")
 CTL = os.path.join(BUILD, "apps", "nerve-ctl")
+TELEMETRY = os.path.join(BUILD, "apps", "nerve-telemetry")
 PERF = os.path.join(BUILD, "perf", "nerve-perf")
 TYPES = ["command", "status", "metric", "alert", "request", "response"]
+
+
+def region_path(control_socket):
+    """The default stats region of a node with this control socket (config::default_stats_region)."""
+    name = ""
+    for c in control_socket:
+        if c == "/":
+            if name and not name.endswith("-"):
+                name += "-"
+        else:
+            name += c
+    return f"/dev/shm/nerve-{name[-200:]}.stats"
+
+
+def scrape(port, host="127.0.0.1"):
+    """A sidecar's /metrics as {(name, frozenset(labels)): value}; None if nothing answers."""
+    import urllib.request
+    try:
+        body = urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5).read().decode()
+    except OSError:
+        return None
+    out = {}
+    for line in body.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        head, value = line.rsplit(" ", 1)
+        name, _, labels = head.partition("{")
+        pairs = [kv.split("=", 1) for kv in labels.rstrip("}").split(",") if kv]
+        out[(name, frozenset((k, v.strip('"')) for k, v in pairs))] = float(value)
+    return out
+
+
+def metric(m, name, **labels):
+    """The one sample of `name` whose labels include `labels`."""
+    want = set(labels.items())
+    hits = [v for (n, ls), v in m.items() if n == name and want <= set(ls)]
+    if len(hits) != 1:
+        raise Failure(f"{len(hits)} samples of {name}{labels} in the exposition")
+    return hits[0]
 
 
 class Failure(Exception):

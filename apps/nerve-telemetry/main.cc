@@ -210,6 +210,12 @@ int main(int argc, char** argv) {
     http.Get("/", [&](const httplib::Request&, httplib::Response& res) {
       res.set_content(fmt::format("nerve-telemetry for node {} ({}): see /metrics\n", self->id, self->name), "text/plain");
     });
+    // SO_REUSEADDR only: httplib's default adds SO_REUSEPORT, with which a second sidecar on
+    // the same address would bind and share the scrapes.
+    http.set_socket_options([](socket_t sock) {
+      int yes = 1;
+      ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    });
     if (!http.bind_to_port(host, port)) {
       log(Level::kError, "cannot serve /metrics on {}: the address is in use or not this host's", listen);
       return 1;

@@ -560,11 +560,8 @@ int main(int argc, char** argv) {
   }
   int rc = 0;
   try {
-    const auto eal_opts = drivers::eal_options_for(cluster, *self);
-    drivers::Eal eal(eal_opts);
-    log(Level::kInfo, "EAL up: profile {}, lcore {} (socket {}), prefix {}", config::to_string(self->profile),
-        eal.main_lcore(), eal.socket(), eal_opts.file_prefix);
-    // The stats region first: the node keeps its counters in it, and it outlives the node.
+    // The stats region before the EAL: the node keeps its counters in it, it outlives the node, and
+    // a node already running is refused before anything else is touched.
     std::unique_ptr<telemetry::Region> region;
     if (!self->stats_region.empty()) {
       telemetry::Region::Identity ident{self->id, self->name, cluster.name, {}, {}};
@@ -573,6 +570,10 @@ int main(int argc, char** argv) {
         ident.ports.push_back(fmt::format("{}:{}", j, config::to_string(self->ports[j].kind)));
       region = std::make_unique<telemetry::Region>(self->stats_region, ident);
     }
+    const auto eal_opts = drivers::eal_options_for(cluster, *self);
+    drivers::Eal eal(eal_opts);
+    log(Level::kInfo, "EAL up: profile {}, lcore {} (socket {}), prefix {}", config::to_string(self->profile),
+        eal.main_lcore(), eal.socket(), eal_opts.file_prefix);
     {
       NodeOptions node_opts;
       node_opts.region = region.get();

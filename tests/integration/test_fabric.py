@@ -41,6 +41,10 @@ def topology(tmp_path):
         assert not os.path.exists(f"/tmp/nerve-cluster-{name}")
         assert not [d for d in os.listdir("/var/run/dpdk") if d.startswith(f"nerve-{name}-")] \
             if os.path.isdir("/var/run/dpdk") else True
+        assert not [f for f in os.listdir("/dev/shm") if f.startswith(f"nerve-tmp-nerve-cluster-{name}-")], \
+            f"stats regions of {name} left behind"
+        left = subprocess.run(["pgrep", "-f", f"nerve-cluster-{name}/"], capture_output=True, text=True).stdout
+        assert not left, f"processes of {name} left behind: {left}"
 
 
 def ctl(cfg, node, *args, check=True):
@@ -55,6 +59,7 @@ DIAMOND = """
     [topology]
     name = "{name}"
     link = "af_packet"
+    metrics_port = 19460
 
     [[node]]
     id = 1
@@ -126,6 +131,11 @@ def test_diamond_routes_broadcasts_multicasts_balances_and_fails_over(topology):
     nc.wait_for(arrived({2: 50, 3: 50, 4: 50}), 20, "the broadcast at every node")
     got = arrived({})()
     assert got == {1: 0, 2: 50, 3: 50, 4: 50}, got
+    # Each node's sidecar serves what its node counts.
+    assert "metrics: http://127.0.0.1:19461/metrics" in r.stdout, r.stdout
+    p1 = delivered(ctl(cfg, 4, "status"), "alert", 1)
+    nc.wait_for(lambda: (m := nc.scrape(19464)) and nc.metric(m, "nerve_lane_delivered_total", lane="P1") == p1, 20,
+                f"node 4's sidecar to show its {p1} P1 deliveries")
 
     # A multicast to ops (2 and 4); then 3 joins and gets the next one too.
     before = {n: ctl(cfg, n, "status") for n in (1, 2, 3, 4)}
@@ -189,6 +199,10 @@ def test_diamond_routes_broadcasts_multicasts_balances_and_fails_over(topology):
     r = run_script("start", path, str(via))
     assert r.returncode == 0, r.stderr
     assert run_script("status", path).returncode == 0
+    # Its sidecar, which waited while it was down, follows it to its new stats region.
+    m = nc.wait_for(lambda: (m := nc.scrape(19460 + via)) and nc.metric(m, "nerve_up") == 1 and m, 20,
+                    f"node {via}'s sidecar to attach again")
+    assert nc.metric(m, "nerve_telemetry_attaches_total") == 2
     r = run_script("down", path)
     assert r.returncode == 0 and "4 nodes stopped" in r.stdout, r.stdout + r.stderr
 

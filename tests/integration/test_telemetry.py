@@ -1,0 +1,214 @@
+"""The telemetry sidecar against real nodes and a real Prometheus server: what /metrics serves
+is what the node counts; Prometheus scrapes it and answers queries with it; the sidecar follows
+its node through a stop and a restart; bad starts are refused with a clear message."""
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import urllib.parse
+import urllib.request
+import json
+
+import pytest
+
+import nervecluster as nc
+from nervecluster import metric, scrape
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sidecar(cl, node, *args):
+    log = open(os.path.join(cl.dir, f"telemetry-{node}.log"), "a")
+    return subprocess.Popen([nc.TELEMETRY, "--config", cl.path, "--node", str(node), *args], stdout=log,
+                            stderr=subprocess.STDOUT)
+
+
+def sidecar_log(cl, node):
+    with open(os.path.join(cl.dir, f"telemetry-{node}.log")) as f:
+        return f.read()
+
+
+def stop(p):
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=20)
+    return p.returncode
+
+
+@pytest.fixture
+def pair():
+    cl = nc.memif_pair("tel", "198.18.61")
+    yield cl
+    cl.kill_all()
+    cl.remove()
+
+
+def test_sidecar_serves_what_the_node_counts_and_prometheus_queries_it(pair):
+    cl = pair
+    port = free_port()
+    cl.up()
+    sc = sidecar(cl, 1, "--listen", f"127.0.0.1:{port}")
+    prom = None
+    prom_dir = tempfile.mkdtemp(prefix="nerve-prom-")
+    try:
+        nc.wait_for(lambda: (m := scrape(port)) and metric(m, "nerve_up") == 1, 20, "the sidecar to attach")
+
+        # Traffic from beta; alpha counts it, its sidecar reports the same numbers.
+        cl.send(2, 1, "metric", 0, "m", count=3000, number=True, rate=50000)
+        cl.send(2, 1, "alert", 2, "a", count=500, number=True, rate=50000)
+        def delivered():
+            st = cl.status(1)
+            return st if st["delivered"]["metric"][0] >= 3000 and st["delivered"]["alert"][2] >= 500 else None
+        st = nc.wait_for(delivered, 30, "alpha to receive everything")
+        p0 = sum(st["delivered"][t][0] for t in st["delivered"])
+        p2 = sum(st["delivered"][t][2] for t in st["delivered"])
+
+        def agrees():
+            m = scrape(port)
+            return m if m and metric(m, "nerve_lane_delivered_total", lane="P0") == p0 and \
+                metric(m, "nerve_lane_delivered_total", lane="P2") == p2 else None
+        m = nc.wait_for(agrees, 10, f"/metrics to show {p0} P0 and {p2} P2 deliveries")
+        assert metric(m, "nerve_lane_latency_seconds_count", lane="P0") == p0
+        assert 0 < metric(m, "nerve_lane_latency_seconds_sum", lane="P0") < p0 * 1.0
+        assert metric(m, "nerve_lane_budget_seconds", lane="P0") == pytest.approx(100e-6)
+        assert metric(m, "nerve_link_up", peer="beta") == 1
+        # Ports are sampled at 10 Hz: within 100 ms they show the frames too.
+        nc.wait_for(lambda: metric(scrape(port), "nerve_port_rx_packets_total", port="0:memif") >= p0 + p2, 10,
+                    "the port's counters")
+        assert metric(m, "nerve_refused_total", reason="bad_magic") == 0
+        assert metric(m, "nerve_mempool_mbufs", state="free") > 0
+        assert metric(m, "nerve_process_resident_memory_bytes") > 1 << 20
+        assert metric(m, "nerve_datapath_seconds_total", state="busy") > 0
+        assert metric(m, "nerve_datapath_polls_total", state="idle") > 0
+        assert metric(m, "nerve_host_cpu_seconds_total", mode="idle") > 0
+        assert metric(m, "nerve_filesystem_bytes", path="/", state="size") > 0
+
+        # The tiers run at their rates: critical (100 Hz) ten times as often as standard (10 Hz).
+        def tiers():
+            m = scrape(port)
+            return m if metric(m, "nerve_telemetry_samples_total", tier="standard") >= 20 else None
+        m = tiers()
+        m = nc.wait_for(tiers, 20, "20 standard-tier samples")
+        crit = metric(m, "nerve_telemetry_samples_total", tier="critical")
+        std = metric(m, "nerve_telemetry_samples_total", tier="standard")
+        assert 7 <= crit / std <= 13, (crit, std)
+        assert metric(m, "nerve_telemetry_sample_lateness_seconds_count", tier="critical") == crit
+
+        # A real Prometheus scrapes the sidecar every second; its query API returns the values.
+        pport = free_port()
+        with open(os.path.join(prom_dir, "prometheus.yml"), "w") as f:
+            f.write("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: nerve\n"
+                    f"    static_configs:\n      - targets: ['127.0.0.1:{port}']\n")
+        prom = subprocess.Popen(["prometheus", f"--config.file={prom_dir}/prometheus.yml",
+                                 f"--storage.tsdb.path={prom_dir}/data", f"--web.listen-address=127.0.0.1:{pport}"],
+                                stdout=open(os.path.join(prom_dir, "log"), "w"), stderr=subprocess.STDOUT)
+
+        def query(q):
+            url = f"http://127.0.0.1:{pport}/api/v1/query?" + urllib.parse.urlencode({"query": q})
+            try:
+                r = json.load(urllib.request.urlopen(url, timeout=5))
+            except OSError:
+                return None
+            res = r["data"]["result"] if r.get("status") == "success" else []
+            return float(res[0]["value"][1]) if len(res) == 1 else None
+        def prom_log():
+            with open(os.path.join(prom_dir, "log")) as f:
+                return f.read()[-3000:]
+        try:
+            nc.wait_for(lambda: query('nerve_lane_delivered_total{lane="P0",node="alpha"}') == p0, 60,
+                        "Prometheus to hold alpha's P0 deliveries")
+        except nc.Failure as e:
+            raise nc.Failure(f"{e}\nprometheus log:\n{prom_log()}")
+        assert query('up{job="nerve"}') == 1
+        assert query('nerve_up{node="alpha"}') == 1
+        assert query('sum(nerve_lane_delivered_total{node="alpha"})') == sum(
+            sum(v) for v in st["delivered"].values())
+
+        # The node stops: the sidecar says so (nerve_up 0, no stale figures) and keeps serving,
+        # Prometheus sees it; the node starts again and the sidecar follows it to its new region.
+        cl.stop([1])
+        m = nc.wait_for(lambda: (m := scrape(port)) and metric(m, "nerve_up") == 0 and m, 10, "nerve_up 0")
+        assert not any(n == "nerve_lane_delivered_total" for n, _ in m), "figures of a stopped node served"
+        assert sc.poll() is None, sidecar_log(cl, 1)
+        nc.wait_for(lambda: query('nerve_up{node="alpha"}') == 0, 30, "Prometheus to see alpha down")
+        cl.start(1)  # (its memif link may take a while to return: not what this test is about)
+        m = nc.wait_for(lambda: (m := scrape(port)) and metric(m, "nerve_up") == 1 and m, 30, "the sidecar back")
+        assert metric(m, "nerve_telemetry_attaches_total") == 2
+        assert metric(m, "nerve_lane_delivered_total", lane="P0") < p0  # the new node's own counters
+    finally:
+        if prom:
+            stop(prom)
+        shutil.rmtree(prom_dir, ignore_errors=True)
+        rc = stop(sc)
+    assert rc == 0, sidecar_log(cl, 1)
+    assert "node 1 stopped; waiting for it to start again" in sidecar_log(cl, 1)
+
+
+def test_bad_sidecar_starts_are_refused_clearly(pair):
+    cl = pair
+    port = free_port()
+    # The node is not running: the sidecar waits for it and says so, serving nerve_up 0.
+    sc = sidecar(cl, 1, "--listen", f"127.0.0.1:{port}")
+    try:
+        nc.wait_for(lambda: (m := scrape(port)) and metric(m, "nerve_up") == 0, 20, "the waiting sidecar's /metrics")
+        nc.wait_for(lambda: "waiting for node 1: no stats region at" in sidecar_log(cl, 1), 10, "the waiting message")
+
+        cl.up()
+        nc.wait_for(lambda: (m := scrape(port)) and metric(m, "nerve_up") == 1, 20, "the sidecar to attach")
+
+        # A second sidecar for the node.
+        r = subprocess.run([nc.TELEMETRY, "--config", cl.path, "--node", "1"], capture_output=True, text=True,
+                           timeout=30)
+        assert r.returncode == 1 and f"a sidecar already samples node 1 (pid {sc.pid})" in r.stderr, r.stderr
+        # The address is taken.
+        r = subprocess.run([nc.TELEMETRY, "--config", cl.path, "--node", "2", "--listen", f"127.0.0.1:{port}"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 1 and "cannot serve /metrics on" in r.stderr, r.stderr
+    finally:
+        assert stop(sc) == 0, sidecar_log(cl, 1)
+
+    # A region of another layout version, and a file that is not a region.
+    fake = os.path.join(cl.dir, "other.stats")
+    with open(fake, "wb") as f:
+        f.write(b"NERVESTR" + struct.pack("<II", 99, 4096) + bytes(8192))
+    r = subprocess.run([nc.TELEMETRY, "--config", cl.path, "--node", "2", "--region", fake], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 1 and "has layout version 99; this program reads version 1" in r.stderr, r.stderr
+    with open(fake, "wb") as f:
+        f.write(bytes(8192))
+    r = subprocess.run([nc.TELEMETRY, "--config", cl.path, "--node", "2", "--region", fake], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 1 and "is not a nerve stats region" in r.stderr, r.stderr
+
+    # Bad arguments and a node without a region.
+    for args, expect in ((["--node", "9"], "node 9 is not in"), (["--node", "1", "--listen", "nowhere"], "--listen"),
+                         (["--node", "1", "--spin-us", "-1"], "--spin-us")):
+        r = subprocess.run([nc.TELEMETRY, "--config", cl.path, *args], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 2 and expect in r.stderr, (args, r.stderr)
+    off = os.path.join(cl.dir, "off.toml")
+    with open(cl.path) as f:
+        text = f.read()
+    with open(off, "w") as f:
+        f.write(text.replace('name = "alpha"', 'name = "alpha"\nstats_region = "off"'))
+    r = subprocess.run([nc.TELEMETRY, "--config", off, "--node", "1"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and 'stats_region = "off"' in r.stderr, r.stderr
+
+    # nerved refuses to start a node whose region another running node holds.
+    st = cl.status(1)
+    region = st["node"]["stats_region"]
+    assert os.path.exists(region)
+    dup = os.path.join(cl.dir, "dup.toml")
+    with open(dup, "w") as f:
+        f.write(text.replace(cl.sock(1), cl.sock(1) + ".dup").replace(
+            'name = "alpha"', f'name = "alpha"\nstats_region = "{region}"'))
+    r = subprocess.run([nc.NERVED, "--config", dup, "--node", "1"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "held by a running node" in r.stderr, r.stderr
+    cl.stop()
+    assert not os.path.exists(region), "nerved left its stats region behind"
