@@ -25,6 +25,7 @@
 #include "netns.hpp"
 #include "port.hpp"
 #include "nerve/node.hpp"
+#include "nerve/telemetry.hpp"
 #include "schedule.hpp"
 #include "transport.hpp"
 #include "nerve/clock.hpp"
@@ -238,9 +239,11 @@ class Session {
       const auto j = json::parse(out, nullptr, false);
       if (!j.is_discarded()) rep = report_from_json(j);
     }
+    stop_sidecar();
     t_.reset();
     echo_t_.reset();
     node_.reset();
+    region_.reset();
     forwarders_.clear();
     echo_node_.reset();
     raw_port_.reset();
@@ -349,6 +352,7 @@ class Session {
                               kind_);
       return;
     }
+    if (kind_ == "ring" && opt.sidecar > 0) throw std::invalid_argument("--sidecar-hz: memif, af_packet or af_xdp");
     if (kind_ == "ring") {
       // Both nodes here; the echo node runs on the EAL's second lcore.
       echo_node_ = std::make_unique<Node>(cluster, 2, eal);
@@ -369,6 +373,7 @@ class Session {
       spawn(args, ns_b_);
       for (int id = hops_ + 1; hops_ > 1 && id >= 3; --id)
         forwarders_.push_back(std::make_unique<Node>(cluster, static_cast<NodeId>(id), eal, no));
+      if (opt.sidecar > 0) start_sidecar(cluster, cfg, no);
       if (!ns_a_.empty()) {
         NetnsGuard in(ns_a_);
         node_ = std::make_unique<Node>(cluster, 1, eal, no);
@@ -392,6 +397,46 @@ class Session {
     raw_port_ = std::make_unique<drivers::Port>(pc, fmt::format("raw{}p{}", id, id_), raw_pool_->get(),
                                                 paired ? wire::kPriorities : 1, n.mac, id == 1, cluster.mtu);
     raw_port_->wait_link(std::chrono::milliseconds(15000));
+  }
+
+  // nerve-telemetry (beside nerve-perf in the build) sampling node 1 through a stats region,
+  // as nerved and its sidecar run. Its tier report lands in the run's directory.
+  void start_sidecar(const config::Cluster& cluster, const std::string& cfg, NodeOptions& no) {
+    const config::Node& n = cluster.node(1);
+    telemetry::Region::Identity id{n.id, n.name, cluster.name, {}, {"0"}};
+    for (unsigned l = 0; l < wire::kPriorities; ++l) id.lane_budget_ns[l] = std::uint64_t{n.lane_budget_us[l]} * 1000u;
+    const std::string path = dir_ + "/n1.stats";
+    region_ = std::make_unique<telemetry::Region>(path, id);
+    region_->set_running();
+    no.region = region_.get();
+    const auto exe = std::filesystem::read_symlink("/proc/self/exe").parent_path().parent_path() / "apps" /
+                     "nerve-telemetry";
+    if (!std::filesystem::exists(exe)) throw std::runtime_error(fmt::format("--sidecar-hz: {} is not built", exe.string()));
+    std::vector<std::string> args = {exe.string(), "--config", cfg, "--node", "1", "--region", path,
+                                     "--report", dir_ + "/sidecar.json", "--log-level", "warn"};
+    sidecar_ = ::fork();
+    if (sidecar_ == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      ::execv(argv[0], argv.data());
+      _exit(127);
+    }
+  }
+  void stop_sidecar() {
+    if (sidecar_ <= 0) return;
+    ::kill(sidecar_, SIGTERM);
+    ::waitpid(sidecar_, nullptr, 0);
+    sidecar_ = -1;
+    std::ifstream rep(dir_ + "/sidecar.json");
+    const auto j = json::parse(rep, nullptr, false);
+    if (!j.is_discarded() && j.contains("tiers"))
+      for (const auto& [tier, t] : j["tiers"].items())
+        if (t.value("ticks", 0) > 0)
+          fmt::print(stderr, "nerve-perf: sidecar {} tier: {} ticks, late p50 {:.1f} us p99 {:.1f} us max {:.1f} us\n",
+                     tier, t.value("ticks", 0), t.value("late_p50_us", 0.0), t.value("late_p99_us", 0.0),
+                     t.value("late_max_us", 0.0));
   }
 
   void spawn(const std::vector<std::string>& args, const std::string& netns) {
@@ -462,6 +507,8 @@ class Session {
   // reap_stale_runs() can tell a dead run's leftovers from a live one's.
   std::string run_ = fmt::format("{}-{}", getpid(), id_);
   int hops_ = 1;
+  std::unique_ptr<telemetry::Region> region_;  // declared before the nodes: outlives them
+  pid_t sidecar_ = -1;
   std::unique_ptr<Node> node_, echo_node_;
   std::vector<std::unique_ptr<Node>> forwarders_;  // the path's middle (hops_ > 1)
   std::unique_ptr<drivers::Mempool> raw_pool_;

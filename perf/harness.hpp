@@ -44,6 +44,8 @@ struct Options {
   std::uint32_t heartbeat_miss = 0;  // failover: the cluster's heartbeat_miss; 0: the default (3)
   std::string fault = "drop=0.01,dup=0.005,reorder=0.01";  // reliability: faults of each port
   bool overhead = false;
+  std::vector<unsigned> sidecar_hz;  // pingpong/oneway/...: runs without (0) and with (100) the sidecar
+  unsigned sidecar = 0;              // this run's: 100 = nerve-telemetry samples node 1, tiers as configured
   bool reliable = false;             // pingpong/oneway/throughput/isolation: reliable delivery             // reliability: P0 round trips with and without, no faults
   unsigned members = 8;              // multicast: group members              // forward: rounds of the three forwarders, interleaved  // route: generated shapes (default leaf-spine, random)
 };
@@ -80,6 +82,7 @@ struct Row {
   std::uint64_t reordered = 0, retransmits = 0, failed = 0, faults_injected = 0;
   std::string fault;
   bool reliable = false;
+  int sidecar_hz = -1;               // -1: not asked (no "sidecar_hz" in the JSON row)
   stats::LaneSummary recovery{};     // reliability: frames sent again, first send to acknowledgement
   std::vector<std::uint64_t> member_counts;  // multicast: per member; service: per instance
   double chi2 = 0, chi2_p = 0;       // service spread against uniform (3 degrees of freedom)

@@ -52,6 +52,11 @@ int main(int argc, char** argv) {
         ->check(CLI::IsMember({"busy", "backoff", "backoff-p0-busy"}));
     sc->add_option("--gap-us", o.gap_us, "pingpong/isolation: idle gap between round trips (default 0)")
         ->check(CLI::Range(0.0, 1e7));
+    sc->add_option("--sidecar-hz", o.sidecar_hz,
+                   "runs without (0) and with (100) a nerve-telemetry sidecar sampling the measured node "
+                   "(its cluster tiers: 100 Hz at the top), in the order given, e.g. 0,100,0,100")
+        ->delimiter(',')
+        ->check(CLI::IsMember({0u, 100u}));
     sc->add_flag("--reliable", o.reliable, "send with reliable delivery (nerve transports; rows say \"reliable\": true)");
     sc->add_flag("--floor", o.floor,
                  "repeat every row with the same port driven by a bare DPDK loop (no nerve layer), interleaved, "
@@ -170,7 +175,15 @@ int main(int argc, char** argv) {
 
     if (o.reliable && (o.transport == "kernel-udp" || !o.compare.empty()))
       throw std::invalid_argument("--reliable: nerve transports only, without --compare");
-    auto rows = run_scenario(o, o.transport);
+    if (!o.sidecar_hz.empty() && (o.transport == "kernel-udp" || !o.compare.empty() || o.floor))
+      throw std::invalid_argument("--sidecar-hz: nerve transports only, without --compare or --floor");
+    std::vector<Row> rows;
+    for (const unsigned hz : o.sidecar_hz.empty() ? std::vector<unsigned>{0} : o.sidecar_hz) {
+      o.sidecar = hz;
+      auto more = run_scenario(o, o.transport);
+      for (auto& r : more) r.sidecar_hz = o.sidecar_hz.empty() ? -1 : static_cast<int>(hz);
+      rows.insert(rows.end(), more.begin(), more.end());
+    }
     for (const auto& t : o.compare) {
       auto more = run_scenario(o, t);
       rows.insert(rows.end(), more.begin(), more.end());

@@ -147,6 +147,7 @@ void print_table(const std::vector<Row>& rows) {
     if (r.knee) note += "  <- knee";
     if (r.hops > 1) note += fmt::format(" {} hops", r.hops);
     if (r.reliable) note += " reliable";
+    if (r.sidecar_hz >= 0) note += fmt::format(" sidecar {}Hz", r.sidecar_hz);
     if (r.scenario == "failover")
       note = fmt::format("gaps between deliveries; node {} killed, down after {} missed heartbeats; {} duplicates; "
                          "refused at the sender: {}; {} path(s) to D at the kill",
@@ -208,6 +209,7 @@ std::string to_json(const Options& opt, const std::vector<Row>& rows) {
                 {"max", h.max()}}}};
     if (r.scenario == "forward") x["round"] = r.round;
     x["reliable"] = r.reliable;
+    if (r.sidecar_hz >= 0) x["sidecar_hz"] = r.sidecar_hz;
     if (r.scenario == "reliability" || r.scenario == "reliability-rtt") {
       x["duplicates"] = r.duplicates;
       x["reordered"] = r.reordered;

@@ -2,9 +2,12 @@
 // the metric groups of each tier at the tier's rate (100, 50, 10, 1 and 0.1 Hz), and serves
 // the newest sample of every group as Prometheus text on /metrics.
 //
-// Timing: each tick sleeps (clock_nanosleep, absolute) until --spin-us before it is due, then
-// spins to the deadline, so the ~70 us a wake-up may cost here does not make samples late; the
-// spin costs that much CPU per tick (100 Hz x 200 us: 2 % of a core).
+// Timing: each tick sleeps (clock_nanosleep, absolute) until it is due; a wake-up costs tens of
+// microseconds, which the sample is late by. On a core of its own (--cpu) the sidecar can spin
+// the last --spin-us before each tick instead, and be late by about a microsecond: that costs
+// the spin's CPU time per tick (100 Hz x 200 us: 2 % of a core). On a core a datapath polls,
+// spinning takes that time from the datapath: leave --spin-us at 0 there.
+#include <sched.h>
 #include <signal.h>
 #include <time.h>
 #include <unistd.h>
@@ -122,7 +125,8 @@ int main(int argc, char** argv) {
                "(100, 50, 10, 1, 0.1 Hz) and serves Prometheus text on /metrics."};
   std::string config_path, listen, region_path, report_path, level = "info";
   int node_id = 0;
-  unsigned spin_us = 200;
+  unsigned spin_us = 0;
+  int cpu = -1;
   double duration_s = 0;
   cli.add_option("--config", config_path, "cluster file (TOML)")->required()->check(CLI::ExistingFile);
   cli.add_option("--node", node_id, "id of the node to sample")->required()->check(CLI::Range(1, 65534));
@@ -130,6 +134,7 @@ int main(int argc, char** argv) {
   cli.add_option("--region", region_path, "the node's stats region (default: the node's stats_region)");
   cli.add_option("--spin-us", spin_us, "spin this long before each tick instead of sleeping (precision)")
       ->check(CLI::Range(0u, 5000u));
+  cli.add_option("--cpu", cpu, "run on this CPU (a housekeeping core, not a datapath's)")->check(CLI::Range(0, 1023));
   cli.add_option("--duration", duration_s, "stop after this many seconds (0: at SIGINT/SIGTERM)")->check(CLI::Range(0.0, 1e7));
   cli.add_option("--report", report_path, "at exit, write each tier's tick counts and lateness as JSON to this file");
   cli.add_option("--log-level", level, "debug, info, warn or error")->check(CLI::IsMember({"debug", "info", "warn", "error"}));
@@ -178,6 +183,15 @@ int main(int argc, char** argv) {
     tiers.push_back(std::move(t));
   }
 
+  if (cpu >= 0) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(static_cast<unsigned>(cpu), &set);
+    if (::sched_setaffinity(0, sizeof set, &set) != 0) {
+      fmt::print(stderr, "nerve-telemetry: --cpu {}: not a CPU this process may use\n", cpu);
+      return 2;
+    }
+  }
   struct sigaction sa {};
   sa.sa_handler = on_signal;
   sigaction(SIGINT, &sa, nullptr);

@@ -224,13 +224,21 @@ bool Reader::latest(Sample& out) const noexcept {
 
 bool Reader::fresh(Sample& out, std::uint64_t wait_ns) {
   const std::uint64_t want = hdr_->request.fetch_add(1, std::memory_order_relaxed) + 1;
-  const std::uint64_t deadline = monotonic_ns() + wait_ns;
+  const std::uint64_t start = monotonic_ns();
   for (;;) {
     if (latest(out) && out.seq >= want) return true;
-    if (monotonic_ns() >= deadline) return false;
+    const std::uint64_t now = monotonic_ns();
+    if (now - start >= wait_ns) return false;
+    // A datapath on a core of its own answers within a poll: spin for that long. Beyond it the
+    // datapath may share this reader's core: sleep, so that it can run and answer.
+    if (now - start < kSpinNs) {
 #if defined(__x86_64__)
-    __builtin_ia32_pause();
+      __builtin_ia32_pause();
 #endif
+    } else {
+      const timespec ts{0, 10'000};
+      ::nanosleep(&ts, nullptr);
+    }
   }
 }
 
