@@ -15,6 +15,9 @@
 #                               # every lane, P0 paced with 1 % loss (recovery time), the P0 round
 #                               # trip with and without, an unpaced 1 M burst over af_packet with
 #                               # and without; writes perf/results/<date>-<host>-reliability.{json,md}
+#   scripts/bench.sh telemetry  # the telemetry sidecar's cost to the datapath (msgs/s, P0 round
+#                               # trips, without and with it, interleaved) and its tiers' timing
+#                               # beside a busy-polling node; writes perf/results/<date>-<host>-telemetry.{json,md}
 #   BENCH_QUICK=1 scripts/bench.sh   # a short run of the same suite (not for the record)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -112,6 +115,82 @@ open(base + ".md", "w").write("\n".join(L) + "\n")
 print(f"wrote {base}.json, {base}.md")
 PY
 }
+telemetry() {
+  local ttmp="$tmp/telemetry"
+  mkdir -p "$ttmp"
+  trun() { run_in "$ttmp" "$@"; }
+  local secs=2 rtts=200000 tier_s=30
+  if [ "${BENCH_QUICK:-0}" = 1 ]; then secs=0.2; rtts=5000; tier_s=3; fi
+  trun 1-throughput throughput --transport memif --sweep 1 --seconds "$secs" --sidecar-hz 0,100,0,100,0,100
+  trun 2-pingpong pingpong --transport memif --count "$rtts" --sidecar-hz 0,100,0,100,0,100
+  # Tier timing: a busy-polling node on CPU 0, its peer backing off on CPU 1, the sidecar on
+  # CPU 1, sleeping to each tick, then spinning the last 200 us.
+  /usr/bin/python3 - "$ttmp" "$tier_s" <<'PY'
+import json, subprocess, sys
+sys.path.insert(0, "scripts")
+import nervecluster as nc
+tmp, secs = sys.argv[1], sys.argv[2]
+cl = nc.Cluster("benchtier")
+memif = f"{cl.dir}/link.memif"
+cl.write(nc.node_toml(1, "alpha", "198.18.79.1", cl.sock(1), [{"kind": "memif", "socket": memif, "role": "server",
+                                                                "peers": [2]}], 'idle = "busy"\ncores = [0]') +
+         nc.node_toml(2, "beta", "198.18.79.2", cl.sock(2), [{"kind": "memif", "socket": memif, "role": "client",
+                                                               "peers": [1]}], "cores = [1]"))
+out = {}
+try:
+    cl.up()
+    for name, args in (("sleep", ["--spin-us", "0", "--cpu", "1"]), ("spin200", ["--spin-us", "200", "--cpu", "1"])):
+        cmd = [nc.TELEMETRY, "--config", cl.path, "--node", "1", "--duration", secs, "--report", f"{tmp}/tiers.json",
+               "--log-level", "warn", *args]
+        print("== " + " ".join(cmd[1:]), file=sys.stderr)
+        subprocess.run(cmd, check=True)
+        out[name] = dict(json.load(open(f"{tmp}/tiers.json")), args=" ".join(args))
+finally:
+    cl.kill_all()
+    cl.remove()
+json.dump(out, open(f"{tmp}/tiers.out", "w"), indent=2)
+PY
+  /usr/bin/python3 - "$ttmp" "$out/$stamp-telemetry" <<'PY'
+import glob, json, statistics, sys
+tmp, base = sys.argv[1], sys.argv[2]
+docs = {f.split("/")[-1][:-5]: json.load(open(f)) for f in sorted(glob.glob(f"{tmp}/*-*.json"))}
+first = next(iter(docs.values()))
+merged = dict(first); merged["setup"] = dict(first["setup"], scenario="telemetry")
+merged["results"] = [dict(r, run=k) for k, d in docs.items() for r in d["results"]]
+merged["tiers"] = json.load(open(f"{tmp}/tiers.out"))
+json.dump(merged, open(base + ".json", "w"), indent=2)
+us = lambda ns: f"{ns / 1000:.2f}"
+med = statistics.median
+L = [f"Commit {merged['commit']}, {merged['setup']['date']}, {merged['setup']['cpu']}, DPDK {merged['setup']['dpdk']}.", ""]
+tp = {hz: [r for r in merged["results"] if r["scenario"] == "throughput" and r.get("max") and r["sidecar_hz"] == hz]
+      for hz in (0, 100)}
+L += ["| one way, memif, P0 64 B, unpaced | runs | msgs/s, each run | median msgs/s |", "|---|---|---|---|"]
+for hz, rs in tp.items():
+    each = ", ".join("%.0f" % r["rate_mps"] for r in rs)
+    L.append(f"| sidecar {hz} Hz | {len(rs)} | {each} | {med(r['rate_mps'] for r in rs):.0f} |")
+L.append(f"| with / without | | | **{med(r['rate_mps'] for r in tp[100]) / med(r['rate_mps'] for r in tp[0]):.3f}** |")
+pp = {hz: [r for r in merged["results"] if r["scenario"] == "pingpong" and r["sidecar_hz"] == hz] for hz in (0, 100)}
+L += ["", "| P0 round trip, memif, 64 B | runs | round trips/s (median) | p50 µs | p99 µs | p99.9 µs | p99.99 µs (medians of the runs) |",
+      "|---|---|---|---|---|---|---|"]
+for hz, rs in pp.items():
+    m = lambda k: med(r["latency_ns"][k] for r in rs)
+    L.append(f"| sidecar {hz} Hz | {len(rs)} | {med(r['rate_mps'] for r in rs):.0f} | {us(m('p50'))} | {us(m('p99'))} | "
+             f"{us(m('p999'))} | {us(m('p9999'))} |")
+r0 = lambda k: med(r["latency_ns"][k] for r in pp[100]) / med(r["latency_ns"][k] for r in pp[0])
+L.append(f"| with / without | | {med(r['rate_mps'] for r in pp[100]) / med(r['rate_mps'] for r in pp[0]):.3f} | "
+         f"**{r0('p50'):.3f}** | **{r0('p99'):.3f}** | {r0('p999'):.3f} | {r0('p9999'):.3f} |")
+L += ["", "| tier timing, deadline to sample | sidecar | ticks | skipped | late p50 µs | p99 µs | p99.9 µs | max µs |",
+      "|---|---|---|---|---|---|---|---|"]
+for name, rep in merged["tiers"].items():
+    for tier, t in rep["tiers"].items():
+        if t["ticks"]:
+            L.append(f"| {tier} ({t['hz']:g} Hz) | {rep['args']} | {t['ticks']} | {t['skipped']} | {t['late_p50_us']:.1f} | "
+                     f"{t['late_p99_us']:.1f} | {t['late_p999_us']:.1f} | {t['late_max_us']:.1f} |")
+open(base + ".md", "w").write("\n".join(L) + "\n")
+print(f"wrote {base}.json, {base}.md")
+PY
+}
+
 reliability() {
   local rtmp="$tmp/reliability"
   mkdir -p "$rtmp"
@@ -167,6 +246,10 @@ if [ "${1:-}" = fabric ]; then
 fi
 if [ "${1:-}" = reliability ]; then
   reliability
+  exit 0
+fi
+if [ "${1:-}" = telemetry ]; then
+  telemetry
   exit 0
 fi
 
