@@ -283,10 +283,7 @@ int main(int argc, char** argv) {
     log(Level::kInfo, "attached to node {} ({}, pid {}) at {}", self->id, region->header().node_name,
         region->header().pid, region_path);
     sidecar::Collector collector(*region, cluster, *self);
-    {
-      std::lock_guard lk(expo.mu);
-      expo.up = true;
-    }
+
     const std::uint64_t start = now_ns();
     for (auto& t : tiers) t->next_ns = start;
     telemetry::Sample sample{};
@@ -343,6 +340,7 @@ int main(int argc, char** argv) {
       for (std::size_t g = 0; g < sidecar::kGroups; ++g)
         if ((rendered >> g) & 1u) expo.group[g].swap(text[g]);
       expo.self = self_metrics(tiers, node_label, timeouts, attaches);
+      expo.up = true;  // from the first tick on: never "up" with nothing to show
     }
     {
       std::lock_guard lk(expo.mu);

@@ -30,6 +30,7 @@
 #include "eal.hpp"
 #include "nerve/node.hpp"
 #include "nerve/telemetry.hpp"
+#include "dpdk_telemetry.hpp"
 
 using namespace nerve;
 using app::Level;
@@ -579,6 +580,10 @@ int main(int argc, char** argv) {
       node_opts.region = region.get();
       Node node(cluster, self->id, eal, node_opts);
       if (region) region->set_running();
+      app::register_dpdk_telemetry(node);  // /nerve/... beside /ethdev/... (dpdk-telemetry.py)
+      struct Unregister {
+        ~Unregister() { app::unregister_dpdk_telemetry(); }
+      } unregister;  // before the node goes
       for (const auto& p : node.ports())
         log(Level::kInfo, "port {} ({}) mac {} socket {} lanes {} link {}", p.name, config::to_string(p.kind),
             config::format_mac(p.mac), p.socket, config::to_string(p.lane_mode),

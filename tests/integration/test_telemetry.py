@@ -212,3 +212,31 @@ def test_bad_sidecar_starts_are_refused_clearly(pair):
     assert r.returncode == 1 and "held by a running node" in r.stderr, r.stderr
     cl.stop()
     assert not os.path.exists(region), "nerved left its stats region behind"
+
+
+def test_dpdk_telemetry_shows_the_node_beside_ethdev(pair):
+    """nerved registers /nerve/... commands with DPDK's telemetry; DPDK's own dpdk-telemetry.py
+    reads them from the running node, next to /ethdev/stats."""
+    cl = pair
+    cl.up()
+    cl.send(2, 1, "status", 3, "s", count=200, number=True)
+    nc.wait_for(lambda: cl.status(1)["delivered"]["status"][3] >= 200, 20, "alpha to receive 200 P3 messages")
+    cmds = ["/", "/nerve/info", "/nerve/lane,3", "/nerve/lane,9", "/nerve/counters", "/nerve/links", "/ethdev/stats,0"]
+    r = subprocess.run(["/usr/bin/python3", "/usr/bin/dpdk-telemetry.py", "-f", "nerve-tel-1"],
+                       input="\n".join(cmds) + "\nquit\n", capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    assert len(out) == len(cmds), r.stdout
+    listed = out[0]["/"]
+    assert {"/nerve/info", "/nerve/counters", "/nerve/lane", "/nerve/links", "/ethdev/stats"} <= set(listed), listed
+    info = out[1]["/nerve/info"]
+    assert info["id"] == 1 and info["name"] == "alpha" and info["cluster"] == "tel", info
+    assert info["stats_region"] == cl.status(1)["node"]["stats_region"]
+    lane = out[2]["/nerve/lane"]
+    assert lane["lane"] == 3 and lane["delivered"] >= 200 and lane["latency_count"] >= 200, lane
+    assert lane["budget_ns"] == 2_000_000 and lane["latency_p50_ns"] > 0, lane
+    assert out[3]["/nerve/lane"] is None, out[3]  # a lane that does not exist: refused
+    counters = out[4]["/nerve/counters"]
+    assert counters["rx_frames"] >= 200 and counters["refused"] == 0, counters
+    assert out[5]["/nerve/links"]["beta_up"] == 1, out[5]
+    assert out[6]["/ethdev/stats"]["ipackets"] >= 200, out[6]
