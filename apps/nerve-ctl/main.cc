@@ -11,6 +11,7 @@
 // deliver (no route, timeout, back-pressure, failed, shutdown), 2 bad arguments or config
 // (an unknown node, group or service), 3 nerved not reachable.
 #include <CLI/CLI.hpp>
+#include <httplib.h>
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -149,6 +150,54 @@ const T* resolve(const std::vector<T>& all, const std::string& name_or_id) {
   return nullptr;
 }
 
+// `watch`: the node's sidecar's /watch stream, printed as it comes.
+int watch_sidecar(const config::Node& self, const std::string& config_path, const std::vector<std::string>& tiers,
+                  unsigned count, double seconds) {
+  if (self.metrics_listen.empty()) {
+    fmt::print(stderr, "nerve-ctl: node {} has no metrics_listen in {}: its sidecar serves no stream\n", self.id,
+               config_path);
+    return 2;
+  }
+  const auto colon = self.metrics_listen.rfind(':');
+  const std::string host = self.metrics_listen.substr(0, colon);
+  const int port = std::stoi(self.metrics_listen.substr(colon + 1));
+  httplib::Client http(host, port);
+  http.set_connection_timeout(2);
+  http.set_read_timeout(5);  // the sidecar writes at least every 200 ms while it runs
+  std::string path = "/watch";
+  if (!tiers.empty()) path += "?tier=" + fmt::format("{}", fmt::join(tiers, ","));
+  const auto until = seconds > 0 ? std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds)
+                                 : std::chrono::steady_clock::time_point::max();
+  unsigned seen = 0;
+  bool enough = false;
+  std::string line;
+  auto res = http.Get(path, [&](const char* data, std::size_t len) {
+    for (std::size_t i = 0; i < len && !enough; ++i) {
+      line += data[i];
+      if (data[i] != '\n') continue;
+      if (line.rfind("# sample ", 0) == 0 && count != 0 && seen++ == count) {
+        enough = true;
+        break;
+      }
+      std::fwrite(line.data(), 1, line.size(), stdout);
+      line.clear();
+    }
+    std::fflush(stdout);
+    return !enough && std::chrono::steady_clock::now() < until;
+  });
+  if (enough || std::chrono::steady_clock::now() >= until) return 0;
+  if (!res) {
+    fmt::print(stderr, "nerve-ctl: cannot stream from node {}'s sidecar at {}: {}\n", self.id, self.metrics_listen,
+               httplib::to_string(res.error()));
+    return 3;
+  }
+  if (res->status != 200) {
+    fmt::print(stderr, "nerve-ctl: the sidecar refused: {} {}", res->status, res->body);
+    return 2;
+  }
+  return 0;  // the sidecar stopped
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -202,6 +251,17 @@ int main(int argc, char** argv) {
   auto* leave = cli.add_subcommand("leave", "leave a group (name or id)");
   leave->add_option("group", group_arg, "group name or id")->required();
 
+  auto* watch = cli.add_subcommand("watch", "stream every sample the node's telemetry sidecar takes, as Prometheus "
+                                             "text, each opened by '# sample tier=T seq=N taken_ns=T'");
+  std::vector<std::string> watch_tiers;
+  unsigned watch_count = 0;
+  double watch_seconds = 0;
+  watch->add_option("--tier", watch_tiers, "tiers to stream, comma-separated (default: all)")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"critical", "high", "standard", "background", "historical"}));
+  watch->add_option("--count", watch_count, "stop after N samples")->check(CLI::Range(1u, 1'000'000'000u));
+  watch->add_option("--seconds", watch_seconds, "stop after this long")->check(CLI::Range(0.001, 1e7));
+
   if (const auto rc = nerve::app::parse_cli(cli, argc, argv, "nerve-ctl")) return *rc;
 
   config::Cluster cluster;
@@ -213,6 +273,8 @@ int main(int argc, char** argv) {
     fmt::print(stderr, "nerve-ctl: config error: {}\n", e.what());
     return 2;
   }
+
+  if (*watch) return watch_sidecar(*self, config_path, watch_tiers, watch_count, watch_seconds);
 
   json req;
   const config::Group* group = nullptr;

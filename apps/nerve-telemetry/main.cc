@@ -20,6 +20,8 @@
 #include <chrono>
 #include <fstream>
 #include <memory>
+#include <condition_variable>
+#include <deque>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -72,7 +74,7 @@ struct Exposition {
 };
 
 std::string self_metrics(const std::vector<std::unique_ptr<Tier>>& tiers, const std::string& node,
-                         std::uint64_t timeouts, std::uint64_t attaches) {
+                         std::uint64_t timeouts, std::uint64_t attaches, std::uint64_t watch_missed) {
   std::string out;
   auto fam = [&](std::string_view name, std::string_view type, std::string_view help) {
     fmt::format_to(std::back_inserter(out), "# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
@@ -96,10 +98,77 @@ std::string self_metrics(const std::vector<std::unique_ptr<Tier>>& tiers, const 
   }
   fam("nerve_telemetry_sample_timeouts_total", "counter", "Samples the datapath did not answer in time.");
   fmt::format_to(std::back_inserter(out), "nerve_telemetry_sample_timeouts_total{{{}}} {}\n", node, timeouts);
+  fam("nerve_telemetry_watch_missed_total", "counter", "Samples /watch subscribers missed by falling behind.");
+  fmt::format_to(std::back_inserter(out), "nerve_telemetry_watch_missed_total{{{}}} {}\n", node, watch_missed);
   fam("nerve_telemetry_attaches_total", "counter", "Times the sidecar attached to the node's stats region.");
   fmt::format_to(std::back_inserter(out), "nerve_telemetry_attaches_total{{{}}} {}\n", node, attaches);
   return out;
 }
+
+// Event streaming: every tier's sample as it is taken, to each /watch subscriber of that tier.
+// The newest kKeep samples are kept; a subscriber that falls further behind is told how many it
+// missed (and they are counted).
+class Stream {
+ public:
+  static constexpr std::size_t kKeep = 1024;
+  struct Event {
+    std::uint64_t id;
+    std::size_t tier;
+    std::string text;
+  };
+  void publish(std::size_t tier, std::string text) {
+    {
+      std::lock_guard lk(mu_);
+      events_.push_back(Event{++last_, tier, std::move(text)});
+      if (events_.size() > kKeep) events_.pop_front();
+    }
+    cv_.notify_all();
+  }
+  // Events after `after` of the tiers in `mask`, waiting up to `wait` for one; `missed` counts
+  // those that fell out of the window.
+  std::vector<Event> take(std::uint64_t& after, std::uint32_t mask, std::chrono::milliseconds wait,
+                          std::uint64_t& missed) {
+    std::unique_lock lk(mu_);
+    cv_.wait_for(lk, wait, [&] { return stopping_ || last_ > after; });
+    std::vector<Event> out;
+    if (!events_.empty() && events_.front().id > after + 1) {
+      const std::uint64_t gone = events_.front().id - after - 1;
+      missed += gone;
+      dropped_ += gone;
+      after = events_.front().id - 1;
+    }
+    for (const Event& e : events_)
+      if (e.id > after && ((mask >> e.tier) & 1u)) out.push_back(e);
+    after = last_;
+    return out;
+  }
+  std::uint64_t last() {
+    std::lock_guard lk(mu_);
+    return last_;
+  }
+  std::uint64_t dropped() {
+    std::lock_guard lk(mu_);
+    return dropped_;
+  }
+  void stop() {
+    {
+      std::lock_guard lk(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+  }
+  bool stopping() {
+    std::lock_guard lk(mu_);
+    return stopping_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Event> events_;
+  std::uint64_t last_ = 0, dropped_ = 0;
+  bool stopping_ = false;
+};
 
 json tier_report(const std::vector<std::unique_ptr<Tier>>& tiers, std::uint64_t timeouts) {
   json j = json::object();
@@ -198,11 +267,12 @@ int main(int argc, char** argv) {
   sigaction(SIGTERM, &sa, nullptr);
 
   const std::string node_label = fmt::format("node=\"{}\"", sidecar::label_value(self->name));
+  Stream stream;
   Exposition expo;
   std::uint64_t timeouts = 0, attaches = 0;
   {
     std::lock_guard lk(expo.mu);
-    expo.self = self_metrics(tiers, node_label, timeouts, attaches);
+    expo.self = self_metrics(tiers, node_label, timeouts, attaches, stream.dropped());
   }
   httplib::Server http;
   std::thread http_thread;
@@ -221,6 +291,45 @@ int main(int argc, char** argv) {
       }
       res.set_content(body, "text/plain; version=0.0.4; charset=utf-8");
     });
+    // /watch?tier=critical,high: every sample of those tiers (default: all), as it is taken,
+    // each block opened by "# sample tier=T seq=N taken_ns=T"; chunked, until the client goes.
+    http.Get("/watch", [&](const httplib::Request& req, httplib::Response& res) {
+      std::uint32_t mask = 0;
+      const std::string want = req.has_param("tier") ? req.get_param_value("tier") : "";
+      std::size_t at = 0;
+      while (at <= want.size() && !want.empty()) {
+        const std::size_t comma = std::min(want.find(',', at), want.size());
+        const std::string name = want.substr(at, comma - at);
+        const auto it = std::find(config::kTierNames.begin(), config::kTierNames.end(), name);
+        if (it == config::kTierNames.end()) {
+          res.status = 400;
+          res.set_content(fmt::format("unknown tier '{}' (critical, high, standard, background, historical)\n",
+                                      name.substr(0, 64)),
+                          "text/plain");
+          return;
+        }
+        mask |= 1u << static_cast<unsigned>(it - config::kTierNames.begin());
+        at = comma + 1;
+      }
+      if (mask == 0) mask = (1u << config::kTiers) - 1;
+      auto after = std::make_shared<std::uint64_t>(stream.last());
+      res.set_chunked_content_provider("text/plain; charset=utf-8", [&stream, mask, after](std::size_t,
+                                                                                             httplib::DataSink& sink) {
+        std::uint64_t missed = 0;
+        const auto events = stream.take(*after, mask, std::chrono::milliseconds(200), missed);
+        if (stream.stopping()) {
+          sink.done();
+          return true;
+        }
+        if (missed != 0) {
+          const std::string note = fmt::format("# missed {} samples (this subscriber fell behind)\n", missed);
+          if (!sink.write(note.data(), note.size())) return false;
+        }
+        for (const auto& e : events)
+          if (!sink.write(e.text.data(), e.text.size())) return false;
+        return sink.is_writable();
+      });
+    });
     http.Get("/", [&](const httplib::Request&, httplib::Response& res) {
       res.set_content(fmt::format("nerve-telemetry for node {} ({}): see /metrics\n", self->id, self->name), "text/plain");
     });
@@ -238,6 +347,7 @@ int main(int argc, char** argv) {
     log(Level::kInfo, "serving /metrics on http://{}/metrics", listen);
   }
   auto stop_http = [&] {
+    stream.stop();
     if (http_thread.joinable()) {
       http.stop();
       http_thread.join();
@@ -324,10 +434,13 @@ int main(int argc, char** argv) {
         if (t->groups.empty() || t->next_ns > due) continue;
         t->late_ns.record(taken > t->next_ns ? taken - t->next_ns : 0);
         ++t->ticks;
+        std::string event = fmt::format("# sample tier={} seq={} taken_ns={}\n", t->name, t->ticks, taken);
         for (const auto g : t->groups) {
           collector.render(g, sample, text[static_cast<std::size_t>(g)]);
           rendered |= 1u << static_cast<unsigned>(g);
+          event += text[static_cast<std::size_t>(g)];
         }
+        if (http_thread.joinable()) stream.publish(static_cast<std::size_t>(&t - tiers.data()), std::move(event));
         t->next_ns += t->period_ns;
         const std::uint64_t now = now_ns();
         if (t->next_ns <= now) {  // a whole period behind: skip to the next one ahead
@@ -339,7 +452,7 @@ int main(int argc, char** argv) {
       std::lock_guard lk(expo.mu);
       for (std::size_t g = 0; g < sidecar::kGroups; ++g)
         if ((rendered >> g) & 1u) expo.group[g].swap(text[g]);
-      expo.self = self_metrics(tiers, node_label, timeouts, attaches);
+      expo.self = self_metrics(tiers, node_label, timeouts, attaches, stream.dropped());
       expo.up = true;  // from the first tick on: never "up" with nothing to show
     }
     {

@@ -240,3 +240,51 @@ def test_dpdk_telemetry_shows_the_node_beside_ethdev(pair):
     assert counters["rx_frames"] >= 200 and counters["refused"] == 0, counters
     assert out[5]["/nerve/links"]["beta_up"] == 1, out[5]
     assert out[6]["/ethdev/stats"]["ipackets"] >= 200, out[6]
+
+
+def test_watch_streams_every_sample_of_the_tiers_asked_for():
+    port = free_port()
+    cl = nc.memif_pair("telw", "198.18.62", node_extra=f'metrics_listen = "127.0.0.1:{port}"')
+    sc = None
+    try:
+        cl.up()
+
+        def watch(*args, timeout=60):
+            return subprocess.run([nc.CTL, "--config", cl.path, "--node", "1", "watch", *args], capture_output=True,
+                                  text=True, timeout=timeout)
+        r = watch("--count", "5")
+        assert r.returncode == 3 and "cannot stream from node 1's sidecar" in r.stderr, r.stderr
+
+        sc = sidecar(cl, 1)  # serves on the node's metrics_listen
+        nc.wait_for(lambda: (m := scrape(port)) and metric(m, "nerve_up") == 1, 20, "the sidecar to attach")
+        r = watch("--tier", "critical", "--count", "50")
+        assert r.returncode == 0, r.stderr
+        heads = [l for l in r.stdout.splitlines() if l.startswith("# sample ")]
+        assert len(heads) == 50, r.stdout[-2000:]
+        seqs = [int(h.split("seq=")[1].split()[0]) for h in heads]
+        assert all(h.startswith("# sample tier=critical ") for h in heads), heads[:3]
+        assert seqs == list(range(seqs[0], seqs[0] + 50)), seqs  # every sample, none missed
+        taken = [int(h.split("taken_ns=")[1]) for h in heads]
+        gaps = [b - a for a, b in zip(taken, taken[1:])]
+        assert sorted(gaps)[len(gaps) // 2] == pytest.approx(10_000_000, rel=0.2), gaps  # 100 Hz
+        assert r.stdout.count('nerve_lane_delivered_total{node="alpha",lane="P0"}') == 50
+
+        r = watch("--tier", "standard,background", "--seconds", "1.5")
+        assert r.returncode == 0, r.stderr
+        heads = [l for l in r.stdout.splitlines() if l.startswith("# sample ")]
+        assert 8 <= len(heads) <= 20 and all("tier=standard" in h or "tier=background" in h for h in heads), heads
+        assert "nerve_port_rx_packets_total" in r.stdout and "nerve_lane_delivered_total" not in r.stdout
+
+        r = watch("--tier", "hourly", "--count", "1")
+        assert r.returncode == 2 and "hourly" in r.stderr, r.stderr
+    finally:
+        if sc:
+            assert stop(sc) == 0, sidecar_log(cl, 1)
+        cl.kill_all()
+        cl.remove()
+
+
+def test_watch_needs_a_sidecar_address(pair):
+    r = subprocess.run([nc.CTL, "--config", pair.path, "--node", "1", "watch"], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 2 and "node 1 has no metrics_listen" in r.stderr, r.stderr
