@@ -56,28 +56,37 @@ bool write_all(int fd, const std::string& data) {
   return true;
 }
 
-std::optional<nlohmann::json> control_call(const std::string& path, const nlohmann::json& req, std::string& err,
-                                           int timeout_ms) {
+bool ControlClient::connect(std::string& err) {
   sockaddr_un a;
-  if (!make_addr(path, a, err)) return std::nullopt;
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
+  if (!make_addr(path_, a, err)) return false;
+  fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd_ < 0) {
     err = fmt::format("socket: {}", std::strerror(errno));
-    return std::nullopt;
+    return false;
   }
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    err = fmt::format("cannot reach nerved at {}: {} (is it running?)", path, std::strerror(errno));
-    ::close(fd);
-    return std::nullopt;
+  if (::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    err = fmt::format("cannot reach nerved at {}: {} (is it running?)", path_, std::strerror(errno));
+    close();
+    return false;
   }
+  return true;
+}
+
+void ControlClient::close() noexcept {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+}
+
+std::optional<nlohmann::json> ControlClient::call(const nlohmann::json& req, std::string& err, int timeout_ms) {
+  if (fd_ < 0 && !connect(err)) return std::nullopt;
   std::optional<nlohmann::json> out;
   std::string line;
-  pollfd p{fd, POLLIN, 0};
-  if (!write_all(fd, req.dump() + "\n")) {
+  pollfd p{fd_, POLLIN, 0};
+  if (!write_all(fd_, req.dump() + "\n")) {
     err = "nerved closed the control connection";
   } else if (::poll(&p, 1, timeout_ms) <= 0) {
     err = fmt::format("no reply from nerved within {} ms", timeout_ms);
-  } else if (read_line(fd, line, 16 << 20) != Line::kLine) {
+  } else if (read_line(fd_, line, 16 << 20) != Line::kLine) {
     err = "nerved closed the control connection";
   } else {
     out = nlohmann::json::parse(line, nullptr, false);
@@ -86,8 +95,14 @@ std::optional<nlohmann::json> control_call(const std::string& path, const nlohma
       out.reset();
     }
   }
-  ::close(fd);
+  if (!out) close();  // a late reply must not answer the next request
   return out;
+}
+
+std::optional<nlohmann::json> control_call(const std::string& path, const nlohmann::json& req, std::string& err,
+                                           int timeout_ms) {
+  ControlClient c(path);
+  return c.call(req, err, timeout_ms);
 }
 
 int control_listen(const std::string& path, std::string& err) {

@@ -20,6 +20,23 @@ namespace nerve::app {
 std::optional<nlohmann::json> control_call(const std::string& path, const nlohmann::json& req, std::string& err,
                                            int timeout_ms);
 
+// A connection kept open for many requests (one at a time); it reconnects on the call after
+// a failure. Not thread-safe.
+class ControlClient {
+ public:
+  explicit ControlClient(std::string path) : path_(std::move(path)) {}
+  ~ControlClient() { close(); }
+  ControlClient(const ControlClient&) = delete;
+  ControlClient& operator=(const ControlClient&) = delete;
+  std::optional<nlohmann::json> call(const nlohmann::json& req, std::string& err, int timeout_ms);
+  void close() noexcept;
+
+ private:
+  bool connect(std::string& err);
+  std::string path_;
+  int fd_ = -1;
+};
+
 // Server side helpers.
 int control_listen(const std::string& path, std::string& err);      // -1 on failure
 enum class Line { kLine, kClosed, kTooLong };

@@ -29,6 +29,7 @@
 #include "../common/cli.hpp"
 #include "../common/log.hpp"
 #include "collect.hpp"
+#include "push.hpp"
 #include "nerve/config.hpp"
 #include "nerve/histogram.hpp"
 #include "nerve/telemetry.hpp"
@@ -74,7 +75,8 @@ struct Exposition {
 };
 
 std::string self_metrics(const std::vector<std::unique_ptr<Tier>>& tiers, const std::string& node,
-                         std::uint64_t timeouts, std::uint64_t attaches, std::uint64_t watch_missed) {
+                         std::uint64_t timeouts, std::uint64_t attaches, std::uint64_t watch_missed,
+                         const sidecar::Pusher& push) {
   std::string out;
   auto fam = [&](std::string_view name, std::string_view type, std::string_view help) {
     fmt::format_to(std::back_inserter(out), "# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
@@ -100,6 +102,14 @@ std::string self_metrics(const std::vector<std::unique_ptr<Tier>>& tiers, const 
   fmt::format_to(std::back_inserter(out), "nerve_telemetry_sample_timeouts_total{{{}}} {}\n", node, timeouts);
   fam("nerve_telemetry_watch_missed_total", "counter", "Samples /watch subscribers missed by falling behind.");
   fmt::format_to(std::back_inserter(out), "nerve_telemetry_watch_missed_total{{{}}} {}\n", node, watch_missed);
+  fam("nerve_telemetry_pushed_total", "counter", "Messages pushed over the fabric (telemetry.push_to), by tier.");
+  for (std::size_t k = 0; k < tiers.size(); ++k)
+    fmt::format_to(std::back_inserter(out), "nerve_telemetry_pushed_total{{{},tier=\"{}\"}} {}\n", node,
+                   tiers[k]->name, push.pushed(k));
+  fam("nerve_telemetry_push_dropped_total", "counter", "Push messages dropped: the queue to nerved was full.");
+  fmt::format_to(std::back_inserter(out), "nerve_telemetry_push_dropped_total{{{}}} {}\n", node, push.dropped());
+  fam("nerve_telemetry_push_failed_total", "counter", "Push messages nerved did not send (no route, back-pressure, down).");
+  fmt::format_to(std::back_inserter(out), "nerve_telemetry_push_failed_total{{{}}} {}\n", node, push.failed());
   fam("nerve_telemetry_attaches_total", "counter", "Times the sidecar attached to the node's stats region.");
   fmt::format_to(std::back_inserter(out), "nerve_telemetry_attaches_total{{{}}} {}\n", node, attaches);
   return out;
@@ -268,11 +278,12 @@ int main(int argc, char** argv) {
 
   const std::string node_label = fmt::format("node=\"{}\"", sidecar::label_value(self->name));
   Stream stream;
+  sidecar::Pusher pusher(cluster, *self);
   Exposition expo;
   std::uint64_t timeouts = 0, attaches = 0;
   {
     std::lock_guard lk(expo.mu);
-    expo.self = self_metrics(tiers, node_label, timeouts, attaches, stream.dropped());
+    expo.self = self_metrics(tiers, node_label, timeouts, attaches, stream.dropped(), pusher);
   }
   httplib::Server http;
   std::thread http_thread;
@@ -435,12 +446,15 @@ int main(int argc, char** argv) {
         t->late_ns.record(taken > t->next_ns ? taken - t->next_ns : 0);
         ++t->ticks;
         std::string event = fmt::format("# sample tier={} seq={} taken_ns={}\n", t->name, t->ticks, taken);
+        const auto k = static_cast<std::size_t>(&t - tiers.data());
         for (const auto g : t->groups) {
+          const std::string& out = text[static_cast<std::size_t>(g)];
           collector.render(g, sample, text[static_cast<std::size_t>(g)]);
           rendered |= 1u << static_cast<unsigned>(g);
-          event += text[static_cast<std::size_t>(g)];
+          event += out;
+          if (pusher.wants(k)) pusher.push(k, g, t->ticks, taken, out);
         }
-        if (http_thread.joinable()) stream.publish(static_cast<std::size_t>(&t - tiers.data()), std::move(event));
+        if (http_thread.joinable()) stream.publish(k, std::move(event));
         t->next_ns += t->period_ns;
         const std::uint64_t now = now_ns();
         if (t->next_ns <= now) {  // a whole period behind: skip to the next one ahead
@@ -452,7 +466,7 @@ int main(int argc, char** argv) {
       std::lock_guard lk(expo.mu);
       for (std::size_t g = 0; g < sidecar::kGroups; ++g)
         if ((rendered >> g) & 1u) expo.group[g].swap(text[g]);
-      expo.self = self_metrics(tiers, node_label, timeouts, attaches, stream.dropped());
+      expo.self = self_metrics(tiers, node_label, timeouts, attaches, stream.dropped(), pusher);
       expo.up = true;  // from the first tick on: never "up" with nothing to show
     }
     {

@@ -439,6 +439,12 @@ Telemetry read_telemetry(const toml::table& t) {
         throw ConfigError(fmt::format("telemetry.{}: metric group '{}' is also in telemetry.{} (one tier per group)",
                                       kTierNames[k], g, it->second));
   if (t.get("storage_paths")) tm.storage_paths = r.string_array("storage_paths");
+  tm.push_to = r.int_array<std::uint16_t>("push_to", 1, 65534);
+  if (t.get("push_tiers")) tm.push_tiers = r.string_array("push_tiers");
+  for (std::size_t i = 0; i < tm.push_tiers.size(); ++i)
+    if (std::find(kTierNames.begin(), kTierNames.end(), tm.push_tiers[i]) == kTierNames.end())
+      throw ConfigError(fmt::format("telemetry.push_tiers[{}]: unknown tier '{}' ({})", i, tm.push_tiers[i],
+                                    fmt::join(kTierNames, ", ")));
   for (std::size_t i = 0; i < tm.storage_paths.size(); ++i)
     if (tm.storage_paths[i].empty() || tm.storage_paths[i][0] != '/')
       throw ConfigError(fmt::format("telemetry.storage_paths[{}]: an absolute path, got '{}'", i, tm.storage_paths[i]));
@@ -488,6 +494,9 @@ Cluster read_cluster(const toml::table& root, const std::filesystem::path& sourc
   if (c.groups.size() > kMaxGroups)
     throw ConfigError(fmt::format("group: at most {} groups, got {}", kMaxGroups, c.groups.size()));
 
+  for (std::size_t i = 0; i < c.telemetry.push_to.size(); ++i)
+    if (!c.find(c.telemetry.push_to[i]))
+      throw ConfigError(fmt::format("telemetry.push_to[{}]: node {} is not in the cluster", i, c.telemetry.push_to[i]));
   // Cross-field checks, once. Two nodes with one address would take each other's frames.
   std::map<std::uint16_t, std::size_t> ids;
   std::map<std::string, std::size_t> sockets;

@@ -51,17 +51,18 @@ void copy_name(char* dst, std::size_t cap, const std::string& s) noexcept {
   dst[n] = '\0';
 }
 
-// A slot's words, read or written one relaxed atomic at a time (the data race a seqlock
-// tolerates, made defined).
+// A slot's words, one atomic at a time (the data race a seqlock tolerates, made defined).
+// Release stores keep the odd sequence word ahead of every word written; acquire loads keep
+// every word read ahead of the second look at the sequence word. Plain moves on x86.
 void store_words(Sample& dst, const Sample& src) noexcept {
   auto* d = reinterpret_cast<std::uint64_t*>(&dst);
   const auto* s = reinterpret_cast<const std::uint64_t*>(&src);
-  for (std::size_t i = 0; i < kWords; ++i) std::atomic_ref<std::uint64_t>(d[i]).store(s[i], std::memory_order_relaxed);
+  for (std::size_t i = 0; i < kWords; ++i) std::atomic_ref<std::uint64_t>(d[i]).store(s[i], std::memory_order_release);
 }
 void load_words(Sample& dst, const Sample& src) noexcept {
   auto* d = reinterpret_cast<std::uint64_t*>(&dst);
   auto* s = const_cast<std::uint64_t*>(reinterpret_cast<const std::uint64_t*>(&src));
-  for (std::size_t i = 0; i < kWords; ++i) d[i] = std::atomic_ref<std::uint64_t>(s[i]).load(std::memory_order_relaxed);
+  for (std::size_t i = 0; i < kWords; ++i) d[i] = std::atomic_ref<std::uint64_t>(s[i]).load(std::memory_order_acquire);
 }
 
 bool read_slot(const Slot& slot, Sample& out) noexcept {
@@ -69,7 +70,6 @@ bool read_slot(const Slot& slot, Sample& out) noexcept {
   const std::uint64_t before = seq.load(std::memory_order_acquire);
   if (before & 1u) return false;
   load_words(out, slot.sample);
-  std::atomic_thread_fence(std::memory_order_acquire);
   return seq.load(std::memory_order_relaxed) == before;
 }
 
@@ -146,7 +146,6 @@ void Region::publish(Sample& s) noexcept {
   // Which slot: by the count of samples written, not by seq (seq may jump).
   const std::uint64_t v = slot.sequence.load(std::memory_order_relaxed);
   slot.sequence.store(v + 1, std::memory_order_relaxed);
-  std::atomic_thread_fence(std::memory_order_release);
   store_words(slot.sample, s);
   slot.sequence.store(v + 2, std::memory_order_release);
   hdr_->published.store(prev + 1, std::memory_order_release);

@@ -306,6 +306,11 @@ TEST_CASE("telemetry keys: bad tiers and addresses are named", "[config][telemet
   CHECK_THAT(refusal(kGood + "[telemetry]\nstorage_paths = [\"tmp\"]\n"),
              Catch::Contains("telemetry.storage_paths[0]: an absolute path"));
   CHECK_THAT(refusal(kGood + "[telemetry]\nhourly = []\n"), Catch::Contains("telemetry.hourly: unknown key"));
+  CHECK_THAT(refusal(kGood + "[telemetry]\npush_to = [9]\n"), Catch::Contains("telemetry.push_to[0]: node 9 is not in"));
+  CHECK_THAT(refusal(kGood + "[telemetry]\npush_to = [2]\npush_tiers = [\"hourly\"]\n"),
+             Catch::Contains("telemetry.push_tiers[0]: unknown tier 'hourly'"));
+  CHECK(load_string(kGood + "[telemetry]\npush_to = [2]\npush_tiers = [\"critical\"]\n").telemetry.push_to ==
+        std::vector<std::uint16_t>{2});
   CHECK_THAT(refusal(replace(kGood, "idle = \"busy\"", "idle = \"busy\"\nmetrics_listen = \"localhost:80\"")),
              Catch::Contains("node[0].metrics_listen: expected \"IPv4:port\""));
   CHECK_THAT(refusal(replace(kGood, "idle = \"busy\"", "idle = \"busy\"\nmetrics_listen = \"127.0.0.1:70000\"")),

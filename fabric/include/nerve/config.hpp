@@ -161,6 +161,10 @@ struct Telemetry {
                                                       {"cpu", "memory", "storage"},
                                                       {}}};
   std::vector<std::string> storage_paths{"/"};  // file systems the storage group reports (statvfs)
+  // Push: every node's sidecar sends the samples of push_tiers to these nodes over the fabric
+  // (tier k on lane Pk; errors and links as status messages, the rest as metric messages).
+  std::vector<std::uint16_t> push_to;
+  std::vector<std::string> push_tiers{"critical", "high", "standard", "background", "historical"};
 };
 
 // /dev/shm (memory, never written back to a disk), named after the control socket, which is

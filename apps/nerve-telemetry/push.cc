@@ -1,0 +1,108 @@
+#include "push.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "../common/control.hpp"
+#include "../common/log.hpp"
+
+namespace nerve::sidecar {
+
+Pusher::Pusher(const config::Cluster& cluster, const config::Node& self)
+    : control_socket_(self.control_socket),
+      node_name_(self.name),
+      node_label_(fmt::format("node=\"{}\"", label_value(self.name))),
+      max_payload_(config::max_payload(cluster.mtu)) {
+  for (const auto id : cluster.telemetry.push_to)
+    if (id != self.id) to_.push_back(id);
+  for (const auto& t : cluster.telemetry.push_tiers)
+    tiers_ |= 1u << static_cast<unsigned>(std::find(config::kTierNames.begin(), config::kTierNames.end(), t) -
+                                          config::kTierNames.begin());
+  if (!to_.empty()) thread_ = std::thread([this] { run(); });
+}
+
+Pusher::~Pusher() {
+  {
+    std::lock_guard lk(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void Pusher::push(std::size_t tier, Group g, std::uint64_t seq, std::uint64_t taken_ns, const std::string& text) {
+  // The figures without comments and without the node label (the header line names the node).
+  std::vector<std::string> lines;
+  std::size_t at = 0;
+  while (at < text.size()) {
+    std::size_t nl = text.find('\n', at);
+    if (nl == std::string::npos) nl = text.size();
+    std::string l = text.substr(at, nl - at);
+    at = nl + 1;
+    if (l.empty() || l[0] == '#') continue;
+    if (const auto p = l.find(node_label_); p != std::string::npos) {
+      const bool alone = l.compare(p + node_label_.size(), 1, "}") == 0;
+      l.erase(p, node_label_.size() + (alone ? 0 : 1));
+      if (alone && p > 0 && l[p - 1] == '{') l.erase(p - 1, 2);  // name{} -> name
+    }
+    lines.push_back(std::move(l));
+  }
+  const std::string_view group = config::kMetricGroups[static_cast<std::size_t>(g)];
+  // Parts: as many lines as fit under the frame's payload with the header (~120 bytes).
+  std::vector<std::string> bodies(1);
+  const std::size_t room = max_payload_ > 160 ? max_payload_ - 160 : max_payload_;
+  for (const auto& l : lines) {
+    if (l.size() + 1 > room) continue;  // a line no frame holds: left out (none are this long)
+    if (bodies.back().size() + l.size() + 1 > room) bodies.emplace_back();
+    bodies.back() += l;
+    bodies.back() += '\n';
+  }
+  const bool status = g == Group::kErrors || g == Group::kLinks;
+  std::lock_guard lk(mu_);
+  for (std::size_t i = 0; i < bodies.size(); ++i) {
+    if (queue_.size() >= kQueue * to_.size()) {
+      dropped_.fetch_add((bodies.size() - i) * to_.size(), std::memory_order_relaxed);
+      break;
+    }
+    queue_.push_back(Message{tier, status,
+                             fmt::format("nerve-telemetry node={} tier={} group={} seq={} taken_ns={} part={}/{}\n{}",
+                                         node_name_, config::kTierNames[tier], group, seq, taken_ns, i + 1,
+                                         bodies.size(), bodies[i])});
+  }
+  cv_.notify_one();
+}
+
+void Pusher::run() {
+  app::ControlClient nerved(control_socket_);
+  bool warned = false;
+  for (;;) {
+    Message m;
+    {
+      std::unique_lock lk(mu_);
+      cv_.wait(lk, [&] { return stop_ || !queue_.empty(); });
+      if (stop_) return;
+      m = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    for (const auto to : to_) {
+      const nlohmann::json req = {{"op", "send"},      {"to", to},          {"type", m.status ? "status" : "metric"},
+                                  {"priority", m.tier}, {"payload", m.payload}, {"count", 1},
+                                  {"await_reply", false}, {"timeout_ms", 1000}};
+      std::string err;
+      const auto rep = nerved.call(req, err, 2000);
+      if (rep && rep->value("status", "") == "ok") {
+        pushed_[m.tier].fetch_add(1, std::memory_order_relaxed);
+        warned = false;
+        continue;
+      }
+      failed_.fetch_add(1, std::memory_order_relaxed);
+      if (!warned)
+        app::log(app::Level::kWarn, "push to node {} failed: {}", to,
+                 rep ? rep->dump().substr(0, 200) : err);  // once until one succeeds again
+      warned = true;
+    }
+  }
+}
+
+}  // namespace nerve::sidecar
