@@ -13,7 +13,8 @@ packages=(
   dpdk                            # dpdk-testpmd: the forwarding reference of nerve-perf forward
   libfmt-dev libnuma-dev catch2 libtomlplusplus-dev libcli11-dev
   nlohmann-json3-dev              # control socket and --json output
-  libcpp-httplib-dev              # nerve-telemetry's /metrics endpoint
+  libcpp-httplib-dev              # nerve-telemetry's /metrics endpoint, nerve-ctl watch and top
+  libncurses-dev                  # nerve-ctl top
   prometheus                      # the real server the telemetry test lets scrape a node
   iproute2 procps                 # namespaces and veth pairs for the af_packet/af_xdp tests
   python3-pytest python3-scapy gdb  # integration tests: pytest, injected frames, stacks of a hung daemon

@@ -19,6 +19,7 @@
 
 #include "../common/cli.hpp"
 #include "../common/control.hpp"
+#include "top.hpp"
 #include "nerve/config.hpp"
 #include "nerve/wire.hpp"
 
@@ -262,6 +263,14 @@ int main(int argc, char** argv) {
   watch->add_option("--count", watch_count, "stop after N samples")->check(CLI::Range(1u, 1'000'000'000u));
   watch->add_option("--seconds", watch_seconds, "stop after this long")->check(CLI::Range(0.001, 1e7));
 
+  auto* topc = cli.add_subcommand("top", "a live view of every node of the cluster, from their telemetry sidecars");
+  double top_interval = 1.0;
+  unsigned top_frames = 0;
+  bool top_plain = false;
+  topc->add_option("--interval", top_interval, "seconds between refreshes (default 1)")->check(CLI::Range(0.1, 3600.0));
+  topc->add_option("--frames", top_frames, "stop after N refreshes (default: at q or Ctrl-C)");
+  topc->add_flag("--plain", top_plain, "print text frames instead of a full-screen view");
+
   if (const auto rc = nerve::app::parse_cli(cli, argc, argv, "nerve-ctl")) return *rc;
 
   config::Cluster cluster;
@@ -274,6 +283,7 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  if (*topc) return app::top(cluster, top_interval, top_plain && top_frames == 0 ? 1 : top_frames, top_plain);
   if (*watch) return watch_sidecar(*self, config_path, watch_tiers, watch_count, watch_seconds);
 
   json req;

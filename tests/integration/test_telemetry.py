@@ -326,3 +326,45 @@ def test_push_sends_each_tier_to_the_subscribing_nodes():
             stop(sc)
         cl.kill_all()
         cl.remove()
+
+
+def test_top_shows_every_node_from_its_sidecar():
+    ports = {1: free_port(), 2: free_port()}
+    cl = nc.Cluster("telt")
+    memif = f"{cl.dir}/link.memif"
+    cl.write(nc.node_toml(1, "alpha", "198.18.64.1", cl.sock(1),
+                          [{"kind": "memif", "socket": memif, "role": "server", "peers": [2]}],
+                          f'metrics_listen = "127.0.0.1:{ports[1]}"') +
+             nc.node_toml(2, "beta", "198.18.64.2", cl.sock(2),
+                          [{"kind": "memif", "socket": memif, "role": "client", "peers": [1]}],
+                          f'metrics_listen = "127.0.0.1:{ports[2]}"'))
+    scs = []
+    try:
+        cl.up()
+        scs = [sidecar(cl, n) for n in (1, 2)]
+        for n in (1, 2):
+            nc.wait_for(lambda: (m := scrape(ports[n])) and metric(m, "nerve_up") == 1, 20, f"sidecar {n}")
+
+        def top(frames=2):
+            r = subprocess.run([nc.CTL, "--config", cl.path, "--node", "1", "top", "--plain", "--frames", str(frames),
+                                "--interval", "1"], capture_output=True, text=True, timeout=60)
+            assert r.returncode == 0, r.stderr
+            return "nerve top: " + r.stdout.split("nerve top: ")[-1]  # the last frame
+        sender = cl.send_async(2, 1, "metric", 2, "x", count=8000, rate=2000)
+        last = top()
+        sender.wait(timeout=60)
+        assert "nerve top: cluster telt, 2 nodes" in last and "node 1 (alpha)" in last and "node 2 (beta)" in last, last
+        alpha = last.split("node 2 (beta)")[0]
+        p2 = next(l for l in alpha.splitlines() if l.strip().startswith("P2 "))
+        recv = p2.split()[2]
+        assert recv.endswith("k") or float(recv) >= 500, (p2, last)  # ~2,000/s arriving
+        assert "beta up rtt" in alpha and "link up" in alpha, alpha
+
+        cl.stop([2])
+        nc.wait_for(lambda: (m := scrape(ports[2])) and metric(m, "nerve_up") == 0, 20, "beta's sidecar to see it stop")
+        assert "node 2 (beta): DOWN" in top(1)
+    finally:
+        for sc in scs:
+            stop(sc)
+        cl.kill_all()
+        cl.remove()
