@@ -15,6 +15,9 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
+#include <ctime>
+#include <sstream>
 #include <string>
 
 #include "../common/cli.hpp"
@@ -199,6 +202,77 @@ int watch_sidecar(const config::Node& self, const std::string& config_path, cons
   return 0;  // the sidecar stopped
 }
 
+// `query`: the sidecar's /metrics (current) or /history (roll-ups), filtered by series name.
+int query_sidecar(const config::Node& self, const std::string& config_path, const std::string& prefix,
+                  double history_s, unsigned limit, bool as_json) {
+  if (self.metrics_listen.empty()) {
+    fmt::print(stderr, "nerve-ctl: node {} has no metrics_listen in {}: no sidecar to ask\n", self.id, config_path);
+    return 2;
+  }
+  const auto colon = self.metrics_listen.rfind(':');
+  httplib::Client http(self.metrics_listen.substr(0, colon), std::stoi(self.metrics_listen.substr(colon + 1)));
+  http.set_connection_timeout(2);
+  http.set_read_timeout(10);
+  const double now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  const std::string path = history_s > 0 ? fmt::format("/history?since={:.3f}&limit={}", now - history_s, limit)
+                                         : std::string("/metrics");
+  const auto res = http.Get(path);
+  if (!res) {
+    fmt::print(stderr, "nerve-ctl: cannot reach node {}'s sidecar at {}: {}\n", self.id, self.metrics_listen,
+               httplib::to_string(res.error()));
+    return 3;
+  }
+  if (res->status != 200) {
+    fmt::print(stderr, "nerve-ctl: the sidecar answered {}: {}", res->status, res->body);
+    return res->status == 404 ? 2 : 1;
+  }
+  std::istringstream in(res->body);
+  std::string line;
+  if (history_s <= 0) {
+    json out = json::object();
+    while (std::getline(in, line)) {
+      if (line.empty() || line[0] == '#' || line.rfind(prefix, 0) != 0) continue;
+      if (!as_json) {
+        fmt::print("{}\n", line);
+        continue;
+      }
+      const auto sp = line.rfind(' ');
+      out[line.substr(0, sp)] = std::strtod(line.c_str() + sp + 1, nullptr);
+    }
+    if (as_json) fmt::print("{}\n", out.dump(2));
+    return 0;
+  }
+  json records = json::array();
+  while (std::getline(in, line)) {
+    json rec = json::parse(line, nullptr, false);
+    if (rec.is_discarded()) continue;
+    if (!prefix.empty()) {
+      json kept = json::object();
+      for (const auto& [k, v] : rec["metrics"].items())
+        if (k.rfind(prefix, 0) == 0) kept[k] = v;
+      rec["metrics"] = kept;
+    }
+    if (as_json) {
+      records.push_back(std::move(rec));
+      continue;
+    }
+    const auto t = rec["t"].get<std::uint64_t>();
+    const auto secs = static_cast<time_t>(t / 1'000'000'000u);
+    tm utc{};
+    ::gmtime_r(&secs, &utc);
+    const std::string when = fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z", utc.tm_year + 1900, utc.tm_mon + 1,
+                                         utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec);
+    for (const auto& [k, v] : rec["metrics"].items()) fmt::print("{} {} {}\n", when, k, v.dump());
+    if (prefix.empty() || std::string("latency").rfind(prefix, 0) == 0)
+      for (const auto& l : rec["latency"])
+        fmt::print("{} latency P{} count {} p50_ns {} p99_ns {} max_ns {}\n", when, l["lane"].get<int>(),
+                   l["count"].get<std::uint64_t>(), l["p50_ns"].get<std::uint64_t>(), l["p99_ns"].get<std::uint64_t>(),
+                   l["max_ns"].get<std::uint64_t>());
+  }
+  if (as_json) fmt::print("{}\n", records.dump(2));
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -263,6 +337,15 @@ int main(int argc, char** argv) {
   watch->add_option("--count", watch_count, "stop after N samples")->check(CLI::Range(1u, 1'000'000'000u));
   watch->add_option("--seconds", watch_seconds, "stop after this long")->check(CLI::Range(0.001, 1e7));
 
+  auto* query = cli.add_subcommand("query", "the node's figures from its telemetry sidecar: current values, or its "
+                                             "roll-ups of the last S seconds (--history S)");
+  std::string q_metric;
+  double q_history = 0;
+  unsigned q_limit = 360;
+  query->add_option("--metric", q_metric, "only series whose name starts with this (e.g. nerve_lane_delivered)");
+  query->add_option("--history", q_history, "roll-ups (one per 10 s) of the last S seconds")->check(CLI::Range(1.0, 1e9));
+  query->add_option("--limit", q_limit, "at most N roll-ups (default 360)")->check(CLI::Range(1u, 100'000u));
+
   auto* topc = cli.add_subcommand("top", "a live view of every node of the cluster, from their telemetry sidecars");
   double top_interval = 1.0;
   unsigned top_frames = 0;
@@ -283,6 +366,7 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  if (*query) return query_sidecar(*self, config_path, q_metric, q_history, q_limit, as_json);
   if (*topc) return app::top(cluster, top_interval, top_plain && top_frames == 0 ? 1 : top_frames, top_plain);
   if (*watch) return watch_sidecar(*self, config_path, watch_tiers, watch_count, watch_seconds);
 

@@ -62,6 +62,41 @@ std::string label_value(std::string_view v) {
   return out;
 }
 
+Interval interval_since(const stats::Histogram& h, std::vector<std::uint64_t>& prev) {
+  Interval iv;
+  if (prev.size() != stats::Histogram::kBuckets) prev.assign(stats::Histogram::kBuckets, 0);
+  if (h.count() == 0) return iv;
+  const std::size_t lo = stats::Histogram::index_of(h.min());
+  const std::size_t hi = stats::Histogram::index_of(std::min(h.max(), stats::Histogram::kMaxValue));
+  std::vector<std::pair<std::size_t, std::uint64_t>> diff;
+  for (std::size_t i = lo; i <= hi; ++i) {
+    const std::uint64_t c = h.bucket_count(i);
+    if (c != prev[i]) {
+      diff.emplace_back(i, c - prev[i]);
+      iv.count += c - prev[i];
+      prev[i] = c;
+    }
+  }
+  if (iv.count == 0 || diff.empty()) return iv;
+  const std::size_t last = diff[diff.size() - 1].first;
+  auto pct = [&](double p) -> std::uint64_t {
+    const auto rank = std::max<std::uint64_t>(
+        1, static_cast<std::uint64_t>(p / 100.0 * static_cast<double>(iv.count) + 0.999999));
+    std::uint64_t seen = 0;
+    for (const auto& [i, c] : diff) {
+      seen += c;
+      if (seen >= rank) return stats::Histogram::upper_of(i);
+    }
+    return stats::Histogram::upper_of(last);
+  };
+  iv.p50 = pct(50);
+  iv.p90 = pct(90);
+  iv.p99 = pct(99);
+  iv.p999 = pct(99.9);
+  iv.max = stats::Histogram::upper_of(last);
+  return iv;
+}
+
 Group group_of(std::string_view name) {
   for (std::size_t i = 0; i < config::kMetricGroups.size(); ++i)
     if (config::kMetricGroups[i] == name) return static_cast<Group>(i);
@@ -124,35 +159,7 @@ void Collector::lanes(const telemetry::Sample& s, std::string& out) {
   Family f(out, "nerve_lane_latency_seconds", "summary",
            "One-way delivery latency (sender timestamp to delivery); quantiles over the last sample interval.");
   for (std::size_t l = 0; l < wire::kPriorities; ++l) {
-    const stats::Histogram& h = region_.lcore().latency_ns[l];
-    std::vector<std::uint64_t>& prev = prev_buckets_[l];
-    Interval iv;
-    const std::size_t lo = stats::Histogram::index_of(h.min());
-    const std::size_t hi = stats::Histogram::index_of(std::min(h.max(), stats::Histogram::kMaxValue));
-    std::vector<std::pair<std::size_t, std::uint64_t>> diff;
-    for (std::size_t i = lo; i <= hi && h.count() != 0; ++i) {
-      const std::uint64_t c = h.bucket_count(i);
-      if (c != prev[i]) {
-        diff.emplace_back(i, c - prev[i]);
-        iv.count += c - prev[i];
-        prev[i] = c;
-      }
-    }
-    auto pct = [&](double p) -> std::uint64_t {
-      if (iv.count == 0) return 0;
-      const auto rank = static_cast<std::uint64_t>(p / 100.0 * static_cast<double>(iv.count) + 0.999999);
-      std::uint64_t seen = 0;
-      for (const auto& [i, c] : diff) {
-        seen += c;
-        if (seen >= std::max<std::uint64_t>(rank, 1)) return stats::Histogram::upper_of(i);
-      }
-      return stats::Histogram::upper_of(diff.back().first);
-    };
-    iv.p50 = pct(50);
-    iv.p90 = pct(90);
-    iv.p99 = pct(99);
-    iv.p999 = pct(99.9);
-    iv.max = iv.count ? stats::Histogram::upper_of(diff.back().first) : 0;
+    const Interval iv = interval_since(region_.lcore().latency_ns[l], prev_buckets_[l]);
     interval_[l] = iv;
     const std::string lb = lane_label(n, l);
     for (const auto& [q, v] : {std::pair{"0.5", iv.p50}, {"0.9", iv.p90}, {"0.99", iv.p99}, {"0.999", iv.p999},

@@ -18,6 +18,13 @@ inline constexpr std::size_t kGroups = config::kMetricGroups.size();
 constexpr bool needs_sample(Group g) noexcept { return g <= Group::kReliable || g == Group::kMemory; }
 Group group_of(std::string_view name);  // a name of config::kMetricGroups
 
+// Latency percentiles (ns) of what a live histogram recorded since `prev` (its buckets at the
+// last call, updated here).
+struct Interval {
+  std::uint64_t count = 0, p50 = 0, p90 = 0, p99 = 0, p999 = 0, max = 0;
+};
+Interval interval_since(const stats::Histogram& h, std::vector<std::uint64_t>& prev);
+
 // What every group renders from; the Collector keeps what one group needs between samples
 // (histogram buckets of the last interval, the previous busy/idle cycles).
 class Collector {
@@ -28,9 +35,6 @@ class Collector {
   void render(Group g, const telemetry::Sample& s, std::string& out);
 
   // Interval latency percentiles of lane l since the previous render of kLanes (ns).
-  struct Interval {
-    std::uint64_t count = 0, p50 = 0, p90 = 0, p99 = 0, p999 = 0, max = 0;
-  };
   const std::array<Interval, wire::kPriorities>& intervals() const noexcept { return interval_; }
 
  private:

@@ -18,6 +18,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <condition_variable>
@@ -29,6 +30,7 @@
 #include "../common/cli.hpp"
 #include "../common/log.hpp"
 #include "collect.hpp"
+#include "history.hpp"
 #include "push.hpp"
 #include "nerve/config.hpp"
 #include "nerve/histogram.hpp"
@@ -279,6 +281,15 @@ int main(int argc, char** argv) {
   const std::string node_label = fmt::format("node=\"{}\"", sidecar::label_value(self->name));
   Stream stream;
   sidecar::Pusher pusher(cluster, *self);
+  sidecar::History history(cluster.telemetry, *self);
+  if (history.enabled() && !std::filesystem::is_directory(history.dir())) {
+    fmt::print(stderr, "nerve-telemetry: config error: telemetry.history_dir: {} is not a directory (nerve-telemetry "
+                       "creates none)\n", history.dir());
+    return 2;
+  }
+  constexpr std::size_t kHistorical = config::kTiers - 1;
+  // A tier runs if it samples groups; the historical one also when it keeps history.
+  auto active = [&](std::size_t k) { return !tiers[k]->groups.empty() || (k == kHistorical && history.enabled()); };
   Exposition expo;
   std::uint64_t timeouts = 0, attaches = 0;
   {
@@ -340,6 +351,26 @@ int main(int argc, char** argv) {
           if (!sink.write(e.text.data(), e.text.size())) return false;
         return sink.is_writable();
       });
+    });
+    // /history?since=<unix seconds>&limit=<n>: roll-ups since then, oldest first (JSON lines).
+    http.Get("/history", [&](const httplib::Request& req, httplib::Response& res) {
+      if (!history.enabled()) {
+        res.status = 404;
+        res.set_content("no history: telemetry.history_dir is not set\n", "text/plain");
+        return;
+      }
+      char* end = nullptr;
+      const std::string since_s = req.has_param("since") ? req.get_param_value("since") : "0";
+      const std::string limit_s = req.has_param("limit") ? req.get_param_value("limit") : "360";
+      const double since = std::strtod(since_s.c_str(), &end);
+      const bool since_ok = *end == '\0' && since >= 0;
+      const unsigned long limit = std::strtoul(limit_s.c_str(), &end, 10);
+      if (!since_ok || *end != '\0' || limit == 0 || limit > 100'000) {
+        res.status = 400;
+        res.set_content("since: unix seconds >= 0; limit: 1..100000\n", "text/plain");
+        return;
+      }
+      res.set_content(history.read(static_cast<std::uint64_t>(since * 1e9), limit), "application/x-ndjson");
     });
     http.Get("/", [&](const httplib::Request&, httplib::Response& res) {
       res.set_content(fmt::format("nerve-telemetry for node {} ({}): see /metrics\n", self->id, self->name), "text/plain");
@@ -412,8 +443,8 @@ int main(int argc, char** argv) {
     bool node_gone = false;
     while (!done() && !node_gone) {
       std::uint64_t due = UINT64_MAX;
-      for (const auto& t : tiers)
-        if (!t->groups.empty()) due = std::min(due, t->next_ns);
+      for (std::size_t k = 0; k < tiers.size(); ++k)
+        if (active(k)) due = std::min(due, tiers[k]->next_ns);
       if (due == UINT64_MAX) due = now_ns() + 1'000'000'000;  // no groups: check on the node now and then
       if (spin_us * 1000u < due - std::min(due, now_ns())) sleep_until(due - spin_us * 1000u);
       while (now_ns() < due) {
@@ -424,7 +455,8 @@ int main(int argc, char** argv) {
       if (done()) break;
       // Every tier due now shares one sample.
       bool want_sample = false;
-      for (const auto& t : tiers) want_sample |= !t->groups.empty() && t->next_ns <= due && t->needs_sample;
+      for (std::size_t k = 0; k < tiers.size(); ++k)
+        want_sample |= active(k) && tiers[k]->next_ns <= due && (tiers[k]->needs_sample || k == kHistorical);
       std::uint64_t taken = now_ns();
       if (want_sample) {
         if (region->fresh(sample, 5'000'000)) {
@@ -441,8 +473,10 @@ int main(int argc, char** argv) {
         break;
       }
       std::uint32_t rendered = 0;  // groups rendered this tick, a bit each
+      bool roll = false;
       for (auto& t : tiers) {
-        if (t->groups.empty() || t->next_ns > due) continue;
+        if (!active(static_cast<std::size_t>(&t - tiers.data())) || t->next_ns > due) continue;
+        roll |= &t - tiers.data() == static_cast<std::ptrdiff_t>(kHistorical) && history.enabled();
         t->late_ns.record(taken > t->next_ns ? taken - t->next_ns : 0);
         ++t->ticks;
         std::string event = fmt::format("# sample tier={} seq={} taken_ns={}\n", t->name, t->ticks, taken);
@@ -468,6 +502,14 @@ int main(int argc, char** argv) {
         if ((rendered >> g) & 1u) expo.group[g].swap(text[g]);
       expo.self = self_metrics(tiers, node_label, timeouts, attaches, stream.dropped(), pusher);
       expo.up = true;  // from the first tick on: never "up" with nothing to show
+      if (roll) {
+        std::string err;
+        if (!history.roll(static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                                          std::chrono::system_clock::now().time_since_epoch())
+                                                          .count()),
+                          expo.group, *region, err))
+          log(Level::kWarn, "history: {}", err);
+      }
     }
     {
       std::lock_guard lk(expo.mu);

@@ -440,6 +440,11 @@ Telemetry read_telemetry(const toml::table& t) {
                                       kTierNames[k], g, it->second));
   if (t.get("storage_paths")) tm.storage_paths = r.string_array("storage_paths");
   tm.push_to = r.int_array<std::uint16_t>("push_to", 1, 65534);
+  tm.history_dir = r.string("history_dir", "");
+  if (!tm.history_dir.empty() && tm.history_dir[0] != '/')
+    throw ConfigError(fmt::format("telemetry.history_dir: an absolute path, got '{}'", tm.history_dir));
+  tm.history_retention_s = r.integer<std::uint32_t>("history_retention_s", tm.history_retention_s, 60, 31'536'000);
+  tm.history_max_mb = r.integer<std::uint32_t>("history_max_mb", tm.history_max_mb, 1, 1'048'576);
   if (t.get("push_tiers")) tm.push_tiers = r.string_array("push_tiers");
   for (std::size_t i = 0; i < tm.push_tiers.size(); ++i)
     if (std::find(kTierNames.begin(), kTierNames.end(), tm.push_tiers[i]) == kTierNames.end())

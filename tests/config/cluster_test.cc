@@ -306,6 +306,10 @@ TEST_CASE("telemetry keys: bad tiers and addresses are named", "[config][telemet
   CHECK_THAT(refusal(kGood + "[telemetry]\nstorage_paths = [\"tmp\"]\n"),
              Catch::Contains("telemetry.storage_paths[0]: an absolute path"));
   CHECK_THAT(refusal(kGood + "[telemetry]\nhourly = []\n"), Catch::Contains("telemetry.hourly: unknown key"));
+  CHECK_THAT(refusal(kGood + "[telemetry]\nhistory_dir = \"rel\"\n"),
+             Catch::Contains("telemetry.history_dir: an absolute path"));
+  CHECK_THAT(refusal(kGood + "[telemetry]\nhistory_retention_s = 5\n"),
+             Catch::Contains("telemetry.history_retention_s"));
   CHECK_THAT(refusal(kGood + "[telemetry]\npush_to = [9]\n"), Catch::Contains("telemetry.push_to[0]: node 9 is not in"));
   CHECK_THAT(refusal(kGood + "[telemetry]\npush_to = [2]\npush_tiers = [\"hourly\"]\n"),
              Catch::Contains("telemetry.push_tiers[0]: unknown tier 'hourly'"));

@@ -199,6 +199,11 @@ def test_bad_sidecar_starts_are_refused_clearly(pair):
         f.write(text.replace('name = "alpha"', 'name = "alpha"\nstats_region = "off"'))
     r = subprocess.run([nc.TELEMETRY, "--config", off, "--node", "1"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and 'stats_region = "off"' in r.stderr, r.stderr
+    nodir = os.path.join(cl.dir, "nodir.toml")
+    with open(nodir, "w") as f:
+        f.write(text + f'\n[telemetry]\nhistory_dir = "{cl.dir}/missing"\n')
+    r = subprocess.run([nc.TELEMETRY, "--config", nodir, "--node", "1"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "missing is not a directory" in r.stderr, r.stderr
 
     # nerved refuses to start a node whose region another running node holds.
     st = cl.status(1)
@@ -366,5 +371,58 @@ def test_top_shows_every_node_from_its_sidecar():
     finally:
         for sc in scs:
             stop(sc)
+        cl.kill_all()
+        cl.remove()
+
+
+def test_history_rolls_up_to_disk_within_its_bounds_and_query_reads_it(tmp_path):
+    port = free_port()
+    hist = tmp_path / "history"
+    hist.mkdir()
+    old = hist / "alpha-20200101-00.jsonl"      # alpha's, older than the retention: removed
+    old.write_text("{}\n")
+    os.utime(old, (0, 0))
+    big = hist / "alpha-20200101-01.jsonl"      # alpha's, recent but over the size bound: removed
+    big.write_text("x" * (2 << 20))
+    other = hist / "beta-20200101-00.jsonl"     # another node's: not alpha's to remove
+    other.write_text("{}\n")
+    os.utime(other, (0, 0))
+    cl = nc.memif_pair("telh", "198.18.65", node_extra=f'metrics_listen = "127.0.0.1:{port}"')
+    with open(cl.path, "a") as f:
+        f.write(f'\n[telemetry]\nhistory_dir = "{hist}"\nhistory_retention_s = 60\nhistory_max_mb = 1\n')
+    sc = None
+    try:
+        cl.up()
+        sc = sidecar(cl, 1)
+        nc.wait_for(lambda: (m := scrape(port)) and metric(m, "nerve_up") == 1, 20, "the sidecar to attach")
+        cl.send(2, 1, "metric", 1, "h", count=500, number=True)
+
+        def query(*args):
+            r = subprocess.run([nc.CTL, "--config", cl.path, "--node", "1", "--json", "query", *args],
+                               capture_output=True, text=True, timeout=30)
+            assert r.returncode == 0, r.stderr
+            return json.loads(r.stdout)
+        recs = nc.wait_for(lambda: (r := query("--history", "600")) and len(r) >= 2 and r, 40, "two roll-ups (10 s apart)")
+        assert recs[1]["window_s"] == pytest.approx(10, abs=1), recs[1]["window_s"]
+        assert recs[1]["node"] == "alpha" and recs[1]["t"] > recs[0]["t"]
+        delivered = [r["metrics"]['nerve_lane_delivered_total{lane="P1"}'] for r in recs]
+        assert delivered[-1] == 500, delivered
+        assert sum(r["latency"][1]["count"] for r in recs) == 500, [r["latency"][1] for r in recs]
+        assert 'nerve_port_rx_packets_total{port="0:memif"}' in recs[-1]["metrics"]
+        # Filtered by name; current values.
+        only = query("--history", "600", "--metric", "nerve_lane_delivered")
+        assert all(k.startswith("nerve_lane_delivered") for r in only for k in r["metrics"]), only[0]
+        now = query("--metric", "nerve_lane_delivered_total")
+        assert now['nerve_lane_delivered_total{node="alpha",lane="P1"}'] == 500, now
+        # The bounds: alpha's old and oversized files went, beta's stayed, one hour file remains.
+        left = sorted(p.name for p in hist.iterdir())
+        assert not old.exists() and not big.exists() and other.exists(), left
+        assert len([n for n in left if n.startswith("alpha-")]) in (1, 2), left  # (an hour may turn)
+        r = subprocess.run([nc.CTL, "--config", cl.path, "--node", "1", "query", "--history", "600",
+                            "--metric", "nerve_lane_delivered_total"], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0 and 'nerve_lane_delivered_total{lane="P1"} 500' in r.stdout, r.stdout + r.stderr
+    finally:
+        if sc:
+            assert stop(sc) == 0, sidecar_log(cl, 1)
         cl.kill_all()
         cl.remove()

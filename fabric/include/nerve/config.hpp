@@ -165,6 +165,13 @@ struct Telemetry {
   // (tier k on lane Pk; errors and links as status messages, the rest as metric messages).
   std::vector<std::uint16_t> push_to;
   std::vector<std::string> push_tiers{"critical", "high", "standard", "background", "historical"};
+  // History: at each historical tick (0.1 Hz) the sidecar appends a roll-up of every group's
+  // newest figures and the lanes' latency over the window to an hourly file in history_dir
+  // (an existing directory; "": no history), keeping history_retention_s of them and at most
+  // history_max_mb.
+  std::string history_dir;
+  std::uint32_t history_retention_s = 21'600;  // [60, 31536000]
+  std::uint32_t history_max_mb = 256;          // [1, 1048576]
 };
 
 // /dev/shm (memory, never written back to a disk), named after the control socket, which is
