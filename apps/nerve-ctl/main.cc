@@ -167,7 +167,7 @@ int watch_sidecar(const config::Node& self, const std::string& config_path, cons
   const int port = std::stoi(self.metrics_listen.substr(colon + 1));
   httplib::Client http(host, port);
   http.set_connection_timeout(2);
-  http.set_read_timeout(5);  // the sidecar writes at least every 200 ms while it runs
+  http.set_read_timeout(5);  // the sidecar writes at least every second while it runs
   std::string path = "/watch";
   if (!tiers.empty()) path += "?tier=" + fmt::format("{}", fmt::join(tiers, ","));
   const auto until = seconds > 0 ? std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds)
@@ -183,7 +183,7 @@ int watch_sidecar(const config::Node& self, const std::string& config_path, cons
         enough = true;
         break;
       }
-      std::fwrite(line.data(), 1, line.size(), stdout);
+      if (line != "# keepalive\n") std::fwrite(line.data(), 1, line.size(), stdout);
       line.clear();
     }
     std::fflush(stdout);

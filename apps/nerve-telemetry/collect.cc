@@ -72,8 +72,9 @@ Interval interval_since(const stats::Histogram& h, std::vector<std::uint64_t>& p
   for (std::size_t i = lo; i <= hi; ++i) {
     const std::uint64_t c = h.bucket_count(i);
     if (c != prev[i]) {
-      diff.emplace_back(i, c - prev[i]);
-      iv.count += c - prev[i];
+      const std::uint64_t d = c > prev[i] ? c - prev[i] : c;  // fewer than before: a new histogram
+      diff.emplace_back(i, d);
+      iv.count += d;
       prev[i] = c;
     }
   }
@@ -105,7 +106,8 @@ Group group_of(std::string_view name) {
 
 Collector::Collector(const telemetry::Reader& region, const config::Cluster& cluster, const config::Node& node)
     : region_(region), cluster_(cluster), node_(node), node_label_(fmt::format("node=\"{}\"", label_value(node.name))) {
-  for (auto& b : prev_buckets_) b.assign(stats::Histogram::kBuckets, 0);
+  // The baselines: what the histograms hold at attach, so the first interval is an interval.
+  for (std::size_t l = 0; l < wire::kPriorities; ++l) interval_since(region.lcore().latency_ns[l], prev_buckets_[l]);
 }
 
 void Collector::render(Group g, const telemetry::Sample& s, std::string& out) {
@@ -206,7 +208,8 @@ void Collector::links(const telemetry::Sample& s, std::string& out) {
   const std::string& n = node_label_;
   auto peer = [&](std::size_t k) {
     const config::Node* p = cluster_.find(static_cast<std::uint16_t>(s.link[k].peer));
-    return fmt::format("{},peer=\"{}\"", n, p ? label_value(p->name) : std::to_string(s.link[k].peer));
+    return fmt::format("{},peer=\"{}\",port=\"{}\"", n, p ? label_value(p->name) : std::to_string(s.link[k].peer),
+                       s.link[k].port);
   };
   {
     Family f(out, "nerve_link_up", "gauge", "1 while the link to the neighbour is up (heartbeats arrive).");

@@ -69,6 +69,11 @@ void History::enforce_bounds(const std::string& current) {
   }
 }
 
+void History::prime(const telemetry::Reader& region) {
+  for (std::size_t l = 0; l < wire::kPriorities; ++l) interval_since(region.lcore().latency_ns[l], prev_[l]);
+  last_ns_ = 0;
+}
+
 bool History::roll(std::uint64_t unix_ns, const std::array<std::string, kGroups>& texts,
                    const telemetry::Reader& region, std::string& err) {
   json rec;
@@ -124,14 +129,14 @@ std::string History::read(std::uint64_t since_ns, std::size_t limit) const {
     if (f < first) continue;  // an hour before the one asked for
     std::ifstream in(f);
     std::string line;
-    while (n < limit && std::getline(in, line)) {
+    while (n < limit && out.size() < kMaxRead && std::getline(in, line)) {
       const json j = json::parse(line, nullptr, false);
       if (j.is_discarded() || j.value("t", std::uint64_t{0}) < since_ns) continue;
       out += line;
       out += '\n';
       ++n;
     }
-    if (n >= limit) break;
+    if (n >= limit || out.size() >= kMaxRead) break;
   }
   return out;
 }

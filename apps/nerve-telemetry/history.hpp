@@ -33,7 +33,11 @@ class History {
   // histograms. False (and an error in `err`) if the file cannot be written.
   bool roll(std::uint64_t unix_ns, const std::array<std::string, kGroups>& texts, const telemetry::Reader& region,
             std::string& err);
-  // Records with t >= since_ns, oldest first, at most `limit`, as JSON lines.
+  // At attach: the lanes' histograms now are the next window's baseline (a restarted node's
+  // histograms start again from zero).
+  void prime(const telemetry::Reader& region);
+  // Records with t >= since_ns, oldest first, at most `limit` and about kMaxRead bytes, as JSON lines.
+  static constexpr std::size_t kMaxRead = 16u << 20;
   std::string read(std::uint64_t since_ns, std::size_t limit) const;
 
   std::uint64_t records() const noexcept { return records_; }

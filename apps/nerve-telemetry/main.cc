@@ -280,6 +280,8 @@ int main(int argc, char** argv) {
 
   const std::string node_label = fmt::format("node=\"{}\"", sidecar::label_value(self->name));
   Stream stream;
+  constexpr int kMaxWatchers = 4;  // httplib serves with at least 8 threads
+  std::atomic<int> watchers{0};
   sidecar::Pusher pusher(cluster, *self);
   sidecar::History history(cluster.telemetry, *self);
   if (history.enabled() && !std::filesystem::is_directory(history.dir())) {
@@ -334,15 +336,31 @@ int main(int argc, char** argv) {
         at = comma + 1;
       }
       if (mask == 0) mask = (1u << config::kTiers) - 1;
+      // A subscriber holds one of the server's threads: at most kMaxWatchers, so scrapes always
+      // find one.
+      if (watchers.fetch_add(1) >= kMaxWatchers) {
+        watchers.fetch_sub(1);
+        res.status = 503;
+        res.set_content(fmt::format("{} subscribers already watch this sidecar\n", kMaxWatchers), "text/plain");
+        return;
+      }
       auto after = std::make_shared<std::uint64_t>(stream.last());
-      res.set_chunked_content_provider("text/plain; charset=utf-8", [&stream, mask, after](std::size_t,
-                                                                                             httplib::DataSink& sink) {
+      auto quiet = std::make_shared<unsigned>(0);
+      res.set_chunked_content_provider("text/plain; charset=utf-8", [&stream, mask, after, quiet](std::size_t,
+                                                                                                   httplib::DataSink& sink) {
         std::uint64_t missed = 0;
         const auto events = stream.take(*after, mask, std::chrono::milliseconds(200), missed);
         if (stream.stopping()) {
           sink.done();
           return true;
         }
+        // A line at least every second, so a client can tell a quiet tier from a dead sidecar.
+        if (events.empty() && missed == 0 && ++*quiet >= 5) {
+          *quiet = 0;
+          static constexpr std::string_view kKeepalive = "# keepalive\n";
+          return sink.write(kKeepalive.data(), kKeepalive.size()) && sink.is_writable();
+        }
+        if (!events.empty()) *quiet = 0;
         if (missed != 0) {
           const std::string note = fmt::format("# missed {} samples (this subscriber fell behind)\n", missed);
           if (!sink.write(note.data(), note.size())) return false;
@@ -350,7 +368,7 @@ int main(int argc, char** argv) {
         for (const auto& e : events)
           if (!sink.write(e.text.data(), e.text.size())) return false;
         return sink.is_writable();
-      });
+      }, [&watchers](bool) { watchers.fetch_sub(1); });
     });
     // /history?since=<unix seconds>&limit=<n>: roll-ups since then, oldest first (JSON lines).
     http.Get("/history", [&](const httplib::Request& req, httplib::Response& res) {
@@ -418,11 +436,18 @@ int main(int argc, char** argv) {
       continue;
     }
     if (!region->node_running()) {
-      if (!waiting_logged) log(Level::kInfo, "waiting for node {}: its region {} is left from a stopped node", self->id, region_path);
+      if (!waiting_logged)
+        log(Level::kInfo, "waiting for node {}: its region {} is not running yet (or any more)", self->id, region_path);
       waiting_logged = true;
       region.reset();
       sleep_until(now_ns() + 100'000'000);
       continue;
+    }
+    if (region->header().node_id != self->id) {
+      log(Level::kError, "stats region {} belongs to node {} ({}), not node {}", region_path, region->header().node_id,
+          region->header().node_name, self->id);
+      rc = 1;
+      break;
     }
     std::uint32_t holder = 0;
     if (!region->lock_sidecar(holder)) {
@@ -435,6 +460,10 @@ int main(int argc, char** argv) {
     log(Level::kInfo, "attached to node {} ({}, pid {}) at {}", self->id, region->header().node_name,
         region->header().pid, region_path);
     sidecar::Collector collector(*region, cluster, *self);
+    if (history.enabled()) history.prime(*region);
+    unsigned silent = 0;  // samples in a row the datapath did not answer
+    bool any_sampled = false;  // some tier's groups need the datapath's samples
+    for (std::size_t k = 0; k < tiers.size(); ++k) any_sampled |= active(k) && tiers[k]->needs_sample;
 
     const std::uint64_t start = now_ns();
     for (auto& t : tiers) t->next_ns = start;
@@ -461,8 +490,10 @@ int main(int argc, char** argv) {
       if (want_sample) {
         if (region->fresh(sample, 5'000'000)) {
           taken = sample.taken_ns;
+          silent = 0;
         } else {
           ++timeouts;
+          ++silent;
           if (!region->node_running()) {
             node_gone = true;
             break;
@@ -479,14 +510,16 @@ int main(int argc, char** argv) {
         roll |= &t - tiers.data() == static_cast<std::ptrdiff_t>(kHistorical) && history.enabled();
         t->late_ns.record(taken > t->next_ns ? taken - t->next_ns : 0);
         ++t->ticks;
-        std::string event = fmt::format("# sample tier={} seq={} taken_ns={}\n", t->name, t->ticks, taken);
+        // seq counts the tier's deadlines, sampled or skipped: a skipped tick shows as a gap.
+        const std::uint64_t seq = t->ticks + t->skipped;
+        std::string event = fmt::format("# sample tier={} seq={} taken_ns={}\n", t->name, seq, taken);
         const auto k = static_cast<std::size_t>(&t - tiers.data());
         for (const auto g : t->groups) {
           const std::string& out = text[static_cast<std::size_t>(g)];
           collector.render(g, sample, text[static_cast<std::size_t>(g)]);
           rendered |= 1u << static_cast<unsigned>(g);
           event += out;
-          if (pusher.wants(k)) pusher.push(k, g, t->ticks, taken, out);
+          if (pusher.wants(k)) pusher.push(k, g, seq, taken, out);
         }
         if (http_thread.joinable()) stream.publish(k, std::move(event));
         t->next_ns += t->period_ns;
@@ -497,17 +530,23 @@ int main(int argc, char** argv) {
           t->next_ns += behind * t->period_ns;
         }
       }
-      std::lock_guard lk(expo.mu);
-      for (std::size_t g = 0; g < sidecar::kGroups; ++g)
-        if ((rendered >> g) & 1u) expo.group[g].swap(text[g]);
-      expo.self = self_metrics(tiers, node_label, timeouts, attaches, stream.dropped(), pusher);
-      expo.up = true;  // from the first tick on: never "up" with nothing to show
-      if (roll) {
+      std::array<std::string, sidecar::kGroups> rolled;
+      {
+        std::lock_guard lk(expo.mu);
+        for (std::size_t g = 0; g < sidecar::kGroups; ++g)
+          if ((rendered >> g) & 1u) expo.group[g].swap(text[g]);
+        expo.self = self_metrics(tiers, node_label, timeouts, attaches, stream.dropped(), pusher);
+        // Up once a sample came, and while the datapath answers; a datapath silent for three
+        // samples in a row (stalled) is not up, and its figures are not served as if fresh.
+        expo.up = silent < 3 && (sample.seq != 0 || !any_sampled);
+        if (roll) rolled = expo.group;
+      }
+      if (roll) {  // file I/O outside the lock: a slow disk never holds up a scrape
         std::string err;
         if (!history.roll(static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
                                                           std::chrono::system_clock::now().time_since_epoch())
                                                           .count()),
-                          expo.group, *region, err))
+                          rolled, *region, err))
           log(Level::kWarn, "history: {}", err);
       }
     }

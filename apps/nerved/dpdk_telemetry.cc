@@ -2,6 +2,8 @@
 
 #include <rte_telemetry.h>
 
+#include <fmt/format.h>
+
 #include <cerrno>
 #include <cstdlib>
 #include <mutex>
@@ -93,7 +95,7 @@ int links(const char*, const char*, rte_tel_data* d) {
   rte_tel_data_start_dict(d);
   for (const auto& l : g_node->links()) {
     const config::Node* peer = g_node->cluster().find(l.peer);
-    const std::string name = peer ? peer->name : std::to_string(l.peer);
+    const std::string name = fmt::format("{}_p{}", peer ? peer->name : std::to_string(l.peer), l.port);
     rte_tel_data_add_dict_u64(d, (name + "_up").c_str(), l.up ? 1 : 0);
     rte_tel_data_add_dict_u64(d, (name + "_rtt_ns").c_str(), l.rtt_ns);
     rte_tel_data_add_dict_u64(d, (name + "_downs").c_str(), l.downs);

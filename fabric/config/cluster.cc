@@ -504,7 +504,7 @@ Cluster read_cluster(const toml::table& root, const std::filesystem::path& sourc
       throw ConfigError(fmt::format("telemetry.push_to[{}]: node {} is not in the cluster", i, c.telemetry.push_to[i]));
   // Cross-field checks, once. Two nodes with one address would take each other's frames.
   std::map<std::uint16_t, std::size_t> ids;
-  std::map<std::string, std::size_t> sockets;
+  std::map<std::string, std::size_t> sockets, regions;
   std::map<wire::Mac, std::size_t> macs;
   std::map<std::uint32_t, std::size_t> ips;
   for (std::size_t i = 0; i < c.nodes.size(); ++i) {
@@ -513,6 +513,10 @@ Cluster read_cluster(const toml::table& root, const std::filesystem::path& sourc
       throw ConfigError(fmt::format("node[{}].id: {} is also node[{}]'s", i, n.id, it->second));
     if (const auto [it, fresh] = sockets.emplace(n.control_socket, i); !fresh)
       throw ConfigError(fmt::format("node[{}].control_socket: '{}' is also node[{}]'s", i, n.control_socket, it->second));
+    if (!n.stats_region.empty())
+      if (const auto [it, fresh] = regions.emplace(n.stats_region, i); !fresh)
+        throw ConfigError(fmt::format("node[{}].stats_region: '{}' is also node[{}]'s (set stats_region for one)", i,
+                                      n.stats_region, it->second));
     if (const auto [it, fresh] = macs.emplace(n.mac, i); !fresh)
       throw ConfigError(fmt::format("node[{}].mac: {} is also node[{}]'s", i, format_mac(n.mac), it->second));
     if (const auto [it, fresh] = ips.emplace(n.ip, i); !fresh)

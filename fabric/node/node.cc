@@ -62,12 +62,19 @@ unsigned Node::poll() noexcept {
   stats::LcoreStats& st = *I.lcore;
   (work ? st.tsc_busy : st.tsc_idle).add(rte_rdtsc() - t0);
   (work ? st.polls_busy : st.polls_idle).add();
-  if (I.region && I.region->requested()) [[unlikely]] I.publish_sample();  // a reader rang
+  if (I.region && I.region->requested()) [[unlikely]] I.publish_sample();  // a reader rang (at most 1/ms)
   return work;
 }
 
 // A consistent sample of the counters for the stats region, between two polls. Datapath only.
 void Node::Impl::publish_sample() noexcept {
+  // At most one sample a millisecond, whoever rings how often; the ports' counters (a driver
+  // call each) at most every 100 ms, the newest reading reused in between.
+  const std::uint64_t tsc = rte_rdtsc(), hz = rte_get_tsc_hz();
+  if (tsc - last_publish_tsc < hz / 1000) return;
+  last_publish_tsc = tsc;
+  const bool read_ports = tsc - last_ports_tsc >= hz / 10;
+  if (read_ports) last_ports_tsc = tsc;
   telemetry::Sample s{};
   const stats::LcoreStats& st = *lcore;
   s.tsc_busy = st.tsc_busy.get();
@@ -115,10 +122,14 @@ void Node::Impl::publish_sample() noexcept {
   }
   s.ports = std::min(ports.size(), telemetry::kPorts);
   for (std::size_t j = 0; j < s.ports; ++j) {
-    const drivers::PortStats ps = ports[j].dev->stats();
-    s.port[j] = telemetry::PortSample{ps.eth.ipackets, ps.eth.opackets, ps.eth.ibytes, ps.eth.obytes,
-                                      ps.eth.imissed,  ps.eth.ierrors,  ps.eth.oerrors, ps.eth.rx_nombuf,
-                                      st.port_tx_frames[j].get(), ports[j].dev->link_up() ? 1u : 0u};
+    if (read_ports) {
+      rte_eth_stats e{};
+      rte_eth_stats_get(ports[j].dev->id(), &e);  // the device's counters only: no lock, no socket call
+      port_cache[j] = telemetry::PortSample{e.ipackets, e.opackets, e.ibytes,     e.obytes, e.imissed,
+                                            e.ierrors,  e.oerrors,  e.rx_nombuf, 0,        ports[j].dev->link_up() ? 1u : 0u};
+    }
+    s.port[j] = port_cache[j];
+    s.port[j].tx_frames = st.port_tx_frames[j].get();
   }
   s.links = std::min(routing->links.size(), telemetry::kLinks);
   for (std::size_t k = 0; k < s.links; ++k) {

@@ -44,6 +44,8 @@ struct Node::Impl {
   stats::LcoreStats* lcore;
   telemetry::Region* region;
   void publish_sample() noexcept;
+  std::array<telemetry::PortSample, telemetry::kPorts> port_cache{};  // read at most every 100 ms
+  std::uint64_t last_publish_tsc = 0, last_ports_tsc = 0;
   std::unique_ptr<node::Routing> routing;  // topology, links, tables, the routing agent
   // Held around every burst: PMD callbacks on the interrupt thread wait for it (drivers/).
   drivers::DatapathGuard::Section guard;

@@ -200,7 +200,7 @@ Reader::~Reader() {
 }
 
 bool Reader::node_running() const noexcept {
-  return locked_by_other(fd_, 0) && hdr_->state.load(std::memory_order_acquire) != kStopped;
+  return locked_by_other(fd_, 0) && hdr_->state.load(std::memory_order_acquire) == kRunning;
 }
 
 bool Reader::lock_sidecar(std::uint32_t& holder) {

@@ -306,6 +306,9 @@ TEST_CASE("telemetry keys: bad tiers and addresses are named", "[config][telemet
   CHECK_THAT(refusal(kGood + "[telemetry]\nstorage_paths = [\"tmp\"]\n"),
              Catch::Contains("telemetry.storage_paths[0]: an absolute path"));
   CHECK_THAT(refusal(kGood + "[telemetry]\nhourly = []\n"), Catch::Contains("telemetry.hourly: unknown key"));
+  CHECK_THAT(refusal(replace(replace(kGood, "idle = \"busy\"", "idle = \"busy\"\nstats_region = \"/dev/shm/x\""),
+                             "profile = \"production\"", "profile = \"production\"\nstats_region = \"/dev/shm/x\"")),
+             Catch::Contains("node[1].stats_region: '/dev/shm/x' is also node[0]'s"));
   CHECK_THAT(refusal(kGood + "[telemetry]\nhistory_dir = \"rel\"\n"),
              Catch::Contains("telemetry.history_dir: an absolute path"));
   CHECK_THAT(refusal(kGood + "[telemetry]\nhistory_retention_s = 5\n"),

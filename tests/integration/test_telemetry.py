@@ -76,7 +76,7 @@ def test_sidecar_serves_what_the_node_counts_and_prometheus_queries_it(pair):
                 metric(m, "nerve_lane_delivered_total", lane="P2") == p2 else None
         m = nc.wait_for(agrees, 10, f"/metrics to show {p0} P0 and {p2} P2 deliveries")
         assert metric(m, "nerve_lane_latency_seconds_count", lane="P0") == p0
-        assert 0 < metric(m, "nerve_lane_latency_seconds_sum", lane="P0") < p0 * 1.0
+        assert 0 < metric(m, "nerve_lane_latency_seconds_sum", lane="P0") < p0 * 0.01  # a mean under 10 ms
         assert metric(m, "nerve_lane_budget_seconds", lane="P0") == pytest.approx(100e-6)
         assert metric(m, "nerve_link_up", peer="beta") == 1
         # Ports are sampled at 10 Hz: within 100 ms they show the frames too.
@@ -96,9 +96,11 @@ def test_sidecar_serves_what_the_node_counts_and_prometheus_queries_it(pair):
             return m if metric(m, "nerve_telemetry_samples_total", tier="standard") >= 20 else None
         m = tiers()
         m = nc.wait_for(tiers, 20, "20 standard-tier samples")
+        # Deadlines passed (sampled or skipped on a loaded machine) are in step with the clock.
         crit = metric(m, "nerve_telemetry_samples_total", tier="critical")
-        std = metric(m, "nerve_telemetry_samples_total", tier="standard")
-        assert 7 <= crit / std <= 13, (crit, std)
+        deadlines = {t: metric(m, "nerve_telemetry_samples_total", tier=t) +
+                     metric(m, "nerve_telemetry_ticks_skipped_total", tier=t) for t in ("critical", "standard")}
+        assert 9 <= deadlines["critical"] / deadlines["standard"] <= 11, deadlines
         assert metric(m, "nerve_telemetry_sample_lateness_seconds_count", tier="critical") == crit
 
         # A real Prometheus scrapes the sidecar every second; its query API returns the values.
@@ -243,7 +245,7 @@ def test_dpdk_telemetry_shows_the_node_beside_ethdev(pair):
     assert out[3]["/nerve/lane"] is None, out[3]  # a lane that does not exist: refused
     counters = out[4]["/nerve/counters"]
     assert counters["rx_frames"] >= 200 and counters["refused"] == 0, counters
-    assert out[5]["/nerve/links"]["beta_up"] == 1, out[5]
+    assert out[5]["/nerve/links"]["beta_p0_up"] == 1, out[5]
     assert out[6]["/ethdev/stats"]["ipackets"] >= 200, out[6]
 
 
@@ -268,9 +270,13 @@ def test_watch_streams_every_sample_of_the_tiers_asked_for():
         assert len(heads) == 50, r.stdout[-2000:]
         seqs = [int(h.split("seq=")[1].split()[0]) for h in heads]
         assert all(h.startswith("# sample tier=critical ") for h in heads), heads[:3]
-        assert seqs == list(range(seqs[0], seqs[0] + 50)), seqs  # every sample, none missed
+        # Every sample taken reached the subscriber (none "missed"); seq counts deadlines, so a
+        # gap is a tick the sidecar skipped, which it counts.
+        assert "# missed" not in r.stdout and seqs == sorted(set(seqs)), seqs
+        m = scrape(port)
+        assert seqs[-1] - seqs[0] + 1 - 50 <= metric(m, "nerve_telemetry_ticks_skipped_total", tier="critical"), seqs
         taken = [int(h.split("taken_ns=")[1]) for h in heads]
-        gaps = [b - a for a, b in zip(taken, taken[1:])]
+        gaps = [(b - a) / (sb - sa) for a, b, sa, sb in zip(taken, taken[1:], seqs, seqs[1:])]
         assert sorted(gaps)[len(gaps) // 2] == pytest.approx(10_000_000, rel=0.2), gaps  # 100 Hz
         assert r.stdout.count('nerve_lane_delivered_total{node="alpha",lane="P0"}') == 50
 

@@ -178,7 +178,7 @@ class Reader {
 
   const Header& header() const noexcept { return *hdr_; }
   const stats::LcoreStats& lcore() const noexcept { return *lcore_; }
-  // nerved holds the region (its lock on byte 0).
+  // nerved holds the region (its lock on byte 0) and its node runs (not starting, not stopped).
   bool node_running() const noexcept;
   // Takes the sidecar lock (byte 1); false if another process holds it (its pid in `holder`).
   bool lock_sidecar(std::uint32_t& holder);
