@@ -277,7 +277,15 @@ class Cluster:
                 p.wait()
 
     def remove(self):
+        """Kills what still runs, then removes what a killed nerved cannot: its stats region (in
+        /dev/shm, outside the directory) and its DPDK runtime directory."""
         self.kill_all()
+        for i in self.procs:
+            try:
+                os.unlink(region_path(self.sock(i)))
+            except FileNotFoundError:
+                pass
+            shutil.rmtree(f"/var/run/dpdk/nerve-{self.name}-{i}", ignore_errors=True)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

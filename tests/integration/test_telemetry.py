@@ -48,6 +48,8 @@ def pair():
     yield cl
     cl.kill_all()
     cl.remove()
+    for n in (1, 2):  # a killed node's stats region does not outlive its cluster
+        assert not os.path.exists(nc.region_path(cl.sock(n)))
 
 
 def test_sidecar_serves_what_the_node_counts_and_prometheus_queries_it(pair):
