@@ -309,10 +309,11 @@ def up(topo):
                 down(topo, quiet=True)
                 return 1
             if sidecars[nid] is not None and sidecars[nid].poll() is not None:
-                print(f"cluster {topo.name}: the sidecar of node {nid} exited with {sidecars[nid].returncode}:\n"
+                # The node runs without it (an address in use, say): said, not fatal.
+                print(f"cluster {topo.name}: warning: the sidecar of node {nid} exited with "
+                      f"{sidecars[nid].returncode}; the node runs without telemetry:\n"
                       f"{log_tail(topo, nid, kind='telemetry')}", file=sys.stderr)
-                down(topo, quiet=True)
-                return 1
+                sidecars[nid] = None
             if healthy(topo, nid):
                 waiting.discard(nid)
         time.sleep(0.1)
