@@ -57,6 +57,10 @@ class Collector {
   std::uint64_t prev_busy_ = 0, prev_idle_ = 0;
 };
 
+// The series lines of Prometheus text ("name{labels} value"), without comments and with the
+// label `node_label` (e.g. node="alpha") taken out: for text that names its node elsewhere.
+std::vector<std::string> series_lines(const std::string& text, const std::string& node_label);
+
 // Prometheus text escaping of a label value.
 std::string label_value(std::string_view v);
 

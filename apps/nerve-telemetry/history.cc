@@ -87,25 +87,11 @@ bool History::roll(std::uint64_t unix_ns, const std::array<std::string, kGroups>
   }
   rec["latency"] = lat;
   json metrics = json::object();
-  for (const auto& text : texts) {
-    std::size_t at = 0;
-    while (at < text.size()) {
-      std::size_t nl = text.find('\n', at);
-      if (nl == std::string::npos) nl = text.size();
-      std::string l = text.substr(at, nl - at);
-      at = nl + 1;
-      if (l.empty() || l[0] == '#') continue;
+  for (const auto& text : texts)
+    for (const auto& l : series_lines(text, node_label_)) {
       const auto sp = l.rfind(' ');
-      if (sp == std::string::npos) continue;
-      std::string key = l.substr(0, sp);
-      if (const auto p = key.find(node_label_); p != std::string::npos) {
-        const bool alone = key.compare(p + node_label_.size(), 1, "}") == 0;
-        key.erase(p, node_label_.size() + (alone ? 0 : 1));
-        if (alone && p > 0 && key[p - 1] == '{') key.erase(p - 1, 2);
-      }
-      metrics[key] = std::strtod(l.c_str() + sp + 1, nullptr);
+      if (sp != std::string::npos) metrics[l.substr(0, sp)] = std::strtod(l.c_str() + sp + 1, nullptr);
     }
-  }
   rec["metrics"] = std::move(metrics);
   last_ns_ = unix_ns;
   const std::string path = file_for(unix_ns);

@@ -33,21 +33,7 @@ Pusher::~Pusher() {
 
 void Pusher::push(std::size_t tier, Group g, std::uint64_t seq, std::uint64_t taken_ns, const std::string& text) {
   // The figures without comments and without the node label (the header line names the node).
-  std::vector<std::string> lines;
-  std::size_t at = 0;
-  while (at < text.size()) {
-    std::size_t nl = text.find('\n', at);
-    if (nl == std::string::npos) nl = text.size();
-    std::string l = text.substr(at, nl - at);
-    at = nl + 1;
-    if (l.empty() || l[0] == '#') continue;
-    if (const auto p = l.find(node_label_); p != std::string::npos) {
-      const bool alone = l.compare(p + node_label_.size(), 1, "}") == 0;
-      l.erase(p, node_label_.size() + (alone ? 0 : 1));
-      if (alone && p > 0 && l[p - 1] == '{') l.erase(p - 1, 2);  // name{} -> name
-    }
-    lines.push_back(std::move(l));
-  }
+  const std::vector<std::string> lines = series_lines(text, node_label_);
   const std::string_view group = config::kMetricGroups[static_cast<std::size_t>(g)];
   // Parts: as many lines as fit under the frame's payload with the header (~120 bytes).
   std::vector<std::string> bodies(1);
