@@ -56,20 +56,25 @@ bool write_all(int fd, const std::string& data) {
   return true;
 }
 
-bool ControlClient::connect(std::string& err) {
+int control_connect(const std::string& path, std::string& err) {
   sockaddr_un a;
-  if (!make_addr(path_, a, err)) return false;
-  fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd_ < 0) {
+  if (!make_addr(path, a, err)) return -1;
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
     err = fmt::format("socket: {}", std::strerror(errno));
-    return false;
+    return -1;
   }
-  if (::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    err = fmt::format("cannot reach nerved at {}: {} (is it running?)", path_, std::strerror(errno));
-    close();
-    return false;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    err = fmt::format("cannot reach nerved at {}: {} (is it running?)", path, std::strerror(errno));
+    ::close(fd);
+    return -1;
   }
-  return true;
+  return fd;
+}
+
+bool ControlClient::connect(std::string& err) {
+  fd_ = control_connect(path_, err);
+  return fd_ >= 0;
 }
 
 void ControlClient::close() noexcept {

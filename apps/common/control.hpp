@@ -37,6 +37,9 @@ class ControlClient {
   int fd_ = -1;
 };
 
+// A connected socket to nerved's control socket, or -1 with `err` set.
+int control_connect(const std::string& path, std::string& err);
+
 // Server side helpers.
 int control_listen(const std::string& path, std::string& err);      // -1 on failure
 enum class Line { kLine, kClosed, kTooLong };

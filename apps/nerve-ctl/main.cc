@@ -6,6 +6,7 @@
 //   nerve-ctl --config FILE --node ID routes [--json]
 //   nerve-ctl --config FILE --node ID groups [--json]
 //   nerve-ctl --config FILE --node ID join GROUP | leave GROUP
+//   nerve-ctl --config FILE --node ID watch | query [--from N] | top
 //
 // Groups and services are named by name or id. Exit codes: 0 done, 1 the fabric did not
 // deliver (no route, timeout, back-pressure, failed, shutdown), 2 bad arguments or config
@@ -22,6 +23,7 @@
 
 #include "../common/cli.hpp"
 #include "../common/control.hpp"
+#include "../common/query.hpp"
 #include "top.hpp"
 #include "nerve/config.hpp"
 #include "nerve/wire.hpp"
@@ -202,20 +204,41 @@ int watch_sidecar(const config::Node& self, const std::string& config_path, cons
   return 0;  // the sidecar stopped
 }
 
+// Prints query result lines: as they are, or with --json current values as one object
+// {"series": value} and history as [{"t": .., "series": .., "value": ..}].
+void print_query(const std::vector<std::string>& lines, bool history, bool as_json) {
+  if (!as_json) {
+    for (const auto& l : lines) fmt::print("{}\n", l);
+    return;
+  }
+  json out = history ? json::array() : json::object();
+  for (const auto& l : lines) {
+    const auto sp = l.rfind(' ');
+    const double v = std::strtod(l.c_str() + sp + 1, nullptr);
+    if (!history) {
+      out[l.substr(0, sp)] = v;
+      continue;
+    }
+    const auto first = l.find(' ');
+    out.push_back({{"t", l.substr(0, first)}, {"series", l.substr(first + 1, sp - first - 1)}, {"value", v}});
+  }
+  fmt::print("{}\n", out.dump(2));
+}
+
 // `query`: the sidecar's /metrics (current) or /history (roll-ups), filtered by series name.
-int query_sidecar(const config::Node& self, const std::string& config_path, const std::string& prefix,
-                  double history_s, unsigned limit, bool as_json) {
+int query_sidecar(const config::Node& self, const std::string& config_path, const app::query::Request& q,
+                  bool as_json) {
   if (self.metrics_listen.empty()) {
-    fmt::print(stderr, "nerve-ctl: node {} has no metrics_listen in {}: no sidecar to ask\n", self.id, config_path);
+    fmt::print(stderr, "nerve-ctl: node {} has no metrics_listen in {}: no sidecar to ask (try --from {} through "
+                       "another node)\n", self.id, config_path, self.id);
     return 2;
   }
   const auto colon = self.metrics_listen.rfind(':');
   httplib::Client http(self.metrics_listen.substr(0, colon), std::stoi(self.metrics_listen.substr(colon + 1)));
   http.set_connection_timeout(2);
   http.set_read_timeout(10);
-  const double now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-  const std::string path = history_s > 0 ? fmt::format("/history?since={:.3f}&limit={}", now - history_s, limit)
-                                         : std::string("/metrics");
+  const std::string path = q.history ? fmt::format("/history?since={:.3f}&limit={}", static_cast<double>(q.since_ns) / 1e9, q.limit)
+                                     : std::string("/metrics");
   const auto res = http.Get(path);
   if (!res) {
     fmt::print(stderr, "nerve-ctl: cannot reach node {}'s sidecar at {}: {}\n", self.id, self.metrics_listen,
@@ -226,50 +249,48 @@ int query_sidecar(const config::Node& self, const std::string& config_path, cons
     fmt::print(stderr, "nerve-ctl: the sidecar answered {}: {}", res->status, res->body);
     return res->status == 404 ? 2 : 1;
   }
-  std::istringstream in(res->body);
-  std::string line;
-  if (history_s <= 0) {
-    json out = json::object();
-    while (std::getline(in, line)) {
-      if (line.empty() || line[0] == '#' || line.rfind(prefix, 0) != 0) continue;
-      if (!as_json) {
-        fmt::print("{}\n", line);
-        continue;
-      }
-      const auto sp = line.rfind(' ');
-      out[line.substr(0, sp)] = std::strtod(line.c_str() + sp + 1, nullptr);
+  print_query(q.history ? app::query::history_lines(res->body, q.prefix) : app::query::current_lines(res->body, q.prefix),
+              q.history, as_json);
+  return 0;
+}
+
+// `query --from N`: node N's sidecar asked over the fabric, through the local nerved: a command
+// "query ..." to N per page of the answer (apps/common/query.hpp).
+int query_fabric(const config::Node& self, std::uint16_t from, app::query::Request q, int timeout_ms, bool as_json) {
+  app::ControlClient ctl(self.control_socket);
+  std::vector<std::string> lines;
+  std::size_t total = 0;
+  do {
+    q.offset = lines.size();
+    const json req = {{"op", "send"},        {"type", "command"}, {"priority", 3},          {"to", from},
+                      {"payload", app::query::format(q)}, {"count", 1}, {"await_reply", true}, {"timeout_ms", timeout_ms}};
+    std::string err;
+    const auto rep = ctl.call(req, err, timeout_ms + 5000);
+    if (!rep) {
+      fmt::print(stderr, "nerve-ctl: {}\n", err);
+      return 3;
     }
-    if (as_json) fmt::print("{}\n", out.dump(2));
-    return 0;
-  }
-  json records = json::array();
-  while (std::getline(in, line)) {
-    json rec = json::parse(line, nullptr, false);
-    if (rec.is_discarded()) continue;
-    if (!prefix.empty()) {
-      json kept = json::object();
-      for (const auto& [k, v] : rec["metrics"].items())
-        if (k.rfind(prefix, 0) == 0) kept[k] = v;
-      rec["metrics"] = kept;
+    if (rep->contains("error")) {
+      fmt::print(stderr, "nerve-ctl: nerved refused the query: {}\n", (*rep)["error"].get<std::string>());
+      return 2;
     }
-    if (as_json) {
-      records.push_back(std::move(rec));
-      continue;
+    if ((*rep)["status"] != "ok" || (*rep)["replies"].get<unsigned>() == 0) {
+      fmt::print(stderr, "nerve-ctl: no answer from node {}: {}\n", from, (*rep)["status"].get<std::string>());
+      return 1;
     }
-    const auto t = rec["t"].get<std::uint64_t>();
-    const auto secs = static_cast<time_t>(t / 1'000'000'000u);
-    tm utc{};
-    ::gmtime_r(&secs, &utc);
-    const std::string when = fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z", utc.tm_year + 1900, utc.tm_mon + 1,
-                                         utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec);
-    for (const auto& [k, v] : rec["metrics"].items()) fmt::print("{} {} {}\n", when, k, v.dump());
-    if (prefix.empty() || std::string("latency").rfind(prefix, 0) == 0)
-      for (const auto& l : rec["latency"])
-        fmt::print("{} latency P{} count {} p50_ns {} p99_ns {} max_ns {}\n", when, l["lane"].get<int>(),
-                   l["count"].get<std::uint64_t>(), l["p50_ns"].get<std::uint64_t>(), l["p99_ns"].get<std::uint64_t>(),
-                   l["max_ns"].get<std::uint64_t>());
-  }
-  if (as_json) fmt::print("{}\n", records.dump(2));
+    const auto page = app::query::parse_page((*rep)["reply"].get<std::string>(), err);
+    if (!page) {
+      fmt::print(stderr, "nerve-ctl: node {} answered: {}\n", from, err);
+      return 1;
+    }
+    if (page->offset != q.offset || (page->lines.empty() && page->offset < page->total)) {
+      fmt::print(stderr, "nerve-ctl: node {} answered page {} of a query for page {}\n", from, page->offset, q.offset);
+      return 1;
+    }
+    total = page->total;
+    lines.insert(lines.end(), page->lines.begin(), page->lines.end());
+  } while (lines.size() < total);
+  print_query(lines, q.history, as_json);
   return 0;
 }
 
@@ -345,6 +366,9 @@ int main(int argc, char** argv) {
   query->add_option("--metric", q_metric, "only series whose name starts with this (e.g. nerve_lane_delivered)");
   query->add_option("--history", q_history, "roll-ups (one per 10 s) of the last S seconds")->check(CLI::Range(1.0, 1e9));
   query->add_option("--limit", q_limit, "at most N roll-ups (default 360)")->check(CLI::Range(1u, 100'000u));
+  int q_from = 0;
+  query->add_option("--from", q_from, "ask node N's sidecar over the fabric, through this node's nerved")
+      ->check(CLI::Range(1, 65534));
 
   auto* topc = cli.add_subcommand("top", "a live view of every node of the cluster, from their telemetry sidecars");
   double top_interval = 1.0;
@@ -366,7 +390,26 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  if (*query) return query_sidecar(*self, config_path, q_metric, q_history, q_limit, as_json);
+  if (*query) {
+    if (q_metric.find_first_of(" \t\n") != std::string::npos) {
+      fmt::print(stderr, "nerve-ctl: --metric: a series name prefix has no spaces\n");
+      return 2;
+    }
+    app::query::Request q;
+    q.prefix = q_metric;
+    q.limit = q_limit;
+    if (q_history > 0) {
+      q.history = true;
+      const double now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+      q.since_ns = static_cast<std::uint64_t>(std::max(0.0, now - q_history) * 1e9);
+    }
+    if (q_from == 0) return query_sidecar(*self, config_path, q, as_json);
+    if (!cluster.find(static_cast<std::uint16_t>(q_from))) {
+      fmt::print(stderr, "nerve-ctl: --from: node {} is not in {}\n", q_from, config_path);
+      return 2;
+    }
+    return query_fabric(*self, static_cast<std::uint16_t>(q_from), q, timeout_ms, as_json);
+  }
   if (*topc) return app::top(cluster, top_interval, top_plain && top_frames == 0 ? 1 : top_frames, top_plain);
   if (*watch) return watch_sidecar(*self, config_path, watch_tiers, watch_count, watch_seconds);
 

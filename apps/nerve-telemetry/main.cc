@@ -32,6 +32,7 @@
 #include "collect.hpp"
 #include "history.hpp"
 #include "push.hpp"
+#include "queries.hpp"
 #include "nerve/config.hpp"
 #include "nerve/histogram.hpp"
 #include "nerve/telemetry.hpp"
@@ -76,9 +77,23 @@ struct Exposition {
   std::string self;  // nerve_telemetry_* families
 };
 
+// What /metrics serves now (and fabric queries for current values read).
+std::string metrics_body(Exposition& expo, const std::string& node_label) {
+  std::string body;
+  std::lock_guard lk(expo.mu);
+  fmt::format_to(std::back_inserter(body),
+                 "# HELP nerve_up 1 while the node runs and answers its sidecar.\n# TYPE nerve_up gauge\n"
+                 "nerve_up{{{}}} {}\n",
+                 node_label, expo.up ? 1 : 0);
+  if (expo.up)
+    for (const auto& g : expo.group) body += g;
+  body += expo.self;
+  return body;
+}
+
 std::string self_metrics(const std::vector<std::unique_ptr<Tier>>& tiers, const std::string& node,
                          std::uint64_t timeouts, std::uint64_t attaches, std::uint64_t watch_missed,
-                         const sidecar::Pusher& push) {
+                         const sidecar::Pusher& push, const sidecar::QueryServer& queries) {
   std::string out;
   auto fam = [&](std::string_view name, std::string_view type, std::string_view help) {
     fmt::format_to(std::back_inserter(out), "# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
@@ -112,6 +127,10 @@ std::string self_metrics(const std::vector<std::unique_ptr<Tier>>& tiers, const 
   fmt::format_to(std::back_inserter(out), "nerve_telemetry_push_dropped_total{{{}}} {}\n", node, push.dropped());
   fam("nerve_telemetry_push_failed_total", "counter", "Push messages nerved did not send (no route, back-pressure, down).");
   fmt::format_to(std::back_inserter(out), "nerve_telemetry_push_failed_total{{{}}} {}\n", node, push.failed());
+  fam("nerve_telemetry_queries_answered_total", "counter", "Queries from other nodes answered over the fabric.");
+  fmt::format_to(std::back_inserter(out), "nerve_telemetry_queries_answered_total{{{}}} {}\n", node, queries.answered());
+  fam("nerve_telemetry_queries_refused_total", "counter", "Queries over the fabric refused (malformed, no history).");
+  fmt::format_to(std::back_inserter(out), "nerve_telemetry_queries_refused_total{{{}}} {}\n", node, queries.refused());
   fam("nerve_telemetry_attaches_total", "counter", "Times the sidecar attached to the node's stats region.");
   fmt::format_to(std::back_inserter(out), "nerve_telemetry_attaches_total{{{}}} {}\n", node, attaches);
   return out;
@@ -294,26 +313,17 @@ int main(int argc, char** argv) {
   auto active = [&](std::size_t k) { return !tiers[k]->groups.empty() || (k == kHistorical && history.enabled()); };
   Exposition expo;
   std::uint64_t timeouts = 0, attaches = 0;
+  // Other nodes' queries, through nerved (current values as /metrics serves them, history).
+  sidecar::QueryServer queries(self->control_socket, [&] { return metrics_body(expo, node_label); }, history);
   {
     std::lock_guard lk(expo.mu);
-    expo.self = self_metrics(tiers, node_label, timeouts, attaches, stream.dropped(), pusher);
+    expo.self = self_metrics(tiers, node_label, timeouts, attaches, stream.dropped(), pusher, queries);
   }
   httplib::Server http;
   std::thread http_thread;
   if (!listen.empty()) {
     http.Get("/metrics", [&](const httplib::Request&, httplib::Response& res) {
-      std::string body;
-      {
-        std::lock_guard lk(expo.mu);
-        fmt::format_to(std::back_inserter(body),
-                       "# HELP nerve_up 1 while the node runs and answers its sidecar.\n# TYPE nerve_up gauge\n"
-                       "nerve_up{{{}}} {}\n",
-                       node_label, expo.up ? 1 : 0);
-        if (expo.up)
-          for (const auto& g : expo.group) body += g;
-        body += expo.self;
-      }
-      res.set_content(body, "text/plain; version=0.0.4; charset=utf-8");
+      res.set_content(metrics_body(expo, node_label), "text/plain; version=0.0.4; charset=utf-8");
     });
     // /watch?tier=critical,high: every sample of those tiers (default: all), as it is taken,
     // each block opened by "# sample tier=T seq=N taken_ns=T"; chunked, until the client goes.
@@ -406,7 +416,9 @@ int main(int argc, char** argv) {
     http_thread = std::thread([&] { http.listen_after_bind(); });
     log(Level::kInfo, "serving /metrics on http://{}/metrics", listen);
   }
+  queries.start();
   auto stop_http = [&] {
+    queries.stop();
     stream.stop();
     if (http_thread.joinable()) {
       http.stop();
@@ -535,7 +547,7 @@ int main(int argc, char** argv) {
         std::lock_guard lk(expo.mu);
         for (std::size_t g = 0; g < sidecar::kGroups; ++g)
           if ((rendered >> g) & 1u) expo.group[g].swap(text[g]);
-        expo.self = self_metrics(tiers, node_label, timeouts, attaches, stream.dropped(), pusher);
+        expo.self = self_metrics(tiers, node_label, timeouts, attaches, stream.dropped(), pusher, queries);
         // Up once a sample came, and while the datapath answers; a datapath silent for three
         // samples in a row (stalled) is not up, and its figures are not served as if fresh.
         expo.up = silent < 3 && (sample.seq != 0 || !any_sampled);

@@ -31,6 +31,7 @@
 #include "nerve/node.hpp"
 #include "nerve/telemetry.hpp"
 #include "dpdk_telemetry.hpp"
+#include "queries.hpp"
 
 using namespace nerve;
 using app::Level;
@@ -71,7 +72,8 @@ std::size_t answer(const Node& node, const RxMessage& m, std::span<std::byte> ou
   if (verb == "ping") return put("pong");
   if (verb == "echo") return put(sp == std::string_view::npos ? "" : body.substr(sp + 1));
   if (verb == "hostname") return put(node.config().name);
-  return fmt::format_to_n(o, out.size(), "unknown command '{}' (ping, echo TEXT, hostname)", verb.substr(0, 64)).size;
+  return fmt::format_to_n(o, out.size(), "unknown command '{}' (ping, echo TEXT, hostname, query ...)", verb.substr(0, 64))
+      .size;
 }
 
 // Responses a full lane pushed back: kept, with their requests, and sent in order as soon as the
@@ -145,7 +147,7 @@ json services_json(const Node& node) {
   return out;
 }
 
-json status_json(const Node& node, const Received& rx, bool digest, unsigned lcore) {
+json status_json(const Node& node, const Received& rx, const app::QueryDesk& desk, bool digest, unsigned lcore) {
   const auto& c = node.config();
   const auto s = node.snapshot();
   json j;
@@ -249,6 +251,9 @@ json status_json(const Node& node, const Received& rx, bool digest, unsigned lco
                   {"fabric_rx", s.fabric_rx}, {"fabric_tx", s.fabric_tx}};
   j["services"] = services_json(node);
   j["groups"] = groups_json(node)["groups"];
+  const auto q = desk.counts();
+  j["queries"] = {{"serving", desk.serving()}, {"handed", q.handed}, {"answered", q.answered},
+                  {"no_server", q.no_server}, {"busy", q.busy}, {"timed_out", q.timed_out}};
   return j;
 }
 
@@ -416,15 +421,26 @@ json refusal(const Received& rx, std::string why) {
   return json{{"error", std::move(why)}};
 }
 
-// One request line: the reply, or a refusal.
-json handle(Node& node, const Received& rx, bool digest, unsigned lcore, const std::string& line) {
-  auto refuse = [&](std::string why) { return refusal(rx, std::move(why)); };
+// What the control threads work with.
+struct Daemon {
+  Node& node;
+  const Received& rx;
+  app::QueryDesk& desk;
+  bool digest;
+  unsigned lcore;
+};
+
+// One request line: the reply, or a refusal. `serve` is set when the connection becomes the
+// app's that answers fabric queries (op serve_queries).
+json handle(const Daemon& d, const std::string& line, bool& serve) {
+  Node& node = d.node;
+  auto refuse = [&](std::string why) { return refusal(d.rx, std::move(why)); };
   const json req = json::parse(line, nullptr, false);
   if (req.is_discarded()) return refuse("request is not JSON");
   if (!req.is_object()) return refuse("request must be a JSON object");
   std::string op;
   if (Fields f(req); !f.string("op", op)) return refuse(f.error());
-  if (op == "status") return status_json(node, rx, digest, lcore);
+  if (op == "status") return status_json(node, d.rx, d.desk, d.digest, d.lcore);
   if (op == "routes") return routes_json(node);
   if (op == "send") {
     std::string err;
@@ -452,12 +468,63 @@ json handle(Node& node, const Received& rx, bool digest, unsigned lcore, const s
       return refuse(fmt::format("group: no group {} in the cluster file", group));
     return groups_json(node);
   }
-  return refuse(fmt::format("unknown op '{}' (status, routes, groups, join, leave, send)", op.substr(0, 64)));
+  if (op == "serve_queries") {
+    if (!d.desk.attach()) return refuse("another app (a telemetry sidecar) already serves this node's queries");
+    serve = true;
+    return {{"serving", true}, {"node", node.id()}, {"max_payload", node.max_payload()}};
+  }
+  return refuse(fmt::format("unknown op '{}' (status, routes, groups, join, leave, send, serve_queries)",
+                            op.substr(0, 64)));
+}
+
+// The connection of the app that answers fabric queries: queries go out as
+// {"query":ID,"from":NODE,"text":"..."} lines; {"op":"answer","query":ID,"text":"..."} lines come
+// back. Polls every millisecond while queries flow, backing off to 16 ms when quiet (the datapath
+// only flips a slot's state; it wakes no one). Ends when the app goes or nerved stops.
+void serve_queries(int fd, const Daemon& d) {
+  std::string in;
+  int wait_ms = 1;
+  std::array<char, 65536> buf;
+  while (!g_stop.load(std::memory_order_relaxed)) {
+    bool active = false;
+    std::string out;
+    d.desk.take([&](std::uint32_t id, std::uint16_t from, std::string_view text) {
+      out += json{{"query", id}, {"from", from}, {"text", text}}.dump(-1, ' ', false, json::error_handler_t::replace);
+      out += '\n';
+    });
+    if (!out.empty()) {
+      active = true;
+      if (!app::write_all(fd, out)) break;
+    }
+    d.desk.expire_taken();
+    pollfd p{fd, POLLIN, 0};
+    const int r = ::poll(&p, 1, wait_ms);
+    if (r > 0) {
+      const ssize_t n = ::read(fd, buf.data(), buf.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      in.append(buf.data(), static_cast<std::size_t>(n));
+      active = true;
+      std::size_t nl;
+      while ((nl = in.find('\n')) != std::string::npos) {
+        const json a = json::parse(std::string_view(in).substr(0, nl), nullptr, false);
+        in.erase(0, nl + 1);
+        const bool well_formed = a.is_object() && a.value("op", "") == "answer" && a.contains("query") &&
+                                 a["query"].is_number_unsigned() && a.contains("text") && a["text"].is_string();
+        // A late answer (the query timed out) or a malformed line: counted, the stream goes on.
+        if (!well_formed || !d.desk.answer(a["query"].get<std::uint32_t>(), a["text"].get<std::string>()))
+          d.rx.control_refused.fetch_add(1, std::memory_order_relaxed);
+      }
+      if (in.size() > kMaxRequestBytes) break;
+    }
+    wait_ms = active ? 1 : std::min(wait_ms * 2, 16);
+  }
+  d.desk.detach();
 }
 
 // Serves the control socket until g_stop; each connection gets a thread of its own, since a
 // request may block for its whole timeout, and returns only when all of them have ended.
-void serve_control(int listen_fd, Node& node, const Received& rx, bool digest, unsigned lcore) {
+void serve_control(int listen_fd, const Daemon& d) {
   std::atomic<int> open{0};
   while (!g_stop.load(std::memory_order_relaxed)) {
     pollfd p{listen_fd, POLLIN, 0};
@@ -465,23 +532,31 @@ void serve_control(int listen_fd, Node& node, const Received& rx, bool digest, u
     const int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
     if (fd < 0) continue;
     if (open.load() >= kMaxConnections) {
-      app::write_all(fd, refusal(rx, fmt::format("busy: {} control connections open", kMaxConnections)).dump() + "\n");
+      app::write_all(fd, refusal(d.rx, fmt::format("busy: {} control connections open", kMaxConnections)).dump() + "\n");
       ::close(fd);
       continue;
     }
     open.fetch_add(1);
-    std::thread([fd, &node, &rx, digest, lcore, &open] {
+    std::thread([fd, &d, &open] {
       std::string line;
       while (true) {
         const app::Line got = app::read_line(fd, line, kMaxRequestBytes, &g_stop);
         if (got == app::Line::kClosed) break;
         if (got == app::Line::kTooLong) {
-          app::write_all(fd, refusal(rx, fmt::format("request longer than {} bytes", kMaxRequestBytes)).dump() + "\n");
+          app::write_all(fd, refusal(d.rx, fmt::format("request longer than {} bytes", kMaxRequestBytes)).dump() + "\n");
           break;
         }
+        bool serve = false;
         // dump() with replace: a payload echoed back may hold bytes that are not UTF-8.
-        const std::string rep = handle(node, rx, digest, lcore, line).dump(-1, ' ', false, json::error_handler_t::replace);
-        if (!app::write_all(fd, rep + "\n")) break;
+        const std::string rep = handle(d, line, serve).dump(-1, ' ', false, json::error_handler_t::replace);
+        if (!app::write_all(fd, rep + "\n")) {
+          if (serve) d.desk.detach();
+          break;
+        }
+        if (serve) {
+          serve_queries(fd, d);
+          break;
+        }
       }
       ::close(fd);
       open.fetch_sub(1);
@@ -596,32 +671,55 @@ int main(int argc, char** argv) {
       // ports must still receive the acknowledgements that let the responses go.
       auto pending_store = std::make_unique<PendingResponses>(self->mbufs / 4);
       PendingResponses& pending = *pending_store;
+      // Fabric queries ("query ..." commands) for this node's telemetry sidecar.
+      auto desk_store = std::make_unique<app::QueryDesk>();
+      app::QueryDesk& desk = *desk_store;
+      // Sends a response now, or keeps it until its lane has room (answers stay in order).
+      auto reply = [&](RxMessage& req, TxFrame f) {
+        if (pending.empty() && node.respond(req, f) == SendStatus::kOk) {
+          rx.replies_sent.add();
+        } else if (!pending.full()) {
+          rx.replies_deferred.add();  // the lane is full: kept, and sent when it has room
+          pending.push(node, std::move(req), std::move(f));
+        } else {
+          rx.replies_failed.add();
+        }
+      };
       node.on_message([&](RxMessage& m) {
         const auto t = static_cast<std::size_t>(m.type());
         if (digest) rx.digest[t][m.priority()].add(app::fnv1a64(m.payload()));
         if (m.type() != MsgType::kCommand && m.type() != MsgType::kResourceRequest) return;
         pending.retry(node, rx.replies_sent);  // answers stay in order
+        const auto body = m.payload();
+        const bool query = m.type() == MsgType::kCommand && body.size() >= 5 &&
+                           std::memcmp(body.data(), "query", 5) == 0 && (body.size() == 5 || body[5] == std::byte{' '});
+        std::string_view refused;
+        if (query) {
+          const auto h = desk.hand_over(node, m);
+          if (h == app::QueryDesk::Handed::kOk) return;  // answered when the sidecar has
+          refused = h == app::QueryDesk::Handed::kBusy
+                        ? "error busy: too many queries outstanding on this node"
+                        : "error no telemetry sidecar serves queries on this node";
+        }
         TxFrame f = node.alloc(node.max_payload());
         if (!f) {
           rx.replies_failed.add();  // pool exhausted (alloc_failed too); the requester times out
           return;
         }
-        f.truncate(answer(node, m, f.payload()));
-        if (pending.empty() && node.respond(m, f) == SendStatus::kOk) {
-          rx.replies_sent.add();
-        } else if (!pending.full()) {
-          rx.replies_deferred.add();  // the lane is full: kept, and sent when it has room
-          pending.push(node, std::move(m), std::move(f));
+        if (query) {
+          std::memcpy(f.payload().data(), refused.data(), refused.size());
+          f.truncate(refused.size());
         } else {
-          rx.replies_failed.add();
+          f.truncate(answer(node, m, f.payload()));
         }
+        reply(m, std::move(f));
       });
 
       const unsigned lcore = eal.main_lcore();
       std::atomic<bool> control_done{false};
       std::thread control([&] {
         eal.pin_control_thread();  // off the datapath's core where the host has another
-        serve_control(listen_fd, node, rx, digest, lcore);
+        serve_control(listen_fd, Daemon{node, rx, desk, digest, lcore});
         control_done.store(true);
       });
       log(Level::kInfo, "node {} running; control socket {}", self->id, self->control_socket);
@@ -630,6 +728,7 @@ int main(int argc, char** argv) {
       while (!g_stop.load(std::memory_order_relaxed)) {
         unsigned work = node.poll();
         if (!pending.empty()) work += pending.retry(node, rx.replies_sent);
+        work += desk.collect(node, reply);
         node.idle_step(work);
       }
       node.flush();
@@ -641,6 +740,7 @@ int main(int argc, char** argv) {
         node.cancel_requests();
         node.poll();
         pending.retry(node, rx.replies_sent);
+        desk.collect(node, reply);
       }
       control.join();
       const auto s = node.snapshot();

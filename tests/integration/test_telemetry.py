@@ -410,16 +410,22 @@ def test_history_rolls_up_to_disk_within_its_bounds_and_query_reads_it(tmp_path)
                                capture_output=True, text=True, timeout=30)
             assert r.returncode == 0, r.stderr
             return json.loads(r.stdout)
-        recs = nc.wait_for(lambda: (r := query("--history", "600")) and len(r) >= 2 and r, 40, "two roll-ups (10 s apart)")
-        assert recs[1]["window_s"] == pytest.approx(10, abs=1), recs[1]["window_s"]
-        assert recs[1]["node"] == "alpha" and recs[1]["t"] > recs[0]["t"]
-        delivered = [r["metrics"]['nerve_lane_delivered_total{lane="P1"}'] for r in recs]
+        def windows(rows):
+            """{t: {series: value}} of the roll-ups, oldest first."""
+            out = {}
+            for r in rows:
+                out.setdefault(r["t"], {})[r["series"]] = r["value"]
+            return [out[t] for t in sorted(out)]
+        recs = nc.wait_for(lambda: (w := windows(query("--history", "600"))) and len(w) >= 2 and w, 40,
+                           "two roll-ups (10 s apart)")
+        assert recs[1]["nerve_window_seconds"] == pytest.approx(10, abs=1), recs[1]
+        delivered = [r['nerve_lane_delivered_total{lane="P1"}'] for r in recs]
         assert delivered[-1] == 500, delivered
-        assert sum(r["latency"][1]["count"] for r in recs) == 500, [r["latency"][1] for r in recs]
-        assert 'nerve_port_rx_packets_total{port="0:memif"}' in recs[-1]["metrics"]
+        assert sum(r['nerve_window_latency_count{lane="P1"}'] for r in recs) == 500, recs
+        assert 'nerve_port_rx_packets_total{port="0:memif"}' in recs[-1]
         # Filtered by name; current values.
         only = query("--history", "600", "--metric", "nerve_lane_delivered")
-        assert all(k.startswith("nerve_lane_delivered") for r in only for k in r["metrics"]), only[0]
+        assert only and all(r["series"].startswith("nerve_lane_delivered") for r in only), only[0]
         now = query("--metric", "nerve_lane_delivered_total")
         assert now['nerve_lane_delivered_total{node="alpha",lane="P1"}'] == 500, now
         # The bounds: alpha's old and oversized files went, beta's stayed, one hour file remains.
@@ -432,5 +438,76 @@ def test_history_rolls_up_to_disk_within_its_bounds_and_query_reads_it(tmp_path)
     finally:
         if sc:
             assert stop(sc) == 0, sidecar_log(cl, 1)
+        cl.kill_all()
+        cl.remove()
+
+
+def test_query_over_the_fabric_asks_another_nodes_sidecar(tmp_path):
+    """beta asks alpha's sidecar through the fabric (nerve-ctl --node 2 query --from 1): the
+    answer, fetched page by page, is what alpha's sidecar serves on /metrics and /history; a node
+    without a sidecar, and a malformed query, get a clear error."""
+    port = free_port()
+    hist = tmp_path / "history"
+    hist.mkdir()
+    cl = nc.memif_pair("telq", "198.18.66", node_extra=f'metrics_listen = "127.0.0.1:{port}"')  # alpha's is started
+    with open(cl.path, "a") as f:
+        f.write(f'\n[telemetry]\nhistory_dir = "{hist}"\n')
+    sc = None
+
+    def ctl(node, *args, timeout=60):
+        return subprocess.run([nc.CTL, "--config", cl.path, "--node", str(node), *args], capture_output=True,
+                              text=True, timeout=timeout)
+
+    def query(*args):
+        r = ctl(2, "--json", "query", "--from", "1", *args)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+    try:
+        cl.up()
+        # No sidecar on alpha yet: nerved answers for it, at once.
+        r = ctl(2, "query", "--from", "1")
+        assert r.returncode == 1 and "no telemetry sidecar serves queries" in r.stderr, r.stderr
+        assert cl.status(1)["queries"]["no_server"] >= 1
+
+        sc = sidecar(cl, 1)
+        nc.wait_for(lambda: (m := scrape(port)) and metric(m, "nerve_up") == 1, 20, "the sidecar to attach")
+        nc.wait_for(lambda: cl.status(1)["queries"]["serving"], 20, "the sidecar to serve alpha's queries")
+        cl.send(2, 1, "metric", 1, "q", count=700, number=True)
+        nc.wait_for(lambda: metric(scrape(port), "nerve_lane_delivered_total", lane="P1") == 700, 20,
+                    "alpha's sidecar to count 700 P1 deliveries")
+
+        now = query("--metric", "nerve_lane_delivered_total")
+        assert now['nerve_lane_delivered_total{node="alpha",lane="P1"}'] == 700, now
+        # Everything alpha's sidecar serves: many pages, the same series as /metrics.
+        full = query()
+        served = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        served = {line.rsplit(" ", 1)[0] for line in served.splitlines() if line and line[0] != "#"}
+        assert len(full) > 100 and set(full) == served, set(full) ^ served
+        st = cl.status(1)["queries"]
+        assert st["answered"] >= 3 and st["answered"] == st["handed"] and st["timed_out"] == 0, st
+
+        # History, over the fabric as over HTTP: the same rows.
+        nc.wait_for(lambda: len({r["t"] for r in query("--history", "600")}) >= 1, 30, "a roll-up")
+        via_fabric = query("--history", "600", "--metric", "nerve_lane_delivered_total")
+        r = ctl(1, "--json", "query", "--history", "600", "--metric", "nerve_lane_delivered_total")
+        assert r.returncode == 0, r.stderr
+        assert via_fabric and via_fabric == json.loads(r.stdout)[:len(via_fabric)]
+
+        # A malformed query, sent as a plain command: the sidecar's error, counted.
+        r = ctl(2, "--json", "send", "--to", "1", "--type", "command", "--priority", "3", "query bogus")
+        assert r.returncode == 0 and json.loads(r.stdout)["reply"].startswith("error expected 'query current"), r.stdout
+        nc.wait_for(lambda: metric(scrape(port), "nerve_telemetry_queries_refused_total") >= 1, 10,
+                    "the sidecar to count the malformed query")
+        r = ctl(2, "query", "--from", "1", "--metric", "a b")
+        assert r.returncode == 2 and "no spaces" in r.stderr
+
+        # The sidecar stops: nerved answers for it again.
+        assert stop(sc) == 0, sidecar_log(cl, 1)
+        nc.wait_for(lambda: not cl.status(1)["queries"]["serving"], 20, "alpha's desk to see the sidecar gone")
+        r = ctl(2, "query", "--from", "1")
+        assert r.returncode == 1 and "no telemetry sidecar" in r.stderr, r.stderr
+    finally:
+        if sc:
+            stop(sc)
         cl.kill_all()
         cl.remove()
