@@ -136,6 +136,13 @@ def test_diamond_routes_broadcasts_multicasts_balances_and_fails_over(topology):
     p1 = delivered(ctl(cfg, 4, "status"), "alert", 1)
     nc.wait_for(lambda: (m := nc.scrape(19464)) and nc.metric(m, "nerve_lane_delivered_total", lane="P1") == p1, 20,
                 f"node 4's sidecar to show its {p1} P1 deliveries")
+    # Node 1 asks node 4's sidecar over the fabric (two hops): the same figure.
+    def asked():
+        r = subprocess.run([nc.CTL, "--config", cfg, "--node", "1", "--json", "query", "--from", "4", "--metric",
+                            "nerve_lane_delivered_total"], capture_output=True, text=True, timeout=30)
+        return json.loads(r.stdout) if r.returncode == 0 else None
+    got = nc.wait_for(asked, 20, "node 4's sidecar to answer node 1's query")
+    assert got['nerve_lane_delivered_total{node="d",lane="P1"}'] == p1, got
 
     # A multicast to ops (2 and 4); then 3 joins and gets the next one too.
     before = {n: ctl(cfg, n, "status") for n in (1, 2, 3, 4)}
