@@ -6,6 +6,7 @@
 #include <rte_eal.h>
 #include <rte_errno.h>
 #include <rte_lcore.h>
+#include <rte_pdump.h>
 #include <sched.h>
 
 #include <algorithm>
@@ -112,7 +113,13 @@ Eal::Eal(const EalOptions& o) {
   hugepages_ = o.profile == config::Profile::kProduction;
 }
 
+bool Eal::enable_capture() noexcept {
+  if (!capture_) capture_ = rte_pdump_init() == 0;
+  return capture_;
+}
+
 Eal::~Eal() {
+  if (capture_) rte_pdump_uninit();
   rte_eal_cleanup();
   // The runtime directory holds the process's config, hugepage maps and MP socket; with the
   // process gone they are litter. Remove ours, and the prefix directory if now empty.

@@ -54,8 +54,15 @@ class Eal {
   const std::vector<unsigned>& control_cpus() const noexcept { return control_cpus_; }
   // Pins the calling thread to control_cpus().
   void pin_control_thread() const noexcept;
+  // Lets DPDK's capture tools (dpdk-dumpcap, dpdk-pdump), started as secondary processes with
+  // this process's file prefix, copy the ports' frames (rte_pdump_init). Nothing runs on the
+  // datapath until a capture starts; then each burst is copied to the tool's ring. Secondaries
+  // attach only to a hugepage-backed primary (the production profile). False if the EAL cannot
+  // serve them; undone before the EAL is cleaned up.
+  bool enable_capture() noexcept;
 
  private:
+  bool capture_ = false;
   std::vector<unsigned> control_cpus_;
   std::string runtime_dir_;
   std::string file_prefix_;

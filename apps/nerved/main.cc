@@ -650,6 +650,11 @@ int main(int argc, char** argv) {
     drivers::Eal eal(eal_opts);
     log(Level::kInfo, "EAL up: profile {}, lcore {} (socket {}), prefix {}", config::to_string(self->profile),
         eal.main_lcore(), eal.socket(), eal_opts.file_prefix);
+    // Packet capture by DPDK's own tools, attached as secondary processes (hugepages only).
+    if (!eal.enable_capture())
+      log(Level::kWarn, "packet capture unavailable: rte_pdump_init failed");
+    else if (self->profile == config::Profile::kProduction)
+      log(Level::kInfo, "capture with: dpdk-dumpcap --file-prefix={} -i PORT", eal_opts.file_prefix);
     {
       NodeOptions node_opts;
       node_opts.region = region.get();

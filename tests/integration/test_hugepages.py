@@ -2,6 +2,8 @@
 reserved for the test and released after it. A clean stop leaves no hugepage file behind and
 returns every page."""
 import os
+import shutil
+import signal
 import subprocess
 import tempfile
 
@@ -58,3 +60,64 @@ def test_production_profile_leaves_no_hugepage_file(clusters, hugepages):
     assert_clean_stop(cl)
     assert os.listdir(hugepages) == [], f"hugepage files left: {os.listdir(hugepages)}"
     assert meminfo("HugePages_Free") == free_before, "every page returned"
+
+
+def pcapng_packets(path):
+    """The frames of a pcapng file (Enhanced Packet Blocks), as bytes."""
+    import struct
+    data = open(path, "rb").read()
+    out, at = [], 0
+    order = "<"
+    while at + 12 <= len(data):
+        btype, blen = struct.unpack_from(order + "II", data, at)
+        if btype == 0x0A0D0D0A:  # section header: its byte-order magic decides the rest
+            order = "<" if data[at + 8:at + 12] == b"\x4d\x3c\x2b\x1a" else ">"
+            btype, blen = struct.unpack_from(order + "II", data, at)
+        if blen < 12:
+            break
+        if btype == 6:
+            caplen = struct.unpack_from(order + "I", data, at + 20)[0]
+            out.append(data[at + 28:at + 28 + caplen])
+        at += blen
+    return out
+
+
+def test_dpdk_dumpcap_captures_a_running_node(clusters, hugepages, tmp_path):
+    """DPDK's dpdk-dumpcap attaches to a running production node as a secondary process and
+    writes the frames of its port, both ways, to a pcapng file; the node goes on, and still
+    stops cleanly afterwards."""
+    if not shutil.which("dpdk-dumpcap"):
+        pytest.skip("dpdk-dumpcap (package dpdk) is not installed")
+    extra = f'profile = "production"\nhuge_dir = "{hugepages}"\nmbufs = 2047'
+    cl = clusters(nc.memif_pair("it-cap", "198.18.10", node_extra=extra))
+    cl.up()
+    out = tmp_path / "alpha.pcapng"
+    cap = subprocess.Popen(["dpdk-dumpcap", f"--file-prefix=nerve-{cl.name}-1", "-i", "0", "-a", "duration:20",
+                            "-w", str(out)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        # The capture is on once frames reach the file (the heartbeats flow at 1 kHz).
+        def capturing():
+            if cap.poll() is not None:
+                raise nc.Failure(f"dpdk-dumpcap exited {cap.returncode}: {cap.stdout.read()}")
+            return out.exists() and len(pcapng_packets(out)) > 10
+        nc.wait_for(capturing, 30, "dpdk-dumpcap to write frames")
+        for _ in range(3):
+            r = cl.send(2, 1, "command", 0, "echo captured-by-dumpcap")
+            assert r["status"] == "ok" and r["reply"] == "captured-by-dumpcap", r
+
+        def both_ways():
+            frames = pcapng_packets(out)
+            got = [f for f in frames if b"captured-by-dumpcap" in f]
+            return got if len(got) >= 6 else None  # each command in, each response out
+        got = nc.wait_for(both_ways, 20, "the commands and their responses in the capture")
+        assert all(f[12:14] == b"\x08\x00" for f in got), "IPv4 frames, whole from their Ethernet header"
+    finally:
+        cap.send_signal(signal.SIGINT)
+        log = cap.communicate(timeout=30)[0]
+    assert cap.returncode == 0, log
+    assert "Packets captured" in log or "packets" in log.lower(), log
+    # The node went on while captured, and afterwards.
+    r = cl.send(1, 2, "command", 0, "ping")
+    assert r["status"] == "ok" and r["reply"] == "pong", r
+    assert_clean_stop(cl)
+    assert os.listdir(hugepages) == [], f"hugepage files left: {os.listdir(hugepages)}"
