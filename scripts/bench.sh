@@ -148,6 +148,31 @@ try:
 finally:
     cl.kill_all()
     cl.remove()
+# From a datapath event to its sample leaving the node: P2's budget at 1 us makes every P2
+# delivery a deadline miss; beta sends one every 50 ms; alpha's sidecar pushes its critical
+# tier (lanes) to beta.
+cl = nc.Cluster("benchevent")
+memif = f"{cl.dir}/link.memif"
+budget = "lane_budget_us = [100, 500, 1, 2000, 5000]"
+cl.write(nc.node_toml(1, "alpha", "198.18.79.1", cl.sock(1), [{"kind": "memif", "socket": memif, "role": "server",
+                                                                "peers": [2]}], f'cores = [0]\n{budget}') +
+         nc.node_toml(2, "beta", "198.18.79.2", cl.sock(2), [{"kind": "memif", "socket": memif, "role": "client",
+                                                               "peers": [1]}], "cores = [1]"))
+with open(cl.path, "a") as f:
+    f.write('\n[telemetry]\npush_to = [2]\npush_tiers = ["critical"]\n')
+try:
+    cl.up()
+    events = max(20, int(float(secs) * 20) - 20)
+    cmd = [nc.TELEMETRY, "--config", cl.path, "--node", "1", "--duration", str(events / 20 + 2), "--report",
+           f"{tmp}/event.json", "--log-level", "warn", "--cpu", "1"]
+    print("== " + " ".join(cmd[1:]) + f"  (beta sends {events} P2 messages at 20/s)", file=sys.stderr)
+    sc = subprocess.Popen(cmd)
+    cl.send(2, 1, "metric", 2, "late", count=events, rate=20)
+    sc.wait()
+    out["event"] = dict(json.load(open(f"{tmp}/event.json")), args="--cpu 1, push_to beta", events=events)
+finally:
+    cl.kill_all()
+    cl.remove()
 json.dump(out, open(f"{tmp}/tiers.out", "w"), indent=2)
 PY
   /usr/bin/python3 - "$ttmp" "$out/$stamp-telemetry" <<'PY'
@@ -182,10 +207,19 @@ L.append(f"| with / without | | {med(r['rate_mps'] for r in pp[100]) / med(r['ra
 L += ["", "| tier timing, deadline to sample | sidecar | ticks | skipped | late p50 µs | p99 µs | p99.9 µs | max µs |",
       "|---|---|---|---|---|---|---|---|"]
 for name, rep in merged["tiers"].items():
+    if name == "event":
+        continue
     for tier, t in rep["tiers"].items():
         if t["ticks"]:
             L.append(f"| {tier} ({t['hz']:g} Hz) | {rep['args']} | {t['ticks']} | {t['skipped']} | {t['late_p50_us']:.1f} | "
                      f"{t['late_p99_us']:.1f} | {t['late_p999_us']:.1f} | {t['late_max_us']:.1f} |")
+ev = merged["tiers"]["event"]
+L += ["", f"| from a deadline miss ({ev['events']} events, one per 50 ms) | count | p50 µs | p99 µs | max µs |",
+      "|---|---|---|---|---|"]
+for key, what in (("event_to_sample", "to the first sample showing it (critical tier, 100 Hz)"),
+                  ("event_to_push", "to that sample handed to the fabric (push_to, lane P0)")):
+    e = ev[key]
+    L.append(f"| {what} | {e['count']} | {e['p50_us']:.0f} | {e['p99_us']:.0f} | {e['max_us']:.0f} |")
 open(base + ".md", "w").write("\n".join(L) + "\n")
 print(f"wrote {base}.json, {base}.md")
 PY

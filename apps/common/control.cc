@@ -26,22 +26,27 @@ bool make_addr(const std::string& path, sockaddr_un& a, std::string& err) {
 
 }  // namespace
 
-Line read_line(int fd, std::string& line, std::size_t max_bytes, const std::atomic<bool>* stop) {
+Line LineReader::read(std::string& line, std::size_t max_bytes, const std::atomic<bool>* stop) {
   line.clear();
-  char c;
+  char chunk[16384];
   while (true) {
+    if (const auto nl = buf_.find('\n'); nl != std::string::npos) {
+      if (nl > max_bytes) return Line::kTooLong;
+      line.assign(buf_, 0, nl);
+      buf_.erase(0, nl + 1);
+      return Line::kLine;
+    }
+    if (buf_.size() > max_bytes) return Line::kTooLong;
     if (stop) {
-      pollfd p{fd, POLLIN, 0};
+      pollfd p{fd_, POLLIN, 0};
       const int r = ::poll(&p, 1, 100);
       if (stop->load(std::memory_order_relaxed)) return Line::kClosed;
       if (r == 0 || (r < 0 && errno == EINTR)) continue;
     }
-    const ssize_t n = ::read(fd, &c, 1);
+    const ssize_t n = ::read(fd_, chunk, sizeof chunk);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return Line::kClosed;
-    if (c == '\n') return Line::kLine;
-    if (line.size() >= max_bytes) return Line::kTooLong;
-    line.push_back(c);
+    buf_.append(chunk, static_cast<std::size_t>(n));
   }
 }
 
@@ -74,6 +79,7 @@ int control_connect(const std::string& path, std::string& err) {
 
 bool ControlClient::connect(std::string& err) {
   fd_ = control_connect(path_, err);
+  reader_ = LineReader(fd_);
   return fd_ >= 0;
 }
 
@@ -91,7 +97,7 @@ std::optional<nlohmann::json> ControlClient::call(const nlohmann::json& req, std
     err = "nerved closed the control connection";
   } else if (::poll(&p, 1, timeout_ms) <= 0) {
     err = fmt::format("no reply from nerved within {} ms", timeout_ms);
-  } else if (read_line(fd_, line, 16 << 20) != Line::kLine) {
+  } else if (reader_.read(line, 16 << 20) != Line::kLine) {
     err = "nerved closed the control connection";
   } else {
     out = nlohmann::json::parse(line, nullptr, false);

@@ -13,12 +13,30 @@
 #include <atomic>
 #include <optional>
 #include <string>
+#include <utility>
 
 namespace nerve::app {
 
 // Client side: connects, sends one request, returns the reply, or nullopt with `err` set.
 std::optional<nlohmann::json> control_call(const std::string& path, const nlohmann::json& req, std::string& err,
                                            int timeout_ms);
+
+enum class Line { kLine, kClosed, kTooLong };
+// Reads a connection's lines, a chunk per read() (not a byte per system call). One per
+// connection: it keeps what it read past the last line.
+class LineReader {
+ public:
+  explicit LineReader(int fd) noexcept : fd_(fd) {}
+  // One line, without its '\n'. With `stop`, waits in 100 ms steps and gives up (kClosed) once
+  // *stop is true, so an idle or half-written connection never holds up a shutdown.
+  Line read(std::string& line, std::size_t max_bytes, const std::atomic<bool>* stop = nullptr);
+  // What it read past the last line returned, handed over (for a caller that reads on itself).
+  std::string take_buffered() noexcept { return std::exchange(buf_, {}); }
+
+ private:
+  int fd_;
+  std::string buf_;
+};
 
 // A connection kept open for many requests (one at a time); it reconnects on the call after
 // a failure. Not thread-safe.
@@ -35,6 +53,7 @@ class ControlClient {
   bool connect(std::string& err);
   std::string path_;
   int fd_ = -1;
+  LineReader reader_{-1};
 };
 
 // A connected socket to nerved's control socket, or -1 with `err` set.
@@ -42,10 +61,6 @@ int control_connect(const std::string& path, std::string& err);
 
 // Server side helpers.
 int control_listen(const std::string& path, std::string& err);      // -1 on failure
-enum class Line { kLine, kClosed, kTooLong };
-// One line, without its '\n'. With `stop`, waits in 100 ms steps and gives up (kClosed) once
-// *stop is true, so an idle or half-written connection never holds up a shutdown.
-Line read_line(int fd, std::string& line, std::size_t max_bytes, const std::atomic<bool>* stop = nullptr);
 bool write_all(int fd, const std::string& data);
 
 }  // namespace nerve::app

@@ -47,11 +47,34 @@ namespace {
 std::atomic<bool> g_stop{false};
 extern "C" void on_signal(int) { g_stop.store(true, std::memory_order_relaxed); }
 
-std::uint64_t now_ns() noexcept {
+std::uint64_t read_clock(clockid_t id) noexcept {
   timespec ts{};
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  ::clock_gettime(id, &ts);
   return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<std::uint64_t>(ts.tv_nsec);
 }
+std::uint64_t now_ns() noexcept { return read_clock(CLOCK_MONOTONIC); }
+
+// Datapath events (a lane's deadline miss) to the first sample that carries them, and to that
+// sample handed to the fabric (Pusher::event_to_push).
+struct EventTiming {
+  std::array<std::uint64_t, wire::kPriorities> seen{};  // each lane's newest miss already counted
+  stats::Histogram to_sample;                           // event to the sample taken (ns)
+  // The wall time of the newest event this sample is the first to show, or 0; records its delay
+  // to the sample (taken_ns: CLOCK_MONOTONIC).
+  std::uint64_t take(const stats::LcoreStats& live, std::uint64_t taken_ns) {
+    std::uint64_t newest = 0;
+    for (std::size_t p = 0; p < wire::kPriorities; ++p) {
+      const std::uint64_t t = live.last_deadline_miss_ns[p].get();
+      if (t != seen[p]) newest = std::max(newest, seen[p] = t);
+    }
+    if (newest == 0) return 0;
+    // The event's wall time on the monotonic clock (nerve::Clock is the TSC read as wall time).
+    const std::uint64_t offset = read_clock(CLOCK_REALTIME) - now_ns();
+    const std::uint64_t at = newest > offset ? newest - offset : 0;
+    to_sample.record(taken_ns > at ? taken_ns - at : 0);
+    return newest;
+  }
+};
 
 void sleep_until(std::uint64_t t) noexcept {
   timespec ts{static_cast<time_t>(t / 1'000'000'000u), static_cast<long>(t % 1'000'000'000u)};
@@ -93,7 +116,7 @@ std::string metrics_body(Exposition& expo, const std::string& node_label) {
 
 std::string self_metrics(const std::vector<std::unique_ptr<Tier>>& tiers, const std::string& node,
                          std::uint64_t timeouts, std::uint64_t attaches, std::uint64_t watch_missed,
-                         const sidecar::Pusher& push, const sidecar::QueryServer& queries) {
+                         const sidecar::Pusher& push, const sidecar::QueryServer& queries, const EventTiming& events) {
   std::string out;
   auto fam = [&](std::string_view name, std::string_view type, std::string_view help) {
     fmt::format_to(std::back_inserter(out), "# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
@@ -131,6 +154,19 @@ std::string self_metrics(const std::vector<std::unique_ptr<Tier>>& tiers, const 
   fmt::format_to(std::back_inserter(out), "nerve_telemetry_queries_answered_total{{{}}} {}\n", node, queries.answered());
   fam("nerve_telemetry_queries_refused_total", "counter", "Queries over the fabric refused (malformed, no history).");
   fmt::format_to(std::back_inserter(out), "nerve_telemetry_queries_refused_total{{{}}} {}\n", node, queries.refused());
+  auto summary = [&](std::string_view name, const stats::Histogram& h) {
+    for (const auto& [q, p] : {std::pair{"0.5", 50.0}, {"0.99", 99.0}, {"1", 100.0}})
+      fmt::format_to(std::back_inserter(out), "{}{{{},quantile=\"{}\"}} {}\n", name, node, q,
+                     static_cast<double>(h.percentile(p)) / 1e9);
+    fmt::format_to(std::back_inserter(out), "{}_sum{{{}}} {}\n{}_count{{{}}} {}\n", name, node,
+                   static_cast<double>(h.sum()) / 1e9, name, node, h.count());
+  };
+  fam("nerve_telemetry_event_to_sample_seconds", "summary",
+      "From a datapath event (a lane's deadline miss) to the first sample carrying it.");
+  summary("nerve_telemetry_event_to_sample_seconds", events.to_sample);
+  fam("nerve_telemetry_event_to_push_seconds", "summary",
+      "From a datapath event to the sample carrying it handed to the fabric (telemetry.push_to).");
+  summary("nerve_telemetry_event_to_push_seconds", push.event_to_push());
   fam("nerve_telemetry_attaches_total", "counter", "Times the sidecar attached to the node's stats region.");
   fmt::format_to(std::back_inserter(out), "nerve_telemetry_attaches_total{{{}}} {}\n", node, attaches);
   return out;
@@ -201,7 +237,8 @@ class Stream {
   bool stopping_ = false;
 };
 
-json tier_report(const std::vector<std::unique_ptr<Tier>>& tiers, std::uint64_t timeouts) {
+json tier_report(const std::vector<std::unique_ptr<Tier>>& tiers, std::uint64_t timeouts, const EventTiming& events,
+                 const sidecar::Pusher& push) {
   json j = json::object();
   for (const auto& t : tiers) {
     j[std::string(t->name)] = {{"hz", 1e9 / static_cast<double>(t->period_ns)},
@@ -214,7 +251,16 @@ json tier_report(const std::vector<std::unique_ptr<Tier>>& tiers, std::uint64_t 
                                {"late_max_us", static_cast<double>(t->late_ns.max()) / 1e3}};
     for (const auto g : t->groups) j[std::string(t->name)]["groups"].push_back(config::kMetricGroups[static_cast<std::size_t>(g)]);
   }
-  return {{"tiers", j}, {"sample_timeouts", timeouts}};
+  auto timing = [](const stats::Histogram& h) {
+    return json{{"count", h.count()},
+                {"p50_us", static_cast<double>(h.percentile(50)) / 1e3},
+                {"p99_us", static_cast<double>(h.percentile(99)) / 1e3},
+                {"max_us", static_cast<double>(h.max()) / 1e3}};
+  };
+  return {{"tiers", j},
+          {"sample_timeouts", timeouts},
+          {"event_to_sample", timing(events.to_sample)},
+          {"event_to_push", timing(push.event_to_push())}};
 }
 
 }  // namespace
@@ -315,9 +361,10 @@ int main(int argc, char** argv) {
   std::uint64_t timeouts = 0, attaches = 0;
   // Other nodes' queries, through nerved (current values as /metrics serves them, history).
   sidecar::QueryServer queries(self->control_socket, [&] { return metrics_body(expo, node_label); }, history);
+  EventTiming event_timing;
   {
     std::lock_guard lk(expo.mu);
-    expo.self = self_metrics(tiers, node_label, timeouts, attaches, stream.dropped(), pusher, queries);
+    expo.self = self_metrics(tiers, node_label, timeouts, attaches, stream.dropped(), pusher, queries, event_timing);
   }
   httplib::Server http;
   std::thread http_thread;
@@ -473,6 +520,8 @@ int main(int argc, char** argv) {
         region->header().pid, region_path);
     sidecar::Collector collector(*region, cluster, *self);
     if (history.enabled()) history.prime(*region);
+    for (std::size_t p = 0; p < wire::kPriorities; ++p)  // events before attach are not ours to time
+      event_timing.seen[p] = region->lcore().last_deadline_miss_ns[p].get();
     unsigned silent = 0;  // samples in a row the datapath did not answer
     bool any_sampled = false;  // some tier's groups need the datapath's samples
     for (std::size_t k = 0; k < tiers.size(); ++k) any_sampled |= active(k) && tiers[k]->needs_sample;
@@ -499,10 +548,12 @@ int main(int argc, char** argv) {
       for (std::size_t k = 0; k < tiers.size(); ++k)
         want_sample |= active(k) && tiers[k]->next_ns <= due && (tiers[k]->needs_sample || k == kHistorical);
       std::uint64_t taken = now_ns();
+      std::uint64_t event_ns = 0;  // the newest deadline miss this sample is the first to show
       if (want_sample) {
         if (region->fresh(sample, 5'000'000)) {
           taken = sample.taken_ns;
           silent = 0;
+          event_ns = event_timing.take(region->lcore(), taken);
         } else {
           ++timeouts;
           ++silent;
@@ -531,7 +582,12 @@ int main(int argc, char** argv) {
           collector.render(g, sample, text[static_cast<std::size_t>(g)]);
           rendered |= 1u << static_cast<unsigned>(g);
           event += out;
-          if (pusher.wants(k)) pusher.push(k, g, seq, taken, out);
+          if (pusher.wants(k)) {
+            // The event rides with the first lanes group pushed; timed when it has left.
+            const bool carries = g == sidecar::Group::kLanes && event_ns != 0;
+            pusher.push(k, g, seq, taken, out, carries ? event_ns : 0);
+            if (carries) event_ns = 0;
+          }
         }
         if (http_thread.joinable()) stream.publish(k, std::move(event));
         t->next_ns += t->period_ns;
@@ -547,7 +603,7 @@ int main(int argc, char** argv) {
         std::lock_guard lk(expo.mu);
         for (std::size_t g = 0; g < sidecar::kGroups; ++g)
           if ((rendered >> g) & 1u) expo.group[g].swap(text[g]);
-        expo.self = self_metrics(tiers, node_label, timeouts, attaches, stream.dropped(), pusher, queries);
+        expo.self = self_metrics(tiers, node_label, timeouts, attaches, stream.dropped(), pusher, queries, event_timing);
         // Up once a sample came, and while the datapath answers; a datapath silent for three
         // samples in a row (stalled) is not up, and its figures are not served as if fresh.
         expo.up = silent < 3 && (sample.seq != 0 || !any_sampled);
@@ -572,7 +628,7 @@ int main(int argc, char** argv) {
   stop_http();
   if (!report_path.empty()) {
     std::ofstream out(report_path);
-    out << tier_report(tiers, timeouts).dump(2) << "\n";
+    out << tier_report(tiers, timeouts, event_timing, pusher).dump(2) << "\n";
   }
   log(Level::kInfo, "stopped");
   return rc;

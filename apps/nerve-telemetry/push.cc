@@ -3,11 +3,21 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <ctime>
 
 #include "../common/control.hpp"
 #include "../common/log.hpp"
 
 namespace nerve::sidecar {
+namespace {
+
+std::uint64_t realtime_ns() noexcept {
+  timespec ts;
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+}  // namespace
 
 Pusher::Pusher(const config::Cluster& cluster, const config::Node& self)
     : control_socket_(self.control_socket),
@@ -31,7 +41,8 @@ Pusher::~Pusher() {
   if (thread_.joinable()) thread_.join();
 }
 
-void Pusher::push(std::size_t tier, Group g, std::uint64_t seq, std::uint64_t taken_ns, const std::string& text) {
+void Pusher::push(std::size_t tier, Group g, std::uint64_t seq, std::uint64_t taken_ns, const std::string& text,
+                  std::uint64_t event_ns) {
   // The figures without comments and without the node label (the header line names the node).
   const std::vector<std::string> lines = series_lines(text, node_label_);
   const std::string_view group = config::kMetricGroups[static_cast<std::size_t>(g)];
@@ -54,7 +65,8 @@ void Pusher::push(std::size_t tier, Group g, std::uint64_t seq, std::uint64_t ta
     queue_.push_back(Message{tier, status,
                              fmt::format("nerve-telemetry node={} tier={} group={} seq={} taken_ns={} part={}/{}\n{}",
                                          node_name_, config::kTierNames[tier], group, seq, taken_ns, i + 1,
-                                         bodies.size(), bodies[i])});
+                                         bodies.size(), bodies[i]),
+                             i + 1 == bodies.size() ? event_ns : 0});  // measured when the whole sample has left
   }
   cv_.notify_one();
 }
@@ -71,6 +83,7 @@ void Pusher::run() {
       m = std::move(queue_.front());
       queue_.pop_front();
     }
+    bool sent = false;
     for (const auto to : to_) {
       const nlohmann::json req = {{"op", "send"},      {"to", to},          {"type", m.status ? "status" : "metric"},
                                   {"priority", m.tier}, {"payload", m.payload}, {"count", 1},
@@ -80,6 +93,12 @@ void Pusher::run() {
       if (rep && rep->value("status", "") == "ok") {
         pushed_[m.tier].fetch_add(1, std::memory_order_relaxed);
         warned = false;
+        // nerved answers once the frame is on its lane: the sample has left (to the first subscriber).
+        if (m.event_ns != 0 && !sent) {
+          const std::uint64_t now = realtime_ns();
+          event_to_push_.record(now > m.event_ns ? now - m.event_ns : 0);
+        }
+        sent = true;
         continue;
       }
       failed_.fetch_add(1, std::memory_order_relaxed);

@@ -23,6 +23,7 @@
 
 #include "collect.hpp"
 #include "nerve/config.hpp"
+#include "nerve/histogram.hpp"
 
 namespace nerve::sidecar {
 
@@ -36,8 +37,14 @@ class Pusher {
   Pusher& operator=(const Pusher&) = delete;
 
   bool wants(std::size_t tier) const noexcept { return !to_.empty() && ((tiers_ >> tier) & 1u); }
-  // Queues group g's text (Prometheus text as rendered) of a sample of `tier`.
-  void push(std::size_t tier, Group g, std::uint64_t seq, std::uint64_t taken_ns, const std::string& text);
+  // Queues group g's text (Prometheus text as rendered) of a sample of `tier`. `event_ns`: the
+  // wall time (nerve::Clock) of a datapath event this sample is the first to carry (a lane's
+  // deadline miss), or 0; once its last part has left through nerved, the time from the event
+  // is recorded (event_to_push()).
+  void push(std::size_t tier, Group g, std::uint64_t seq, std::uint64_t taken_ns, const std::string& text,
+            std::uint64_t event_ns = 0);
+  // From datapath events to the samples carrying them handed to the fabric (nanoseconds).
+  const stats::Histogram& event_to_push() const noexcept { return event_to_push_; }
 
   std::uint64_t pushed(std::size_t tier) const noexcept { return pushed_[tier].load(std::memory_order_relaxed); }
   std::uint64_t dropped() const noexcept { return dropped_.load(std::memory_order_relaxed); }
@@ -48,6 +55,7 @@ class Pusher {
     std::size_t tier;
     bool status;
     std::string payload;
+    std::uint64_t event_ns = 0;
   };
   void run();
 
@@ -61,6 +69,7 @@ class Pusher {
   bool stop_ = false;
   std::array<std::atomic<std::uint64_t>, config::kTiers> pushed_{};
   std::atomic<std::uint64_t> dropped_{0}, failed_{0};
+  stats::Histogram event_to_push_;  // written by the push thread only
   std::thread thread_;
 };
 

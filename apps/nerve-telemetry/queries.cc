@@ -62,14 +62,15 @@ void QueryServer::run() {
     if (fd >= 0) {
       std::string line;
       json ack;
+      app::LineReader reader(fd);
       if (app::write_all(fd, R"({"op":"serve_queries"})" "\n") &&
-          app::read_line(fd, line, 1 << 16, &stop_) == app::Line::kLine)
+          reader.read(line, 1 << 16, &stop_) == app::Line::kLine)
         ack = json::parse(line, nullptr, false);
       if (ack.is_object() && ack.value("serving", false)) {
         app::log(app::Level::kInfo, "answering node {}'s queries over the fabric", ack.value("node", 0));
         told = false;
         attached_.store(true);
-        serve(fd, ack.value("max_payload", std::size_t{1024}));
+        serve(fd, reader, ack.value("max_payload", std::size_t{1024}));
         attached_.store(false);
       } else if (!told && ack.is_object() && ack.contains("error")) {
         app::log(app::Level::kWarn, "nerved will not hand this sidecar its queries: {}", ack["error"].get<std::string>());
@@ -82,10 +83,10 @@ void QueryServer::run() {
   }
 }
 
-void QueryServer::serve(int fd, std::size_t max_bytes) {
+void QueryServer::serve(int fd, app::LineReader& reader, std::size_t max_bytes) {
   std::string line;
   while (!stop_.load()) {
-    if (app::read_line(fd, line, 1 << 20, &stop_) != app::Line::kLine) return;  // nerved went, or we stop
+    if (reader.read(line, 1 << 20, &stop_) != app::Line::kLine) return;  // nerved went, or we stop
     const json q = json::parse(line, nullptr, false);
     if (!q.is_object() || !q.contains("query") || !q["query"].is_number_unsigned() || !q.contains("text") ||
         !q["text"].is_string()) {

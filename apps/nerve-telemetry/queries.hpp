@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "../common/control.hpp"
 #include "history.hpp"
 
 namespace nerve::sidecar {
@@ -40,7 +41,7 @@ class QueryServer {
 
  private:
   void run();
-  void serve(int fd, std::size_t max_bytes);
+  void serve(int fd, app::LineReader& reader, std::size_t max_bytes);
 
   std::string socket_;
   Metrics metrics_;

@@ -481,8 +481,8 @@ json handle(const Daemon& d, const std::string& line, bool& serve) {
 // {"query":ID,"from":NODE,"text":"..."} lines; {"op":"answer","query":ID,"text":"..."} lines come
 // back. Polls every millisecond while queries flow, backing off to 16 ms when quiet (the datapath
 // only flips a slot's state; it wakes no one). Ends when the app goes or nerved stops.
-void serve_queries(int fd, const Daemon& d) {
-  std::string in;
+void serve_queries(int fd, app::LineReader& reader, const Daemon& d) {
+  std::string in = reader.take_buffered();
   int wait_ms = 1;
   std::array<char, 65536> buf;
   while (!g_stop.load(std::memory_order_relaxed)) {
@@ -539,8 +539,9 @@ void serve_control(int listen_fd, const Daemon& d) {
     open.fetch_add(1);
     std::thread([fd, &d, &open] {
       std::string line;
+      app::LineReader reader(fd);
       while (true) {
-        const app::Line got = app::read_line(fd, line, kMaxRequestBytes, &g_stop);
+        const app::Line got = reader.read(line, kMaxRequestBytes, &g_stop);
         if (got == app::Line::kClosed) break;
         if (got == app::Line::kTooLong) {
           app::write_all(fd, refusal(d.rx, fmt::format("request longer than {} bytes", kMaxRequestBytes)).dump() + "\n");
@@ -554,7 +555,7 @@ void serve_control(int listen_fd, const Daemon& d) {
           break;
         }
         if (serve) {
-          serve_queries(fd, d);
+          serve_queries(fd, reader, d);
           break;
         }
       }

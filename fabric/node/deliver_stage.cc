@@ -59,7 +59,10 @@ void DeliverStage::run(RxItem* items, std::uint16_t n, std::uint64_t now) noexce
     // counts as no delay at all.
     const std::uint64_t lat = now > ts ? now - ts : 0;
     st_.latency_ns[prio].record(lat);
-    if (lat > budget_ns_[prio]) st_.deadline_miss[prio].add();
+    if (lat > budget_ns_[prio]) [[unlikely]] {
+      st_.deadline_miss[prio].add();
+      st_.last_deadline_miss_ns[prio].set(now);  // when it happened: telemetry measures from here
+    }
     st_.delivered[static_cast<std::size_t>(d.hdr.type)][prio].add();
     idle_.note(prio, now);
     if (match == ControlStage::Match::kAnswered) {

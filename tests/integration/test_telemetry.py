@@ -184,7 +184,7 @@ def test_bad_sidecar_starts_are_refused_clearly(pair):
         f.write(b"NERVESTR" + struct.pack("<II", 99, 4096) + bytes(8192))
     r = subprocess.run([nc.TELEMETRY, "--config", cl.path, "--node", "2", "--region", fake], capture_output=True,
                        text=True, timeout=30)
-    assert r.returncode == 1 and "has layout version 99; this program reads version 1" in r.stderr, r.stderr
+    assert r.returncode == 1 and "has layout version 99; this program reads version 2" in r.stderr, r.stderr
     with open(fake, "wb") as f:
         f.write(bytes(8192))
     r = subprocess.run([nc.TELEMETRY, "--config", cl.path, "--node", "2", "--region", fake], capture_output=True,
@@ -337,6 +337,39 @@ def test_push_sends_each_tier_to_the_subscribing_nodes():
     finally:
         if sc:
             stop(sc)
+        cl.kill_all()
+        cl.remove()
+
+
+def test_deadline_misses_are_timed_to_their_sample_and_to_the_fabric():
+    """With P2's budget at 1 us every P2 delivery misses it: each miss is a datapath event; the
+    sidecar times it to the first sample carrying it and to that sample handed to the fabric
+    (pushed to beta), and serves both as summaries."""
+    port = free_port()
+    cl = nc.memif_pair("tele", "198.18.67", node_extra="lane_budget_us = [100, 500, 1, 2000, 5000]")
+    with open(cl.path, "a") as f:
+        f.write('\n[telemetry]\npush_to = [2]\npush_tiers = ["critical"]\n')
+    sc = None
+    try:
+        cl.up()
+        sc = sidecar(cl, 1, "--listen", f"127.0.0.1:{port}")
+        nc.wait_for(lambda: (m := scrape(port)) and metric(m, "nerve_up") == 1, 20, "the sidecar to attach")
+        cl.send(2, 1, "metric", 2, "late", count=40, rate=20)  # one every 50 ms: one event per sample
+        m = nc.wait_for(lambda: (m := scrape(port)) and
+                        metric(m, "nerve_lane_deadline_misses_total", lane="P2") == 40 and
+                        metric(m, "nerve_telemetry_event_to_push_seconds_count") >= 20 and m, 30,
+                        "40 P2 deadline misses, timed")
+        n_sample = metric(m, "nerve_telemetry_event_to_sample_seconds_count")
+        n_push = metric(m, "nerve_telemetry_event_to_push_seconds_count")
+        assert 20 <= n_push <= n_sample <= 40 + 5, (n_sample, n_push)  # (+ a heartbeat late on P0)
+        to_sample = metric(m, "nerve_telemetry_event_to_sample_seconds", quantile="0.5")
+        to_push = metric(m, "nerve_telemetry_event_to_push_seconds", quantile="0.5")
+        # The critical tier samples every 10 ms: an event waits ~5 ms for its sample, on average.
+        assert 0 < to_sample < 0.5 and 0 < to_push < 1.0, (to_sample, to_push)
+        assert metric(m, "nerve_telemetry_event_to_push_seconds", quantile="1") >= to_push
+    finally:
+        if sc:
+            assert stop(sc) == 0, sidecar_log(cl, 1)
         cl.kill_all()
         cl.remove()
 

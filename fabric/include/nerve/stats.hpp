@@ -17,6 +17,7 @@ namespace nerve::stats {
 class Counter {
  public:
   void add(std::uint64_t n = 1) noexcept { v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
+  void set(std::uint64_t v) noexcept { v_.store(v, std::memory_order_relaxed); }
   std::uint64_t get() const noexcept { return v_.load(std::memory_order_relaxed); }
 
  private:
@@ -44,6 +45,7 @@ struct alignas(64) LcoreStats {
   // application spends between polls is in neither.
   Counter tsc_busy, tsc_idle, polls_busy, polls_idle;
   std::array<Counter, wire::kPriorities> deadline_miss;
+  std::array<Counter, wire::kPriorities> last_deadline_miss_ns;  // the newest miss's delivery time (Clock)
   std::array<Counter, wire::kPriorities> shed;          // P3/P4 frames dropped, oldest first, from a full lane
   std::array<Counter, wire::kPriorities> backpressure;  // send() refused on a full P0-P2 lane
   std::array<Histogram, wire::kPriorities> latency_ns;  // one-way, sender timestamp to delivery
