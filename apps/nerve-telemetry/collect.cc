@@ -166,6 +166,15 @@ void Collector::lanes(const telemetry::Sample& s, std::string& out) {
     Family f(out, c.name, "counter", c.help);
     for (std::size_t l = 0; l < wire::kPriorities; ++l) line(out, c.name, lane_label(n, l), s.lane[l].*c.field);
   }
+  // Bandwidth by lane, read live (a running total each; a rate is its difference over time).
+  for (const auto& [name, help, live] :
+       {std::tuple{"nerve_lane_tx_bytes_total", "Frame bytes handed to the lane for sending (own and forwarded).",
+                   &stats::LcoreStats::lane_tx_bytes},
+        std::tuple{"nerve_lane_rx_bytes_total", "Bytes of valid frames received on the lane.",
+                   &stats::LcoreStats::lane_rx_bytes}}) {
+    Family f(out, name, "counter", help);
+    for (std::size_t l = 0; l < wire::kPriorities; ++l) line(out, name, lane_label(n, l), (region_.lcore().*live)[l].get());
+  }
   {
     Family f(out, "nerve_lane_tx_queued", "gauge", "Frames waiting in the lane's TX queues.");
     for (std::size_t l = 0; l < wire::kPriorities; ++l) line(out, "nerve_lane_tx_queued", lane_label(n, l), s.lane[l].tx_queued);

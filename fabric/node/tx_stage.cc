@@ -84,6 +84,7 @@ void TxStage::write_headers(rte_mbuf* m, std::uint32_t di, const Link& l, const 
 
 void TxStage::enqueue(rte_mbuf* m, std::size_t port, std::uint8_t prio, bool more) noexcept {
   PortTx& pt = ports_tx_[port];
+  st_.lane_tx_bytes[prio].add(m->pkt_len);
   if (prio == 0) p0_.seen();
   if (prio == 0 && !more && pt.lanes.size(0) == 0) [[likely]] {
     // A lone P0 frame with nothing queued ahead of it on its lane goes straight to the port.

@@ -27,6 +27,7 @@ std::uint16_t ValidateStage::run(rte_mbuf* const* in, std::uint16_t n, RxItem* o
       continue;
     }
     it.m = m;
+    st_.lane_rx_bytes[it.d.hdr.priority].add(m->pkt_len);
     ++k;
   }
   st_.rx_frames.add(n);

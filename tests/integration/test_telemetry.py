@@ -78,6 +78,11 @@ def test_sidecar_serves_what_the_node_counts_and_prometheus_queries_it(pair):
                 metric(m, "nerve_lane_delivered_total", lane="P2") == p2 else None
         m = nc.wait_for(agrees, 10, f"/metrics to show {p0} P0 and {p2} P2 deliveries")
         assert metric(m, "nerve_lane_latency_seconds_count", lane="P0") == p0
+        # Bandwidth by lane: every frame at least its 90 bytes of headers; heartbeats go on P0.
+        assert metric(m, "nerve_lane_rx_bytes_total", lane="P2") >= 500 * 90
+        assert metric(m, "nerve_lane_rx_bytes_total", lane="P0") >= p0 * 90
+        assert metric(m, "nerve_lane_tx_bytes_total", lane="P0") > 0
+        assert metric(m, "nerve_lane_tx_bytes_total", lane="P4") == 0
         assert 0 < metric(m, "nerve_lane_latency_seconds_sum", lane="P0") < p0 * 0.01  # a mean under 10 ms
         assert metric(m, "nerve_lane_budget_seconds", lane="P0") == pytest.approx(100e-6)
         assert metric(m, "nerve_link_up", peer="beta") == 1
@@ -184,7 +189,7 @@ def test_bad_sidecar_starts_are_refused_clearly(pair):
         f.write(b"NERVESTR" + struct.pack("<II", 99, 4096) + bytes(8192))
     r = subprocess.run([nc.TELEMETRY, "--config", cl.path, "--node", "2", "--region", fake], capture_output=True,
                        text=True, timeout=30)
-    assert r.returncode == 1 and "has layout version 99; this program reads version 2" in r.stderr, r.stderr
+    assert r.returncode == 1 and "has layout version 99; this program reads version 3" in r.stderr, r.stderr
     with open(fake, "wb") as f:
         f.write(bytes(8192))
     r = subprocess.run([nc.TELEMETRY, "--config", cl.path, "--node", "2", "--region", fake], capture_output=True,

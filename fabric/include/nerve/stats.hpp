@@ -46,6 +46,9 @@ struct alignas(64) LcoreStats {
   Counter tsc_busy, tsc_idle, polls_busy, polls_idle;
   std::array<Counter, wire::kPriorities> deadline_miss;
   std::array<Counter, wire::kPriorities> last_deadline_miss_ns;  // the newest miss's delivery time (Clock)
+  // Bandwidth by lane: frame bytes handed to a lane for sending (own and forwarded), and bytes
+  // of valid frames received on it.
+  std::array<Counter, wire::kPriorities> lane_tx_bytes, lane_rx_bytes;
   std::array<Counter, wire::kPriorities> shed;          // P3/P4 frames dropped, oldest first, from a full lane
   std::array<Counter, wire::kPriorities> backpressure;  // send() refused on a full P0-P2 lane
   std::array<Histogram, wire::kPriorities> latency_ns;  // one-way, sender timestamp to delivery
