@@ -281,6 +281,15 @@ void Collector::ports(const telemetry::Sample& s, std::string& out) {
     for (std::size_t j = 0; j < s.ports; ++j)
       line(out, c.name, fmt::format("{},port=\"{}\"", n, label_value(h.port_name[j])), s.port[j].*c.field);
   }
+  // The drivers' extended statistics, under DPDK's names (nerved reads them once a second). Kept
+  // from the last consistent read while nerved is writing.
+  std::vector<telemetry::Xstat> xs;
+  if (region_.xstats(xs)) xstats_ = std::move(xs);
+  Family f(out, "nerve_port_xstat", "untyped", "A port's extended statistic (rte_eth_xstats_get), by DPDK's name.");
+  for (const auto& x : xstats_)
+    if (x.port < h.port_count)
+      line(out, "nerve_port_xstat",
+           fmt::format("{},port=\"{}\",name=\"{}\"", n, label_value(h.port_name[x.port]), label_value(x.name)), x.value);
 }
 
 void Collector::datapath(const telemetry::Sample& s, std::string& out) {

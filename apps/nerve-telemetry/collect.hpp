@@ -55,6 +55,7 @@ class Collector {
   std::array<std::vector<std::uint64_t>, wire::kPriorities> prev_buckets_;
   std::array<Interval, wire::kPriorities> interval_{};
   std::uint64_t prev_busy_ = 0, prev_idle_ = 0;
+  std::vector<telemetry::Xstat> xstats_;  // the newest consistent read
 };
 
 // The series lines of Prometheus text ("name{labels} value"), without comments and with the

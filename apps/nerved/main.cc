@@ -426,6 +426,7 @@ struct Daemon {
   Node& node;
   const Received& rx;
   app::QueryDesk& desk;
+  telemetry::Region* region;  // null with stats_region = "off"
   bool digest;
   unsigned lcore;
 };
@@ -526,7 +527,13 @@ void serve_queries(int fd, app::LineReader& reader, const Daemon& d) {
 // request may block for its whole timeout, and returns only when all of them have ended.
 void serve_control(int listen_fd, const Daemon& d) {
   std::atomic<int> open{0};
+  auto next_xstats = std::chrono::steady_clock::now();
   while (!g_stop.load(std::memory_order_relaxed)) {
+    // The ports' extended statistics for the sidecar, about once a second, from this thread.
+    if (d.region && std::chrono::steady_clock::now() >= next_xstats) {
+      app::publish_port_xstats(d.node, *d.region);
+      next_xstats = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    }
     pollfd p{listen_fd, POLLIN, 0};
     if (::poll(&p, 1, 100) <= 0) continue;
     const int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
@@ -725,7 +732,7 @@ int main(int argc, char** argv) {
       std::atomic<bool> control_done{false};
       std::thread control([&] {
         eal.pin_control_thread();  // off the datapath's core where the host has another
-        serve_control(listen_fd, Daemon{node, rx, desk, digest, lcore});
+        serve_control(listen_fd, Daemon{node, rx, desk, region.get(), digest, lcore});
         control_done.store(true);
       });
       log(Level::kInfo, "node {} running; control socket {}", self->id, self->control_socket);

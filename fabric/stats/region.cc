@@ -15,7 +15,6 @@ namespace nerve::telemetry {
 
 namespace {
 
-constexpr std::size_t kWords = sizeof(Sample) / 8;
 static_assert(sizeof(Sample) % 8 == 0);
 
 std::uint64_t monotonic_ns() noexcept {
@@ -54,15 +53,19 @@ void copy_name(char* dst, std::size_t cap, const std::string& s) noexcept {
 // A slot's words, one atomic at a time (the data race a seqlock tolerates, made defined).
 // Release stores keep the odd sequence word ahead of every word written; acquire loads keep
 // every word read ahead of the second look at the sequence word. Plain moves on x86.
-void store_words(Sample& dst, const Sample& src) noexcept {
+template <typename T>
+void store_words(T& dst, const T& src) noexcept {
+  static_assert(sizeof(T) % 8 == 0);
   auto* d = reinterpret_cast<std::uint64_t*>(&dst);
   const auto* s = reinterpret_cast<const std::uint64_t*>(&src);
-  for (std::size_t i = 0; i < kWords; ++i) std::atomic_ref<std::uint64_t>(d[i]).store(s[i], std::memory_order_release);
+  for (std::size_t i = 0; i < sizeof(T) / 8; ++i) std::atomic_ref<std::uint64_t>(d[i]).store(s[i], std::memory_order_release);
 }
-void load_words(Sample& dst, const Sample& src) noexcept {
+template <typename T>
+void load_words(T& dst, const T& src) noexcept {
+  static_assert(sizeof(T) % 8 == 0);
   auto* d = reinterpret_cast<std::uint64_t*>(&dst);
   auto* s = const_cast<std::uint64_t*>(reinterpret_cast<const std::uint64_t*>(&src));
-  for (std::size_t i = 0; i < kWords; ++i) d[i] = std::atomic_ref<std::uint64_t>(s[i]).load(std::memory_order_acquire);
+  for (std::size_t i = 0; i < sizeof(T) / 8; ++i) d[i] = std::atomic_ref<std::uint64_t>(s[i]).load(std::memory_order_acquire);
 }
 
 bool read_slot(const Slot& slot, Sample& out) noexcept {
@@ -122,6 +125,7 @@ Region::Region(std::string path, const Identity& id) : path_(std::move(path)) {
   for (std::size_t j = 0; j < hdr_->port_count; ++j) copy_name(hdr_->port_name[j], 32, id.ports[j]);
   slots_ = new (bytes + kSlotOffset) Slot[2]{};
   lcore_ = new (bytes + kLcoreOffset) stats::LcoreStats{};
+  xstats_ = new (bytes + kXstatsOffset) Xstats{};
   if (::rename(tmp.c_str(), path_.c_str()) != 0) fail("rename");
 }
 
@@ -189,6 +193,35 @@ Reader::Reader(const std::string& path) : path_(path) {
   const auto* bytes = static_cast<const std::byte*>(base_);
   slots_ = reinterpret_cast<const Slot*>(bytes + kSlotOffset);
   lcore_ = reinterpret_cast<const stats::LcoreStats*>(bytes + kLcoreOffset);
+  xstats_ = reinterpret_cast<const Xstats*>(bytes + kXstatsOffset);
+}
+
+void Region::write_xstats(std::span<const Xstat> stats) noexcept {
+  const std::size_t n = std::min(stats.size(), kXstats);
+  const std::uint64_t seq = xstats_->sequence.load(std::memory_order_relaxed);
+  xstats_->sequence.store(seq + 1, std::memory_order_release);  // odd: being written
+  std::atomic_ref<std::uint64_t>(xstats_->count).store(n, std::memory_order_release);
+  std::atomic_ref<std::uint64_t>(xstats_->taken_ns).store(monotonic_ns(), std::memory_order_release);
+  for (std::size_t i = 0; i < n; ++i) store_words(xstats_->stat[i], stats[i]);
+  xstats_->sequence.store(seq + 2, std::memory_order_release);
+}
+
+bool Reader::xstats(std::vector<Xstat>& out) const {
+  auto& seq = const_cast<std::atomic<std::uint64_t>&>(xstats_->sequence);
+  for (int tries = 0; tries < 16; ++tries) {
+    const std::uint64_t before = seq.load(std::memory_order_acquire);
+    if (before & 1u) continue;
+    const std::uint64_t n = std::min<std::uint64_t>(
+        std::atomic_ref<std::uint64_t>(const_cast<std::uint64_t&>(xstats_->count)).load(std::memory_order_acquire),
+        kXstats);
+    out.resize(n);
+    for (std::size_t i = 0; i < n; ++i) load_words(out[i], xstats_->stat[i]);
+    if (seq.load(std::memory_order_acquire) == before) {
+      for (auto& x : out) x.name[sizeof x.name - 1] = '\0';  // whatever was written, a C string
+      return true;
+    }
+  }
+  return false;
 }
 
 Reader::~Reader() {

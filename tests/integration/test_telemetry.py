@@ -89,6 +89,11 @@ def test_sidecar_serves_what_the_node_counts_and_prometheus_queries_it(pair):
         # Ports are sampled at 10 Hz: within 100 ms they show the frames too.
         nc.wait_for(lambda: metric(scrape(port), "nerve_port_rx_packets_total", port="0:memif") >= p0 + p2, 10,
                     "the port's counters")
+        # The driver's extended statistics, under DPDK's names (nerved reads them each second).
+        def xstat(stat):
+            m = scrape(port) or {}
+            return m.get(("nerve_port_xstat", frozenset({("node", "alpha"), ("port", "0:memif"), ("name", stat)})), -1)
+        nc.wait_for(lambda: xstat("rx_good_packets") >= p0 + p2, 10, "the port's xstats")
         assert metric(m, "nerve_refused_total", reason="bad_magic") == 0
         assert metric(m, "nerve_mempool_mbufs", state="free") > 0
         assert metric(m, "nerve_process_resident_memory_bytes") > 1 << 20

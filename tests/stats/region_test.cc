@@ -215,3 +215,48 @@ TEST_CASE("region: a writer that publishes only when rung answers every reader's
   CHECK(published.load() <= 4'000);  // a sample per doorbell at most: none unasked
   CHECK(published.load() > 0);
 }
+
+TEST_CASE("region: the ports' xstats read back whole, never torn, at most kXstats") {
+  TempDir t;
+  const std::string p = t.path("n7.stats");
+  Region region(p, identity());
+  Reader r(p);
+  std::vector<telemetry::Xstat> got;
+  REQUIRE(r.xstats(got));
+  CHECK(got.empty());
+  // Generation g: every entry's value is g, and its name says so.
+  auto generation = [](std::uint64_t g, std::size_t n) {
+    std::vector<telemetry::Xstat> v(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      v[i].value = g;
+      v[i].port = static_cast<std::uint32_t>(i % 2);
+      std::snprintf(v[i].name, sizeof v[i].name, "stat_%zu_of_%llu", i, static_cast<unsigned long long>(g));
+    }
+    return v;
+  };
+  region.write_xstats(generation(1, 3));
+  REQUIRE(r.xstats(got));
+  REQUIRE(got.size() == 3);
+  CHECK(std::string(got[2].name) == "stat_2_of_1");
+  CHECK(got[1].port == 1);
+  region.write_xstats(generation(2, telemetry::kXstats + 10));
+  REQUIRE(r.xstats(got));
+  CHECK(got.size() == telemetry::kXstats);
+
+  // A writer rewriting as fast as it can: every consistent read is one generation.
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {
+    for (std::uint64_t g = 3; !stop.load(std::memory_order_relaxed); ++g) region.write_xstats(generation(g, 40));
+  });
+  unsigned whole = 0;
+  for (int i = 0; i < 2000; ++i) {
+    if (!r.xstats(got)) continue;
+    ++whole;
+    bool same = true;
+    for (const auto& x : got) same &= x.value == got.front().value;
+    REQUIRE(same);
+  }
+  stop.store(true);
+  writer.join();
+  CHECK(whole > 0);
+}

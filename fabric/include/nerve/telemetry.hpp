@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <array>
 #include <stdexcept>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -124,9 +125,27 @@ static_assert(offsetof(stats::LcoreStats, last_deadline_miss_ns) == 992 &&
 static_assert(wire::kRefusalCount <= kRefusals && wire::kPriorities == 5);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 
+// The ports' extended statistics (rte_eth_xstats_get), written by nerved's control thread about
+// once a second (never by the datapath) under a sequence word of their own.
+inline constexpr std::size_t kXstats = 512;
+struct Xstat {
+  std::uint64_t value;
+  std::uint32_t port;  // index of the node's port
+  char name[52];       // DPDK's name, NUL-terminated
+};
+struct Xstats {
+  std::atomic<std::uint64_t> sequence;  // odd while nerved writes
+  std::uint64_t count;                  // entries used
+  std::uint64_t taken_ns;               // CLOCK_MONOTONIC when read
+  std::uint64_t pad[5];
+  Xstat stat[kXstats];
+};
+static_assert(sizeof(Xstat) == 64 && offsetof(Xstats, stat) == 64 && sizeof(Xstats) == 64 + 64 * kXstats);
+
 inline constexpr std::size_t kSlotOffset = kHeaderSize;
 inline constexpr std::size_t kLcoreOffset = kSlotOffset + 2 * sizeof(Slot);
-inline constexpr std::size_t kRegionSize = (kLcoreOffset + sizeof(stats::LcoreStats) + 4095) / 4096 * 4096;
+inline constexpr std::size_t kXstatsOffset = (kLcoreOffset + sizeof(stats::LcoreStats) + 4095) / 4096 * 4096;
+inline constexpr std::size_t kRegionSize = (kXstatsOffset + sizeof(Xstats) + 4095) / 4096 * 4096;
 
 struct RegionError : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -160,6 +179,8 @@ class Region {
   void publish(Sample& s) noexcept;
   std::uint64_t pending_request() const noexcept { return hdr_->request.load(std::memory_order_relaxed); }
   void set_running() noexcept { hdr_->state.store(kRunning, std::memory_order_release); }
+  // One thread (not the datapath): replaces the ports' extended statistics (the first kXstats).
+  void write_xstats(std::span<const Xstat> stats) noexcept;
 
  private:
   std::string path_;
@@ -168,6 +189,7 @@ class Region {
   Header* hdr_ = nullptr;
   Slot* slots_ = nullptr;
   stats::LcoreStats* lcore_ = nullptr;
+  Xstats* xstats_ = nullptr;
   std::uint64_t served_ = 0;
 };
 
@@ -194,6 +216,8 @@ class Reader {
   bool fresh(Sample& out, std::uint64_t wait_ns);
   // The newest published sample, consistent; false if none was ever published.
   bool latest(Sample& out) const noexcept;
+  // The ports' extended statistics, consistent; false while nerved is writing them (try again).
+  bool xstats(std::vector<Xstat>& out) const;
   // The inode of the mapped file: a node that restarts makes a new one.
   std::uint64_t inode() const noexcept { return inode_; }
 
@@ -204,6 +228,7 @@ class Reader {
   Header* hdr_ = nullptr;  // the header page, mapped writable (the doorbell)
   const stats::LcoreStats* lcore_ = nullptr;
   const Slot* slots_ = nullptr;
+  const Xstats* xstats_ = nullptr;
   std::uint64_t inode_ = 0;
 };
 
