@@ -2,16 +2,20 @@
 
 #include <curses.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <httplib.h>
 #include <signal.h>
 
 #include <atomic>
+#include <filesystem>
 #include <chrono>
 #include <algorithm>
 #include <map>
 #include <optional>
 #include <sstream>
 #include <thread>
+
+#include "../common/control.hpp"
 
 namespace nerve::app {
 
@@ -66,7 +70,35 @@ struct NodeView {
   const config::Node* node;
   std::optional<Scrape> prev, cur;
   double dt = 0;
+  std::string routes;  // from the node's nerved, when its control socket is on this host
 };
+
+// The node's routes in a line: each destination and its next hop, per lane where lanes differ
+// ("4→2[P0-P2] 3[P3-P4]"); empty if its nerved cannot be asked from here.
+std::string routes_line(const config::Node& node) {
+  std::error_code ec;
+  if (!std::filesystem::exists(node.control_socket, ec)) return {};
+  std::string err;
+  const auto rep = control_call(node.control_socket, {{"op", "routes"}}, err, 300);
+  if (!rep || !rep->contains("routes")) return {};
+  std::string out;
+  for (const auto& r : (*rep)["routes"]) {
+    std::vector<std::pair<int, std::vector<int>>> hops;  // next hop, its lanes
+    for (const auto& l : r["lanes"]) {
+      const int nh = l["next_hop"].is_number() ? l["next_hop"].get<int>() : 0;
+      auto it = std::find_if(hops.begin(), hops.end(), [&](const auto& h) { return h.first == nh; });
+      if (it == hops.end()) it = hops.insert(hops.end(), {nh, {}});
+      it->second.push_back(l["lane"].get<int>());
+    }
+    std::string via;
+    for (const auto& [nh, lanes] : hops) {
+      const std::string hop = nh == 0 ? "-" : std::to_string(nh);
+      via += hops.size() == 1 ? hop : fmt::format("{}{}[P{}]", via.empty() ? "" : " ", hop, fmt::join(lanes, ","));
+    }
+    fmt::format_to(std::back_inserter(out), " {}→{}", r["dst"].get<int>(), via);
+  }
+  return out.empty() ? std::string{} : "  routes (destination→next hop[lanes]):" + out;
+}
 
 // One frame of text: a block per node (lanes, ports, links, alerts), rates over the last interval.
 std::vector<std::string> frame(const std::vector<NodeView>& views, const std::string& cluster) {
@@ -135,6 +167,7 @@ std::vector<std::string> frame(const std::vector<NodeView>& views, const std::st
     std::string warn;
     for (const auto& [k, val] : c)
       if (k.rfind("nerve_warning{", 0) == 0 && val == 1) fmt::format_to(std::back_inserter(warn), " {}", label_of(k, "condition"));
+    if (!v.routes.empty()) out.push_back(v.routes);
     if (!warn.empty()) out.push_back(fmt::format("  WARNING:{}", warn));
   }
   return out;
@@ -157,6 +190,7 @@ int top(const config::Cluster& cluster, double interval_s, unsigned frames, bool
     for (auto& v : views) {
       v.prev = std::move(v.cur);
       v.cur = v.node->metrics_listen.empty() ? std::nullopt : scrape(v.node->metrics_listen);
+      v.routes = v.cur ? routes_line(*v.node) : std::string{};
       v.dt = interval_s;
     }
   };

@@ -1,6 +1,7 @@
 // `nerve-ctl top`: a live view of every node of the cluster from its telemetry sidecar's
-// /metrics (lanes with rates, latency percentiles and deadline misses; ports; links; warnings),
-// like htop for the fabric. Rates are over the refresh interval.
+// /metrics (lanes with rates, latency percentiles and deadline misses; ports; links; warnings)
+// and, for nodes whose nerved runs on this host, their routes (its control socket), like htop
+// for the fabric. Rates are over the refresh interval.
 #pragma once
 
 #include "nerve/config.hpp"

@@ -415,6 +415,7 @@ def test_top_shows_every_node_from_its_sidecar():
         recv = p2.split()[2]
         assert recv.endswith("k") or float(recv) >= 500, (p2, last)  # ~2,000/s arriving
         assert "beta up rtt" in alpha and "link up" in alpha, alpha
+        assert "routes (destination→next hop[lanes]): 2→2" in alpha, alpha  # from alpha's nerved
 
         cl.stop([2])
         nc.wait_for(lambda: (m := scrape(ports[2])) and metric(m, "nerve_up") == 0, 20, "beta's sidecar to see it stop")
