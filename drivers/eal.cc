@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <numa.h>
+#include <numaif.h>
 #include <rte_eal.h>
 #include <rte_errno.h>
 #include <rte_lcore.h>
@@ -116,6 +117,14 @@ Eal::Eal(const EalOptions& o) {
 bool Eal::enable_capture() noexcept {
   if (!capture_) capture_ = rte_pdump_init() == 0;
   return capture_;
+}
+
+bool Eal::place_near_datapath(void* addr, std::size_t len) const noexcept {
+  if (numa_available() < 0 || numa_max_node() == 0) return true;  // one node: nowhere else to be
+  const int node = socket();
+  if (node < 0) return true;
+  unsigned long mask = 1ul << node;
+  return ::mbind(addr, len, MPOL_PREFERRED, &mask, sizeof mask * 8, MPOL_MF_MOVE) == 0;
 }
 
 Eal::~Eal() {

@@ -60,6 +60,10 @@ class Eal {
   // attach only to a hugepage-backed primary (the production profile). False if the EAL cannot
   // serve them; undone before the EAL is cleaned up.
   bool enable_capture() noexcept;
+  // Moves the pages of [addr, addr + len) (page-aligned) to the NUMA node of the main lcore:
+  // memory the datapath writes that was first touched before the EAL pinned this thread (the
+  // stats region). True when the pages are there, or the host has no NUMA to speak of.
+  bool place_near_datapath(void* addr, std::size_t len) const noexcept;
 
  private:
   bool capture_ = false;

@@ -658,6 +658,10 @@ int main(int argc, char** argv) {
     drivers::Eal eal(eal_opts);
     log(Level::kInfo, "EAL up: profile {}, lcore {} (socket {}), prefix {}", config::to_string(self->profile),
         eal.main_lcore(), eal.socket(), eal_opts.file_prefix);
+    // The stats region was first touched before the EAL pinned this thread: its datapath pages
+    // go to the datapath's NUMA node.
+    if (region && !eal.place_near_datapath(region->datapath_pages().data(), region->datapath_pages().size()))
+      log(Level::kWarn, "stats region: cannot move its pages to NUMA node {}", eal.socket());
     // Packet capture by DPDK's own tools, attached as secondary processes (hugepages only).
     if (!eal.enable_capture())
       log(Level::kWarn, "packet capture unavailable: rte_pdump_init failed");

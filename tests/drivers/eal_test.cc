@@ -3,8 +3,12 @@
 #include <catch2/catch.hpp>
 
 #include <net/if.h>
+#include <numa.h>
+#include <numaif.h>
+#include <sys/mman.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "eal.hpp"
 #include "nerve/node.hpp"
@@ -120,4 +124,16 @@ control_socket = "/tmp/kinds-3.sock"
     CHECK(n.snapshot().tx_no_route == 1);
   }
   CHECK(if_nametoindex(tap.c_str()) == 0);  // removed with the port
+}
+
+TEST_CASE("datapath memory touched before pinning is placed on the datapath's NUMA node", "[drivers]") {
+  const std::size_t len = 16 * 4096;
+  void* p = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  REQUIRE(p != MAP_FAILED);
+  std::memset(p, 1, len);  // faulted in wherever this thread ran
+  CHECK(test::eal().place_near_datapath(p, len));
+  int node = -1;
+  if (numa_available() >= 0 && ::get_mempolicy(&node, nullptr, 0, p, MPOL_F_NODE | MPOL_F_ADDR) == 0)
+    CHECK(node == std::max(0, test::eal().socket()));
+  ::munmap(p, len);
 }

@@ -170,6 +170,11 @@ class Region {
   const std::string& path() const noexcept { return path_; }
   stats::LcoreStats& lcore() noexcept { return *lcore_; }
   Header& header() noexcept { return *hdr_; }
+  // The pages the datapath writes (slots and LcoreStats), page-aligned: to place them on its
+  // NUMA node once it is pinned.
+  std::span<std::byte> datapath_pages() noexcept {
+    return {static_cast<std::byte*>(base_) + kSlotOffset, kXstatsOffset - kSlotOffset};
+  }
 
   // Datapath, each poll: a reader asked for a sample not yet written.
   bool requested() const noexcept {
