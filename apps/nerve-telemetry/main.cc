@@ -7,12 +7,14 @@
 // the last --spin-us before each tick instead, and be late by about a microsecond: that costs
 // the spin's CPU time per tick (100 Hz x 200 us: 2 % of a core). On a core a datapath polls,
 // spinning takes that time from the datapath: leave --spin-us at 0 there.
+#include <malloc.h>
 #include <sched.h>
 #include <signal.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
@@ -267,6 +269,10 @@ json tier_report(const std::vector<std::unique_ptr<Tier>>& tiers, std::uint64_t 
 
 int main(int argc, char** argv) {
   app::g_program = "nerve-telemetry";
+  // Each tick builds and frees text: keep the freed heap rather than giving it back to the
+  // kernel and faulting it in again at the next tick.
+  ::mallopt(M_TRIM_THRESHOLD, 64 << 20);
+  ::mallopt(M_TOP_PAD, 16 << 20);
   CLI::App cli{"nerve-telemetry: a node's telemetry sidecar. Samples the node's stats region in five tiers "
                "(100, 50, 10, 1, 0.1 Hz) and serves Prometheus text on /metrics."};
   std::string config_path, listen, region_path, report_path, level = "info";
@@ -530,6 +536,7 @@ int main(int argc, char** argv) {
     for (auto& t : tiers) t->next_ns = start;
     telemetry::Sample sample{};
     std::array<std::string, sidecar::kGroups> text;
+    std::uint64_t next_self_ns = 0;
     bool node_gone = false;
     while (!done() && !node_gone) {
       std::uint64_t due = UINT64_MAX;
@@ -575,13 +582,16 @@ int main(int argc, char** argv) {
         ++t->ticks;
         // seq counts the tier's deadlines, sampled or skipped: a skipped tick shows as a gap.
         const std::uint64_t seq = t->ticks + t->skipped;
-        std::string event = fmt::format("# sample tier={} seq={} taken_ns={}\n", t->name, seq, taken);
+        // /watch subscribers get every sample from when they subscribe: with none, nothing to build.
+        const bool streaming = watchers.load(std::memory_order_relaxed) > 0;
+        std::string event =
+            streaming ? fmt::format("# sample tier={} seq={} taken_ns={}\n", t->name, seq, taken) : std::string{};
         const auto k = static_cast<std::size_t>(&t - tiers.data());
         for (const auto g : t->groups) {
           const std::string& out = text[static_cast<std::size_t>(g)];
           collector.render(g, sample, text[static_cast<std::size_t>(g)]);
           rendered |= 1u << static_cast<unsigned>(g);
-          event += out;
+          if (streaming) event += out;
           if (pusher.wants(k)) {
             // The event rides with the first lanes group pushed; timed when it has left.
             const bool carries = g == sidecar::Group::kLanes && event_ns != 0;
@@ -589,7 +599,7 @@ int main(int argc, char** argv) {
             if (carries) event_ns = 0;
           }
         }
-        if (http_thread.joinable()) stream.publish(k, std::move(event));
+        if (streaming) stream.publish(k, std::move(event));
         t->next_ns += t->period_ns;
         const std::uint64_t now = now_ns();
         if (t->next_ns <= now) {  // a whole period behind: skip to the next one ahead
@@ -599,11 +609,18 @@ int main(int argc, char** argv) {
         }
       }
       std::array<std::string, sidecar::kGroups> rolled;
+      // The sidecar's own figures (percentiles of every tier's lateness) ten times a second:
+      // they are for scrapes, and building them each tick cost more than the samples.
+      std::string self_text;
+      if (const std::uint64_t now = now_ns(); now >= next_self_ns) {
+        self_text = self_metrics(tiers, node_label, timeouts, attaches, stream.dropped(), pusher, queries, event_timing);
+        next_self_ns = now + 100'000'000;
+      }
       {
         std::lock_guard lk(expo.mu);
         for (std::size_t g = 0; g < sidecar::kGroups; ++g)
           if ((rendered >> g) & 1u) expo.group[g].swap(text[g]);
-        expo.self = self_metrics(tiers, node_label, timeouts, attaches, stream.dropped(), pusher, queries, event_timing);
+        if (!self_text.empty()) expo.self.swap(self_text);
         // Up once a sample came, and while the datapath answers; a datapath silent for three
         // samples in a row (stalled) is not up, and its figures are not served as if fresh.
         expo.up = silent < 3 && (sample.seq != 0 || !any_sampled);

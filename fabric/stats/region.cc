@@ -255,21 +255,33 @@ bool Reader::latest(Sample& out) const noexcept {
 }
 
 bool Reader::fresh(Sample& out, std::uint64_t wait_ns) {
+  std::uint64_t seen = hdr_->published.load(std::memory_order_acquire);
   const std::uint64_t want = hdr_->request.fetch_add(1, std::memory_order_relaxed) + 1;
   const std::uint64_t start = monotonic_ns();
+  long nap_ns = kFirstNapNs;
   for (;;) {
-    if (latest(out) && out.seq >= want) return true;
+    // A sample published since the last look (one load), then whether it answers this ring.
+    if (const std::uint64_t p = hdr_->published.load(std::memory_order_acquire); p != seen) {
+      seen = p;
+      if (latest(out) && out.seq >= want) return true;
+    }
     const std::uint64_t now = monotonic_ns();
-    if (now - start >= wait_ns) return false;
+    if (now - start >= wait_ns) {
+      (void)latest(out);
+      return false;
+    }
     // A datapath on a core of its own answers within a poll: spin for that long. Beyond it the
-    // datapath may share this reader's core: sleep, so that it can run and answer.
+    // datapath may share this reader's core, or sleep while idle: sleep, so that it can run and
+    // answer, a little longer each time (a sleeping datapath wakes within its idle sleep; each
+    // look costs this reader a wake-up).
     if (now - start < kSpinNs) {
 #if defined(__x86_64__)
       __builtin_ia32_pause();
 #endif
     } else {
-      const timespec ts{0, 10'000};
+      const timespec ts{0, nap_ns};
       ::nanosleep(&ts, nullptr);
+      nap_ns = std::min(nap_ns * 2, kLastNapNs);
     }
   }
 }

@@ -215,9 +215,11 @@ class Reader {
   // Takes the sidecar lock (byte 1); false if another process holds it (its pid in `holder`).
   bool lock_sidecar(std::uint32_t& holder);
   // Rings the doorbell and waits up to `wait_ns` for the datapath's answer: spinning for the
-  // first kSpinNs, then sleeping between looks (the datapath may need this core to answer).
-  // False: no answer in time (the node stalled or stopped); `out` then holds the newest sample.
+  // first kSpinNs, then sleeping between looks (the datapath may need this core to answer),
+  // 10 us at first, doubling to 160 us. False: no answer in time (the node stalled or
+  // stopped); `out` then holds the newest sample.
   static constexpr std::uint64_t kSpinNs = 20'000;
+  static constexpr long kFirstNapNs = 10'000, kLastNapNs = 160'000;
   bool fresh(Sample& out, std::uint64_t wait_ns);
   // The newest published sample, consistent; false if none was ever published.
   bool latest(Sample& out) const noexcept;
