@@ -121,8 +121,8 @@ telemetry() {
   trun() { run_in "$ttmp" "$@"; }
   local secs=2 rtts=200000 tier_s=30
   if [ "${BENCH_QUICK:-0}" = 1 ]; then secs=0.2; rtts=5000; tier_s=3; fi
-  trun 1-throughput throughput --transport memif --sweep 1 --seconds "$secs" --sidecar-hz 0,100,0,100,0,100
-  trun 2-pingpong pingpong --transport memif --count "$rtts" --sidecar-hz 0,100,0,100,0,100
+  trun 1-throughput throughput --transport memif --sweep 1 --seconds "$secs" --sidecar-hz 0,100,0,100,0,100,0,100,0,100
+  trun 2-pingpong pingpong --transport memif --count "$rtts" --sidecar-hz 0,100,0,100,0,100,0,100,0,100
   # Tier timing: a busy-polling node on CPU 0, its peer backing off on CPU 1, the sidecar on
   # CPU 1, sleeping to each tick, then spinning the last 200 us.
   /usr/bin/python3 - "$ttmp" "$tier_s" <<'PY'
