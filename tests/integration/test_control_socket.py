@@ -4,6 +4,7 @@ stops cleanly afterwards, however its connections are left."""
 import json
 import signal
 import socket
+import threading
 import subprocess
 
 import pytest
@@ -51,6 +52,8 @@ BAD = [
     ({**SEND, "group": 5}, "one of to (a node id), group"),
     ({**{k: v for k, v in SEND.items() if k != "to"}, "group": 999}, "group: no group 999"),
     ({**{k: v for k, v in SEND.items() if k != "to"}, "service": 999}, "service: no service 999"),
+    ({**{k: v for k, v in SEND.items() if k != "to"}, "broadcast": True, "reliable": True},
+     "reliable: reliable delivery is to a node"),
     (dict(SEND, payload="p" * 100000), "exceeds one frame"),
     (dict(SEND, payload="p" * 1420, number=True, count=100000), "exceeds one frame"),
 ]
@@ -81,6 +84,45 @@ def test_bad_requests_are_refused_and_counted(pair):
     assert r["status"] == "ok" and r["reply"].startswith("unknown command '\u20ac"), r
     r = cl.send(1, 2, "command", 0, "ping")
     assert r["status"] == "ok" and r["reply"] == "pong", "nerved still serves after all of it"
+    assert_clean_stop(cl)
+
+
+def test_one_app_serves_queries_and_its_bad_lines_are_counted(pair):
+    """serve_queries: the first connection serves the node's fabric queries, a second is refused
+    while it lasts; an answer to no query and a line that is not an answer are counted refusals,
+    and the stream goes on; when the first goes, another may serve."""
+    cl = pair
+    first = socket.socket(socket.AF_UNIX)
+    first.connect(cl.sock(1))
+    first.sendall(b'{"op": "serve_queries"}\n')
+    ack = json.loads(first.makefile("rb").readline())
+    assert ack["serving"] is True and ack["node"] == 1 and ack["max_payload"] > 1000, ack
+    rep = call(cl.sock(1), b'{"op": "serve_queries"}\n')
+    assert "already serves this node's queries" in rep.get("error", ""), rep
+    first.sendall(b'{"op": "answer", "query": 12345, "text": "ok 0 0 0"}\nnot json\n')
+    nc.wait_for(lambda: cl.status(1)["counters"]["control_refused"] == 3, 10, "three refusals counted")
+    assert cl.status(1)["queries"]["serving"] is True
+    # A query from beta reaches the app as a line; its answer goes back as the response.
+    got = {}
+
+    def answer():
+        line = first.makefile("rb").readline()
+        q = json.loads(line)
+        got.update(q)
+        first.sendall((json.dumps({"op": "answer", "query": q["query"], "text": "ok 1 0 1\nhello"}) + "\n").encode())
+    t = threading.Thread(target=answer)
+    t.start()
+    r = cl.send(2, 1, "command", 3, "query current 0")
+    t.join(timeout=10)
+    assert got["from"] == 2 and got["text"] == "query current 0", got
+    assert r["status"] == "ok" and r["reply"] == "ok 1 0 1\nhello", r
+    first.close()
+    nc.wait_for(lambda: not cl.status(1)["queries"]["serving"], 10, "the desk to see the app gone")
+    second = socket.socket(socket.AF_UNIX)
+    second.connect(cl.sock(1))
+    second.sendall(b'{"op": "serve_queries"}\n')
+    assert json.loads(second.makefile("rb").readline())["serving"] is True
+    second.close()
     assert_clean_stop(cl)
 
 
