@@ -22,6 +22,7 @@
 #include <string>
 
 #include "../common/cli.hpp"
+#include "../common/cluster.hpp"
 #include "../common/control.hpp"
 #include "../common/query.hpp"
 #include "top.hpp"
@@ -382,13 +383,7 @@ int main(int argc, char** argv) {
 
   config::Cluster cluster;
   const config::Node* self = nullptr;
-  try {
-    cluster = config::load_file(config_path);
-    self = &cluster.node(static_cast<std::uint16_t>(node_id));
-  } catch (const config::ConfigError& e) {
-    fmt::print(stderr, "nerve-ctl: config error: {}\n", e.what());
-    return 2;
-  }
+  if (const auto rc = app::load_node(config_path, node_id, "nerve-ctl", cluster, self)) return *rc;
 
   if (*query) {
     if (q_metric.find_first_of(" \t\n") != std::string::npos) {

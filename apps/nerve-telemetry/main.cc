@@ -30,6 +30,7 @@
 #include <thread>
 
 #include "../common/cli.hpp"
+#include "../common/cluster.hpp"
 #include "../common/log.hpp"
 #include "collect.hpp"
 #include "history.hpp"
@@ -291,18 +292,11 @@ int main(int argc, char** argv) {
   cli.add_option("--report", report_path, "at exit, write each tier's tick counts and lateness as JSON to this file");
   cli.add_option("--log-level", level, "debug, info, warn or error")->check(CLI::IsMember({"debug", "info", "warn", "error"}));
   if (const auto rc = app::parse_cli(cli, argc, argv, "nerve-telemetry")) return *rc;
-  app::g_log_level = level == "debug" ? Level::kDebug : level == "warn" ? Level::kWarn
-                   : level == "error" ? Level::kError : Level::kInfo;
+  app::g_log_level = app::level_named(level);
 
   config::Cluster cluster;
   const config::Node* self = nullptr;
-  try {
-    cluster = config::load_file(config_path);
-    self = &cluster.node(static_cast<std::uint16_t>(node_id));
-  } catch (const config::ConfigError& e) {
-    fmt::print(stderr, "nerve-telemetry: config error: {}\n", e.what());
-    return 2;
-  }
+  if (const auto rc = app::load_node(config_path, node_id, "nerve-telemetry", cluster, self)) return *rc;
   app::g_program = fmt::format("nerve-telemetry[{}]", self->name);
   if (region_path.empty()) region_path = self->stats_region;
   if (region_path.empty()) {

@@ -24,6 +24,7 @@
 #include <thread>
 
 #include "../common/cli.hpp"
+#include "../common/cluster.hpp"
 #include "../common/control.hpp"
 #include "../common/digest.hpp"
 #include "../common/log.hpp"
@@ -589,18 +590,11 @@ int main(int argc, char** argv) {
   cli.add_option("--log-level", level, "debug, info, warn or error")
       ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
   if (const auto rc = nerve::app::parse_cli(cli, argc, argv, "nerved")) return *rc;
-  app::g_log_level = level == "debug" ? Level::kDebug : level == "warn" ? Level::kWarn
-                   : level == "error" ? Level::kError : Level::kInfo;
+  app::g_log_level = app::level_named(level);
 
   config::Cluster cluster;
   const config::Node* self = nullptr;
-  try {
-    cluster = config::load_file(config_path);
-    self = &cluster.node(static_cast<NodeId>(node_id));
-  } catch (const config::ConfigError& e) {
-    fmt::print(stderr, "nerved: config error: {}\n", e.what());
-    return 2;
-  }
+  if (const auto rc = app::load_node(config_path, node_id, "nerved", cluster, self)) return *rc;
   app::g_program = fmt::format("nerved[{}]", self->name);
   if (check_only) {
     fmt::print("{}: node {} ({}) of cluster {}: {} nodes, {} groups, {} services\n", config_path, self->id, self->name,
