@@ -334,6 +334,10 @@ void Collector::reliable(const telemetry::Sample& s, std::string& out) {
     Family f(out, c.name, "counter", c.help);
     for (std::size_t l = 0; l < wire::kPriorities; ++l) line(out, c.name, lane_label(n, l), s.lane[l].*c.field);
   }
+  Family f(out, "nerve_reliable_no_session_total", "counter",
+           "Reliable sends refused and frames dropped: sessions with reliable_peers peers in use.");
+  for (std::size_t l = 0; l < wire::kPriorities; ++l)
+    line(out, "nerve_reliable_no_session_total", lane_label(n, l), region_.lcore().rel[l].no_session.get());
 }
 
 void Collector::cpu(std::string& out) {

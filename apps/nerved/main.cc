@@ -243,7 +243,7 @@ json status_json(const Node& node, const Received& rx, const app::QueryDesk& des
                              {"window_full", r.window_full}, {"in_order", r.in_order}, {"reordered", r.reordered},
                              {"duplicates", r.duplicates}, {"skipped", r.skipped}, {"beyond_window", r.beyond_window},
                              {"stale", r.stale}, {"acks_tx", r.acks_tx}, {"acks_rx", r.acks_rx},
-                             {"acks_dropped", r.acks_dropped}});
+                             {"acks_dropped", r.acks_dropped}, {"no_session", r.no_session}});
   }
   const RoutingInfo ri = node.routing();
   j["routing"] = {{"table_version", ri.table_version}, {"table_in_use", ri.table_in_use}, {"build_ns", ri.build_ns}, {"lsa_received", ri.lsa_received},

@@ -291,6 +291,7 @@ std::string_view to_string(SendStatus s) noexcept {
     case SendStatus::kTimeout: return "timeout";
     case SendStatus::kShutdown: return "shutdown";
     case SendStatus::kFailed: return "failed";
+    case SendStatus::kNoSession: return "no_session";
   }
   return "unknown";
 }

@@ -33,6 +33,9 @@ ReliableStage::ReliableStage(const config::Cluster& c, const config::Node& cfg, 
   active_.reserve(peers_.size());
   ack_due_.reserve(peers_.size() * wire::kPriorities);
   blocked_.reserve(peers_.size() * wire::kPriorities);
+  const std::size_t sessions = std::min<std::size_t>(c.reliable_peers, peers_.empty() ? 0 : peers_.size() - 1);
+  spare_.reserve(sessions);
+  for (std::size_t i = 0; i < sessions; ++i) spare_.push_back(std::make_unique<Peer>());
 }
 
 ReliableStage::~ReliableStage() {
@@ -47,12 +50,14 @@ ReliableStage::~ReliableStage() {
   }
 }
 
-ReliableStage::Peer& ReliableStage::peer(std::uint32_t di) {
+ReliableStage::Peer* ReliableStage::peer(std::uint32_t di) noexcept {
   if (!peers_[di]) [[unlikely]] {
-    peers_[di] = std::make_unique<Peer>();  // once per peer (see the header)
+    if (spare_.empty()) return nullptr;
+    peers_[di] = std::move(spare_.back());  // allocated at start (see the header)
+    spare_.pop_back();
     for (TxSession& t : peers_[di]->tx) t.session = first_session_;
   }
-  return *peers_[di];
+  return peers_[di].get();
 }
 
 std::uint64_t ReliableStage::rto_ns(const Peer& p, std::uint8_t prio) const noexcept {
@@ -73,7 +78,12 @@ SendStatus ReliableStage::send(rte_mbuf* m, NodeId dst, MsgType type, std::uint8
   if (prio >= wire::kPriorities) return SendStatus::kBadArgument;
   const std::uint32_t di = r_.index(dst);
   if (di == route::kNoIndex || di == r_.self_idx) return SendStatus::kNoRoute;
-  Peer& p = peer(di);
+  Peer* pp = peer(di);
+  if (!pp) [[unlikely]] {
+    st_.rel[prio].no_session.add();
+    return SendStatus::kNoSession;
+  }
+  Peer& p = *pp;
   TxSession& t = p.tx[prio];
   if (t.next - t.base >= kWindow) {
     st_.rel[prio].window_full.add();
@@ -296,7 +306,13 @@ void ReliableStage::on_data(RxItem& it, std::uint64_t now_ns) noexcept {
   const wire::Header& h = it.d.hdr;
   const std::uint8_t prio = h.priority;
   const std::uint32_t di = r_.index(h.src_node);
-  Peer& p = peer(di);
+  Peer* pp = peer(di);
+  if (!pp) [[unlikely]] {
+    st_.rel[prio].no_session.add();
+    rte_pktmbuf_free(it.m);
+    return;
+  }
+  Peer& p = *pp;
   RxSession& s = p.rx[prio];
   // A response to a request of ours on this lane: the request was delivered, and every frame
   // before it in order, so it acknowledges them (the responder sends no ack of its own).

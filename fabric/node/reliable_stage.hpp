@@ -29,8 +29,10 @@
 // that sees a new one starts afresh from the frame's ack field, and drops late frames of the
 // session before (stale). Acks name the session they acknowledge.
 //
-// Owner thread only. Session state is allocated the first time a peer is sent to or heard
-// from reliably (once per peer, about 200 kB); nothing else allocates.
+// Owner thread only. Session state (about 200 kB a peer) is allocated when the node starts, for
+// the cluster's reliable_peers peers (fewer in a smaller cluster), and given to a peer the first
+// time it is sent to or heard from reliably; with every one given, sends to another peer are
+// refused (kNoSession) and its frames dropped, counted. Nothing allocates on the datapath.
 #pragma once
 
 #include <rte_mbuf.h>
@@ -127,7 +129,7 @@ class ReliableStage {
     bool active = false;  // in active_ (frames in flight)
   };
 
-  Peer& peer(std::uint32_t di);
+  Peer* peer(std::uint32_t di) noexcept;  // nullptr: no session state left
   std::uint64_t rto_ns(const Peer& p, std::uint8_t prio) const noexcept;
   void on_ack(const RxItem& it, std::uint64_t now_ns) noexcept;
   void on_data(RxItem& it, std::uint64_t now_ns) noexcept;
@@ -154,7 +156,8 @@ class ReliableStage {
   std::uint64_t give_up_ns_;
   std::array<std::uint64_t, wire::kPriorities> budget_ns_{};
   std::uint32_t first_session_;
-  std::vector<std::unique_ptr<Peer>> peers_;  // by dense node index
+  std::vector<std::unique_ptr<Peer>> peers_;  // by dense node index, from spare_
+  std::vector<std::unique_ptr<Peer>> spare_;  // allocated at start, not yet given to a peer
   std::vector<std::uint32_t> active_;         // peers with frames in flight
   std::vector<std::pair<std::uint32_t, std::uint8_t>> ack_due_;  // (peer, lane) owed an ack
   std::vector<std::pair<std::uint32_t, std::uint8_t>> blocked_;  // sessions with frames the deliver stage had no room for

@@ -91,6 +91,7 @@ Snapshot snapshot(const std::vector<const LcoreStats*>& lcores,
       b.acks_tx += a.acks_tx.get();
       b.acks_rx += a.acks_rx.get();
       b.acks_dropped += a.acks_dropped.get();
+      b.no_session += a.no_session.get();
     }
     s.fabric_tx += l->fabric_tx.get();
   }

@@ -237,12 +237,16 @@ TEST_CASE("routing keys: groups, services, static routes, heartbeats, metrics", 
   CHECK(d.route_metric[0] == RouteMetric::kDelay);
   CHECK(d.route_metric[4] == RouteMetric::kLoad);
   CHECK(d.ttl == 8);
+  CHECK(d.reliable_peers == 64);
+  CHECK(load_string(replace(kChain, "heartbeat_miss = 4", "heartbeat_miss = 4\nreliable_peers = 2")).reliable_peers == 2);
 }
 
 TEST_CASE("routing keys: bad groups, services and routes are named", "[config][route]") {
   CHECK(refusal(replace(kChain, "peers = [1, 3]", "peers = [3]")) ==
         "node[0].port[0].peers[0]: node 2 lists no port with node 1 as a peer (a link is declared at both ends)");
   CHECK(refusal(replace(kChain, "ttl = 6", "ttl = 0")) == "cluster.ttl: 0 is out of range [1, 255]");
+  CHECK(refusal(replace(kChain, "ttl = 6", "ttl = 6\nreliable_peers = 70000")) ==
+        "cluster.reliable_peers: 70000 is out of range [0, 65534]");
   CHECK(refusal(replace(kChain, "heartbeat_miss = 4", "heartbeat_miss = 0")) ==
         "cluster.heartbeat_miss: 0 is out of range [1, 1000]");
   CHECK(refusal(replace(kChain, "[\"delay\", \"load\", \"delay\", \"load\", \"load\"]", "[\"delay\"]")) ==

@@ -282,3 +282,40 @@ TEST_CASE("reliable: the proxy sends reliably from inside poll(), and nothing is
   CHECK(metrics == 20'000);
   CHECK(commands == 2'000);
 }
+
+TEST_CASE("reliable: session state comes from a pool allocated at start; beyond it, refused and counted",
+          "[reliable]") {
+  auto ca = test::ring_pair_cluster("rl7", 16383);
+  auto cb = ca;
+  cb.reliable_peers = 0;  // b keeps no reliable session with anyone
+  Node a(ca, 1, test::eal());
+  Node b(cb, 2, test::eal());
+  TxFrame f = b.alloc(kPayload);
+  REQUIRE(f);
+  fill(f.payload(), 1);
+  CHECK(b.send(f, 1, MsgType::kMetric, 2, {.reliable = true}) == SendStatus::kNoSession);
+  CHECK(b.snapshot().rel[2].no_session == 1);
+  CHECK(f);  // still the caller's
+  // a has a session for b, but b none for a: a's reliable frames are dropped there, counted.
+  for (std::uint32_t i = 0; i < 3; ++i) {
+    TxFrame g = a.alloc(kPayload);
+    REQUIRE(g);
+    fill(g.payload(), i);
+    REQUIRE(a.send(g, 2, MsgType::kMetric, 1, {.reliable = true}) == SendStatus::kOk);
+  }
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (b.snapshot().rel[1].no_session < 3 && std::chrono::steady_clock::now() < end) a.poll(), b.poll();
+  CHECK(b.snapshot().rel[1].no_session >= 3);
+  CHECK(b.snapshot().rel[1].in_order == 0);
+  CHECK(b.snapshot().delivered[static_cast<std::size_t>(MsgType::kMetric)][1] == 0);
+  // Unreliable sends are untouched.
+  TxFrame u = a.alloc(kPayload);
+  REQUIRE(u);
+  fill(u.payload(), 9);
+  REQUIRE(a.send(u, 2, MsgType::kMetric, 3) == SendStatus::kOk);
+  a.flush();
+  while (b.snapshot().delivered[static_cast<std::size_t>(MsgType::kMetric)][3] == 0 &&
+         std::chrono::steady_clock::now() < end)
+    a.poll(), b.poll();
+  CHECK(b.snapshot().delivered[static_cast<std::size_t>(MsgType::kMetric)][3] == 1);
+}

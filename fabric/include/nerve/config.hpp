@@ -196,6 +196,9 @@ struct Cluster {
   // Reliable delivery: a message unacknowledged this long is given up and reported to its
   // sender (Node::on_delivery_failure). [1, 3600000]
   std::uint32_t reliable_give_up_ms = 1000;
+  // Peers a node keeps reliable sessions with at once: their state (~200 kB each) is allocated
+  // when the node starts, never on the datapath. [0, 65534]; fewer when the cluster is smaller.
+  std::uint32_t reliable_peers = 64;
   std::array<RouteMetric, wire::kPriorities> route_metric{RouteMetric::kDelay, RouteMetric::kDelay,
                                                           RouteMetric::kDelay, RouteMetric::kLoad, RouteMetric::kLoad};
   std::filesystem::path source;       // the file it was read from

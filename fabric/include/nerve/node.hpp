@@ -55,6 +55,7 @@ enum class SendStatus : std::uint8_t {
   kShutdown,      // proxy only: the node stopped before the request finished
   kFailed,        // proxy only: requests to a service instance failed (it went down, or did not
                   // answer within the service's timeout); ProxyResult::failed counts them
+  kNoSession,     // reliable only: sessions with the cluster's reliable_peers peers are in use
 };
 std::string_view to_string(SendStatus s) noexcept;
 

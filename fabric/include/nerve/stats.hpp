@@ -75,6 +75,7 @@ struct alignas(64) LcoreStats {
     Counter stale;           // frames and acks of an older session: dropped
     Counter acks_tx, acks_rx;
     Counter acks_dropped;    // acks not sent (lane full, no route): the next one covers them
+    Counter no_session;      // sends refused, and frames dropped: every session (reliable_peers) in use
   };
   std::array<Reliable, wire::kPriorities> rel;
   // Frames that had to be sent again: their first send to their acknowledgement.
@@ -102,7 +103,7 @@ struct Snapshot {
   struct Reliable {
     std::uint64_t sent = 0, acked = 0, failed = 0, retransmits = 0, fast_retransmits = 0, window_full = 0,
                   in_order = 0, reordered = 0, duplicates = 0, skipped = 0, beyond_window = 0, stale = 0,
-                  acks_tx = 0, acks_rx = 0, acks_dropped = 0;
+                  acks_tx = 0, acks_rx = 0, acks_dropped = 0, no_session = 0;
   };
   std::array<Reliable, wire::kPriorities> rel{};
   std::array<LaneSummary, wire::kPriorities> rel_recovery{};  // reliable frames sent again: first send to ack
