@@ -95,8 +95,9 @@ bool History::roll(std::uint64_t unix_ns, const std::array<std::string, kGroups>
   rec["metrics"] = std::move(metrics);
   last_ns_ = unix_ns;
   const std::string path = file_for(unix_ns);
+  last_record_ = rec.dump();
   std::ofstream out(path, std::ios::app);
-  out << rec.dump() << '\n';
+  out << last_record_ << '\n';
   out.flush();
   if (!out) {
     err = fmt::format("cannot write {}", path);

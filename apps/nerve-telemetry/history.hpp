@@ -33,6 +33,8 @@ class History {
   // histograms. False (and an error in `err`) if the file cannot be written.
   bool roll(std::uint64_t unix_ns, const std::array<std::string, kGroups>& texts, const telemetry::Reader& region,
             std::string& err);
+  // The newest roll-up, as the JSON line written (empty before the first).
+  const std::string& last_record() const noexcept { return last_record_; }
   // At attach: the lanes' histograms now are the next window's baseline (a restarted node's
   // histograms start again from zero).
   void prime(const telemetry::Reader& region);
@@ -53,6 +55,7 @@ class History {
   std::uint64_t last_ns_ = 0;
   std::array<std::vector<std::uint64_t>, wire::kPriorities> prev_;
   std::uint64_t records_ = 0, removed_ = 0;
+  std::string last_record_;
 };
 
 }  // namespace nerve::sidecar

@@ -32,6 +32,7 @@
 #include "../common/cli.hpp"
 #include "../common/cluster.hpp"
 #include "../common/log.hpp"
+#include "../common/query.hpp"
 #include "collect.hpp"
 #include "history.hpp"
 #include "push.hpp"
@@ -622,11 +623,13 @@ int main(int argc, char** argv) {
       }
       if (roll) {  // file I/O outside the lock: a slow disk never holds up a scrape
         std::string err;
-        if (!history.roll(static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                                          std::chrono::system_clock::now().time_since_epoch())
-                                                          .count()),
-                          rolled, *region, err))
-          log(Level::kWarn, "history: {}", err);
+        const auto unix_ns = static_cast<std::uint64_t>(
+            std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+                .count());
+        if (!history.roll(unix_ns, rolled, *region, err)) log(Level::kWarn, "history: {}", err);
+        // Batch updates: the roll-up, as kept, to the subscribers of the historical tier.
+        if (pusher.wants(kHistorical) && !history.last_record().empty())
+          pusher.push_rollup(unix_ns, app::query::history_lines(history.last_record(), ""));
       }
     }
     {

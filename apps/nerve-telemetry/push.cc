@@ -44,8 +44,23 @@ Pusher::~Pusher() {
 void Pusher::push(std::size_t tier, Group g, std::uint64_t seq, std::uint64_t taken_ns, const std::string& text,
                   std::uint64_t event_ns) {
   // The figures without comments and without the node label (the header line names the node).
-  const std::vector<std::string> lines = series_lines(text, node_label_);
   const std::string_view group = config::kMetricGroups[static_cast<std::size_t>(g)];
+  enqueue(tier, g == Group::kErrors || g == Group::kLinks,
+          fmt::format("nerve-telemetry node={} tier={} group={} seq={} taken_ns={}", node_name_,
+                      config::kTierNames[tier], group, seq, taken_ns),
+          series_lines(text, node_label_), event_ns);
+}
+
+void Pusher::push_rollup(std::uint64_t unix_ns, const std::vector<std::string>& lines) {
+  constexpr std::size_t kHistorical = config::kTiers - 1;
+  enqueue(kHistorical, false,
+          fmt::format("nerve-telemetry node={} tier={} batch=rollup t={}", node_name_, config::kTierNames[kHistorical],
+                      unix_ns),
+          lines, 0);
+}
+
+void Pusher::enqueue(std::size_t tier, bool status, const std::string& head, const std::vector<std::string>& lines,
+                     std::uint64_t event_ns) {
   // Parts: as many lines as fit under the frame's payload with the header (~120 bytes).
   std::vector<std::string> bodies(1);
   const std::size_t room = max_payload_ > 160 ? max_payload_ - 160 : max_payload_;
@@ -55,17 +70,13 @@ void Pusher::push(std::size_t tier, Group g, std::uint64_t seq, std::uint64_t ta
     bodies.back() += l;
     bodies.back() += '\n';
   }
-  const bool status = g == Group::kErrors || g == Group::kLinks;
   std::lock_guard lk(mu_);
   for (std::size_t i = 0; i < bodies.size(); ++i) {
     if (queue_.size() >= kQueue * to_.size()) {
       dropped_.fetch_add((bodies.size() - i) * to_.size(), std::memory_order_relaxed);
       break;
     }
-    queue_.push_back(Message{tier, status,
-                             fmt::format("nerve-telemetry node={} tier={} group={} seq={} taken_ns={} part={}/{}\n{}",
-                                         node_name_, config::kTierNames[tier], group, seq, taken_ns, i + 1,
-                                         bodies.size(), bodies[i]),
+    queue_.push_back(Message{tier, status, fmt::format("{} part={}/{}\n{}", head, i + 1, bodies.size(), bodies[i]),
                              i + 1 == bodies.size() ? event_ns : 0});  // measured when the whole sample has left
   }
   cv_.notify_one();

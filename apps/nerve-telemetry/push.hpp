@@ -43,6 +43,9 @@ class Pusher {
   // is recorded (event_to_push()).
   void push(std::size_t tier, Group g, std::uint64_t seq, std::uint64_t taken_ns, const std::string& text,
             std::uint64_t event_ns = 0);
+  // Batch updates: a history roll-up's lines (apps/common/query.hpp's history form) as metric
+  // messages of the historical tier, headed "... batch=rollup t=<unix ns> part=i/n".
+  void push_rollup(std::uint64_t unix_ns, const std::vector<std::string>& lines);
   // From datapath events to the samples carrying them handed to the fabric (nanoseconds).
   const stats::Histogram& event_to_push() const noexcept { return event_to_push_; }
 
@@ -58,6 +61,9 @@ class Pusher {
     std::uint64_t event_ns = 0;
   };
   void run();
+  // `lines` split into messages that fit a frame, each opened by `head` + " part=i/n".
+  void enqueue(std::size_t tier, bool status, const std::string& head, const std::vector<std::string>& lines,
+               std::uint64_t event_ns);
 
   std::string control_socket_, node_name_, node_label_;
   std::vector<std::uint16_t> to_;

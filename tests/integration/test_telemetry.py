@@ -313,37 +313,46 @@ def test_watch_needs_a_sidecar_address(pair):
     assert r.returncode == 2 and "node 1 has no metrics_listen" in r.stderr, r.stderr
 
 
-def test_push_sends_each_tier_to_the_subscribing_nodes():
+def test_push_sends_each_tier_to_the_subscribing_nodes(tmp_path):
     """With telemetry.push_to = [2], alpha's sidecar sends its critical samples (lanes, as metric
     messages on P0) and high ones (errors and links, as status messages on P1) to beta over the
-    fabric; beta receives every message the sidecar reports pushed."""
+    fabric, and each history roll-up as a batch on P4 (the historical tier samples no group by
+    default: P4 carries only the roll-ups); beta receives every message the sidecar reports
+    pushed."""
     port = free_port()
+    hist = tmp_path / "history"
+    hist.mkdir()
     cl = nc.memif_pair("telp", "198.18.63")
     with open(cl.path, "a") as f:
-        f.write('\n[telemetry]\npush_to = [2]\npush_tiers = ["critical", "high"]\n')
+        f.write(f'\n[telemetry]\npush_to = [2]\npush_tiers = ["critical", "high", "historical"]\n'
+                f'history_dir = "{hist}"\n')
     sc = None
     try:
         cl.up()
         before = cl.status(2)
         sc = sidecar(cl, 1, "--listen", f"127.0.0.1:{port}")
         m = nc.wait_for(lambda: (m := scrape(port)) and metric(m, "nerve_up") == 1 and
-                        metric(m, "nerve_telemetry_pushed_total", tier="critical") >= 200 and m, 30,
-                        "200 critical samples pushed")
+                        metric(m, "nerve_telemetry_pushed_total", tier="critical") >= 200 and
+                        metric(m, "nerve_telemetry_pushed_total", tier="historical") >= 1 and m, 30,
+                        "200 critical samples and a roll-up pushed")
         assert stop(sc) == 0, sidecar_log(cl, 1)
+        m = scrape(port) or m  # (stopped: the last scrape stands)
         pushed_crit = metric(m, "nerve_telemetry_pushed_total", tier="critical")
+        pushed_hist = metric(m, "nerve_telemetry_pushed_total", tier="historical")
         assert metric(m, "nerve_telemetry_push_failed_total") == 0 and metric(m, "nerve_telemetry_push_dropped_total") == 0
         with open(os.path.join(cl.dir, "telemetry-1.log")) as f:
             assert "push to node" not in f.read()
         # Every message the sidecar pushed arrived: metric messages on P0 (critical), status on P1
-        # (high); nothing on other lanes or of other types came from it.
+        # (high), roll-up batches as metric messages on P4; nothing else came from it.
         def arrived():
             st = cl.status(2)
             got = {(t, p): st["delivered"][t][p] - before["delivered"][t][p]
                    for t in st["delivered"] for p in range(5)}
-            return got if got[("metric", 0)] >= pushed_crit else None
-        got = nc.wait_for(arrived, 20, f"beta to receive {pushed_crit} critical pushes")
+            return got if got[("metric", 0)] >= pushed_crit and got[("metric", 4)] >= pushed_hist else None
+        got = nc.wait_for(arrived, 20, f"beta to receive {pushed_crit} critical pushes and {pushed_hist} batches")
         assert got[("metric", 0)] >= pushed_crit and got[("status", 1)] > 0, got
-        assert all(v == 0 for (t, p), v in got.items() if (t, p) not in (("metric", 0), ("status", 1))), got
+        assert got[("metric", 4)] >= 1, got
+        assert all(v == 0 for (t, p), v in got.items() if (t, p) not in (("metric", 0), ("status", 1), ("metric", 4))), got
     finally:
         if sc:
             stop(sc)
