@@ -101,8 +101,8 @@ def test_dpdk_dumpcap_captures_a_running_node(clusters, hugepages, tmp_path):
                 raise nc.Failure(f"dpdk-dumpcap exited {cap.returncode}: {cap.stdout.read()}")
             return out.exists() and len(pcapng_packets(out)) > 10
         nc.wait_for(capturing, 30, "dpdk-dumpcap to write frames")
-        for _ in range(3):
-            r = cl.send(2, 1, "command", 0, "echo captured-by-dumpcap")
+        for _ in range(3):  # (a busy host may hold a reply up: a generous timeout)
+            r = cl.send(2, 1, "command", 0, "echo captured-by-dumpcap", timeout_ms=20000)
             assert r["status"] == "ok" and r["reply"] == "captured-by-dumpcap", r
 
         def both_ways():
@@ -113,7 +113,12 @@ def test_dpdk_dumpcap_captures_a_running_node(clusters, hugepages, tmp_path):
         assert all(f[12:14] == b"\x08\x00" for f in got), "IPv4 frames, whole from their Ethernet header"
     finally:
         cap.send_signal(signal.SIGINT)
-        log = cap.communicate(timeout=30)[0]
+        try:
+            log = cap.communicate(timeout=60)[0]
+        except subprocess.TimeoutExpired:
+            cap.kill()  # never left attached to the node the fixtures stop next
+            log = cap.communicate()[0]
+            raise
     assert cap.returncode == 0, log
     assert "Packets captured" in log or "packets" in log.lower(), log
     # The node went on while captured, and afterwards.

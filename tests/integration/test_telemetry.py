@@ -365,7 +365,9 @@ def test_deadline_misses_are_timed_to_their_sample_and_to_the_fabric():
     sidecar times it to the first sample carrying it and to that sample handed to the fabric
     (pushed to beta), and serves both as summaries."""
     port = free_port()
-    cl = nc.memif_pair("tele", "198.18.67", node_extra="lane_budget_us = [100, 500, 1, 2000, 5000]")
+    # Only P2 misses: the other lanes' budgets are 10 s (heartbeats on P0 run late on a busy host).
+    cl = nc.memif_pair("tele", "198.18.67",
+                       node_extra="lane_budget_us = [10000000, 10000000, 1, 10000000, 10000000]")
     with open(cl.path, "a") as f:
         f.write('\n[telemetry]\npush_to = [2]\npush_tiers = ["critical"]\n')
     sc = None
@@ -380,7 +382,7 @@ def test_deadline_misses_are_timed_to_their_sample_and_to_the_fabric():
                         "40 P2 deadline misses, timed")
         n_sample = metric(m, "nerve_telemetry_event_to_sample_seconds_count")
         n_push = metric(m, "nerve_telemetry_event_to_push_seconds_count")
-        assert 20 <= n_push <= n_sample <= 40 + 5, (n_sample, n_push)  # (+ a heartbeat late on P0)
+        assert 20 <= n_push <= n_sample <= 40, (n_sample, n_push)
         to_sample = metric(m, "nerve_telemetry_event_to_sample_seconds", quantile="0.5")
         to_push = metric(m, "nerve_telemetry_event_to_push_seconds", quantile="0.5")
         # The critical tier samples every 10 ms: an event waits ~5 ms for its sample, on average.
