@@ -73,8 +73,8 @@ def pcapng_packets(path):
         if btype == 0x0A0D0D0A:  # section header: its byte-order magic decides the rest
             order = "<" if data[at + 8:at + 12] == b"\x4d\x3c\x2b\x1a" else ">"
             btype, blen = struct.unpack_from(order + "II", data, at)
-        if blen < 12:
-            break
+        if blen < 12 or at + blen > len(data):
+            break  # a block still being written: read it next time
         if btype == 6:
             caplen = struct.unpack_from(order + "I", data, at + 20)[0]
             out.append(data[at + 28:at + 28 + caplen])
