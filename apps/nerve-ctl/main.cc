@@ -261,6 +261,7 @@ int query_fabric(const config::Node& self, std::uint16_t from, app::query::Reque
   app::ControlClient ctl(self.control_socket);
   std::vector<std::string> lines;
   std::size_t total = 0;
+  int restarts = 0;
   do {
     q.offset = lines.size();
     const json req = {{"op", "send"},        {"type", "command"}, {"priority", 3},          {"to", from},
@@ -287,6 +288,17 @@ int query_fabric(const config::Node& self, std::uint16_t from, app::query::Reque
     if (page->offset != q.offset || (page->lines.empty() && page->offset < page->total)) {
       fmt::print(stderr, "nerve-ctl: node {} answered page {} of a query for page {}\n", from, page->offset, q.offset);
       return 1;
+    }
+    // A later page of a result that changed meanwhile (another asker's query replaced it):
+    // start again, a few times, rather than print a mix.
+    if (q.offset != 0 && page->total != total) {
+      if (++restarts > 3) {
+        fmt::print(stderr, "nerve-ctl: node {}'s answer kept changing while it was read\n", from);
+        return 1;
+      }
+      lines.clear();
+      total = 1;  // ask again from the start
+      continue;
     }
     total = page->total;
     lines.insert(lines.end(), page->lines.begin(), page->lines.end());

@@ -61,16 +61,20 @@ std::uint64_t now_ns() noexcept { return read_clock(CLOCK_MONOTONIC); }
 // Datapath events (a lane's deadline miss) to the first sample that carries them, and to that
 // sample handed to the fabric (Pusher::event_to_push).
 struct EventTiming {
-  std::array<std::uint64_t, wire::kPriorities> seen{};  // each lane's newest miss already counted
-  stats::Histogram to_sample;                           // event to the sample taken (ns)
+  std::array<std::uint64_t, wire::kPriorities> seen{};    // each lane's newest miss already counted
+  std::array<std::uint64_t, wire::kPriorities> before{};  // read before the sample was asked for
+  stats::Histogram to_sample;                             // event to the sample taken (ns)
+  // Before ringing for a sample: the misses so far, which the sample is sure to show (one that
+  // happens between this read and the sample counts at the next sample: timed late, never early).
+  void look(const stats::LcoreStats& live) {
+    for (std::size_t p = 0; p < wire::kPriorities; ++p) before[p] = live.last_deadline_miss_ns[p].get();
+  }
   // The wall time of the newest event this sample is the first to show, or 0; records its delay
   // to the sample (taken_ns: CLOCK_MONOTONIC).
-  std::uint64_t take(const stats::LcoreStats& live, std::uint64_t taken_ns) {
+  std::uint64_t take(std::uint64_t taken_ns) {
     std::uint64_t newest = 0;
-    for (std::size_t p = 0; p < wire::kPriorities; ++p) {
-      const std::uint64_t t = live.last_deadline_miss_ns[p].get();
-      if (t != seen[p]) newest = std::max(newest, seen[p] = t);
-    }
+    for (std::size_t p = 0; p < wire::kPriorities; ++p)
+      if (before[p] != seen[p]) newest = std::max(newest, seen[p] = before[p]);
     if (newest == 0) return 0;
     // The event's wall time on the monotonic clock (nerve::Clock is the TSC read as wall time).
     const std::uint64_t offset = read_clock(CLOCK_REALTIME) - now_ns();
@@ -552,10 +556,11 @@ int main(int argc, char** argv) {
       std::uint64_t taken = now_ns();
       std::uint64_t event_ns = 0;  // the newest deadline miss this sample is the first to show
       if (want_sample) {
+        event_timing.look(region->lcore());
         if (region->fresh(sample, 5'000'000)) {
           taken = sample.taken_ns;
           silent = 0;
-          event_ns = event_timing.take(region->lcore(), taken);
+          event_ns = event_timing.take(taken);
         } else {
           ++timeouts;
           ++silent;

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "../common/control.hpp"
@@ -63,6 +64,8 @@ void QueryServer::run() {
       std::string line;
       json ack;
       app::LineReader reader(fd);
+      const timeval limit{1, 0};  // a nerved that stops reading never holds this thread in a write
+      ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
       if (app::write_all(fd, R"({"op":"serve_queries"})" "\n") &&
           reader.read(line, 1 << 16, &stop_) == app::Line::kLine)
         ack = json::parse(line, nullptr, false);
@@ -93,7 +96,7 @@ void QueryServer::serve(int fd, app::LineReader& reader, std::size_t max_bytes) 
       refused_.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
-    const auto from = static_cast<std::uint16_t>(q.value("from", 0u));
+    const auto from = q.contains("from") && q["from"].is_number_unsigned() ? q["from"].get<std::uint16_t>() : 0;
     const json a = {{"op", "answer"}, {"query", q["query"]}, {"text", answer(from, q["text"].get<std::string>(), max_bytes)}};
     if (!app::write_all(fd, a.dump(-1, ' ', false, json::error_handler_t::replace) + "\n")) return;
   }

@@ -93,16 +93,19 @@ class PendingResponses {
     (void)node.take_frame(e.req);  // the header stays readable; the frame is freed
     e.resp = std::move(resp);
   }
-  // Sends what the lanes take now, oldest first; returns the number sent.
-  unsigned retry(Node& node, stats::Counter& sent) noexcept {
+  // Sends what the lanes take now, oldest first; returns the number sent. One that cannot go
+  // at all any more (its asker unreachable now) is dropped and counted, not waited for.
+  unsigned retry(Node& node, stats::Counter& sent, stats::Counter& failed) noexcept {
     unsigned n = 0;
     while (!empty()) {
       Entry& e = ring_[head_ % kCapacity];
-      if (node.respond(e.req, e.resp) != SendStatus::kOk) break;
+      const SendStatus s = node.respond(e.req, e.resp);
+      if (s == SendStatus::kBackpressure) break;
+      (s == SendStatus::kOk ? sent : failed).add();
       e.req = RxMessage{};
+      e.resp = TxFrame{};  // (unsent: its frame back to the pool)
       ++head_;
       ++n;
-      sent.add();
     }
     return n;
   }
@@ -484,6 +487,13 @@ json handle(const Daemon& d, const std::string& line, bool& serve) {
 // back. Polls every millisecond while queries flow, backing off to 16 ms when quiet (the datapath
 // only flips a slot's state; it wakes no one). Ends when the app goes or nerved stops.
 void serve_queries(int fd, app::LineReader& reader, const Daemon& d) {
+  struct Detach {  // whatever ends the connection, what the app held is answered
+    app::QueryDesk& desk;
+    ~Detach() { desk.detach(); }
+  } detach{d.desk};
+  // An app that stops reading must not hold this thread (and a shutdown) in a write: a second.
+  const timeval limit{1, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
   std::string in = reader.take_buffered();
   int wait_ms = 1;
   std::array<char, 65536> buf;
@@ -511,7 +521,8 @@ void serve_queries(int fd, app::LineReader& reader, const Daemon& d) {
       while ((nl = in.find('\n')) != std::string::npos) {
         const json a = json::parse(std::string_view(in).substr(0, nl), nullptr, false);
         in.erase(0, nl + 1);
-        const bool well_formed = a.is_object() && a.value("op", "") == "answer" && a.contains("query") &&
+        const bool well_formed = a.is_object() && a.contains("op") && a["op"].is_string() && a["op"] == "answer" &&
+                                 a.contains("query") &&
                                  a["query"].is_number_unsigned() && a.contains("text") && a["text"].is_string();
         // A late answer (the query timed out) or a malformed line: counted, the stream goes on.
         if (!well_formed || !d.desk.answer(a["query"].get<std::uint32_t>(), a["text"].get<std::string>()))
@@ -521,7 +532,32 @@ void serve_queries(int fd, app::LineReader& reader, const Daemon& d) {
     }
     wait_ms = active ? 1 : std::min(wait_ms * 2, 16);
   }
-  d.desk.detach();
+}
+
+// One control connection: request lines until it closes or nerved stops; a connection that
+// asks to serve queries becomes the query desk's (serve_queries).
+void serve_connection(int fd, const Daemon& d) {
+  std::string line;
+  app::LineReader reader(fd);
+  while (true) {
+    const app::Line got = reader.read(line, kMaxRequestBytes, &g_stop);
+    if (got == app::Line::kClosed) break;
+    if (got == app::Line::kTooLong) {
+      app::write_all(fd, refusal(d.rx, fmt::format("request longer than {} bytes", kMaxRequestBytes)).dump() + "\n");
+      break;
+    }
+    bool serve = false;
+    // dump() with replace: a payload echoed back may hold bytes that are not UTF-8.
+    const std::string rep = handle(d, line, serve).dump(-1, ' ', false, json::error_handler_t::replace);
+    if (!app::write_all(fd, rep + "\n")) {
+      if (serve) d.desk.detach();
+      break;
+    }
+    if (serve) {
+      serve_queries(fd, reader, d);
+      break;
+    }
+  }
 }
 
 // Serves the control socket until g_stop; each connection gets a thread of its own, since a
@@ -546,26 +582,10 @@ void serve_control(int listen_fd, const Daemon& d) {
     }
     open.fetch_add(1);
     std::thread([fd, &d, &open] {
-      std::string line;
-      app::LineReader reader(fd);
-      while (true) {
-        const app::Line got = reader.read(line, kMaxRequestBytes, &g_stop);
-        if (got == app::Line::kClosed) break;
-        if (got == app::Line::kTooLong) {
-          app::write_all(fd, refusal(d.rx, fmt::format("request longer than {} bytes", kMaxRequestBytes)).dump() + "\n");
-          break;
-        }
-        bool serve = false;
-        // dump() with replace: a payload echoed back may hold bytes that are not UTF-8.
-        const std::string rep = handle(d, line, serve).dump(-1, ' ', false, json::error_handler_t::replace);
-        if (!app::write_all(fd, rep + "\n")) {
-          if (serve) d.desk.detach();
-          break;
-        }
-        if (serve) {
-          serve_queries(fd, reader, d);
-          break;
-        }
+      try {
+        serve_connection(fd, d);
+      } catch (const std::exception& e) {  // a bug, not bad input (that is refused): the connection goes
+        log(Level::kError, "control connection: {}", e.what());
       }
       ::close(fd);
       open.fetch_sub(1);
@@ -573,6 +593,7 @@ void serve_control(int listen_fd, const Daemon& d) {
   }
   while (open.load() != 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
 }
+
 
 }  // namespace
 
@@ -687,9 +708,10 @@ int main(int argc, char** argv) {
       app::QueryDesk& desk = *desk_store;
       // Sends a response now, or keeps it until its lane has room (answers stay in order).
       auto reply = [&](RxMessage& req, TxFrame f) {
-        if (pending.empty() && node.respond(req, f) == SendStatus::kOk) {
+        const SendStatus s = pending.empty() ? node.respond(req, f) : SendStatus::kBackpressure;
+        if (s == SendStatus::kOk) {
           rx.replies_sent.add();
-        } else if (!pending.full()) {
+        } else if (s == SendStatus::kBackpressure && !pending.full()) {
           rx.replies_deferred.add();  // the lane is full: kept, and sent when it has room
           pending.push(node, std::move(req), std::move(f));
         } else {
@@ -700,7 +722,7 @@ int main(int argc, char** argv) {
         const auto t = static_cast<std::size_t>(m.type());
         if (digest) rx.digest[t][m.priority()].add(app::fnv1a64(m.payload()));
         if (m.type() != MsgType::kCommand && m.type() != MsgType::kResourceRequest) return;
-        pending.retry(node, rx.replies_sent);  // answers stay in order
+        pending.retry(node, rx.replies_sent, rx.replies_failed);  // answers stay in order
         const auto body = m.payload();
         const bool query = m.type() == MsgType::kCommand && body.size() >= 5 &&
                            std::memcmp(body.data(), "query", 5) == 0 && (body.size() == 5 || body[5] == std::byte{' '});
@@ -738,7 +760,7 @@ int main(int argc, char** argv) {
       // The datapath, on this (pinned) thread: the node's loop, plus the responses it owes.
       while (!g_stop.load(std::memory_order_relaxed)) {
         unsigned work = node.poll();
-        if (!pending.empty()) work += pending.retry(node, rx.replies_sent);
+        if (!pending.empty()) work += pending.retry(node, rx.replies_sent, rx.replies_failed);
         work += desk.collect(node, reply);
         node.idle_step(work);
       }
@@ -750,7 +772,7 @@ int main(int argc, char** argv) {
       while (!control_done.load()) {
         node.cancel_requests();
         node.poll();
-        pending.retry(node, rx.replies_sent);
+        pending.retry(node, rx.replies_sent, rx.replies_failed);
         desk.collect(node, reply);
       }
       control.join();

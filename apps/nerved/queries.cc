@@ -18,6 +18,7 @@ QueryDesk::Handed QueryDesk::hand_over(Node& node, RxMessage& m) noexcept {
     s.req = std::move(m);
     (void)node.take_frame(s.req);  // the header stays readable; the frame goes back to the pool
     s.state.store(kAsked, std::memory_order_release);
+    expire_at_ = std::min(expire_at_, s.asked_ns + kTimeoutNs + 1);
     ++outstanding_;
     handed_.add();
     return Handed::kOk;
@@ -32,8 +33,8 @@ bool QueryDesk::attach() noexcept {
 }
 
 void QueryDesk::detach() noexcept {
-  serving_.store(false, std::memory_order_release);
-  // What the app held, and what was handed to it meanwhile, is answered now.
+  // What the app held, and what was handed to it meanwhile, is answered now; only then may
+  // another app attach (and take slots), so no slot is answered twice.
   for (Slot& s : slots_) {
     std::uint8_t st = kAsked;
     if (s.state.load(std::memory_order_acquire) == kTaken ||
@@ -43,6 +44,7 @@ void QueryDesk::detach() noexcept {
     }
   }
   ready_.fetch_add(1, std::memory_order_release);
+  serving_.store(false, std::memory_order_release);  // what the datapath hands over after this times out
 }
 
 bool QueryDesk::answer(std::uint32_t id, std::string_view text) noexcept {

@@ -88,7 +88,7 @@ class QueryDesk {
   std::uint64_t seen_ = 0;
   std::uint32_t generation_ = 0;
   unsigned outstanding_ = 0;
-  unsigned polls_ = 0;
+  std::uint64_t expire_at_ = 0;  // the oldest asked request times out then
   bool retry_ = false;
   stats::Counter handed_, answered_n_, no_server_, busy_;
   std::atomic<std::uint64_t> timed_out_{0};
@@ -98,11 +98,13 @@ template <typename Send>
 unsigned QueryDesk::collect(Node& node, Send&& send) noexcept {
   if (outstanding_ == 0) return 0;
   const std::uint64_t ready = ready_.load(std::memory_order_acquire);
-  // Answers arrived, or now and then, to time out requests nobody took.
-  if (ready == seen_ && !retry_ && (++polls_ & 4095u) != 0) return 0;
+  // Answers arrived, or the oldest request nobody took is due to time out (a clock read per
+  // poll, only while queries are outstanding).
+  const std::uint64_t now = now_ns();
+  if (ready == seen_ && !retry_ && now < expire_at_) return 0;
   seen_ = ready;
   retry_ = false;
-  const std::uint64_t now = now_ns();
+  expire_at_ = UINT64_MAX;
   unsigned sent = 0;
   for (Slot& s : slots_) {
     std::uint8_t st = s.state.load(std::memory_order_acquire);
@@ -112,6 +114,7 @@ unsigned QueryDesk::collect(Node& node, Send&& send) noexcept {
       timed_out_.fetch_add(1, std::memory_order_relaxed);
       st = kAnswered;
     }
+    if (st == kAsked) expire_at_ = std::min(expire_at_, s.asked_ns + kTimeoutNs + 1);
     if (st != kAnswered) continue;
     TxFrame f = node.alloc(std::min(node.max_payload(), s.len));
     if (!f) {

@@ -89,8 +89,8 @@ def test_bad_requests_are_refused_and_counted(pair):
 
 def test_one_app_serves_queries_and_its_bad_lines_are_counted(pair):
     """serve_queries: the first connection serves the node's fabric queries, a second is refused
-    while it lasts; an answer to no query and a line that is not an answer are counted refusals,
-    and the stream goes on; when the first goes, another may serve."""
+    while it lasts; an answer to no query and lines that are not answers (of any JSON shape) are
+    counted refusals, and the stream goes on; when the first goes, another may serve."""
     cl = pair
     first = socket.socket(socket.AF_UNIX)
     first.connect(cl.sock(1))
@@ -99,8 +99,9 @@ def test_one_app_serves_queries_and_its_bad_lines_are_counted(pair):
     assert ack["serving"] is True and ack["node"] == 1 and ack["max_payload"] > 1000, ack
     rep = call(cl.sock(1), b'{"op": "serve_queries"}\n')
     assert "already serves this node's queries" in rep.get("error", ""), rep
-    first.sendall(b'{"op": "answer", "query": 12345, "text": "ok 0 0 0"}\nnot json\n')
-    nc.wait_for(lambda: cl.status(1)["counters"]["control_refused"] == 3, 10, "three refusals counted")
+    first.sendall(b'{"op": "answer", "query": 12345, "text": "ok 0 0 0"}\nnot json\n{"op": 1}\n'
+                  b'{"op": "answer", "query": "x", "text": 5}\n')
+    nc.wait_for(lambda: cl.status(1)["counters"]["control_refused"] == 5, 10, "five refusals counted")
     assert cl.status(1)["queries"]["serving"] is True
     # A query from beta reaches the app as a line; its answer goes back as the response.
     got = {}
