@@ -276,9 +276,10 @@ class Cluster:
                 p.kill()
                 p.wait()
 
-    def remove(self):
+    def remove(self, keep_dir=False):
         """Kills what still runs, then removes what a killed nerved cannot: its stats region (in
-        /dev/shm, outside the directory) and its DPDK runtime directory."""
+        /dev/shm, outside the directory) and its DPDK runtime directory; and the directory,
+        unless `keep_dir` (a failed test's logs)."""
         self.kill_all()
         for i in self.procs:
             try:
@@ -286,7 +287,8 @@ class Cluster:
             except FileNotFoundError:
                 pass
             shutil.rmtree(f"/var/run/dpdk/nerve-{self.name}-{i}", ignore_errors=True)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if not keep_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def memif_pair(name, subnet, node_extra="", fault=None):

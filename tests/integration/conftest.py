@@ -1,7 +1,6 @@
 """Fixtures for the integration tests: clusters of real nerved processes and the network
 namespaces they run in, made per test and removed after it (a failed test keeps its cluster
 directory, logs included, and names it)."""
-import shutil
 
 import pytest
 
@@ -47,11 +46,9 @@ def clusters(request, netns):
     yield keep
     failed = _failed(request)
     for cl in made:
-        cl.kill_all()
+        cl.remove(keep_dir=failed)  # stats regions and DPDK runtime directories go either way
         if failed:
             print(f"logs kept in {cl.dir}")
-        else:
-            shutil.rmtree(cl.dir, ignore_errors=True)
 
 
 def assert_clean_stop(cl, ids=None, timeout=30):
