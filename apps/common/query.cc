@@ -1,5 +1,6 @@
 #include "query.hpp"
 
+#include <fmt/chrono.h>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -21,6 +22,16 @@ std::string_view word(std::string_view& s) {
   const auto w = s.substr(0, e);
   s.remove_prefix(e);
   return w;
+}
+
+// Calls f(line) for each '\n'-separated line of `text` (a last line without one included).
+template <typename F>
+void each_line(std::string_view text, F&& f) {
+  while (!text.empty()) {
+    const auto e = std::min(text.find('\n'), text.size());
+    f(text.substr(0, e));
+    text.remove_prefix(std::min(e + 1, text.size()));
+  }
 }
 
 template <typename T>
@@ -97,12 +108,7 @@ std::optional<Page> parse_page(std::string_view text, std::string& err) {
     err = fmt::format("malformed answer: '{}'", text.substr(0, 80));
     return std::nullopt;
   }
-  std::string_view rest = text.substr(nl + 1);
-  while (!rest.empty()) {
-    const auto e = std::min(rest.find('\n'), rest.size());
-    p.lines.emplace_back(rest.substr(0, e));
-    rest.remove_prefix(std::min(e + 1, rest.size()));
-  }
+  each_line(text.substr(nl + 1), [&](std::string_view l) { p.lines.emplace_back(l); });
   if (p.lines.size() != count || p.offset + count > p.total) {
     err = fmt::format("malformed answer: {} lines, the head says {} of {} from {}", p.lines.size(), count, p.total,
                       p.offset);
@@ -113,29 +119,20 @@ std::optional<Page> parse_page(std::string_view text, std::string& err) {
 
 std::vector<std::string> current_lines(std::string_view metrics, std::string_view prefix) {
   std::vector<std::string> out;
-  while (!metrics.empty()) {
-    const auto e = std::min(metrics.find('\n'), metrics.size());
-    const auto line = metrics.substr(0, e);
-    metrics.remove_prefix(std::min(e + 1, metrics.size()));
-    if (line.empty() || line[0] == '#' || line.substr(0, prefix.size()) != prefix) continue;
-    out.emplace_back(line);
-  }
+  each_line(metrics, [&](std::string_view line) {
+    if (!line.empty() && line[0] != '#' && line.substr(0, prefix.size()) == prefix) out.emplace_back(line);
+  });
   return out;
 }
 
 std::vector<std::string> history_lines(std::string_view jsonl, std::string_view prefix) {
   std::vector<std::string> out;
   auto wanted = [&](std::string_view series) { return series.substr(0, prefix.size()) == prefix; };
-  while (!jsonl.empty()) {
-    const auto e = std::min(jsonl.find('\n'), jsonl.size());
-    const auto rec = nlohmann::json::parse(jsonl.substr(0, e), nullptr, false);
-    jsonl.remove_prefix(std::min(e + 1, jsonl.size()));
-    if (!rec.is_object() || !rec.contains("t") || !rec["t"].is_number_unsigned()) continue;  // a line being written
-    const auto secs = static_cast<time_t>(rec["t"].get<std::uint64_t>() / 1'000'000'000u);
-    tm utc{};
-    ::gmtime_r(&secs, &utc);
-    const std::string when = fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z", utc.tm_year + 1900, utc.tm_mon + 1,
-                                         utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec);
+  each_line(jsonl, [&](std::string_view line) {
+    const auto rec = nlohmann::json::parse(line, nullptr, false);
+    if (!rec.is_object() || !rec.contains("t") || !rec["t"].is_number_unsigned()) return;  // a line being written
+    const std::string when =
+        fmt::format("{:%Y-%m-%dT%H:%M:%SZ}", fmt::gmtime(static_cast<std::time_t>(rec["t"].get<std::uint64_t>() / 1'000'000'000u)));
     if (wanted("nerve_window_seconds") && rec.contains("window_s"))
       out.push_back(fmt::format("{} nerve_window_seconds {}", when, rec["window_s"].dump()));
     if (rec.contains("latency") && rec["latency"].is_array())
@@ -150,7 +147,7 @@ std::vector<std::string> history_lines(std::string_view jsonl, std::string_view 
     if (rec.contains("metrics") && rec["metrics"].is_object())
       for (const auto& [k, v] : rec["metrics"].items())
         if (wanted(k)) out.push_back(fmt::format("{} {} {}", when, k, v.dump()));
-  }
+  });
   return out;
 }
 

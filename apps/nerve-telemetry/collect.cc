@@ -10,6 +10,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "../common/query.hpp"
+
 namespace nerve::sidecar {
 
 namespace {
@@ -99,21 +101,13 @@ Interval interval_since(const stats::Histogram& h, std::vector<std::uint64_t>& p
 }
 
 std::vector<std::string> series_lines(const std::string& text, const std::string& node_label) {
-  std::vector<std::string> lines;
-  std::size_t at = 0;
-  while (at < text.size()) {
-    std::size_t nl = text.find('\n', at);
-    if (nl == std::string::npos) nl = text.size();
-    std::string l = text.substr(at, nl - at);
-    at = nl + 1;
-    if (l.empty() || l[0] == '#') continue;
+  std::vector<std::string> lines = app::query::current_lines(text, "");
+  for (std::string& l : lines)
     if (const auto p = l.find(node_label); p != std::string::npos) {
       const bool alone = l.compare(p + node_label.size(), 1, "}") == 0;
       l.erase(p, node_label.size() + (alone ? 0 : 1));
       if (alone && p > 0 && l[p - 1] == '{') l.erase(p - 1, 2);  // name{} -> name
     }
-    lines.push_back(std::move(l));
-  }
   return lines;
 }
 
