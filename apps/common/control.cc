@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 
@@ -26,27 +27,35 @@ bool make_addr(const std::string& path, sockaddr_un& a, std::string& err) {
 
 }  // namespace
 
-Line LineReader::read(std::string& line, std::size_t max_bytes, const std::atomic<bool>* stop) {
+Line LineReader::buffered(std::string& line, std::size_t max_bytes) {
+  if (const auto nl = buf_.find('\n'); nl != std::string::npos) {
+    if (nl > max_bytes) return Line::kTooLong;
+    line.assign(buf_, 0, nl);
+    buf_.erase(0, nl + 1);
+    return Line::kLine;
+  }
+  return buf_.size() > max_bytes ? Line::kTooLong : Line::kNone;
+}
+
+Line LineReader::poll_line(std::string& line, std::size_t max_bytes, int wait_ms) {
   line.clear();
+  if (const Line got = buffered(line, max_bytes); got != Line::kNone) return got;
+  pollfd p{fd_, POLLIN, 0};
+  const int r = ::poll(&p, 1, wait_ms);
+  if (r == 0 || (r < 0 && errno == EINTR)) return Line::kNone;
   char chunk[16384];
+  const ssize_t n = ::read(fd_, chunk, sizeof chunk);
+  if (n < 0 && errno == EINTR) return Line::kNone;
+  if (n <= 0) return Line::kClosed;
+  buf_.append(chunk, static_cast<std::size_t>(n));
+  return buffered(line, max_bytes);
+}
+
+Line LineReader::read(std::string& line, std::size_t max_bytes, const std::atomic<bool>* stop) {
   while (true) {
-    if (const auto nl = buf_.find('\n'); nl != std::string::npos) {
-      if (nl > max_bytes) return Line::kTooLong;
-      line.assign(buf_, 0, nl);
-      buf_.erase(0, nl + 1);
-      return Line::kLine;
-    }
-    if (buf_.size() > max_bytes) return Line::kTooLong;
-    if (stop) {
-      pollfd p{fd_, POLLIN, 0};
-      const int r = ::poll(&p, 1, 100);
-      if (stop->load(std::memory_order_relaxed)) return Line::kClosed;
-      if (r == 0 || (r < 0 && errno == EINTR)) continue;
-    }
-    const ssize_t n = ::read(fd_, chunk, sizeof chunk);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return Line::kClosed;
-    buf_.append(chunk, static_cast<std::size_t>(n));
+    const Line got = poll_line(line, max_bytes, stop ? 100 : -1);
+    if (got != Line::kNone) return got;
+    if (stop && stop->load(std::memory_order_relaxed)) return Line::kClosed;
   }
 }
 
@@ -92,12 +101,20 @@ std::optional<nlohmann::json> ControlClient::call(const nlohmann::json& req, std
   if (fd_ < 0 && !connect(err)) return std::nullopt;
   std::optional<nlohmann::json> out;
   std::string line;
-  pollfd p{fd_, POLLIN, 0};
-  if (!write_all(fd_, req.dump() + "\n")) {
-    err = "nerved closed the control connection";
-  } else if (::poll(&p, 1, timeout_ms) <= 0) {
+  Line got = Line::kClosed;
+  if (write_all(fd_, req.dump() + "\n")) {
+    // Waits out interruptions and partial lines until the deadline.
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    int left = timeout_ms;
+    while ((got = reader_.poll_line(line, 16 << 20, left)) == Line::kNone) {
+      left = static_cast<int>(
+          std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now()).count());
+      if (left <= 0) break;
+    }
+  }
+  if (got == Line::kNone) {
     err = fmt::format("no reply from nerved within {} ms", timeout_ms);
-  } else if (reader_.read(line, 16 << 20) != Line::kLine) {
+  } else if (got != Line::kLine) {
     err = "nerved closed the control connection";
   } else {
     out = nlohmann::json::parse(line, nullptr, false);

@@ -13,7 +13,6 @@
 #include <atomic>
 #include <optional>
 #include <string>
-#include <utility>
 
 namespace nerve::app {
 
@@ -21,7 +20,7 @@ namespace nerve::app {
 std::optional<nlohmann::json> control_call(const std::string& path, const nlohmann::json& req, std::string& err,
                                            int timeout_ms);
 
-enum class Line { kLine, kClosed, kTooLong };
+enum class Line { kLine, kClosed, kTooLong, kNone };
 // Reads a connection's lines, a chunk per read() (not a byte per system call). One per
 // connection: it keeps what it read past the last line.
 class LineReader {
@@ -30,10 +29,12 @@ class LineReader {
   // One line, without its '\n'. With `stop`, waits in 100 ms steps and gives up (kClosed) once
   // *stop is true, so an idle or half-written connection never holds up a shutdown.
   Line read(std::string& line, std::size_t max_bytes, const std::atomic<bool>* stop = nullptr);
-  // What it read past the last line returned, handed over (for a caller that reads on itself).
-  std::string take_buffered() noexcept { return std::exchange(buf_, {}); }
+  // A line read already, or what one wait of up to `wait_ms` (-1: no limit) and one read bring:
+  // kNone when that completes no line.
+  Line poll_line(std::string& line, std::size_t max_bytes, int wait_ms);
 
  private:
+  Line buffered(std::string& line, std::size_t max_bytes);
   int fd_;
   std::string buf_;
 };

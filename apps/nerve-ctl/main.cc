@@ -205,6 +205,22 @@ int watch_sidecar(const config::Node& self, const std::string& config_path, cons
   return 0;  // the sidecar stopped
 }
 
+// nerved's reply to `req`, or nullopt once stderr says why, with the exit code in `rc`: 3 when
+// nerved cannot be reached or does not answer, 2 when it refuses the request.
+std::optional<json> ask_nerved(app::ControlClient& nerved, const json& req, int wait_ms, int& rc) {
+  std::string err;
+  auto rep = nerved.call(req, err, wait_ms);
+  if (!rep) {
+    fmt::print(stderr, "nerve-ctl: {}\n", err);
+    rc = 3;
+  } else if (rep->contains("error")) {
+    fmt::print(stderr, "nerve-ctl: nerved refused the request: {}\n", (*rep)["error"].get<std::string>());
+    rc = 2;
+    rep.reset();
+  }
+  return rep;
+}
+
 // Prints query result lines: as they are, or with --json current values as one object
 // {"series": value} and history as [{"t": .., "series": .., "value": ..}].
 void print_query(const std::vector<std::string>& lines, bool history, bool as_json) {
@@ -266,20 +282,14 @@ int query_fabric(const config::Node& self, std::uint16_t from, app::query::Reque
     q.offset = lines.size();
     const json req = {{"op", "send"},        {"type", "command"}, {"priority", 3},          {"to", from},
                       {"payload", app::query::format(q)}, {"count", 1}, {"await_reply", true}, {"timeout_ms", timeout_ms}};
-    std::string err;
-    const auto rep = ctl.call(req, err, timeout_ms + 5000);
-    if (!rep) {
-      fmt::print(stderr, "nerve-ctl: {}\n", err);
-      return 3;
-    }
-    if (rep->contains("error")) {
-      fmt::print(stderr, "nerve-ctl: nerved refused the query: {}\n", (*rep)["error"].get<std::string>());
-      return 2;
-    }
+    int rc = 0;
+    const auto rep = ask_nerved(ctl, req, timeout_ms + 5000, rc);
+    if (!rep) return rc;
     if ((*rep)["status"] != "ok" || (*rep)["replies"].get<unsigned>() == 0) {
       fmt::print(stderr, "nerve-ctl: no answer from node {}: {}\n", from, (*rep)["status"].get<std::string>());
       return 1;
     }
+    std::string err;
     const auto page = app::query::parse_page((*rep)["reply"].get<std::string>(), err);
     if (!page) {
       fmt::print(stderr, "nerve-ctl: node {} answered: {}\n", from, err);
@@ -472,20 +482,14 @@ int main(int argc, char** argv) {
     const bool one = group == nullptr && !to_all;
     req["await_reply"] = one && (wait || (is_request && !no_wait));
   }
-  std::string err;
   // The fabric's own timeout runs inside nerved; give the socket a margin over it, plus the
   // time a paced send takes by its schedule.
   const double paced_ms = rate > 0 ? 1000.0 * count / rate : 0.0;
   const auto wait_ms = static_cast<int>(std::min(2e9, timeout_ms + 5000 + count / 100.0 + paced_ms));
-  const auto rep = app::control_call(self->control_socket, req, err, wait_ms);
-  if (!rep) {
-    fmt::print(stderr, "nerve-ctl: {}\n", err);
-    return 3;
-  }
-  if (rep->contains("error")) {
-    fmt::print(stderr, "nerve-ctl: nerved refused the request: {}\n", (*rep)["error"].get<std::string>());
-    return 2;
-  }
+  app::ControlClient nerved(self->control_socket);
+  int rc = 0;
+  const auto rep = ask_nerved(nerved, req, wait_ms, rc);
+  if (!rep) return rc;
   if (as_json) {
     fmt::print("{}\n", rep->dump(2));
   } else if (*status) {

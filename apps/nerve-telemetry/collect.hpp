@@ -2,6 +2,8 @@
 // 0.0.4), from a datapath sample, the live lane histograms, or the host's /proc and statvfs.
 #pragma once
 
+#include <time.h>
+
 #include <array>
 #include <cstdint>
 #include <string>
@@ -64,5 +66,12 @@ std::vector<std::string> series_lines(const std::string& text, const std::string
 
 // Prometheus text escaping of a label value.
 std::string label_value(std::string_view v);
+
+// Clock `id` (CLOCK_MONOTONIC, CLOCK_REALTIME) in nanoseconds.
+inline std::uint64_t clock_ns(clockid_t id) noexcept {
+  timespec ts{};
+  ::clock_gettime(id, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<std::uint64_t>(ts.tv_nsec);
+}
 
 }  // namespace nerve::sidecar

@@ -14,7 +14,6 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
-
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
@@ -51,12 +50,7 @@ namespace {
 std::atomic<bool> g_stop{false};
 extern "C" void on_signal(int) { g_stop.store(true, std::memory_order_relaxed); }
 
-std::uint64_t read_clock(clockid_t id) noexcept {
-  timespec ts{};
-  ::clock_gettime(id, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<std::uint64_t>(ts.tv_nsec);
-}
-std::uint64_t now_ns() noexcept { return read_clock(CLOCK_MONOTONIC); }
+std::uint64_t now_ns() noexcept { return sidecar::clock_ns(CLOCK_MONOTONIC); }
 
 // Datapath events (a lane's deadline miss) to the first sample that carries them, and to that
 // sample handed to the fabric (Pusher::event_to_push).
@@ -77,7 +71,7 @@ struct EventTiming {
       if (before[p] != seen[p]) newest = std::max(newest, seen[p] = before[p]);
     if (newest == 0) return 0;
     // The event's wall time on the monotonic clock (nerve::Clock is the TSC read as wall time).
-    const std::uint64_t offset = read_clock(CLOCK_REALTIME) - now_ns();
+    const std::uint64_t offset = sidecar::clock_ns(CLOCK_REALTIME) - now_ns();
     const std::uint64_t at = newest > offset ? newest - offset : 0;
     to_sample.record(taken_ns > at ? taken_ns - at : 0);
     return newest;

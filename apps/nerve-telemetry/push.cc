@@ -3,21 +3,11 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <ctime>
 
 #include "../common/control.hpp"
 #include "../common/log.hpp"
 
 namespace nerve::sidecar {
-namespace {
-
-std::uint64_t realtime_ns() noexcept {
-  timespec ts;
-  ::clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<std::uint64_t>(ts.tv_nsec);
-}
-
-}  // namespace
 
 Pusher::Pusher(const config::Cluster& cluster, const config::Node& self)
     : control_socket_(self.control_socket),
@@ -106,7 +96,7 @@ void Pusher::run() {
         warned = false;
         // nerved answers once the frame is on its lane: the sample has left (to the first subscriber).
         if (m.event_ns != 0 && !sent) {
-          const std::uint64_t now = realtime_ns();
+          const std::uint64_t now = clock_ns(CLOCK_REALTIME);
           event_to_push_.record(now > m.event_ns ? now - m.event_ns : 0);
         }
         sent = true;

@@ -56,11 +56,18 @@ struct Received {
   mutable std::atomic<std::uint64_t> control_refused{0};
 };
 
+// A message's payload as text.
+std::string_view text_of(const RxMessage& m) noexcept {
+  return {reinterpret_cast<const char*>(m.payload().data()), m.payload().size()};
+}
+// A command's verb: its first word.
+std::string_view verb_of(std::string_view body) noexcept { return body.substr(0, body.find(' ')); }
+
 // What nerved answers to a command or a resource request, written into `out` (the response's
 // payload); returns its length. Runs on the datapath: no allocation.
 std::size_t answer(const Node& node, const RxMessage& m, std::span<std::byte> out) {
   auto* o = reinterpret_cast<char*>(out.data());
-  const std::string_view body(reinterpret_cast<const char*>(m.payload().data()), m.payload().size());
+  const std::string_view body = text_of(m);
   auto put = [&](std::string_view text) {
     const std::size_t n = std::min(text.size(), out.size());
     std::memcpy(o, text.data(), n);
@@ -68,10 +75,9 @@ std::size_t answer(const Node& node, const RxMessage& m, std::span<std::byte> ou
   };
   if (m.type() == MsgType::kResourceRequest)
     return fmt::format_to_n(o, out.size(), "received resource request ({} bytes)", body.size()).size;
-  const auto sp = body.find(' ');
-  const std::string_view verb = body.substr(0, sp);
+  const std::string_view verb = verb_of(body);
   if (verb == "ping") return put("pong");
-  if (verb == "echo") return put(sp == std::string_view::npos ? "" : body.substr(sp + 1));
+  if (verb == "echo") return put(body.substr(std::min(body.size(), verb.size() + 1)));
   if (verb == "hostname") return put(node.config().name);
   return fmt::format_to_n(o, out.size(), "unknown command '{}' (ping, echo TEXT, hostname, query ...)", verb.substr(0, 64))
       .size;
@@ -494,9 +500,8 @@ void serve_queries(int fd, app::LineReader& reader, const Daemon& d) {
   // An app that stops reading must not hold this thread (and a shutdown) in a write: a second.
   const timeval limit{1, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
-  std::string in = reader.take_buffered();
+  std::string line;
   int wait_ms = 1;
-  std::array<char, 65536> buf;
   while (!g_stop.load(std::memory_order_relaxed)) {
     bool active = false;
     std::string out;
@@ -509,27 +514,19 @@ void serve_queries(int fd, app::LineReader& reader, const Daemon& d) {
       if (!app::write_all(fd, out)) break;
     }
     d.desk.expire_taken();
-    pollfd p{fd, POLLIN, 0};
-    const int r = ::poll(&p, 1, wait_ms);
-    if (r > 0) {
-      const ssize_t n = ::read(fd, buf.data(), buf.size());
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;
-      in.append(buf.data(), static_cast<std::size_t>(n));
+    // The app's answers: what came within the wait, then whatever else is there already.
+    app::Line got;
+    for (int wait = wait_ms; (got = reader.poll_line(line, kMaxRequestBytes, wait)) == app::Line::kLine; wait = 0) {
       active = true;
-      std::size_t nl;
-      while ((nl = in.find('\n')) != std::string::npos) {
-        const json a = json::parse(std::string_view(in).substr(0, nl), nullptr, false);
-        in.erase(0, nl + 1);
-        const bool well_formed = a.is_object() && a.contains("op") && a["op"].is_string() && a["op"] == "answer" &&
-                                 a.contains("query") &&
-                                 a["query"].is_number_unsigned() && a.contains("text") && a["text"].is_string();
-        // A late answer (the query timed out) or a malformed line: counted, the stream goes on.
-        if (!well_formed || !d.desk.answer(a["query"].get<std::uint32_t>(), a["text"].get<std::string>()))
-          d.rx.control_refused.fetch_add(1, std::memory_order_relaxed);
-      }
-      if (in.size() > kMaxRequestBytes) break;
+      const json a = json::parse(line, nullptr, false);
+      const bool well_formed = a.is_object() && a.contains("op") && a["op"].is_string() && a["op"] == "answer" &&
+                               a.contains("query") && a["query"].is_number_unsigned() && a.contains("text") &&
+                               a["text"].is_string();
+      // A late answer (the query timed out) or a malformed line: counted, the stream goes on.
+      if (!well_formed || !d.desk.answer(a["query"].get<std::uint32_t>(), a["text"].get<std::string>()))
+        d.rx.control_refused.fetch_add(1, std::memory_order_relaxed);
     }
+    if (got != app::Line::kNone) break;  // the app went, or sent a line too long
     wait_ms = active ? 1 : std::min(wait_ms * 2, 16);
   }
 }
@@ -593,7 +590,6 @@ void serve_control(int listen_fd, const Daemon& d) {
   }
   while (open.load() != 0) std::this_thread::sleep_for(std::chrono::milliseconds(5));
 }
-
 
 }  // namespace
 
@@ -723,9 +719,7 @@ int main(int argc, char** argv) {
         if (digest) rx.digest[t][m.priority()].add(app::fnv1a64(m.payload()));
         if (m.type() != MsgType::kCommand && m.type() != MsgType::kResourceRequest) return;
         pending.retry(node, rx.replies_sent, rx.replies_failed);  // answers stay in order
-        const auto body = m.payload();
-        const bool query = m.type() == MsgType::kCommand && body.size() >= 5 &&
-                           std::memcmp(body.data(), "query", 5) == 0 && (body.size() == 5 || body[5] == std::byte{' '});
+        const bool query = m.type() == MsgType::kCommand && verb_of(text_of(m)) == "query";
         std::string_view refused;
         if (query) {
           const auto h = desk.hand_over(node, m);
