@@ -112,6 +112,9 @@ int main(int argc, char** argv) {
           return std::string(e.what());
         }
       });
+  rl->add_option("--size", o.sizes, "message bytes, comma-separated (default 64; above one frame: fragments, up to 1 MiB)")
+      ->delimiter(',')
+      ->check(CLI::Range(std::size_t{16}, std::size_t{16} << 20));
   rl->add_flag("--overhead", o.overhead, "P0 round trips with and without reliable delivery on a loss-free link");
   rl->add_option("--rounds", o.rounds, "--overhead: blocks of each, interleaved (default 3)")->check(CLI::Range(1u, 100u));
   rl->add_option("--json", o.json_path, "write results as JSON");

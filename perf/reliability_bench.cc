@@ -8,6 +8,11 @@
 // duplicates, reordered (delivered out of order), retransmissions, and the delivery latency
 // (the message's first send to its delivery, same clock) against the lane's budget.
 //
+// --size: message bytes (comma-separated: one run per size). Above one frame's payload the
+// messages go as fragments and are put together again (docs/architecture.md, "Large
+// messages"); every message carries its number at both ends and its size, and one that
+// arrives another size or with another number at its end counts as lost.
+//
 // --overhead: P0 round trips on a loss-free link (no faults), with and without reliable
 // delivery, interleaved in rounds: what reliability costs when nothing is lost.
 #include <fmt/format.h>
@@ -41,8 +46,9 @@ struct Receiver {
   }
   ~Receiver() { node.on_message({}); }
 
-  void expect(std::uint8_t lane, std::uint64_t count) {
+  void expect(std::uint8_t lane, std::uint64_t count, std::size_t bytes) {
     prio = lane;
+    size = bytes;
     seen.assign(count, 0);
     next = got = dups = reordered = 0;
     latency = std::make_shared<stats::Histogram>();
@@ -57,6 +63,9 @@ struct Receiver {
       return;
     }
     if (m.priority() != prio || msg.seq >= seen.size()) return;
+    std::uint64_t tail = ~msg.seq;
+    if (size >= sizeof(Msg) + 8) std::memcpy(&tail, m.payload().data() + m.payload().size() - 8, 8);
+    if (m.payload().size() != size || (size >= sizeof(Msg) + 8 && tail != msg.seq)) return;  // not whole: lost
     if (seen[msg.seq]++) {
       ++dups;
       return;
@@ -69,6 +78,7 @@ struct Receiver {
 
   Node& node;
   std::uint8_t prio = 0;
+  std::size_t size = 64;
   std::vector<std::uint8_t> seen;
   std::uint64_t next = 0, dups = 0, reordered = 0;
   std::atomic<std::uint64_t> got{0};
@@ -85,7 +95,8 @@ int receive_loop(void* p) {
 
 std::string cluster_toml(const std::string& tag, const std::string& kind, const std::string& dir,
                          const std::string& fault, unsigned cpu_a, unsigned cpu_b) {
-  std::string t = fmt::format("[cluster]\nname = \"perf-{}\"\nheartbeat_miss = 100\n", tag);
+  // message_buffers: several large messages in flight at once.
+  std::string t = fmt::format("[cluster]\nname = \"perf-{}\"\nheartbeat_miss = 100\nmessage_buffers = 8\n", tag);
   for (int id = 1; id <= 2; ++id) {
     t += fmt::format("[[node]]\nid = {0}\nmac = \"02:00:00:00:0e:{0:02x}\"\nip = \"198.18.14.{0}\"\n"
                      "control_socket = \"{1}/n{0}.sock\"\nidle = \"busy\"\nmbufs = 32767\ncores = [{2}]\n"
@@ -141,11 +152,12 @@ receive_loop, &rx, worker);
   Clock& clock = Clock::tsc();
   std::vector<Row> rows;
 
-  auto send_one = [&](std::uint8_t prio, const Msg& msg, bool reliable, bool more) {
+  auto send_one = [&](std::uint8_t prio, const Msg& msg, bool reliable, bool more, std::size_t size = 64) {
     while (true) {
-      TxFrame f = a.alloc(64);
+      TxFrame f = a.alloc(size);
       if (f) {
         std::memcpy(f.payload().data(), &msg, sizeof msg);
+        if (size >= sizeof msg + 8) std::memcpy(f.payload().data() + size - 8, &msg.seq, 8);
         const SendStatus s = a.send(f, 2, MsgType::kMetric, prio, {.never_shed = true, .more = more, .reliable = reliable});
         if (s == SendStatus::kOk) return;
         if (s != SendStatus::kBackpressure) throw std::runtime_error(fmt::format("reliability: send {}", to_string(s)));
@@ -189,12 +201,16 @@ receive_loop, &rx, worker);
     return rows;
   }
 
+  for (const std::size_t size : o.sizes)
   for (const int lane : o.priorities) {
+    if (size < sizeof(Msg) || size > a.max_message())
+      throw std::invalid_argument(fmt::format("reliability: --size {} out of range [{}, {}] (max_message)", size,
+                                              sizeof(Msg), a.max_message()));
     const auto prio = static_cast<std::uint8_t>(lane);
     const std::uint64_t count = o.count ? o.count : 100000;
     rx.stop.store(true, std::memory_order_release);  // the receiver's tables are reset while it waits
     rte_eal_wait_lcore(worker);
-    rx.expect(prio, count);
+    rx.expect(prio, count, size);
     rx.stop.store(false, std::memory_order_release);
     rte_eal_remote_launch(
 receive_loop, &rx, worker);
@@ -206,15 +222,19 @@ receive_loop, &rx, worker);
         const auto due = t0 + static_cast<std::uint64_t>(gap_ns * static_cast<double>(i));
         while (clock.now_ns() < due) a.poll();
       }
-      send_one(prio, Msg{i, 1}, true, gap_ns == 0);
+      send_one(prio, Msg{i, 1}, true, gap_ns == 0, size);
       if ((i & 31) == 31) a.poll();
       if ((i & 65535) == 0) throw_if_interrupted();
     }
     a.flush();
     const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    // Every message delivered or reported failed, and nothing left unacknowledged (acked and
+    // sent count frames: a large message's fragments each; failed counts messages).
     auto settled = [&] {
       const auto s = a.snapshot().rel[prio];
-      return s.acked + s.failed - before.rel[prio].acked - before.rel[prio].failed >= count;
+      const std::uint64_t failed = s.failed - before.rel[prio].failed;
+      return rx.got.load(std::memory_order_acquire) + failed >= count &&
+             (failed != 0 || s.acked - before.rel[prio].acked >= s.sent - before.rel[prio].sent);
     };
     while (!settled() && std::chrono::steady_clock::now() < end) a.poll();
     const std::uint64_t t1 = clock.now_ns();
@@ -229,8 +249,10 @@ receive_loop, &rx, worker);
     r.fault = config::format_fault(c.nodes[1].ports[0].fault);
     r.metric = "one-way";
     r.priority = lane;
-    r.size = 64;
-    r.frame_bytes = wire::frame_len(64);
+    r.size = size;
+    // Bytes on the wire per message: its fragments' frames (one frame up to max_payload).
+    const std::size_t one = a.max_payload(), frags = size <= one ? 1 : (size + one - 1) / one;
+    r.frame_bytes = size <= one ? wire::frame_len(size) : (frags - 1) * wire::frame_len(one) + wire::frame_len(size - (frags - 1) * one);
     r.sent = count;
     r.lost = count - rx.got.load(std::memory_order_acquire);
     r.duplicates = rx.dups;

@@ -180,16 +180,24 @@ class Cluster:
             self.wait_ready(i, timeout)
 
     def wait_ready(self, node_id, timeout=30):
+        last = {}
+
         def ready():
             p = self.procs[node_id]
             if p.poll() is not None:
                 raise Failure(f"nerved {node_id} exited early with {p.returncode}:\n{self.log(node_id)}")
             r = self.ctl(node_id, "status", check_rc=False)
+            last["status"] = r.stdout.strip()[-2000:] or r.stderr.strip()[-500:]
             if r.returncode != 0:
                 return None
             st = json.loads(r.stdout)
             return st if all(port["link"] == "up" for port in st["ports"]) else None
-        return wait_for(ready, timeout, f"nerved {node_id} to come up with its links")
+        try:
+            return wait_for(ready, timeout, f"nerved {node_id} to come up with its links")
+        except Failure as e:  # what the nodes said, for whoever reads the failure
+            logs = "".join(f"\n--- nerved {i} (last 40 lines):\n" + "".join(self.log(i).splitlines(True)[-40:])
+                           for i in self.procs)
+            raise Failure(f"{e}\nlast status or error: {last.get('status', '(none)')}{logs}") from None
 
     def log(self, node_id):
         with open(self.logfile(node_id)) as f:

@@ -332,7 +332,7 @@ int main(int argc, char** argv) {
 
   auto* send = cli.add_subcommand("send", "send a message through the fabric and print the reply or delivery result");
   int to = 0, priority = 0;
-  unsigned count = 1;
+  unsigned count = 1, size = 0;
   std::string type, payload;
   bool number = false, no_wait = false, wait = false, reliable = false;
   double rate = 0;
@@ -358,6 +358,11 @@ int main(int argc, char** argv) {
   send->add_flag("--wait", wait, "wait for a reply whatever the type");
   send->add_flag("--reliable", reliable,
                  "deliver reliably: acknowledged, retransmitted, once and in order (to a node only)")
+      ->excludes(group_opt, service_opt, all_opt);
+  send->add_option("--size", size,
+                   "make each message N bytes, the payload repeated; above one frame it goes reliably, as "
+                   "fragments (to a node only; up to the cluster's max_message)")
+      ->check(CLI::Range(1u, 16u << 20))
       ->excludes(group_opt, service_opt, all_opt);
   send->add_option("payload", payload, "message payload (text)")->required();
 
@@ -451,6 +456,7 @@ int main(int argc, char** argv) {
     req = {{"op", "send"}, {"type", type}, {"priority", priority}, {"payload", payload}, {"count", count},
            {"number", number}, {"rate", rate}, {"timeout_ms", timeout_ms}};
     if (reliable) req["reliable"] = true;
+    if (size != 0) req["size"] = size;
     if (!to_group.empty()) {
       group = resolve(cluster.groups, to_group);
       if (!group) {

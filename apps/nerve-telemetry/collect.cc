@@ -328,10 +328,29 @@ void Collector::reliable(const telemetry::Sample& s, std::string& out) {
     Family f(out, c.name, "counter", c.help);
     for (std::size_t l = 0; l < wire::kPriorities; ++l) line(out, c.name, lane_label(n, l), s.lane[l].*c.field);
   }
-  Family f(out, "nerve_reliable_no_session_total", "counter",
-           "Reliable sends refused and frames dropped: sessions with reliable_peers peers in use.");
-  for (std::size_t l = 0; l < wire::kPriorities; ++l)
-    line(out, "nerve_reliable_no_session_total", lane_label(n, l), region_.lcore().rel[l].no_session.get());
+  // Read from the live counters (not in the sample's layout).
+  struct Live {
+    std::string_view name, help;
+    stats::Counter stats::LcoreStats::Reliable::*field;
+  };
+  static constexpr Live kLive[] = {
+      {"nerve_reliable_no_session_total",
+       "Reliable sends refused and frames dropped: sessions with reliable_peers peers in use.",
+       &stats::LcoreStats::Reliable::no_session},
+      {"nerve_large_messages_split_total", "Large messages sent as fragments.", &stats::LcoreStats::Reliable::split},
+      {"nerve_large_messages_joined_total", "Large messages reassembled and delivered.",
+       &stats::LcoreStats::Reliable::joined},
+      {"nerve_large_messages_aborted_total",
+       "Reassemblies abandoned: given up by their sender, or fragments that disagree.",
+       &stats::LcoreStats::Reliable::join_aborted},
+      {"nerve_large_messages_buffer_waits_total", "First fragments that waited for a free reassembly buffer.",
+       &stats::LcoreStats::Reliable::join_waits},
+  };
+  for (const Live& c : kLive) {
+    Family f(out, c.name, "counter", c.help);
+    for (std::size_t l = 0; l < wire::kPriorities; ++l)
+      line(out, c.name, lane_label(n, l), (region_.lcore().rel[l].*c.field).get());
+  }
 }
 
 void Collector::cpu(std::string& out) {

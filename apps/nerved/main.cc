@@ -252,7 +252,9 @@ json status_json(const Node& node, const Received& rx, const app::QueryDesk& des
                              {"window_full", r.window_full}, {"in_order", r.in_order}, {"reordered", r.reordered},
                              {"duplicates", r.duplicates}, {"skipped", r.skipped}, {"beyond_window", r.beyond_window},
                              {"stale", r.stale}, {"acks_tx", r.acks_tx}, {"acks_rx", r.acks_rx},
-                             {"acks_dropped", r.acks_dropped}, {"no_session", r.no_session}});
+                             {"acks_dropped", r.acks_dropped}, {"no_session", r.no_session},
+                             {"split", r.split}, {"joined", r.joined}, {"join_aborted", r.join_aborted},
+                             {"join_waits", r.join_waits}});
   }
   const RoutingInfo ri = node.routing();
   j["routing"] = {{"table_version", ri.table_version}, {"table_in_use", ri.table_in_use}, {"build_ns", ri.build_ns}, {"lsa_received", ri.lsa_received},
@@ -339,20 +341,25 @@ struct SendRequest {
   ProxySend send;
   std::string payload;
   bool number = false;  // message i carries payload + "#" + i
+  std::size_t size = 0;  // each message this long, the payload repeated after the text (0: the text)
 
   // Message i's payload, into `out`; returns its length. Runs on the datapath: no allocation.
   std::size_t fill(std::uint32_t i, std::span<std::byte> out) const noexcept {
     auto* o = reinterpret_cast<char*>(out.data());
-    const std::size_t n = std::min(payload.size(), out.size());
+    std::size_t n = std::min(payload.size(), out.size());
     std::memcpy(o, payload.data(), n);
-    if (!number || n + 1 >= out.size()) return n;
-    o[n] = '#';
-    const auto r = std::to_chars(o + n + 1, o + out.size(), i);
-    return static_cast<std::size_t>(r.ptr - o);
+    if (number && n + 1 < out.size()) {
+      o[n] = '#';
+      n = static_cast<std::size_t>(std::to_chars(o + n + 1, o + out.size(), i).ptr - o);
+    }
+    if (size == 0 || payload.empty()) return n;
+    const std::size_t want = std::min(size, out.size());
+    for (std::size_t k = 0; n < want; ++n, ++k) o[n] = payload[k % payload.size()];
+    return n;
   }
   // The digest of messages 0..sent-1, as the receivers compute it.
   std::uint64_t digest(std::uint32_t sent) const {
-    std::vector<std::byte> buf(payload.size() + 16);
+    std::vector<std::byte> buf(std::max(size, payload.size() + 16));
     std::uint64_t sum = 0;
     for (std::uint32_t i = 0; i < sent; ++i) sum += app::fnv1a64(std::span(buf).first(fill(i, buf)));
     return sum;
@@ -363,7 +370,7 @@ struct SendRequest {
 std::optional<SendRequest> parse_send(const Node& node, const json& req, std::string& err) {
   Fields f(req);
   std::string type;
-  std::int64_t prio = -1, to = 0, group = 0, service = 0, count = 1, timeout_ms = 2000;
+  std::int64_t prio = -1, to = 0, group = 0, service = 0, count = 1, timeout_ms = 2000, size = 0;
   bool broadcast = false;
   std::string key;
   SendRequest sr;
@@ -373,6 +380,7 @@ std::optional<SendRequest> parse_send(const Node& node, const json& req, std::st
       !f.integer("service", 1, wire::kBroadcast - 1, service) || !f.boolean("broadcast", broadcast) ||
       !f.string("key", key) || !f.string("payload", sr.payload) ||
       !f.integer("count", 1, kMaxCount, count) || !f.boolean("number", sr.number) ||
+      !f.integer("size", 1, 16 << 20, size) ||
       !f.boolean("await_reply", ps.await_reply) || !f.boolean("reliable", ps.reliable) ||
       !f.number("rate", 0, 1e9, ps.rate_mps) ||
       !f.integer("timeout_ms", 1, kMaxTimeoutMs, timeout_ms)) {
@@ -414,9 +422,24 @@ std::optional<SendRequest> parse_send(const Node& node, const json& req, std::st
   if (!key.empty()) ps.key = app::fnv1a64(std::as_bytes(std::span(key)));
   // Numbered payloads grow by "#" and the digits of the last index.
   const std::size_t longest = sr.payload.size() + (sr.number ? 1 + std::to_string(count - 1).size() : 0);
-  if (longest > node.max_payload()) {
-    err = fmt::format("payload of {} bytes exceeds one frame ({} bytes at this MTU)", longest, node.max_payload());
+  if (size != 0 && static_cast<std::size_t>(size) < longest) {
+    err = fmt::format("size: {} bytes is less than the payload's {}", size, longest);
     return std::nullopt;
+  }
+  sr.size = static_cast<std::size_t>(size);
+  const std::size_t bytes = std::max(longest, sr.size);
+  if (bytes > node.max_message()) {
+    err = fmt::format("payload of {} bytes exceeds the cluster's max_message ({} bytes)", bytes, node.max_message());
+    return std::nullopt;
+  }
+  if (bytes > node.max_payload()) {
+    if (to == 0) {
+      err = fmt::format("payload of {} bytes exceeds one frame ({} bytes at this MTU): a message that large goes "
+                        "as fragments, to a node (to) only", bytes, node.max_payload());
+      return std::nullopt;
+    }
+    ps.size = bytes;  // a large message: reliably, in fragments
+    ps.reliable = true;
   }
   ps.dst = static_cast<NodeId>(to != 0 ? to : group != 0 ? group : service);
   ps.priority = static_cast<std::uint8_t>(prio);

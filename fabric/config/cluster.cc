@@ -469,6 +469,8 @@ Cluster read_cluster(const toml::table& root, const std::filesystem::path& sourc
   c.mtu = cr.integer<std::uint16_t>("mtu", c.mtu, 576, 9000);
   c.reliable_give_up_ms = cr.integer<std::uint32_t>("reliable_give_up_ms", c.reliable_give_up_ms, 1, 3'600'000);
   c.reliable_peers = cr.integer<std::uint32_t>("reliable_peers", c.reliable_peers, 0, 65534);
+  c.max_message = cr.integer<std::uint32_t>("max_message", c.max_message, 0, 16u << 20);
+  c.message_buffers = cr.integer<std::uint32_t>("message_buffers", c.message_buffers, 1, 1024);
   c.timestamp_window_ms = cr.integer<std::uint32_t>("timestamp_window_ms", c.timestamp_window_ms, 1, 86'400'000);
   c.heartbeat_hz = cr.integer<std::uint32_t>("heartbeat_hz", c.heartbeat_hz, 0, 100'000);
   c.heartbeat_miss = cr.integer<std::uint32_t>("heartbeat_miss", c.heartbeat_miss, 1, 1000);

@@ -32,6 +32,7 @@ void ControlStage::admit(std::uint32_t idx, std::uint64_t now) noexcept {
   s.start_ns = now;
   s.deadline_ns = now + static_cast<std::uint64_t>(s.req.timeout.count()) * 1'000'000u;
   s.pending = nullptr;
+  s.pending_large = nullptr;
   if (s.req.rate_mps > 0 && s.req.count > 1) {
     // Message 1 is due a whole interval after message 0.
     s.deadline_ns += static_cast<std::uint64_t>(1e9 / s.req.rate_mps);
@@ -75,11 +76,35 @@ unsigned ControlStage::send_some(std::uint32_t idx, unsigned budget, std::uint64
     allowed = static_cast<unsigned>(std::min<std::uint64_t>(budget, due_n > s.next ? due_n - s.next : 0));
   }
   const std::size_t room = tx_.max_payload();
+  const bool large = r.size > room;
+  if (large && (r.target != ProxySend::Target::kNode || !large_ || r.size > large_->size())) {
+    finish(idx, SendStatus::kTooLarge);  // large messages go to one node, up to max_message
+    return 0;
+  }
   unsigned sent = 0;
   while (allowed > 0 && s.next < r.count) {
     const std::uint32_t id = tx_.next_msg_id();
     Await& a = await_[id & (kAwaitSlots - 1)];
     if (r.await_reply && await_live(a)) break;  // that many replies outstanding: wait for some
+    if (large) [[unlikely]] {
+      const SendStatus st = send_large(s);
+      if (st == SendStatus::kBackpressure) break;
+      if (st != SendStatus::kOk) {
+        finish(idx, st);
+        return sent;
+      }
+      ++s.sent;
+      ++s.next;
+      ++sent;
+      --allowed;
+      s.deadline_ns = std::max(s.deadline_ns, now + timeout_ns);
+      if (r.await_reply) {
+        a = Await{id, s.generation, static_cast<std::uint16_t>(idx), r.dst, true, now};
+        ++awaiting_;
+        ++s.awaiting;
+      }
+      continue;
+    }
     rte_mbuf* m = s.pending;
     if (!m) {
       m = tx_.alloc(room);
@@ -144,6 +169,31 @@ unsigned ControlStage::send_some(std::uint32_t idx, unsigned budget, std::uint64
   return sent;
 }
 
+SendStatus ControlStage::send_large(ProxySlot& s) noexcept {
+  const ProxySend& r = s.req;
+  MessageBuffer* b = s.pending_large;
+  std::size_t len = s.pending_len;
+  if (!b) {
+    b = large_->take();
+    if (!b) return SendStatus::kBackpressure;  // every send buffer in use: tried again next poll
+    len = r.fill ? std::min(r.fill(s.next, std::span<std::byte>(b->data, r.size)), r.size) : 0;
+  }
+  SendOptions o;
+  o.channel = r.channel;
+  o.never_shed = true;
+  const SendStatus st = reliable_->send_large(b, len, r.dst, r.type, r.priority, o);
+  if (st == SendStatus::kOk) {
+    s.pending_large = nullptr;
+  } else if (st == SendStatus::kBackpressure) {
+    s.pending_large = b;  // kept, sent as it is next time
+    s.pending_len = static_cast<std::uint32_t>(len);
+  } else {
+    s.pending_large = nullptr;
+    give_back(b);
+  }
+  return st;
+}
+
 bool ControlStage::await_live(const Await& a) const noexcept {
   return a.live && table_.slot(a.slot).generation == a.generation && !table_.slot(a.slot).done;
 }
@@ -192,6 +242,10 @@ void ControlStage::finish(std::uint32_t idx, SendStatus status) noexcept {
     rte_pktmbuf_free(s.pending);
     s.pending = nullptr;
   }
+  if (s.pending_large) {
+    give_back(s.pending_large);
+    s.pending_large = nullptr;
+  }
   awaiting_ -= s.awaiting;  // their entries go stale with the generation
   s.awaiting = 0;
   ++s.generation;
@@ -220,7 +274,7 @@ void ControlStage::on_deadline(void* self_ptr, std::uint64_t now) {
   for (unsigned j = 0; j < self.n_active_; ++j) {
     ProxySlot& s = self.table_.slot(self.active_[j]);
     if (now > s.deadline_ns)
-      self.finish(self.active_[j], s.pending ? SendStatus::kBackpressure : SendStatus::kTimeout);
+      self.finish(self.active_[j], s.pending || s.pending_large ? SendStatus::kBackpressure : SendStatus::kTimeout);
     else
       next = std::min(next, s.deadline_ns);
   }

@@ -39,7 +39,12 @@ class ControlStage {
   ControlStage& operator=(const ControlStage&) = delete;
 
   // Where reliable requests' messages go (the reliable stage is built after this one).
-  void use_reliable(ReliableStage& r) noexcept { reliable_ = &r; }
+  // Reliable and large sends (ProxySend::reliable, ::size) go through `r`; large messages are
+  // built in `large`'s buffers.
+  void use_reliable(ReliableStage& r, MessageBuffers& large) noexcept {
+    reliable_ = &r;
+    large_ = &large;
+  }
 
   // Takes new requests and sends within the budget. Returns messages sent.
   unsigned run(std::uint64_t now_ns) noexcept;
@@ -80,7 +85,11 @@ class ControlStage {
   ProxyTable& table_;
   TxStage& tx_;
   ServiceStage& services_;
+  // A large message (ProxySend::size) of slot `s`: built (or the one pushed back before) and
+  // handed to the reliable stage. kBackpressure: no buffer or no room yet, kept for next poll.
+  SendStatus send_large(ProxySlot& s) noexcept;
   ReliableStage* reliable_ = nullptr;
+  MessageBuffers* large_ = nullptr;
   Timer deadline_timer_;
   std::array<std::uint32_t, kProxySlots> active_{};
   unsigned n_active_ = 0;

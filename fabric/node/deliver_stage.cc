@@ -32,40 +32,58 @@ DeliverStage::DeliverStage(const config::Cluster& cluster, const config::Node& c
   queue_.resize(queue_depth);
 }
 
+DeliverStage::Admit DeliverStage::admit(const wire::Header& h, std::span<const std::byte> payload, std::uint64_t now,
+                                        std::uint64_t& lat) noexcept {
+  const std::uint8_t prio = h.priority;
+  const std::uint64_t ts = h.timestamp_ns;
+  if (ts == 0 || (ts < now ? now - ts : ts - now) > window_ns_) [[unlikely]] {
+    st_.refused[static_cast<std::size_t>(wire::Refusal::kBadTimestamp)].add();
+    return Admit::kRefused;
+  }
+  if (h.type == MsgType::kResponse && services_.open()) services_.answered(h);
+  ControlStage::Match match = ControlStage::Match::kNotOurs;
+  if (h.type == MsgType::kResponse && control_.awaiting()) {
+    match = control_.match_response(h, payload, now);
+    if (match == ControlStage::Match::kMismatch) [[unlikely]] {
+      st_.refused[static_cast<std::size_t>(wire::Refusal::kResponseMismatch)].add();
+      return Admit::kRefused;
+    }
+  }
+  // A timestamp slightly ahead of our clock (hosts' clocks differ by less than the window)
+  // counts as no delay at all.
+  lat = now > ts ? now - ts : 0;
+  st_.latency_ns[prio].record(lat);
+  if (lat > budget_ns_[prio]) [[unlikely]] {
+    st_.deadline_miss[prio].add();
+    st_.last_deadline_miss_ns[prio].set(now);  // when it happened: telemetry measures from here
+  }
+  st_.delivered[static_cast<std::size_t>(h.type)][prio].add();
+  idle_.note(prio, now);
+  return match == ControlStage::Match::kAnswered ? Admit::kAnswered : Admit::kDeliver;
+}
+
+void DeliverStage::deliver_large(const wire::Header& h, MessageBuffer* b, std::size_t len, std::uint64_t now) noexcept {
+  std::uint64_t lat = 0;
+  if (admit(h, std::span<const std::byte>(b->data, len), now, lat) != Admit::kDeliver) {
+    give_back(b);
+    return;
+  }
+  RxMessage msg = NodeAccess::message(b, h, len, lat, now);
+  if (handler_)
+    handler_(msg);  // freed (its buffer given back) here unless the handler kept it
+  else
+    queue_[tail_++ & mask_] = std::move(msg);
+}
+
 void DeliverStage::run(RxItem* items, std::uint16_t n, std::uint64_t now) noexcept {
   rte_mbuf* done[kBurst];  // freed together at the end
   std::uint16_t nd = 0;
   for (std::uint16_t i = 0; i < n; ++i) {
     rte_mbuf* m = items[i].m;
     const wire::Decoded& d = items[i].d;
-    const std::uint8_t prio = d.hdr.priority;
-    const std::uint64_t ts = d.hdr.timestamp_ns;
-    if (ts == 0 || (ts < now ? now - ts : ts - now) > window_ns_) [[unlikely]] {
-      st_.refused[static_cast<std::size_t>(wire::Refusal::kBadTimestamp)].add();
-      done[nd++] = m;
-      continue;
-    }
-    if (d.hdr.type == MsgType::kResponse && services_.open()) services_.answered(d.hdr);
-    ControlStage::Match match = ControlStage::Match::kNotOurs;
-    if (d.hdr.type == MsgType::kResponse && control_.awaiting()) {
-      match = control_.match_response(d.hdr, d.payload, now);
-      if (match == ControlStage::Match::kMismatch) [[unlikely]] {
-        st_.refused[static_cast<std::size_t>(wire::Refusal::kResponseMismatch)].add();
-        done[nd++] = m;
-        continue;
-      }
-    }
-    // A timestamp slightly ahead of our clock (hosts' clocks differ by less than the window)
-    // counts as no delay at all.
-    const std::uint64_t lat = now > ts ? now - ts : 0;
-    st_.latency_ns[prio].record(lat);
-    if (lat > budget_ns_[prio]) [[unlikely]] {
-      st_.deadline_miss[prio].add();
-      st_.last_deadline_miss_ns[prio].set(now);  // when it happened: telemetry measures from here
-    }
-    st_.delivered[static_cast<std::size_t>(d.hdr.type)][prio].add();
-    idle_.note(prio, now);
-    if (match == ControlStage::Match::kAnswered) {
+    std::uint64_t lat = 0;
+    const Admit a = admit(d.hdr, d.payload, now, lat);
+    if (a != Admit::kDeliver) [[unlikely]] {
       done[nd++] = m;
       continue;
     }

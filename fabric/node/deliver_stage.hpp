@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "control_stage.hpp"
+#include "message_buffers.hpp"
 #include "idle.hpp"
 #include "nerve/node.hpp"
 #include "rx_item.hpp"
@@ -48,6 +49,10 @@ class DeliverStage {
   std::uint32_t space() const noexcept { return handler_ ? ~0u : mask_ + 1 - (tail_ - head_); }
   // Delivers items[0..n), read at `now_ns`.
   void run(RxItem* items, std::uint16_t n, std::uint64_t now_ns) noexcept;
+  // Delivers a reassembled large message: `len` bytes in buffer `b` (given back here when it is
+  // refused or answers a proxy request; else the message owns it), `h` its first fragment's
+  // header. Needs space() >= 1.
+  void deliver_large(const wire::Header& h, MessageBuffer* b, std::size_t len, std::uint64_t now_ns) noexcept;
 
   std::optional<RxMessage> recv() noexcept {
     if (head_ == tail_) return std::nullopt;
@@ -56,6 +61,11 @@ class DeliverStage {
   void clear() noexcept { queue_.clear(); }
 
  private:
+  enum class Admit : std::uint8_t { kDeliver, kRefused, kAnswered };
+  // Steps 1 and 2 for one message; `lat` receives its latency.
+  Admit admit(const wire::Header& h, std::span<const std::byte> payload, std::uint64_t now,
+              std::uint64_t& lat) noexcept;
+
   std::array<std::uint64_t, wire::kPriorities> budget_ns_{};
   std::uint64_t window_ns_;
   stats::LcoreStats& st_;

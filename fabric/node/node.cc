@@ -44,6 +44,8 @@ unsigned Node::poll() noexcept {
   if (I.reliable->acks_due()) [[unlikely]] I.reliable->send_acks();  // what the last bursts owe
   unsigned work = I.tx->drain();               // TX: what earlier sends left queued, P0 first
   work += I.rx->poll(I.pipeline);              // RX -> validate -> dispatch -> deliver
+  if (I.reliable->feeding()) [[unlikely]]
+    work += I.reliable->feed(I.clock.now_ns());  // large messages: the fragments the windows take now
   // The slow path, every kSlowEvery polls (or every poll while a control request is under
   // way): the clock, control requests, timers. An idle poll reads no clock.
   if (I.control->busy() || I.slow_due || I.idle->take_slept() || ++I.slow_tick >= Impl::kSlowEvery) {
@@ -165,13 +167,24 @@ void Node::cancel_requests() noexcept { impl_->control->cancel_all(); }
 // ---- send and receive ---------------------------------------------------------------------
 
 TxFrame Node::alloc(std::size_t payload_len) noexcept {
-  rte_mbuf* m = impl_->tx->alloc(payload_len);
+  Impl& I = *impl_;
+  if (payload_len > I.max_payload) [[unlikely]] {
+    node::MessageBuffer* b = payload_len <= I.cluster.max_message ? I.send_buffers->take() : nullptr;
+    if (!b) return {};
+    return NodeAccess::frame(b, std::span<std::byte>(b->data, payload_len));
+  }
+  rte_mbuf* m = I.tx->alloc(payload_len);
   if (!m) return {};
   return NodeAccess::frame(m, std::span<std::byte>(rte_pktmbuf_mtod(m, std::byte*), payload_len));
 }
 
 SendStatus Node::send(TxFrame& f, NodeId dst, MsgType type, std::uint8_t priority, const SendOptions& o) noexcept {
   if (!f) return SendStatus::kBadArgument;
+  if (f.large()) [[unlikely]] {
+    const SendStatus s = impl_->reliable->send_large(NodeAccess::buffer(f), f.payload().size(), dst, type, priority, o);
+    if (s == SendStatus::kOk) NodeAccess::release(f);
+    return s;
+  }
   const SendStatus s = o.reliable ? impl_->reliable->send(NodeAccess::mbuf(f), dst, type, priority, o)
                                   : impl_->tx->send(NodeAccess::mbuf(f), dst, type, priority, o);
   if (s == SendStatus::kOk) NodeAccess::release(f);
@@ -182,6 +195,7 @@ SendStatus Node::send_service(TxFrame& f, std::uint16_t service, MsgType type, s
                               const SendOptions& o, NodeId* instance) noexcept {
   const int svc = impl_->services->index(service);
   if (!f || svc < 0) return SendStatus::kBadArgument;
+  if (f.large()) return SendStatus::kTooLarge;
   const SendStatus s = impl_->services->send(NodeAccess::mbuf(f), static_cast<unsigned>(svc), type, priority, o, instance);
   if (s == SendStatus::kOk) NodeAccess::release(f);
   return s;
@@ -189,7 +203,8 @@ SendStatus Node::send_service(TxFrame& f, std::uint16_t service, MsgType type, s
 
 SendStatus Node::send_copy(NodeId dst, MsgType type, std::uint8_t priority, std::span<const std::byte> payload,
                            const SendOptions& o) noexcept {
-  if (payload.size() > impl_->max_payload) return SendStatus::kTooLarge;
+  if (payload.size() > std::max<std::size_t>(impl_->max_payload, impl_->cluster.max_message))
+    return SendStatus::kTooLarge;
   TxFrame f = alloc(payload.size());
   if (!f) return SendStatus::kBackpressure;
   std::memcpy(f.payload().data(), payload.data(), payload.size());
@@ -202,6 +217,13 @@ SendStatus Node::respond(const RxMessage& request, TxFrame& f) noexcept {
   o.channel = request.channel();
   o.never_shed = true;  // a response is owed: pushed back, never shed
   o.reliable = (request.header().flags & wire::flag::kReliable) != 0;  // as reliably as it was asked
+  if (f.large()) [[unlikely]] {
+    const SendStatus s = impl_->reliable->send_large(NodeAccess::buffer(f), f.payload().size(), request.source(),
+                                                     MsgType::kResponse, request.priority(), o,
+                                                     request.header().msg_id);
+    if (s == SendStatus::kOk) NodeAccess::release(f);
+    return s;
+  }
   const SendStatus s =
       o.reliable ? impl_->reliable->send(NodeAccess::mbuf(f), request.source(), MsgType::kResponse,
                                          request.priority(), o, request.header().msg_id)
@@ -213,6 +235,7 @@ SendStatus Node::respond(const RxMessage& request, TxFrame& f) noexcept {
 
 SendStatus Node::broadcast(TxFrame& f, MsgType type, std::uint8_t priority, const SendOptions& o) noexcept {
   if (!f) return SendStatus::kBadArgument;
+  if (f.large()) return SendStatus::kTooLarge;
   const SendStatus s = impl_->tx->send_tree(NodeAccess::mbuf(f), -1, wire::kBroadcast, type, priority, o);
   if (s == SendStatus::kOk) NodeAccess::release(f);
   return s;
@@ -222,6 +245,7 @@ SendStatus Node::multicast(TxFrame& f, std::uint16_t group, MsgType type, std::u
                            const SendOptions& o) noexcept {
   const int g = impl_->cluster.group_index(group);
   if (!f || g < 0) return SendStatus::kBadArgument;
+  if (f.large()) return SendStatus::kTooLarge;
   const SendStatus s = impl_->tx->send_tree(NodeAccess::mbuf(f), g, group, type, priority, o);
   if (s == SendStatus::kOk) NodeAccess::release(f);
   return s;
@@ -250,35 +274,44 @@ std::optional<RxMessage> Node::recv() noexcept { return impl_->deliver->recv(); 
 TxFrame& TxFrame::operator=(TxFrame&& o) noexcept {
   if (this != &o) {
     if (m_) rte_pktmbuf_free(m_);
+    if (buf_) node::give_back(buf_);
     m_ = o.m_;
+    buf_ = o.buf_;
     payload_ = o.payload_;
     o.m_ = nullptr;
+    o.buf_ = nullptr;
   }
   return *this;
 }
 TxFrame::~TxFrame() {
   if (m_) rte_pktmbuf_free(m_);
+  if (buf_) node::give_back(buf_);
 }
 void TxFrame::truncate(std::size_t n) noexcept {
-  if (!m_ || n >= payload_.size()) return;
-  rte_pktmbuf_trim(m_, static_cast<std::uint16_t>(payload_.size() - n));
+  if ((!m_ && !buf_) || n >= payload_.size()) return;
+  // A large frame cut to one frame's size or less goes as one reliable frame.
+  if (m_) rte_pktmbuf_trim(m_, static_cast<std::uint16_t>(payload_.size() - n));
   payload_ = payload_.first(n);
 }
 
 RxMessage& RxMessage::operator=(RxMessage&& o) noexcept {
   if (this != &o) {
     if (m_) rte_pktmbuf_free(m_);
+    if (buf_) node::give_back(buf_);
     m_ = o.m_;
+    buf_ = o.buf_;
     hdr_ = o.hdr_;
     payload_ = o.payload_;
     latency_ns_ = o.latency_ns_;
     received_ns_ = o.received_ns_;
     o.m_ = nullptr;
+    o.buf_ = nullptr;
   }
   return *this;
 }
 RxMessage::~RxMessage() {
   if (m_) rte_pktmbuf_free(m_);
+  if (buf_) node::give_back(buf_);
 }
 
 std::string_view to_string(SendStatus s) noexcept {
@@ -367,6 +400,9 @@ Node::Node(const config::Cluster& cluster, NodeId id, drivers::Eal& eal, const N
   stats::LcoreStats& st = *I.lcore;
   I.routing = std::make_unique<node::Routing>(cluster, I.cfg, macs, I.clock, st);
 
+  const std::size_t large = cluster.max_message > I.max_payload ? cluster.max_message : 0;
+  I.send_buffers.emplace(cluster.message_buffers, large, eal.socket());
+  I.join_buffers.emplace(cluster.message_buffers, large, eal.socket());
   I.idle.emplace(I.cfg);
   I.tx.emplace(I.ports, *I.routing, I.cfg, tx_pool, I.max_payload, I.clock, st, *I.idle, I.guard, I.p0);
   I.link.emplace(cluster, *I.routing, *I.tx, st, I.timers, I.clock.now_ns());
@@ -374,15 +410,16 @@ Node::Node(const config::Cluster& cluster, NodeId id, drivers::Eal& eal, const N
   I.proxies.emplace(I.cfg.id, I.max_payload, eal.socket());
   I.services.emplace(cluster, *I.routing, *I.tx, I.timers, I.clock);
   I.control.emplace(cluster, *I.proxies, *I.tx, *I.services, I.timers);
-  // Broadcast, multicast and reliable delivery run; encryption and fragments not yet.
+  // Broadcast, multicast, reliable delivery and fragments run; encryption not yet.
   I.validate.emplace(wire::RxFilter{cluster.udp_port, cluster.mtu,
-                                    wire::flag::kBroadcast | wire::flag::kMulticast | wire::flag::kReliable},
+                                    wire::flag::kBroadcast | wire::flag::kMulticast | wire::flag::kReliable |
+                                        wire::flag::kFragment},
                      st);
   I.dispatch.emplace(I.cfg.id, I.cfg.ip, I.routing->nodes, macs, st, *I.forward, *I.link);
   I.deliver.emplace(cluster, I.cfg, opts.rx_queue_depth, st, *I.idle, *I.control, *I.services);
-  I.reliable.emplace(cluster, I.cfg, *I.routing, *I.tx, *I.deliver, st);
+  I.reliable.emplace(cluster, I.cfg, *I.routing, *I.tx, *I.deliver, *I.join_buffers, st);
   I.timers.add(I.reliable->timer());
-  I.control->use_reliable(*I.reliable);
+  I.control->use_reliable(*I.reliable, *I.send_buffers);
   I.rx.emplace(I.ports, I.guard, I.p0);
   I.timers.add(I.clock_sync);
   I.clock_sync.arm(0);
@@ -529,6 +566,9 @@ RoutingInfo Node::routing() const {
 std::vector<ServiceInfo> Node::services() const { return impl_->services->info(); }
 
 std::size_t Node::max_payload() const noexcept { return impl_->max_payload; }
+std::size_t Node::max_message() const noexcept {
+  return std::max<std::size_t>(impl_->max_payload, impl_->cluster.max_message);
+}
 
 unsigned Node::mbufs_available() const noexcept {
   unsigned n = impl_->tx->stashed();

@@ -51,6 +51,9 @@ struct Node::Impl {
   drivers::DatapathGuard::Section guard;
   node::P0Watch p0;  // while P0 flows, lower lanes move in short bursts
 
+  // Large messages: buffers to cut into fragments, and to put them together again.
+  std::optional<node::MessageBuffers> send_buffers, join_buffers;
+
   // Stages.
   std::optional<node::IdlePolicy> idle;
   node::TimerStage timers;

@@ -20,6 +20,7 @@
 #include <memory>
 #include <vector>
 
+#include "message_buffers.hpp"
 #include "nerve/node.hpp"
 
 struct rte_ring;
@@ -48,6 +49,8 @@ struct alignas(64) ProxySlot {
   std::uint32_t generation = 0;   // bumped when the slot finishes: stale replies do not match
   std::uint64_t start_ns = 0, deadline_ns = 0;
   rte_mbuf* pending = nullptr;    // message `next`, built and pushed back by a full lane
+  MessageBuffer* pending_large = nullptr;  // ... a large one (ProxySend::size)
+  std::uint32_t pending_len = 0;
   bool done = false;              // finished, not yet dropped from the active list
   std::atomic<SlotState> state{SlotState::kFree};
 };

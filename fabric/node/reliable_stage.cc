@@ -23,16 +23,20 @@ constexpr std::uint64_t since(std::uint64_t now, std::uint64_t then) noexcept { 
 }  // namespace
 
 ReliableStage::ReliableStage(const config::Cluster& c, const config::Node& cfg, Routing& r, TxStage& tx,
-                             DeliverStage& deliver, stats::LcoreStats& st)
+                             DeliverStage& deliver, MessageBuffers& joins, stats::LcoreStats& st)
     : r_(r), tx_(tx), deliver_(deliver), st_(st),
       give_up_ns_(std::uint64_t{c.reliable_give_up_ms} * 1'000'000u),
       first_session_(std::random_device{}() | 1u),  // each start of the node its own session
       peers_(r.topo.size()),
+      joins_(joins),
+      frag_size_(tx.max_payload()),
       timer_(&ReliableStage::fire, this) {
   for (unsigned l = 0; l < wire::kPriorities; ++l) budget_ns_[l] = std::uint64_t{cfg.lane_budget_us[l]} * 1000u;
   active_.reserve(peers_.size());
   ack_due_.reserve(peers_.size() * wire::kPriorities);
   blocked_.reserve(peers_.size() * wire::kPriorities);
+  feeding_.reserve(peers_.size() * wire::kPriorities);
+  joining_.reserve(peers_.size() * wire::kPriorities);
   const std::size_t sessions = std::min<std::size_t>(c.reliable_peers, peers_.empty() ? 0 : peers_.size() - 1);
   spare_.reserve(sessions);
   for (std::size_t i = 0; i < sessions; ++i) spare_.push_back(std::make_unique<Peer>());
@@ -41,12 +45,16 @@ ReliableStage::ReliableStage(const config::Cluster& c, const config::Node& cfg, 
 ReliableStage::~ReliableStage() {
   for (auto& p : peers_) {
     if (!p) continue;
-    for (TxSession& t : p->tx)
+    for (TxSession& t : p->tx) {
       for (TxEntry& e : t.win)
         if (e.m) rte_pktmbuf_free(e.m);
-    for (RxSession& s : p->rx)
+      if (t.out.buf) give_back(t.out.buf);
+    }
+    for (RxSession& s : p->rx) {
       for (std::uint32_t i = 0; i < kWindow; ++i)
         if (s.has[i]) rte_pktmbuf_free(s.held[i].m);
+      if (s.join) give_back(s.join);
+    }
   }
 }
 
@@ -85,20 +93,26 @@ SendStatus ReliableStage::send(rte_mbuf* m, NodeId dst, MsgType type, std::uint8
   }
   Peer& p = *pp;
   TxSession& t = p.tx[prio];
-  if (t.next - t.base >= kWindow) {
+  if (t.next - t.base >= kWindow || t.out.buf) {  // full, or a large message goes first
     st_.rel[prio].window_full.add();
     return SendStatus::kBackpressure;
   }
   const std::uint32_t msg_id = tx_.next_msg_id();
   const SendStatus s = tx_.send_reliable(m, dst, type, prio, o, corr_id, TxStage::Sequenced{t.session, t.next, t.base});
   if (s != SendStatus::kOk) return s;
-  // The frame's headers carry its send timestamp, the time the retransmission timer counts from.
-  const std::uint64_t now = wire::bytes::load_le<std::uint64_t>(
-      rte_pktmbuf_mtod_offset(m, const std::byte*, wire::layout::kHdrOff + wire::layout::hdr::kTimestamp));
-  t.win[t.next & kMask] = TxEntry{m, now, now, msg_id, o.channel, 0, false};
   RxSession& rs = p.rx[prio];
   if (type == MsgType::kResponse && rs.ack_due && rs.last_msg_id == corr_id && rs.has.none())
     rs.ack_due = false;  // this response acknowledges the request it answers, and all before it
+  sent(p, di, t, m, msg_id, o.channel, prio);
+  return SendStatus::kOk;
+}
+
+void ReliableStage::sent(Peer& p, std::uint32_t di, TxSession& t, rte_mbuf* m, std::uint32_t msg_id,
+                         std::uint16_t channel, std::uint8_t prio) noexcept {
+  // The frame's headers carry its send timestamp, the time the retransmission timer counts from.
+  const std::uint64_t now = wire::bytes::load_le<std::uint64_t>(
+      rte_pktmbuf_mtod_offset(m, const std::byte*, wire::layout::kHdrOff + wire::layout::hdr::kTimestamp));
+  t.win[t.next & kMask] = TxEntry{m, now, now, msg_id, channel, 0, false};
   ++t.next;
   st_.rel[prio].sent.add();
   if (!p.active) {
@@ -106,7 +120,104 @@ SendStatus ReliableStage::send(rte_mbuf* m, NodeId dst, MsgType type, std::uint8
     active_.push_back(di);
   }
   timer_.arm_before(now + rto_ns(p, prio));
+}
+
+SendStatus ReliableStage::send_large(MessageBuffer* b, std::size_t len, NodeId dst, MsgType type, std::uint8_t prio,
+                                     const SendOptions& o, std::uint32_t corr_id) noexcept {
+  const auto t8 = static_cast<std::uint8_t>(type);
+  if (prio >= wire::kPriorities || t8 < wire::kMsgTypeFirst || t8 > wire::kMsgTypeLast) return SendStatus::kBadArgument;
+  if (len > joins_.size() || len > frag_size_ * 65535u) return SendStatus::kTooLarge;
+  if (len <= frag_size_) {  // cut down to one frame: sent as one, reliably
+    rte_mbuf* m = tx_.alloc(len);
+    if (!m) return SendStatus::kBackpressure;
+    std::memcpy(rte_pktmbuf_mtod(m, std::byte*), b->data, len);
+    SendOptions so = o;
+    so.reliable = true;
+    const SendStatus s = send(m, dst, type, prio, so, corr_id);
+    if (s != SendStatus::kOk) {
+      rte_pktmbuf_free(m);
+      return s;
+    }
+    give_back(b);
+    return s;
+  }
+  const std::uint32_t di = r_.index(dst);
+  if (di == route::kNoIndex || di == r_.self_idx || r_.fib->hops(di, r_.metric[prio]).pick(0, r_.up) < 0) {
+    st_.tx_no_route.add();
+    return SendStatus::kNoRoute;
+  }
+  Peer* pp = peer(di);
+  if (!pp) [[unlikely]] {
+    st_.rel[prio].no_session.add();
+    return SendStatus::kNoSession;
+  }
+  TxSession& t = pp->tx[prio];
+  if (t.out.buf) {  // one large message per session at a time: the next waits for it
+    st_.rel[prio].window_full.add();
+    return SendStatus::kBackpressure;
+  }
+  const auto count = static_cast<std::uint16_t>((len + frag_size_ - 1) / frag_size_);
+  t.out = Outgoing{b, static_cast<std::uint32_t>(len), count, 0, type, o.channel, tx_.take_msg_id(), corr_id, 0};
+  st_.rel[prio].split.add();
+  feed_session(di, prio, 0);  // what the window and the lane take now; the rest each poll
+  if (t.out.buf) feeding_.emplace_back(di, prio);
   return SendStatus::kOk;
+}
+
+unsigned ReliableStage::feed_session(std::uint32_t di, std::uint8_t prio, std::uint64_t now_ns) noexcept {
+  Peer& p = *peers_[di];
+  TxSession& t = p.tx[prio];
+  Outgoing& out = t.out;
+  unsigned n = 0;
+  while (out.buf && t.next - t.base < kWindow) {
+    const std::size_t off = std::size_t{out.next} * frag_size_;
+    const std::size_t len = std::min<std::size_t>(frag_size_, out.len - off);
+    rte_mbuf* m = tx_.alloc(len);
+    if (!m) break;  // the pool is dry: the next poll tries again
+    std::memcpy(rte_pktmbuf_mtod(m, std::byte*), out.buf->data + off, len);
+    SendOptions o;
+    o.channel = out.channel;
+    o.never_shed = true;  // a full lane pushes back: the fragment waits for the next poll
+    const TxStage::Sequenced sq{t.session, t.next, t.base, out.msg_id, out.next, out.count};
+    if (tx_.send_reliable(m, r_.topo.id(di), out.type, prio, o, out.corr_id, sq) != SendStatus::kOk) {
+      rte_pktmbuf_free(m);
+      break;
+    }
+    sent(p, di, t, m, out.msg_id, out.channel, prio);
+    out.since_ns = t.win[(t.next - 1) & kMask].first_ns;
+    ++n;
+    if (++out.next == out.count) drop_outgoing(t);  // every fragment is out: the buffer goes back
+  }
+  // A message whose fragments could not leave for the give-up time (no route) fails.
+  if (out.buf && now_ns != 0 && out.since_ns == 0) out.since_ns = now_ns;
+  if (out.buf && now_ns != 0 && since(now_ns, out.since_ns) >= give_up_ns_) {
+    st_.rel[prio].failed.add();
+    const DeliveryFailure f{r_.topo.id(di), prio, out.channel, out.msg_id, t.next};
+    t.failed_msg_id = out.msg_id;
+    drop_outgoing(t);
+    if (on_failure_) on_failure_(f);
+  }
+  return n;
+}
+
+void ReliableStage::drop_outgoing(TxSession& t) noexcept {
+  give_back(t.out.buf);
+  t.out = Outgoing{};
+}
+
+unsigned ReliableStage::feed(std::uint64_t now_ns) noexcept {
+  unsigned n = 0;
+  for (std::size_t k = 0; k < feeding_.size();) {
+    const auto [di, prio] = feeding_[k];
+    n += feed_session(di, prio, now_ns);
+    if (!peers_[di]->tx[prio].out.buf) {
+      feeding_[k] = feeding_.back();
+      feeding_.pop_back();
+    } else {
+      ++k;
+    }
+  }
+  return n;
 }
 
 void ReliableStage::advance(TxSession& t) noexcept {
@@ -124,10 +235,14 @@ bool ReliableStage::retransmit(std::uint32_t di, std::uint8_t prio, TxEntry& e, 
 }
 
 void ReliableStage::give_up(std::uint32_t di, std::uint8_t prio, std::uint32_t seq, TxEntry& e) noexcept {
-  st_.rel[prio].failed.add();
+  TxSession& t = peers_[di]->tx[prio];
   const DeliveryFailure f{r_.topo.id(di), prio, e.channel, e.msg_id, seq};
   rte_pktmbuf_free(e.m);
   e.m = nullptr;
+  if (e.msg_id == t.failed_msg_id) return;  // another fragment of a message already reported
+  t.failed_msg_id = e.msg_id;
+  if (t.out.buf && t.out.msg_id == e.msg_id) drop_outgoing(t);  // its fragments not yet sent go too
+  st_.rel[prio].failed.add();
   if (on_failure_) on_failure_(f);
 }
 
@@ -290,15 +405,96 @@ void ReliableStage::flush_out(std::uint64_t now_ns) noexcept {
   deliver_.run(out_.data(), n, now_ns);
 }
 
-void ReliableStage::release(RxSession& s, std::uint8_t prio, std::uint64_t now_ns) noexcept {
+void ReliableStage::release(std::uint32_t di, RxSession& s, std::uint8_t prio, std::uint64_t now_ns) noexcept {
   while (s.has[s.expected & kMask]) {
-    if (deliver_.space() <= out_n_) return;  // no room: the frames wait here (pump())
     const std::uint32_t slot = s.expected & kMask;
+    // No room, or no reassembly buffer: the frames wait here (pump()).
+    if (deliver_.space() <= out_n_ || !can_take(s, s.held[slot], now_ns)) return;
     s.has[slot] = false;
     ++s.expected;
     s.last_msg_id = s.held[slot].d.hdr.msg_id;
     st_.rel[prio].in_order.add();
-    deliver(s.held[slot], now_ns);
+    deliver(di, s, s.held[slot], now_ns);
+  }
+}
+
+bool ReliableStage::can_take(RxSession& s, const RxItem& it, std::uint64_t now_ns) noexcept {
+  const wire::Header& h = it.d.hdr;
+  if ((h.flags & wire::flag::kFragment) == 0 || h.frag_index != 0) [[likely]]
+    return true;
+  if (joins_.any_free()) return true;
+  // Reassemblies that have not moved for the give-up time: their senders gave them up.
+  for (std::size_t k = 0; k < joining_.size();) {
+    const auto [jdi, jprio] = joining_[k];
+    RxSession& js = peers_[jdi]->rx[jprio];
+    if (js.join && since(now_ns, js.join_ns) >= give_up_ns_) abort_join(js, jprio);
+    if (!js.join) {
+      js.in_joining = false;
+      joining_[k] = joining_.back();
+      joining_.pop_back();
+    } else {
+      ++k;
+    }
+  }
+  if (joins_.any_free()) return true;
+  if (!s.join_wait) {
+    s.join_wait = true;
+    st_.rel[h.priority].join_waits.add();
+  }
+  return false;
+}
+
+void ReliableStage::abort_join(RxSession& s, std::uint8_t prio) noexcept {
+  give_back(s.join);
+  s.join = nullptr;
+  st_.rel[prio].join_aborted.add();
+}
+
+void ReliableStage::deliver(std::uint32_t di, RxSession& s, RxItem& it, std::uint64_t now_ns) noexcept {
+  const wire::Header& h = it.d.hdr;
+  const std::uint8_t prio = h.priority;
+  if ((h.flags & wire::flag::kFragment) == 0) [[likely]] {
+    if (s.join) [[unlikely]] abort_join(s, prio);  // its sender moved on without finishing it
+    deliver(it, now_ns);
+    return;
+  }
+  if (h.frag_index == 0) {
+    if (s.join) abort_join(s, prio);
+    s.join = joins_.take();  // can_take() saw one free
+    s.join_len = 0;
+    s.join_next = 0;
+    s.join_count = h.frag_count;
+    s.join_hdr = h;
+    s.join_wait = false;
+    if (!s.in_joining) {
+      s.in_joining = true;
+      joining_.emplace_back(di, prio);
+    }
+  }
+  const std::span<const std::byte> part = it.d.payload;
+  if (!s.join || h.frag_index != s.join_next || h.frag_count != s.join_count || h.msg_id != s.join_hdr.msg_id ||
+      part.size() > joins_.size() - s.join_len) [[unlikely]] {
+    // Not the next part of the message being put together: its start was given up by its
+    // sender (reported there), or the parts disagree. The message is dropped, counted once.
+    if (s.join) {
+      abort_join(s, prio);
+    } else if (s.orphan_msg_id != h.msg_id) {
+      s.orphan_msg_id = h.msg_id;
+      st_.rel[prio].join_aborted.add();
+    }
+    rte_pktmbuf_free(it.m);
+    return;
+  }
+  std::memcpy(s.join->data + s.join_len, part.data(), part.size());
+  s.join_len += static_cast<std::uint32_t>(part.size());
+  s.join_ns = now_ns;
+  rte_pktmbuf_free(it.m);
+  if (++s.join_next == s.join_count) {
+    flush_out(now_ns);  // what came before it is delivered first
+    MessageBuffer* b = s.join;
+    s.join = nullptr;
+    st_.rel[prio].joined.add();
+    deliver_.deliver_large(s.join_hdr, b, s.join_len, now_ns);
   }
 }
 
@@ -317,21 +513,22 @@ void ReliableStage::on_data(RxItem& it, std::uint64_t now_ns) noexcept {
   // A response to a request of ours on this lane: the request was delivered, and every frame
   // before it in order, so it acknowledges them (the responder sends no ack of its own).
   if (h.type == MsgType::kResponse && h.corr_id != 0) {
-    // Message ids grow with sequence numbers within a session: the request is found by halving
-    // the window, however many requests are in flight before it.
+    // Message ids grow with sequence numbers within a session (a large message's fragments
+    // share one): the request's last frame is found by halving the window, however many
+    // requests are in flight before it.
     const TxSession& t = p.tx[prio];
     std::uint32_t lo = t.base, n = t.next - t.base;
     while (n > 0) {
       const std::uint32_t half = n / 2, mid = lo + half;
-      if (static_cast<std::int32_t>(t.win[mid & kMask].msg_id - h.corr_id) < 0) {
+      if (static_cast<std::int32_t>(t.win[mid & kMask].msg_id - h.corr_id) <= 0) {
         lo = mid + 1;
         n -= half + 1;
       } else {
         n = half;
       }
     }
-    if (lo != t.next && t.win[lo & kMask].msg_id == h.corr_id && t.win[lo & kMask].m)
-      acknowledge(p, prio, lo + 1, now_ns, false);  // the responder's time is in it: no sample
+    if (lo != t.base && t.win[(lo - 1) & kMask].msg_id == h.corr_id && t.win[(lo - 1) & kMask].m)
+      acknowledge(p, prio, lo, now_ns, false);  // the responder's time is in it: no sample
   }
   if (s.session != h.session) {
     if (h.session == s.prev_session) {  // the sender's previous incarnation, still in flight
@@ -342,6 +539,7 @@ void ReliableStage::on_data(RxItem& it, std::uint64_t now_ns) noexcept {
     // A new session (the sender started, or restarted): what an older one left is dropped.
     for (std::uint32_t i = 0; i < kWindow; ++i)
       if (s.has[i]) rte_pktmbuf_free(s.held[i].m);
+    if (s.join) abort_join(s, prio);
     s.has.reset();
     s.prev_session = s.session;
     s.session = h.session;
@@ -362,6 +560,7 @@ void ReliableStage::on_data(RxItem& it, std::uint64_t now_ns) noexcept {
     }
     st_.rel[prio].skipped.add();
     s.expected = h.ack;
+    if (s.join) abort_join(s, prio);  // the rest of the message it was putting together is gone
   }
   const std::uint32_t seq = h.seq;
   if (before(seq, s.expected) || s.has[seq & kMask]) {
@@ -374,17 +573,17 @@ void ReliableStage::on_data(RxItem& it, std::uint64_t now_ns) noexcept {
     rte_pktmbuf_free(it.m);
     return;
   }
-  if (seq == s.expected && !s.blocked && deliver_.space() > out_n_) {  // in order: straight on
+  if (seq == s.expected && !s.blocked && deliver_.space() > out_n_ && can_take(s, it, now_ns)) {  // in order
     ++s.expected;
     s.last_msg_id = h.msg_id;
     st_.rel[prio].in_order.add();
-    deliver(it, now_ns);
-    if (s.has[s.expected & kMask]) release(s, prio, now_ns);  // it filled a gap
+    deliver(di, s, it, now_ns);
+    if (s.has[s.expected & kMask]) release(di, s, prio, now_ns);  // it filled a gap
   } else {
     if (seq != s.expected) st_.rel[prio].reordered.add();
     s.held[seq & kMask] = it;
     s.has[seq & kMask] = true;
-    release(s, prio, now_ns);
+    release(di, s, prio, now_ns);
   }
   if (s.has[s.expected & kMask] && !s.blocked) {
     s.blocked = true;
@@ -412,7 +611,7 @@ void ReliableStage::pump(std::uint64_t now_ns) noexcept {
   for (std::size_t k = 0; k < blocked_.size();) {
     const auto [di, prio] = blocked_[k];
     RxSession& s = peers_[di]->rx[prio];
-    release(s, prio, now_ns);
+    release(di, s, prio, now_ns);
     flush_out(now_ns);
     if (s.has[s.expected & kMask] && deliver_.space() == 0) return;  // still no room
     if (!s.has[s.expected & kMask]) {

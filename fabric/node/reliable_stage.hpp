@@ -29,6 +29,20 @@
 // that sees a new one starts afresh from the frame's ack field, and drops late frames of the
 // session before (stale). Acks name the session they acknowledge.
 //
+// Large messages (docs/architecture.md, "Large messages"): a message in a send buffer is cut
+// into fragments of one frame's payload, each a reliable frame of the session carrying the
+// message's id, its index and the count. The fragments are cut as the window opens (each poll,
+// feed()), so a 1 MiB message never holds more mbufs than the window; the buffer goes back once
+// the last one is sent. Until then the session takes no other reliable send (kBackpressure):
+// its order is kept. A lost fragment is sent again alone, like any frame. The receiver
+// delivers a session's frames in order, so a message's fragments arrive one after the other:
+// they are copied into a reassembly buffer (taken at fragment 0; while none is free, fragment 0
+// waits in the window like a frame without room to be delivered, and the sender's window
+// stops) and the message is delivered when its last fragment arrives. A reassembly is abandoned
+// (counted: join_aborted) when its sender gives it up or restarts, when its fragments do not
+// follow each other, and when it has not moved for reliable_give_up_ms and its buffer is
+// wanted. A failed large message is reported once.
+//
 // Owner thread only. Session state (about 200 kB a peer) is allocated when the node starts, for
 // the cluster's reliable_peers peers (fewer in a smaller cluster), and given to a peer the first
 // time it is sent to or heard from reliably; with every one given, sends to another peer are
@@ -45,6 +59,7 @@
 #include <vector>
 
 #include "deliver_stage.hpp"
+#include "message_buffers.hpp"
 #include "nerve/node.hpp"
 #include "routing.hpp"
 #include "rx_item.hpp"
@@ -61,7 +76,7 @@ class ReliableStage {
   static constexpr std::uint64_t kMaxWaitNs = 50'000'000;  // ... and at most 50 ms
 
   ReliableStage(const config::Cluster& c, const config::Node& cfg, Routing& r, TxStage& tx, DeliverStage& deliver,
-                stats::LcoreStats& st);
+                MessageBuffers& joins, stats::LcoreStats& st);
   ~ReliableStage();
   ReliableStage(const ReliableStage&) = delete;
   ReliableStage& operator=(const ReliableStage&) = delete;
@@ -72,6 +87,13 @@ class ReliableStage {
   // A reliable send (Node::send with SendOptions::reliable). On kOk the stage owns `m`.
   SendStatus send(rte_mbuf* m, NodeId dst, MsgType type, std::uint8_t prio, const SendOptions& o,
                   std::uint32_t corr_id = 0) noexcept;
+  // A large message: `len` bytes in send buffer `b`. On kOk the stage owns `b` (and gives it
+  // back once every fragment is sent); otherwise the caller still does.
+  SendStatus send_large(MessageBuffer* b, std::size_t len, NodeId dst, MsgType type, std::uint8_t prio,
+                        const SendOptions& o, std::uint32_t corr_id = 0) noexcept;
+  // Whether large messages wait to be cut into fragments; feed() sends what the windows take.
+  bool feeding() const noexcept { return !feeding_.empty(); }
+  unsigned feed(std::uint64_t now_ns) noexcept;
 
   // Whether a burst holds anything for this stage (a reliable frame or an ack).
   static bool wanted(const RxItem* items, std::uint16_t n) noexcept {
@@ -103,6 +125,16 @@ class ReliableStage {
     std::uint8_t retries = 0;
     bool sacked = false;         // the receiver holds it (selective ack)
   };
+  // A large message being cut into fragments.
+  struct Outgoing {
+    MessageBuffer* buf = nullptr;  // nullptr: none
+    std::uint32_t len = 0;
+    std::uint16_t count = 0, next = 0;  // fragments, and the next one to send
+    MsgType type = MsgType::kCommand;
+    std::uint16_t channel = 0;
+    std::uint32_t msg_id = 0, corr_id = 0;
+    std::uint64_t since_ns = 0;  // taken, or its last fragment sent
+  };
   struct TxSession {
     std::uint32_t session = 0;
     std::uint32_t base = 1, next = 1;  // [base, next): sent, not yet acknowledged or given up
@@ -110,6 +142,8 @@ class ReliableStage {
     // retransmission (of the whole session: a stalled receiver is not sent its window again).
     std::uint8_t backoff = 0;
     std::uint64_t resent_ns = 0;  // the last timer retransmission
+    std::uint32_t failed_msg_id = 0;  // the last message reported failed (a large one has many frames)
+    Outgoing out;
     std::array<TxEntry, kWindow> win{};
   };
   struct RxSession {
@@ -121,6 +155,15 @@ class ReliableStage {
     std::uint32_t last_msg_id = 0;  // of the frame delivered last: a response to it implies the ack
     bool ack_due = false;
     bool blocked = false;        // in blocked_: in-order frames wait for room to deliver
+    // A large message being reassembled (its fragments come in order).
+    MessageBuffer* join = nullptr;
+    std::uint32_t join_len = 0;
+    std::uint16_t join_next = 0, join_count = 0;
+    std::uint64_t join_ns = 0;   // its last fragment's arrival
+    wire::Header join_hdr{};     // its first fragment's
+    std::uint32_t orphan_msg_id = 0;  // the last message whose later fragments came without its start
+    bool join_wait = false;      // its first fragment waits for a reassembly buffer
+    bool in_joining = false;     // in joining_
   };
   struct Peer {
     std::array<TxSession, wire::kPriorities> tx;
@@ -134,8 +177,20 @@ class ReliableStage {
   void on_ack(const RxItem& it, std::uint64_t now_ns) noexcept;
   void on_data(RxItem& it, std::uint64_t now_ns) noexcept;
   // Delivers session `s`'s frames in order from `expected` while the deliver stage has room.
-  void release(RxSession& s, std::uint8_t prio, std::uint64_t now_ns) noexcept;
+  void release(std::uint32_t di, RxSession& s, std::uint8_t prio, std::uint64_t now_ns) noexcept;
+  // Delivers in-order frame `it` of session `s`, or adds it to the message `s` reassembles.
+  void deliver(std::uint32_t di, RxSession& s, RxItem& it, std::uint64_t now_ns) noexcept;
   void deliver(RxItem& it, std::uint64_t now_ns) noexcept;
+  // Whether in-order frame `it` of `s` can be taken now: a first fragment needs a reassembly
+  // buffer (one whose reassembly stalled for the give-up time is taken back).
+  bool can_take(RxSession& s, const RxItem& it, std::uint64_t now_ns) noexcept;
+  void abort_join(RxSession& s, std::uint8_t prio) noexcept;
+  // Cuts fragments of session (di, prio)'s large message while its window has room.
+  unsigned feed_session(std::uint32_t di, std::uint8_t prio, std::uint64_t now_ns) noexcept;
+  // Records frame `m` (just sent as `seq`) in session t's window.
+  void sent(Peer& p, std::uint32_t di, TxSession& t, rte_mbuf* m, std::uint32_t msg_id, std::uint16_t channel,
+            std::uint8_t prio) noexcept;
+  void drop_outgoing(TxSession& t) noexcept;
   void flush_out(std::uint64_t now_ns) noexcept;
   // Everything before `ack` in t arrived (cumulative): released, round trips sampled.
   // Frees what `ack` acknowledges; `measure`: its frames sent once give round-trip samples.
@@ -161,6 +216,10 @@ class ReliableStage {
   std::vector<std::uint32_t> active_;         // peers with frames in flight
   std::vector<std::pair<std::uint32_t, std::uint8_t>> ack_due_;  // (peer, lane) owed an ack
   std::vector<std::pair<std::uint32_t, std::uint8_t>> blocked_;  // sessions with frames the deliver stage had no room for
+  std::vector<std::pair<std::uint32_t, std::uint8_t>> feeding_;  // sessions with a large message to cut
+  std::vector<std::pair<std::uint32_t, std::uint8_t>> joining_;  // sessions reassembling one
+  MessageBuffers& joins_;
+  std::size_t frag_size_;  // payload bytes of one fragment (one frame's)
   std::array<RxItem, kBurst> out_{};          // deliverable frames, handed over a burst at a time
   std::uint16_t out_n_ = 0;
   Timer timer_;

@@ -192,7 +192,7 @@ SendStatus TxStage::send_frame(rte_mbuf* m, NodeId dst, MsgType type, std::uint8
   h.priority = prio;
   h.ttl = r_.ttl;
   h.channel = o.channel;
-  h.msg_id = next_msg_id_++;
+  h.msg_id = sq && sq->msg_id != 0 ? sq->msg_id : next_msg_id_++;
   h.corr_id = corr_id;
   h.payload_len = static_cast<std::uint16_t>(m->data_len);
   h.timestamp_ns = in_batch_ ? batch_ns_ : lent_ns_ != 0 ? lent_ns_ : clock_.now_ns();
@@ -200,6 +200,11 @@ SendStatus TxStage::send_frame(rte_mbuf* m, NodeId dst, MsgType type, std::uint8
   batch_ns_ = h.timestamp_ns;
   if (sq) [[unlikely]] {
     if (!ack) h.flags = wire::flag::kReliable;
+    if (sq->frag_count > 1) {
+      h.flags |= wire::flag::kFragment;
+      h.frag_index = sq->frag_index;
+      h.frag_count = sq->frag_count;
+    }
     h.session = sq->session;
     h.seq = sq->seq;
     h.ack = sq->ack;

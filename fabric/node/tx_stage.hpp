@@ -74,6 +74,10 @@ class TxStage {
   // Reliable delivery's fields of a frame (reliable_stage.hpp).
   struct Sequenced {
     std::uint32_t session = 0, seq = 0, ack = 0;
+    // A fragment of a large message: the message's id (shared by its fragments; 0: a new id),
+    // its index and count (1: not a fragment).
+    std::uint32_t msg_id = 0;
+    std::uint16_t frag_index = 0, frag_count = 1;
   };
   // send() of a reliable frame: its header carries the kReliable flag, `sq` and a UDP checksum.
   // On kOk the caller (the reliable stage) keeps a reference to `m` for retransmission; a port
@@ -124,6 +128,8 @@ class TxStage {
 
   // The id the next message sent will carry.
   std::uint32_t next_msg_id() const noexcept { return next_msg_id_; }
+  // Takes the next id for a message sent as fragments (Sequenced::msg_id).
+  std::uint32_t take_msg_id() noexcept { return next_msg_id_++; }
   std::size_t max_payload() const noexcept { return max_payload_; }
   unsigned stashed() const noexcept { return stash_n_; }  // allocated, not handed out yet
 

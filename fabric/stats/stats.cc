@@ -92,6 +92,10 @@ Snapshot snapshot(const std::vector<const LcoreStats*>& lcores,
       b.acks_rx += a.acks_rx.get();
       b.acks_dropped += a.acks_dropped.get();
       b.no_session += a.no_session.get();
+      b.split += a.split.get();
+      b.joined += a.joined.get();
+      b.join_aborted += a.join_aborted.get();
+      b.join_waits += a.join_waits.get();
     }
     s.fabric_tx += l->fabric_tx.get();
   }

@@ -139,8 +139,7 @@ void encode_headers(std::span<std::byte, kOverhead> out, const Endpoints& ep, co
   store_le<std::uint16_t>(n + h::kSrc, hdr.src_node);
   store_le<std::uint16_t>(n + h::kDst, hdr.dst);
   store_le<std::uint16_t>(n + h::kChannel, hdr.channel);
-  n[h::kFragIndex] = std::byte{hdr.frag_index};
-  n[h::kFragCount] = std::byte{hdr.frag_count};
+  store_le<std::uint16_t>(n + h::kFragIndex, hdr.frag_index);
   store_le<std::uint32_t>(n + h::kSeq, hdr.seq);
   store_le<std::uint32_t>(n + h::kAck, hdr.ack);
   store_le<std::uint32_t>(n + h::kMsgId, hdr.msg_id);
@@ -148,7 +147,7 @@ void encode_headers(std::span<std::byte, kOverhead> out, const Endpoints& ep, co
   store_le<std::uint64_t>(n + h::kTimestamp, hdr.timestamp_ns);
   store_le<std::uint16_t>(n + h::kPayloadLen, hdr.payload_len);
   store_le<std::uint32_t>(n + h::kSession, hdr.session);
-  std::memset(n + h::kReserved, 0, kHeaderLen - h::kReserved);
+  store_le<std::uint16_t>(n + h::kFragCount, hdr.frag_count);
 }
 
 Refusal decode(std::span<const std::byte> frame, const RxFilter& filter, Decoded& out) noexcept {
@@ -201,10 +200,13 @@ Refusal decode(std::span<const std::byte> frame, const RxFilter& filter, Decoded
   if (kUdpLen + kHeaderLen + payload_len + (encrypted ? kTagLen : 0) != udp_len)
     return Refusal::kPayloadLength;
 
-  const std::uint8_t frag_index = u8(n + h::kFragIndex);
-  const std::uint8_t frag_count = u8(n + h::kFragCount);
-  if ((flags & flag::kFragment) != 0 ? (frag_count < 2 || frag_index >= frag_count)
-                                     : (frag_count != 1 || frag_index != 0))
+  const std::uint16_t frag_index = load_le<std::uint16_t>(n + h::kFragIndex);
+  const std::uint16_t frag_count = load_le<std::uint16_t>(n + h::kFragCount);
+  // A fragment is part of a reliable unicast message (its session delivers the parts in order).
+  if ((flags & flag::kFragment) != 0
+          ? (frag_count < 2 || frag_index >= frag_count || (flags & flag::kReliable) == 0 ||
+             (flags & (flag::kBroadcast | flag::kMulticast)) != 0)
+          : (frag_count != 1 || frag_index != 0))
     return Refusal::kBadFragment;
 
   const std::uint16_t src = load_le<std::uint16_t>(n + h::kSrc);
@@ -214,8 +216,7 @@ Refusal decode(std::span<const std::byte> frame, const RxFilter& filter, Decoded
   if (src == kNodeNone || src == kBroadcast || (bcast && (mcast || dst != kBroadcast)) ||
       (!bcast && (dst == kNodeNone || dst == kBroadcast)))
     return Refusal::kBadAddress;
-  static_assert(kHeaderLen - h::kReserved == 2);
-  if (load_le<std::uint16_t>(n + h::kReserved) != 0) return Refusal::kReservedSet;
+  static_assert(kHeaderLen - h::kFragCount == 2, "the fragment count ends the header");
   // Reliable frames and acks: a session (and a sequence number) and a UDP checksum, so that a
   // corrupted one is refused and sent again rather than delivered; no other frame has a session.
   const std::uint32_t session = load_le<std::uint32_t>(n + h::kSession);
@@ -303,7 +304,6 @@ std::string_view to_string(Refusal r) noexcept {
     case Refusal::kDscpMismatch: return "dscp_mismatch";
     case Refusal::kUnknownFlags: return "unknown_flags";
     case Refusal::kFeatureDisabled: return "feature_disabled";
-    case Refusal::kReservedSet: return "reserved_set";
     case Refusal::kPayloadLength: return "payload_length";
     case Refusal::kBadFragment: return "bad_fragment";
     case Refusal::kBadAddress: return "bad_address";

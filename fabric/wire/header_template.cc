@@ -53,8 +53,7 @@ void HeaderTemplate::write(std::byte* out, const Header& hdr, bool ip_checksum) 
   n[h::kTtl] = std::byte{hdr.ttl};
   n[h::kKeyEpoch] = std::byte{hdr.key_epoch};
   store_le<std::uint16_t>(n + h::kChannel, hdr.channel);
-  n[h::kFragIndex] = std::byte{hdr.frag_index};
-  n[h::kFragCount] = std::byte{hdr.frag_count};
+  store_le<std::uint16_t>(n + h::kFragIndex, hdr.frag_index);
   store_le<std::uint32_t>(n + h::kSeq, hdr.seq);
   store_le<std::uint32_t>(n + h::kAck, hdr.ack);
   store_le<std::uint32_t>(n + h::kMsgId, hdr.msg_id);
@@ -62,6 +61,7 @@ void HeaderTemplate::write(std::byte* out, const Header& hdr, bool ip_checksum) 
   store_le<std::uint64_t>(n + h::kTimestamp, hdr.timestamp_ns);
   store_le<std::uint16_t>(n + h::kPayloadLen, hdr.payload_len);
   store_le<std::uint32_t>(n + h::kSession, hdr.session);
+  store_le<std::uint16_t>(n + h::kFragCount, hdr.frag_count);
 }
 
 }  // namespace nerve::wire

@@ -239,6 +239,11 @@ TEST_CASE("routing keys: groups, services, static routes, heartbeats, metrics", 
   CHECK(d.ttl == 8);
   CHECK(d.reliable_peers == 64);
   CHECK(load_string(replace(kChain, "heartbeat_miss = 4", "heartbeat_miss = 4\nreliable_peers = 2")).reliable_peers == 2);
+  CHECK(d.max_message == 1u << 20);
+  CHECK(d.message_buffers == 4);
+  const auto big = load_string(replace(kChain, "ttl = 6", "ttl = 6\nmax_message = 4000000\nmessage_buffers = 2"));
+  CHECK(big.max_message == 4'000'000);
+  CHECK(big.message_buffers == 2);
 }
 
 TEST_CASE("routing keys: bad groups, services and routes are named", "[config][route]") {
@@ -247,6 +252,10 @@ TEST_CASE("routing keys: bad groups, services and routes are named", "[config][r
   CHECK(refusal(replace(kChain, "ttl = 6", "ttl = 0")) == "cluster.ttl: 0 is out of range [1, 255]");
   CHECK(refusal(replace(kChain, "ttl = 6", "ttl = 6\nreliable_peers = 70000")) ==
         "cluster.reliable_peers: 70000 is out of range [0, 65534]");
+  CHECK(refusal(replace(kChain, "ttl = 6", "ttl = 6\nmax_message = 16777217")) ==
+        "cluster.max_message: 16777217 is out of range [0, 16777216]");
+  CHECK(refusal(replace(kChain, "ttl = 6", "ttl = 6\nmessage_buffers = 0")) ==
+        "cluster.message_buffers: 0 is out of range [1, 1024]");
   CHECK(refusal(replace(kChain, "heartbeat_miss = 4", "heartbeat_miss = 0")) ==
         "cluster.heartbeat_miss: 0 is out of range [1, 1000]");
   CHECK(refusal(replace(kChain, "[\"delay\", \"load\", \"delay\", \"load\", \"load\"]", "[\"delay\"]")) ==

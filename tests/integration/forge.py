@@ -16,7 +16,7 @@ from scapy.all import IP, UDP, Ether, Raw, fragment  # python3-scapy
 
 DSCP = [46, 34, 26, 18, 8]
 DEFAULTS = dict(dst_mac="02:00:00:00:00:01", src_mac="02:00:00:00:00:02", src_ip="198.18.3.2", dst_ip="198.18.3.1",
-                port=47800, magic="NV", version=1, type=2, prio=0, flags=0, ttl=8, epoch=0, src=2, dst=1, channel=0,
+                port=47800, magic="NV", version=2, type=2, prio=0, flags=0, ttl=8, epoch=0, src=2, dst=1, channel=0,
                 frag_index=0, frag_count=1, seq=0, ack=0, msg_id=1, corr_id=0, timestamp=None, payload="forged",
                 payload_len=None, tag=0, pad=0, ip_checksum=None, dscp=None, ip_fragments=0)
 
@@ -27,8 +27,8 @@ def frame(spec):
     ts = time.time_ns() if s["timestamp"] is None else s["timestamp"]
     plen = len(payload) if s["payload_len"] is None else s["payload_len"]
     hdr = s["magic"].encode() + bytes([s["version"], s["type"], s["prio"], s["flags"], s["ttl"], s["epoch"]])
-    hdr += struct.pack("<HHH", s["src"], s["dst"], s["channel"]) + bytes([s["frag_index"], s["frag_count"]])
-    hdr += struct.pack("<IIIIQH", s["seq"], s["ack"], s["msg_id"], s["corr_id"], ts, plen) + bytes(6)
+    hdr += struct.pack("<HHHH", s["src"], s["dst"], s["channel"], s["frag_index"])
+    hdr += struct.pack("<IIIIQHIH", s["seq"], s["ack"], s["msg_id"], s["corr_id"], ts, plen, 0, s["frag_count"])
     body = hdr + payload + bytes(s["tag"])
     dscp = DSCP[s["prio"]] if s["dscp"] is None else s["dscp"]
     ip = IP(src=s["src_ip"], dst=s["dst_ip"], tos=dscp << 2, flags="DF", ttl=64, id=0)

@@ -54,8 +54,13 @@ BAD = [
     ({**{k: v for k, v in SEND.items() if k != "to"}, "service": 999}, "service: no service 999"),
     ({**{k: v for k, v in SEND.items() if k != "to"}, "broadcast": True, "reliable": True},
      "reliable: reliable delivery is to a node"),
-    (dict(SEND, payload="p" * 100000), "exceeds one frame"),
-    (dict(SEND, payload="p" * 1420, number=True, count=100000), "exceeds one frame"),
+    ({**{k: v for k, v in SEND.items() if k != "to"}, "broadcast": True, "payload": "p" * 100000},
+     "exceeds one frame (1424 bytes at this MTU): a message that large goes as fragments, to a node"),
+    ({**{k: v for k, v in SEND.items() if k != "to"}, "broadcast": True, "payload": "p" * 1420, "number": True,
+      "count": 100000}, "exceeds one frame"),
+    (dict(SEND, size=2 * 1024 * 1024), "exceeds the cluster's max_message (1048576 bytes)"),
+    (dict(SEND, size=0), "size: expected an integer in 1..16777216"),
+    (dict(SEND, payload="abc", size=2), "size: 2 bytes is less than the payload's 3"),
 ]
 
 

@@ -75,7 +75,8 @@ def test_every_type_and_lane_each_way(clusters, netns, kind, per_lane):
 # (what the rogue host sends, the reason it is refused with)
 ROGUE = [
     ({"payload": "x" * 10, "flags": 2, "tag": 16}, "feature_disabled"),          # encrypted
-    ({"flags": 4, "frag_count": 2}, "feature_disabled"),                          # fragment
+    ({"flags": 4, "frag_count": 2}, "bad_fragment"),                              # a fragment, not reliable
+    ({"version": 1}, "bad_version"),                                              # the layout before 2
     ({"flags": 16, "dst": 300}, "unknown_group"),                                 # multicast, no such group
     ({"flags": 16 | 32, "dst": 0xffff}, "bad_address"),                           # broadcast and multicast
     ({"flags": 1}, "bad_sequence"),                                               # reliable, no session or checksum

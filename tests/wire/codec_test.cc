@@ -79,11 +79,14 @@ TEST_CASE("every type, priority and flag combination round-trips", "[wire]") {
     for (std::uint8_t p = 0; p < kPriorities; ++p) {
       for (unsigned fl = 0; fl <= flag::kKnown; ++fl) {
         if ((fl & flag::kBroadcast) && (fl & flag::kMulticast)) continue;  // exclusive by definition
+        // A fragment is part of a reliable unicast message: other combinations are refused below.
+        if ((fl & flag::kFragment) && (!(fl & flag::kReliable) || (fl & (flag::kBroadcast | flag::kMulticast))))
+          continue;
         Header h = header(static_cast<MsgType>(t), p, static_cast<std::uint16_t>(17 + p));
         h.flags = static_cast<std::uint8_t>(fl);
         if (fl & flag::kBroadcast) h.dst = kBroadcast;
         if (fl & flag::kMulticast) h.dst = 300;  // a group id
-        if (fl & flag::kFragment) { h.frag_count = 4; h.frag_index = 3; }
+        if (fl & flag::kFragment) { h.frag_count = 700; h.frag_index = 699; }  // 16 bits each
         const auto f = build(ep, h);
         std::vector<std::byte> copy(f);
         Decoded d;
@@ -117,7 +120,9 @@ TEST_CASE("every type, priority and flag combination round-trips", "[wire]") {
       }
     }
   }
-  CHECK(checked == 6 * 5 * 48);
+  // 48 flag sets without broadcast and multicast together; of the 24 with the fragment flag only
+  // the 4 reliable unicast ones.
+  CHECK(checked == 6 * 5 * 28);
 }
 
 TEST_CASE("wire layout is the one docs/wire.md specifies", "[wire]") {
@@ -179,13 +184,14 @@ TEST_CASE("each class of malformed frame is refused with its reason", "[wire]") 
   CHECK(mutate([](auto& f) { f[kEthLen + kIpv4Len + 5] ^= std::byte{1}; }) == Refusal::kUdpLength);
   CHECK(mutate([](auto& f) { f[kEthLen + kIpv4Len + 7] = std::byte{1}; }) == Refusal::kBadUdpChecksum);
   CHECK(mutate([](auto& f) { f[kHdr] = std::byte{'X'}; }) == Refusal::kBadMagic);
-  CHECK(mutate([](auto& f) { f[kHdr + 2] = std::byte{2}; }) == Refusal::kBadVersion);
+  CHECK(mutate([](auto& f) { f[kHdr + 2] = std::byte{1}; }) == Refusal::kBadVersion);  // the layout before 2
   CHECK(mutate([](auto& f) { f[kHdr + 3] = std::byte{0}; }) == Refusal::kUnknownType);
   CHECK(mutate([](auto& f) { f[kHdr + 3] = std::byte{9}; }) == Refusal::kUnknownType);  // 7 fabric, 8 ack
   CHECK(mutate([](auto& f) { f[kHdr + 4] = std::byte{5}; }) == Refusal::kBadPriority);
   CHECK(mutate([](auto& f) { f[kHdr + 4] = std::byte{0}; }) == Refusal::kDscpMismatch);
   CHECK(mutate([](auto& f) { f[kHdr + 5] = std::byte{0x40}; }) == Refusal::kUnknownFlags);
-  CHECK(mutate([](auto& f) { f[kHdr + 47] = std::byte{1}; }) == Refusal::kReservedSet);
+  CHECK(mutate([](auto& f) { f[kHdr + 46] = std::byte{2}; }) == Refusal::kBadFragment);  // a count, no flag
+  CHECK(mutate([](auto& f) { f[kHdr + 47] = std::byte{1}; }) == Refusal::kBadFragment);
   CHECK(mutate([](auto& f) { f[kHdr + 45] = std::byte{1}; }) == Refusal::kBadSequence);  // a session, not reliable
   CHECK(mutate([](auto& f) { f[kHdr + 40] = std::byte{41}; }) == Refusal::kPayloadLength);
   CHECK(mutate([](auto& f) { f[kHdr + 5] = std::byte{flag::kEncrypted}; }) == Refusal::kPayloadLength);
@@ -258,13 +264,41 @@ TEST_CASE("flags of features a node does not run are refused, each one", "[wire]
     Header h = header(MsgType::kCommand, 0, 32);
     h.flags = fl;
     if (fl == flag::kBroadcast) h.dst = kBroadcast;
-    if (fl == flag::kFragment) { h.frag_count = 2; h.frag_index = 1; }
+    // A fragment is reliable: the filter below runs reliable delivery too.
+    const std::uint8_t with = fl == flag::kFragment ? flag::kFragment | flag::kReliable : fl;
+    if (fl == flag::kFragment) { h.frag_count = 2; h.frag_index = 1; h.flags = with; }
     const auto f = build(endpoints(), h);
     INFO("flag " << int(fl));
-    CHECK(decode_copy(f, kPlain) == Refusal::kFeatureDisabled);
-    CHECK(decode_copy(f, RxFilter{kDefaultUdpPort, 1500, fl}) == Refusal::kNone);
+    CHECK(decode_copy(f, RxFilter{kDefaultUdpPort, 1500, static_cast<std::uint8_t>(with & ~fl)}) ==
+          Refusal::kFeatureDisabled);
+    CHECK(decode_copy(f, RxFilter{kDefaultUdpPort, 1500, with}) == Refusal::kNone);
   }
   CHECK(decode_copy(build(endpoints(), header()), kPlain) == Refusal::kNone);
+}
+
+TEST_CASE("a fragment is part of a reliable unicast message; its index and count are 16 bits", "[wire]") {
+  constexpr RxFilter kAll{kDefaultUdpPort, 1500, flag::kKnown & ~flag::kEncrypted};
+  Header h = header(MsgType::kCommand, 2, 32);
+  h.flags = flag::kFragment | flag::kReliable;
+  h.frag_count = 65535;
+  h.frag_index = 65534;
+  auto f = build(endpoints(), h);
+  CHECK(decode_copy(f, kAll) == Refusal::kNone);
+  CHECK(std::to_integer<unsigned>(f[kHdr + 14]) == 0xfe);  // index, little-endian, bytes 14-15
+  CHECK(std::to_integer<unsigned>(f[kHdr + 15]) == 0xff);
+  CHECK(std::to_integer<unsigned>(f[kHdr + 46]) == 0xff);  // count, bytes 46-47
+  CHECK(std::to_integer<unsigned>(f[kHdr + 47]) == 0xff);
+  h.frag_index = 65535;  // not below the count
+  CHECK(decode_copy(build(endpoints(), h), kAll) == Refusal::kBadFragment);
+  h.frag_index = 0;
+  h.frag_count = 1;  // a fragment of one
+  CHECK(decode_copy(build(endpoints(), h), kAll) == Refusal::kBadFragment);
+  h.frag_count = 2;
+  h.flags = flag::kFragment;  // not reliable
+  CHECK(decode_copy(build(endpoints(), h), kAll) == Refusal::kBadFragment);
+  h.flags = flag::kFragment | flag::kReliable | flag::kMulticast;  // not unicast
+  h.dst = 300;
+  CHECK(decode_copy(build(endpoints(), h), kAll) == Refusal::kBadFragment);
 }
 
 TEST_CASE("a frame above the cluster's MTU is refused before anything else is read", "[wire]") {

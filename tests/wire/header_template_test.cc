@@ -38,8 +38,8 @@ TEST_CASE("a template writes what encode_headers writes, for random headers", "[
     h.src_node = 1;
     h.dst = 2;
     h.channel = static_cast<std::uint16_t>(rng());
-    h.frag_index = static_cast<std::uint8_t>(rng());
-    h.frag_count = static_cast<std::uint8_t>(rng());
+    h.frag_index = static_cast<std::uint16_t>(rng());
+    h.frag_count = static_cast<std::uint16_t>(rng());
     h.seq = static_cast<std::uint32_t>(rng());
     h.ack = static_cast<std::uint32_t>(rng());
     h.msg_id = static_cast<std::uint32_t>(rng());

@@ -199,6 +199,12 @@ struct Cluster {
   // Peers a node keeps reliable sessions with at once: their state (~200 kB each) is allocated
   // when the node starts, never on the datapath. [0, 65534]; fewer when the cluster is smaller.
   std::uint32_t reliable_peers = 64;
+  // Messages larger than one frame (docs/architecture.md, "Large messages"): up to max_message
+  // bytes, sent reliably as fragments and reassembled. Each node allocates message_buffers
+  // buffers of max_message bytes for sending and as many for reassembly when it starts.
+  // max_message [0, 16 MiB] (0: one frame at most, no buffers); message_buffers [1, 1024].
+  std::uint32_t max_message = 1u << 20;
+  std::uint32_t message_buffers = 4;
   std::array<RouteMetric, wire::kPriorities> route_metric{RouteMetric::kDelay, RouteMetric::kDelay,
                                                           RouteMetric::kDelay, RouteMetric::kLoad, RouteMetric::kLoad};
   std::filesystem::path source;       // the file it was read from

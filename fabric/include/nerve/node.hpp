@@ -41,6 +41,9 @@ class Eal;
 namespace telemetry {
 class Region;
 }
+namespace node {
+struct MessageBuffer;
+}
 
 using NodeId = std::uint16_t;
 using wire::MsgType;
@@ -49,7 +52,7 @@ enum class SendStatus : std::uint8_t {
   kOk,            // handed to the port's TX path
   kBackpressure,  // the lane is full: the frame is still the caller's, retry after poll()
   kNoRoute,       // no port reaches dst
-  kTooLarge,      // payload does not fit one frame
+  kTooLarge,      // payload larger than the cluster's max_message, or a large frame where only one frame goes
   kBadArgument,   // priority or type out of range, empty frame
   kTimeout,       // proxy only: not all sent or answered in time
   kShutdown,      // proxy only: the node stopped before the request finished
@@ -120,17 +123,23 @@ struct ServiceInfo {
 };
 
 // A frame being built. Owns its mbuf until send() takes it; freed on destruction otherwise.
+// A message larger than one frame (up to the cluster's max_message) is built the same way in
+// one of the node's message buffers instead; send() cuts it into fragments.
 class TxFrame {
  public:
   TxFrame() = default;
-  TxFrame(TxFrame&& o) noexcept : m_(o.m_), payload_(o.payload_) { o.m_ = nullptr; }
+  TxFrame(TxFrame&& o) noexcept : m_(o.m_), buf_(o.buf_), payload_(o.payload_) {
+    o.m_ = nullptr;
+    o.buf_ = nullptr;
+  }
   TxFrame& operator=(TxFrame&& o) noexcept;
   TxFrame(const TxFrame&) = delete;
   TxFrame& operator=(const TxFrame&) = delete;
   ~TxFrame();
 
-  explicit operator bool() const noexcept { return m_ != nullptr; }
+  explicit operator bool() const noexcept { return m_ != nullptr || buf_ != nullptr; }
   std::span<std::byte> payload() const noexcept { return payload_; }
+  bool large() const noexcept { return buf_ != nullptr; }  // more than one frame's payload
   // Shortens the payload to its first n bytes (n <= payload().size()): allocate for the
   // largest message, write it, then trim to what was written.
   void truncate(std::size_t n) noexcept;
@@ -139,16 +148,22 @@ class TxFrame {
   friend class Node;
   friend struct NodeAccess;
   rte_mbuf* m_ = nullptr;
+  node::MessageBuffer* buf_ = nullptr;
   std::span<std::byte> payload_;
 };
 
-// A delivered message: a view into the received mbuf, which it owns and frees.
+// A delivered message: a view into the received mbuf, which it owns and frees. A message that
+// came in fragments views the reassembly buffer it owns instead (the node's; given back when the
+// message is freed, from any thread); its header() is its first fragment's. Neither outlives
+// the node.
 class RxMessage {
  public:
   RxMessage() = default;
   RxMessage(RxMessage&& o) noexcept
-      : m_(o.m_), hdr_(o.hdr_), payload_(o.payload_), latency_ns_(o.latency_ns_), received_ns_(o.received_ns_) {
+      : m_(o.m_), buf_(o.buf_), hdr_(o.hdr_), payload_(o.payload_), latency_ns_(o.latency_ns_),
+        received_ns_(o.received_ns_) {
     o.m_ = nullptr;
+    o.buf_ = nullptr;
   }
   RxMessage& operator=(RxMessage&& o) noexcept;
   RxMessage(const RxMessage&) = delete;
@@ -162,6 +177,7 @@ class RxMessage {
   std::uint16_t channel() const noexcept { return hdr_.channel; }
   // Empty once take_frame() has taken the mbuf.
   std::span<const std::byte> payload() const noexcept { return payload_; }
+  bool large() const noexcept { return buf_ != nullptr; }  // it came in fragments
   std::uint64_t latency_ns() const noexcept { return latency_ns_; }  // sender's timestamp to delivery
   std::uint64_t received_ns() const noexcept { return received_ns_; }  // the node's clock when its burst arrived
 
@@ -169,6 +185,7 @@ class RxMessage {
   friend class Node;
   friend struct NodeAccess;
   rte_mbuf* m_ = nullptr;
+  node::MessageBuffer* buf_ = nullptr;
   wire::Header hdr_{};
   std::span<const std::byte> payload_;
   std::uint64_t latency_ns_ = 0;
@@ -254,10 +271,13 @@ struct ProxySend {
   std::uint8_t priority = 0;
   std::uint16_t channel = 0;
   std::uint32_t count = 1;        // send this many messages
-  // Writes message i's payload into `room` (the frame's payload, max_payload() bytes) and
-  // returns its length. Runs on the datapath thread while the caller waits: it must not block,
-  // lock or allocate. Empty: every message has an empty payload.
+  // Writes message i's payload into `room` (the frame's payload, max_payload() bytes, or `size`
+  // bytes) and returns its length. Runs on the datapath thread while the caller waits: it must
+  // not block, lock or allocate. Empty: every message has an empty payload.
   std::function<std::size_t(std::uint32_t i, std::span<std::byte> room)> fill;
+  // Room for each message's payload: 0 (one frame, max_payload()), or more, up to the cluster's
+  // max_message: large messages, sent reliably as fragments (to a node only; kTooLarge above).
+  std::size_t size = 0;
   bool await_reply = false;       // wait for a kResponse to each message, from dst
   // Send every message reliably (SendOptions::reliable): to a node only; other targets are
   // kBadArgument. `sent` then counts messages the reliable stage took; what it later gives up
@@ -315,10 +335,14 @@ class Node {
   Clock& clock() const noexcept;
 
   // --- owner thread only ---------------------------------------------------------------
-  // A frame with room for `payload_len` bytes; empty (false) when the pool is exhausted or
-  // the payload cannot fit one frame.
+  // A frame with room for `payload_len` bytes; empty (false) when the pool is exhausted. Above
+  // max_payload() and up to the cluster's max_message, a large frame in one of the node's
+  // message buffers (empty when all are in use, or above max_message).
   TxFrame alloc(std::size_t payload_len) noexcept;
   // Sends `f` to node `dst`. On kOk the frame is consumed; otherwise it stays the caller's.
+  // A large frame is always sent reliably, as fragments (docs/architecture.md, "Large
+  // messages"); kBackpressure while an earlier large message to dst on that lane is still
+  // being cut into fragments. Only send() and respond() take large frames (else kTooLarge).
   SendStatus send(TxFrame& f, NodeId dst, MsgType type, std::uint8_t priority, const SendOptions& o = {}) noexcept;
   // Sends `f` to every other node of the cluster; each receives it once (down this node's
   // broadcast tree, one copy per branch, the payload shared).
@@ -335,7 +359,7 @@ class Node {
   // 16,384 requests are outstanding.
   SendStatus send_service(TxFrame& f, std::uint16_t service, MsgType type, std::uint8_t priority,
                           const SendOptions& o = {}, NodeId* instance = nullptr) noexcept;
-  // Copies `payload` into a new frame and sends it.
+  // Copies `payload` into a new frame (a large one above max_payload()) and sends it.
   SendStatus send_copy(NodeId dst, MsgType type, std::uint8_t priority, std::span<const std::byte> payload,
                        const SendOptions& o = {}) noexcept;
   // Sends `f` as the kResponse to `request`, to its sender, on its priority and channel.
@@ -344,6 +368,7 @@ class Node {
   SendStatus respond(const RxMessage& request, TxFrame& f) noexcept;
   // The received mbuf of `m` as a frame whose payload is the message's payload, writable:
   // answer or forward a message without copying it. `m` keeps its header; its payload is empty.
+  // Empty for a large message (it has no single mbuf).
   TxFrame take_frame(RxMessage& m) noexcept;
 
   // Delivery: with a handler, poll() calls it for every message; without one, messages queue
@@ -391,6 +416,7 @@ class Node {
   std::vector<ServiceInfo> services() const;
   unsigned mbufs_available() const noexcept;
   std::size_t max_payload() const noexcept;  // bytes one frame carries at the cluster's MTU
+  std::size_t max_message() const noexcept;  // bytes one message carries (fragmented above max_payload)
 
   struct Impl;
 

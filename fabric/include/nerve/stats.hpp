@@ -76,6 +76,11 @@ struct alignas(64) LcoreStats {
     Counter acks_tx, acks_rx;
     Counter acks_dropped;    // acks not sent (lane full, no route): the next one covers them
     Counter no_session;      // sends refused, and frames dropped: every session (reliable_peers) in use
+    // Large messages (docs/architecture.md, "Large messages").
+    Counter split;           // sent as fragments (each fragment also counts in sent, acked, ...)
+    Counter joined;          // reassembled and delivered
+    Counter join_aborted;    // reassemblies abandoned: given up by their sender, or parts that disagree
+    Counter join_waits;      // first fragments that waited for a free reassembly buffer
   };
   std::array<Reliable, wire::kPriorities> rel;
   // Frames that had to be sent again: their first send to their acknowledgement.
@@ -103,7 +108,8 @@ struct Snapshot {
   struct Reliable {
     std::uint64_t sent = 0, acked = 0, failed = 0, retransmits = 0, fast_retransmits = 0, window_full = 0,
                   in_order = 0, reordered = 0, duplicates = 0, skipped = 0, beyond_window = 0, stale = 0,
-                  acks_tx = 0, acks_rx = 0, acks_dropped = 0, no_session = 0;
+                  acks_tx = 0, acks_rx = 0, acks_dropped = 0, no_session = 0, split = 0, joined = 0,
+                  join_aborted = 0, join_waits = 0;
   };
   std::array<Reliable, wire::kPriorities> rel{};
   std::array<LaneSummary, wire::kPriorities> rel_recovery{};  // reliable frames sent again: first send to ack

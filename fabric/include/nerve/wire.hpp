@@ -16,7 +16,7 @@
 namespace nerve::wire {
 
 inline constexpr std::uint16_t kMagic = 0x564e;     // bytes 'N' 'V' on the wire (little-endian)
-inline constexpr std::uint8_t kVersion = 1;
+inline constexpr std::uint8_t kVersion = 2;  // 2: 16-bit fragment index and count
 inline constexpr std::uint16_t kDefaultUdpPort = 47800;
 
 inline constexpr std::size_t kEthLen = 14;
@@ -91,8 +91,8 @@ struct Header {
   std::uint16_t src_node = kNodeNone;
   std::uint16_t dst = kNodeNone;     // node id, group id (kMulticast) or kBroadcast
   std::uint16_t channel = 0;
-  std::uint8_t frag_index = 0;
-  std::uint8_t frag_count = 1;
+  std::uint16_t frag_index = 0;      // with kFragment: this frame's part of the message
+  std::uint16_t frag_count = 1;      // ... of this many (>= 2); 1 on every other frame
   std::uint32_t seq = 0;
   std::uint32_t ack = 0;
   std::uint32_t msg_id = 0;          // sender-unique id of this message
@@ -129,7 +129,6 @@ enum class Refusal : std::uint8_t {
   kDscpMismatch,     // IPv4 DSCP is not the one for the header's priority
   kUnknownFlags,     // flag bits that no version defines
   kFeatureDisabled,  // a flag of a feature this node does not run (encrypted, fragment, ...)
-  kReservedSet,      // reserved header bytes are not zero
   kPayloadLength,    // payload length disagrees with the UDP length
   kBadFragment,      // fragment fields inconsistent
   kBadAddress,       // source node 0, or destination inconsistent with the flags
