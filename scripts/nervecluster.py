@@ -214,7 +214,7 @@ class Cluster:
         return json.loads(self.ctl(node_id, "status").stdout)
 
     def send_args(self, dst, mtype, prio, payload, count=1, number=False, wait=False, no_wait=False, rate=0,
-                  timeout_ms=None, reliable=False):
+                  timeout_ms=None, reliable=False, size=0):
         args = ([] if timeout_ms is None else ["--timeout-ms", str(timeout_ms)]) + \
             ["send", "--to", str(dst), "--type", mtype, "--priority", str(prio), "--count", str(count)]
         if rate:
@@ -227,6 +227,8 @@ class Cluster:
             args.append("--no-wait")
         if reliable:
             args.append("--reliable")
+        if size:
+            args += ["--size", str(size)]
         return args + [payload]
 
     def send(self, src, dst, mtype, prio, payload, check_rc=True, **kw):

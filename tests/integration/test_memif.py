@@ -62,3 +62,28 @@ def test_reliable_sends_through_a_lossy_link(clusters):
     # nerve-ctl refuses --reliable to anything but one node, before asking nerved.
     bad = cl.ctl(1, "send", "--broadcast", "--reliable", "--type", "status", "--priority", "0", "x", check_rc=False)
     assert bad.returncode == 2 and "--reliable" in bad.stderr, bad.stderr
+
+
+def test_large_messages_between_processes_through_a_lossy_link(clusters):
+    """nerve-ctl send --size: messages of up to 1 MiB, cut into fragments, through a memif link
+    that drops, duplicates and reorders frames both ways, arrive whole (the receiver's digest of
+    every byte) and are answered; what is too large is refused with the reason."""
+    cl = clusters(nc.memif_pair("it-large", "198.18.8", fault="drop=0.01,dup=0.005,reorder=0.01,lanes=0-4,seed=3"))
+    cl.up()
+    r = cl.send(1, 2, "metric", 3, "large", count=6, number=True, size=1 << 20, timeout_ms=20000)
+    assert r["status"] == "ok" and r["sent"] == 6, r
+    nc.wait_for(lambda: cl.status(2)["digest"]["metric"][3] == r["digest"], 30, "beta to hold all six, whole")
+    r = cl.send(1, 2, "command", 1, "echo", count=3, size=200000, timeout_ms=20000)
+    assert r["status"] == "ok" and r["replies"] == 3, r  # requests of 200 kB, answered
+    rel = cl.status(2)["reliable"]
+    assert rel[3]["joined"] == 6 and rel[1]["joined"] == 3, rel
+    assert sum(l["join_aborted"] for l in rel) == 0, rel
+    sender = cl.status(1)["reliable"]
+    assert sender[3]["split"] == 6 and sender[3]["failed"] == 0, sender
+    assert sender[3]["sent"] == 6 * 737, sender  # 1 MiB in fragments of 1,424 bytes, each sent once
+    assert sender[3]["retransmits"] + sender[3]["fast_retransmits"] > 0, sender
+    too = cl.ctl(1, *cl.send_args(2, "metric", 3, "x", size=2 << 20), check_rc=False)
+    assert too.returncode != 0 and "exceeds the cluster's max_message" in too.stderr + too.stdout, too
+    bad = cl.ctl(1, "send", "--broadcast", "--size", "5000", "--type", "status", "--priority", "0", "x", check_rc=False)
+    assert bad.returncode == 2 and "--size" in bad.stderr, bad.stderr
+    assert_clean_stop(cl)
