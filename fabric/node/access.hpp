@@ -60,6 +60,13 @@ struct NodeAccess {
     msg.payload_ = {};
     return m;
   }
+  // A large message's reassembly buffer goes back now; its header stays readable.
+  static void drop_buffer(RxMessage& msg) noexcept {
+    if (!msg.buf_) return;
+    node::give_back(msg.buf_);
+    msg.buf_ = nullptr;
+    msg.payload_ = {};
+  }
 };
 
 }  // namespace nerve

@@ -32,11 +32,11 @@ DeliverStage::DeliverStage(const config::Cluster& cluster, const config::Node& c
   queue_.resize(queue_depth);
 }
 
-DeliverStage::Admit DeliverStage::admit(const wire::Header& h, std::span<const std::byte> payload, std::uint64_t now,
-                                        std::uint64_t& lat) noexcept {
+DeliverStage::Admit DeliverStage::admit(const wire::Header& h, std::uint64_t ts_check, std::span<const std::byte> payload,
+                                        std::uint64_t now, std::uint64_t& lat) noexcept {
   const std::uint8_t prio = h.priority;
   const std::uint64_t ts = h.timestamp_ns;
-  if (ts == 0 || (ts < now ? now - ts : ts - now) > window_ns_) [[unlikely]] {
+  if (ts == 0 || ts_check == 0 || (ts_check < now ? now - ts_check : ts_check - now) > window_ns_) [[unlikely]] {
     st_.refused[static_cast<std::size_t>(wire::Refusal::kBadTimestamp)].add();
     return Admit::kRefused;
   }
@@ -62,9 +62,10 @@ DeliverStage::Admit DeliverStage::admit(const wire::Header& h, std::span<const s
   return match == ControlStage::Match::kAnswered ? Admit::kAnswered : Admit::kDeliver;
 }
 
-void DeliverStage::deliver_large(const wire::Header& h, MessageBuffer* b, std::size_t len, std::uint64_t now) noexcept {
+void DeliverStage::deliver_large(const wire::Header& h, std::uint64_t last_ts, MessageBuffer* b, std::size_t len,
+                                 std::uint64_t now) noexcept {
   std::uint64_t lat = 0;
-  if (admit(h, std::span<const std::byte>(b->data, len), now, lat) != Admit::kDeliver) {
+  if (admit(h, last_ts, std::span<const std::byte>(b->data, len), now, lat) != Admit::kDeliver) {
     give_back(b);
     return;
   }
@@ -82,7 +83,7 @@ void DeliverStage::run(RxItem* items, std::uint16_t n, std::uint64_t now) noexce
     rte_mbuf* m = items[i].m;
     const wire::Decoded& d = items[i].d;
     std::uint64_t lat = 0;
-    const Admit a = admit(d.hdr, d.payload, now, lat);
+    const Admit a = admit(d.hdr, d.hdr.timestamp_ns, d.payload, now, lat);
     if (a != Admit::kDeliver) [[unlikely]] {
       done[nd++] = m;
       continue;

@@ -51,8 +51,11 @@ class DeliverStage {
   void run(RxItem* items, std::uint16_t n, std::uint64_t now_ns) noexcept;
   // Delivers a reassembled large message: `len` bytes in buffer `b` (given back here when it is
   // refused or answers a proxy request; else the message owns it), `h` its first fragment's
-  // header. Needs space() >= 1.
-  void deliver_large(const wire::Header& h, MessageBuffer* b, std::size_t len, std::uint64_t now_ns) noexcept;
+  // header (its latency counts from there), `last_ts` its last fragment's timestamp (the one
+  // checked against the cluster's timestamp window: a long message is not refused for its
+  // length). Needs space() >= 1.
+  void deliver_large(const wire::Header& h, std::uint64_t last_ts, MessageBuffer* b, std::size_t len,
+                     std::uint64_t now_ns) noexcept;
 
   std::optional<RxMessage> recv() noexcept {
     if (head_ == tail_) return std::nullopt;
@@ -62,8 +65,9 @@ class DeliverStage {
 
  private:
   enum class Admit : std::uint8_t { kDeliver, kRefused, kAnswered };
-  // Steps 1 and 2 for one message; `lat` receives its latency.
-  Admit admit(const wire::Header& h, std::span<const std::byte> payload, std::uint64_t now,
+  // Steps 1 and 2 for one message whose newest timestamp is `ts_check`; `lat` receives its
+  // latency (from h's timestamp).
+  Admit admit(const wire::Header& h, std::uint64_t ts_check, std::span<const std::byte> payload, std::uint64_t now,
               std::uint64_t& lat) noexcept;
 
   std::array<std::uint64_t, wire::kPriorities> budget_ns_{};

@@ -253,7 +253,10 @@ SendStatus Node::multicast(TxFrame& f, std::uint16_t group, MsgType type, std::u
 
 TxFrame Node::take_frame(RxMessage& m) noexcept {
   rte_mbuf* mb = NodeAccess::release(m);
-  if (!mb) return {};
+  if (!mb) {
+    NodeAccess::drop_buffer(m);  // a large message: no frame to reuse; its buffer goes back
+    return {};
+  }
   // The payload stays where it is; the old headers become headroom for the new ones.
   const auto len = static_cast<std::uint16_t>(m.header().payload_len);
   rte_pktmbuf_adj(mb, static_cast<std::uint16_t>(wire::kOverhead));

@@ -108,11 +108,11 @@ SendStatus ReliableStage::send(rte_mbuf* m, NodeId dst, MsgType type, std::uint8
 }
 
 void ReliableStage::sent(Peer& p, std::uint32_t di, TxSession& t, rte_mbuf* m, std::uint32_t msg_id,
-                         std::uint16_t channel, std::uint8_t prio) noexcept {
+                         std::uint16_t channel, std::uint8_t prio, bool fragment) noexcept {
   // The frame's headers carry its send timestamp, the time the retransmission timer counts from.
   const std::uint64_t now = wire::bytes::load_le<std::uint64_t>(
       rte_pktmbuf_mtod_offset(m, const std::byte*, wire::layout::kHdrOff + wire::layout::hdr::kTimestamp));
-  t.win[t.next & kMask] = TxEntry{m, now, now, msg_id, channel, 0, false};
+  t.win[t.next & kMask] = TxEntry{m, now, now, msg_id, channel, 0, false, fragment};
   ++t.next;
   st_.rel[prio].sent.add();
   if (!p.active) {
@@ -160,7 +160,10 @@ SendStatus ReliableStage::send_large(MessageBuffer* b, std::size_t len, NodeId d
   t.out = Outgoing{b, static_cast<std::uint32_t>(len), count, 0, type, o.channel, tx_.take_msg_id(), corr_id, 0};
   st_.rel[prio].split.add();
   feed_session(di, prio, 0);  // what the window and the lane take now; the rest each poll
-  if (t.out.buf) feeding_.emplace_back(di, prio);
+  if (t.out.buf && !t.in_feeding) {
+    t.in_feeding = true;
+    feeding_.emplace_back(di, prio);
+  }
   return SendStatus::kOk;
 }
 
@@ -168,6 +171,17 @@ unsigned ReliableStage::feed_session(std::uint32_t di, std::uint8_t prio, std::u
   Peer& p = *peers_[di];
   TxSession& t = p.tx[prio];
   Outgoing& out = t.out;
+  // A message whose fragments could not leave for the give-up time (no route, or this thread
+  // not polling) fails, before anything more of it goes: its receiver may have dropped it.
+  if (out.buf && now_ns != 0 && out.since_ns == 0) out.since_ns = now_ns;
+  if (out.buf && now_ns != 0 && since(now_ns, out.since_ns) >= give_up_ns_) {
+    st_.rel[prio].failed.add();
+    const DeliveryFailure f{r_.topo.id(di), prio, out.channel, out.msg_id, t.next};
+    t.failed_msg_id = out.msg_id;
+    drop_outgoing(t);
+    if (on_failure_) on_failure_(f);
+    return 0;
+  }
   unsigned n = 0;
   while (out.buf && t.next - t.base < kWindow) {
     const std::size_t off = std::size_t{out.next} * frag_size_;
@@ -183,19 +197,10 @@ unsigned ReliableStage::feed_session(std::uint32_t di, std::uint8_t prio, std::u
       rte_pktmbuf_free(m);
       break;
     }
-    sent(p, di, t, m, out.msg_id, out.channel, prio);
+    sent(p, di, t, m, out.msg_id, out.channel, prio, true);
     out.since_ns = t.win[(t.next - 1) & kMask].first_ns;
     ++n;
     if (++out.next == out.count) drop_outgoing(t);  // every fragment is out: the buffer goes back
-  }
-  // A message whose fragments could not leave for the give-up time (no route) fails.
-  if (out.buf && now_ns != 0 && out.since_ns == 0) out.since_ns = now_ns;
-  if (out.buf && now_ns != 0 && since(now_ns, out.since_ns) >= give_up_ns_) {
-    st_.rel[prio].failed.add();
-    const DeliveryFailure f{r_.topo.id(di), prio, out.channel, out.msg_id, t.next};
-    t.failed_msg_id = out.msg_id;
-    drop_outgoing(t);
-    if (on_failure_) on_failure_(f);
   }
   return n;
 }
@@ -210,7 +215,9 @@ unsigned ReliableStage::feed(std::uint64_t now_ns) noexcept {
   for (std::size_t k = 0; k < feeding_.size();) {
     const auto [di, prio] = feeding_[k];
     n += feed_session(di, prio, now_ns);
-    if (!peers_[di]->tx[prio].out.buf) {
+    TxSession& t = peers_[di]->tx[prio];
+    if (!t.out.buf) {
+      t.in_feeding = false;
       feeding_[k] = feeding_.back();
       feeding_.pop_back();
     } else {
@@ -239,9 +246,20 @@ void ReliableStage::give_up(std::uint32_t di, std::uint8_t prio, std::uint32_t s
   const DeliveryFailure f{r_.topo.id(di), prio, e.channel, e.msg_id, seq};
   rte_pktmbuf_free(e.m);
   e.m = nullptr;
-  if (e.msg_id == t.failed_msg_id) return;  // another fragment of a message already reported
-  t.failed_msg_id = e.msg_id;
-  if (t.out.buf && t.out.msg_id == e.msg_id) drop_outgoing(t);  // its fragments not yet sent go too
+  if (e.fragment) {
+    // A large message fails whole, once: its other fragments in the window are dropped (the
+    // receiver skips them with the rest), those not yet cut never go.
+    if (e.msg_id == t.failed_msg_id) return;
+    t.failed_msg_id = e.msg_id;
+    for (std::uint32_t s = t.base; s != t.next; ++s) {
+      TxEntry& o = t.win[s & kMask];
+      if (o.m && o.fragment && o.msg_id == e.msg_id) {
+        rte_pktmbuf_free(o.m);
+        o.m = nullptr;
+      }
+    }
+    if (t.out.buf && t.out.msg_id == e.msg_id) drop_outgoing(t);
+  }
   st_.rel[prio].failed.add();
   if (on_failure_) on_failure_(f);
 }
@@ -447,6 +465,7 @@ bool ReliableStage::can_take(RxSession& s, const RxItem& it, std::uint64_t now_n
 void ReliableStage::abort_join(RxSession& s, std::uint8_t prio) noexcept {
   give_back(s.join);
   s.join = nullptr;
+  s.orphan_msg_id = s.join_hdr.msg_id;  // its later fragments are dropped without counting again
   st_.rel[prio].join_aborted.add();
 }
 
@@ -494,7 +513,7 @@ void ReliableStage::deliver(std::uint32_t di, RxSession& s, RxItem& it, std::uin
     MessageBuffer* b = s.join;
     s.join = nullptr;
     st_.rel[prio].joined.add();
-    deliver_.deliver_large(s.join_hdr, b, s.join_len, now_ns);
+    deliver_.deliver_large(s.join_hdr, h.timestamp_ns, b, s.join_len, now_ns);
   }
 }
 
@@ -540,6 +559,7 @@ void ReliableStage::on_data(RxItem& it, std::uint64_t now_ns) noexcept {
     for (std::uint32_t i = 0; i < kWindow; ++i)
       if (s.has[i]) rte_pktmbuf_free(s.held[i].m);
     if (s.join) abort_join(s, prio);
+    s.join_wait = false;
     s.has.reset();
     s.prev_session = s.session;
     s.session = h.session;
@@ -561,6 +581,7 @@ void ReliableStage::on_data(RxItem& it, std::uint64_t now_ns) noexcept {
     st_.rel[prio].skipped.add();
     s.expected = h.ack;
     if (s.join) abort_join(s, prio);  // the rest of the message it was putting together is gone
+    s.join_wait = false;
   }
   const std::uint32_t seq = h.seq;
   if (before(seq, s.expected) || s.has[seq & kMask]) {

@@ -124,6 +124,7 @@ class ReliableStage {
     std::uint16_t channel = 0;
     std::uint8_t retries = 0;
     bool sacked = false;         // the receiver holds it (selective ack)
+    bool fragment = false;       // part of a large message (its fragments share msg_id)
   };
   // A large message being cut into fragments.
   struct Outgoing {
@@ -142,7 +143,8 @@ class ReliableStage {
     // retransmission (of the whole session: a stalled receiver is not sent its window again).
     std::uint8_t backoff = 0;
     std::uint64_t resent_ns = 0;  // the last timer retransmission
-    std::uint32_t failed_msg_id = 0;  // the last message reported failed (a large one has many frames)
+    std::uint32_t failed_msg_id = 0;  // the last large message reported failed (it has many frames)
+    bool in_feeding = false;          // in feeding_
     Outgoing out;
     std::array<TxEntry, kWindow> win{};
   };
@@ -189,7 +191,7 @@ class ReliableStage {
   unsigned feed_session(std::uint32_t di, std::uint8_t prio, std::uint64_t now_ns) noexcept;
   // Records frame `m` (just sent as `seq`) in session t's window.
   void sent(Peer& p, std::uint32_t di, TxSession& t, rte_mbuf* m, std::uint32_t msg_id, std::uint16_t channel,
-            std::uint8_t prio) noexcept;
+            std::uint8_t prio, bool fragment = false) noexcept;
   void drop_outgoing(TxSession& t) noexcept;
   void flush_out(std::uint64_t now_ns) noexcept;
   // Everything before `ack` in t arrived (cumulative): released, round trips sampled.

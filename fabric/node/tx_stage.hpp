@@ -128,8 +128,11 @@ class TxStage {
 
   // The id the next message sent will carry.
   std::uint32_t next_msg_id() const noexcept { return next_msg_id_; }
-  // Takes the next id for a message sent as fragments (Sequenced::msg_id).
-  std::uint32_t take_msg_id() noexcept { return next_msg_id_++; }
+  // Takes the next id for a message sent as fragments (Sequenced::msg_id, where 0 means none).
+  std::uint32_t take_msg_id() noexcept {
+    if (next_msg_id_ == 0) ++next_msg_id_;
+    return next_msg_id_++;
+  }
   std::size_t max_payload() const noexcept { return max_payload_; }
   unsigned stashed() const noexcept { return stash_n_; }  // allocated, not handed out yet
 

@@ -154,8 +154,8 @@ class TxFrame {
 
 // A delivered message: a view into the received mbuf, which it owns and frees. A message that
 // came in fragments views the reassembly buffer it owns instead (the node's; given back when the
-// message is freed, from any thread); its header() is its first fragment's. Neither outlives
-// the node.
+// message is freed, from any thread); its header() is its first fragment's (payload_len
+// included: the message's length is payload().size()). Neither outlives the node.
 class RxMessage {
  public:
   RxMessage() = default;
@@ -342,7 +342,8 @@ class Node {
   // Sends `f` to node `dst`. On kOk the frame is consumed; otherwise it stays the caller's.
   // A large frame is always sent reliably, as fragments (docs/architecture.md, "Large
   // messages"); kBackpressure while an earlier large message to dst on that lane is still
-  // being cut into fragments. Only send() and respond() take large frames (else kTooLarge).
+  // being cut into fragments. Only send() and respond() take large frames (else kTooLarge),
+  // even one truncated to one frame's size (send() then sends it as one reliable frame).
   SendStatus send(TxFrame& f, NodeId dst, MsgType type, std::uint8_t priority, const SendOptions& o = {}) noexcept;
   // Sends `f` to every other node of the cluster; each receives it once (down this node's
   // broadcast tree, one copy per branch, the payload shared).
@@ -368,7 +369,7 @@ class Node {
   SendStatus respond(const RxMessage& request, TxFrame& f) noexcept;
   // The received mbuf of `m` as a frame whose payload is the message's payload, writable:
   // answer or forward a message without copying it. `m` keeps its header; its payload is empty.
-  // Empty for a large message (it has no single mbuf).
+  // For a large message (no single mbuf): empty, and its reassembly buffer goes back now.
   TxFrame take_frame(RxMessage& m) noexcept;
 
   // Delivery: with a handler, poll() calls it for every message; without one, messages queue
