@@ -129,32 +129,4 @@ void unregister_dpdk_telemetry() {
   g_node = nullptr;
 }
 
-void publish_port_xstats(const Node& node, telemetry::Region& region) {
-  std::vector<telemetry::Xstat> out;
-  std::vector<rte_eth_xstat_name> names;
-  std::vector<rte_eth_xstat> values;
-  const auto ports = node.ports();
-  for (std::size_t j = 0; j < ports.size() && out.size() < telemetry::kXstats; ++j) {
-    const auto id = static_cast<std::uint16_t>(ports[j].dpdk_port);
-    const int n = rte_eth_xstats_get_names(id, nullptr, 0);
-    if (n <= 0) continue;
-    names.resize(static_cast<std::size_t>(n));
-    values.resize(static_cast<std::size_t>(n));
-    const int got_names = rte_eth_xstats_get_names(id, names.data(), static_cast<unsigned>(n));
-    const int got = rte_eth_xstats_get(id, values.data(), static_cast<unsigned>(n));
-    if (got_names != n || got != n) continue;  // the port changed meanwhile: next time
-    for (const auto& v : values) {
-      if (out.size() >= telemetry::kXstats || v.id >= names.size()) break;
-      telemetry::Xstat x{};
-      x.value = v.value;
-      x.port = static_cast<std::uint32_t>(j);
-      const std::string_view name = names[v.id].name;
-      const std::size_t len = std::min(name.size(), sizeof x.name - 1);
-      std::memcpy(x.name, name.data(), len);
-      out.push_back(x);
-    }
-  }
-  region.write_xstats(out);
-}
-
 }  // namespace nerve::app

@@ -14,8 +14,4 @@ void register_dpdk_telemetry(const Node& node);
 // Before the node goes: the commands then answer -EAGAIN.
 void unregister_dpdk_telemetry();
 
-// Reads the node's ports' extended statistics (rte_eth_xstats_get; DPDK's names) into the stats
-// region for the sidecar. A control-thread job, about once a second: never on the datapath.
-void publish_port_xstats(const Node& node, telemetry::Region& region);
-
 }  // namespace nerve::app

@@ -584,13 +584,7 @@ void serve_connection(int fd, const Daemon& d) {
 // request may block for its whole timeout, and returns only when all of them have ended.
 void serve_control(int listen_fd, const Daemon& d) {
   std::atomic<int> open{0};
-  auto next_xstats = std::chrono::steady_clock::now();
   while (!g_stop.load(std::memory_order_relaxed)) {
-    // The ports' extended statistics for the sidecar, about once a second, from this thread.
-    if (d.region && std::chrono::steady_clock::now() >= next_xstats) {
-      app::publish_port_xstats(d.node, *d.region);
-      next_xstats = std::chrono::steady_clock::now() + std::chrono::seconds(1);
-    }
     pollfd p{listen_fd, POLLIN, 0};
     if (::poll(&p, 1, 100) <= 0) continue;
     const int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);

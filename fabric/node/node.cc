@@ -133,6 +133,10 @@ void Node::Impl::publish_sample() noexcept {
     s.port[j] = port_cache[j];
     s.port[j].tx_frames = st.port_tx_frames[j].get();
   }
+  if (!xstats_out.empty() && tsc - last_xstats_tsc >= hz) {
+    last_xstats_tsc = tsc;
+    read_xstats();
+  }
   s.links = std::min(routing->links.size(), telemetry::kLinks);
   for (std::size_t k = 0; k < s.links; ++k) {
     const node::LinkShared& sh = routing->links.shared(k);
@@ -142,6 +146,37 @@ void Node::Impl::publish_sample() noexcept {
                                       sh.heartbeats_rx.load(std::memory_order_relaxed)};
   }
   region->publish(s);
+}
+
+void Node::Impl::prepare_xstats() {
+  if (!region) return;
+  std::vector<rte_eth_xstat_name> names;
+  for (const auto& p : ports) {
+    const std::uint16_t id = p.dev->id();
+    const int n = rte_eth_xstats_get_names(id, nullptr, 0);
+    if (n <= 0 || xstats_out.size() + static_cast<std::size_t>(n) > telemetry::kXstats) continue;
+    names.resize(static_cast<std::size_t>(n));
+    if (rte_eth_xstats_get_names(id, names.data(), static_cast<unsigned>(n)) != n) continue;
+    PortXstats px{id, xstats_out.size(), std::vector<rte_eth_xstat>(static_cast<std::size_t>(n))};
+    for (const auto& nm : names) {
+      telemetry::Xstat x{};
+      x.port = static_cast<std::uint32_t>(&p - &ports[0]);
+      const std::string_view name = nm.name;
+      std::memcpy(x.name, name.data(), std::min(name.size(), sizeof x.name - 1));
+      xstats_out.push_back(x);
+    }
+    xstats_ports.push_back(std::move(px));
+  }
+}
+
+void Node::Impl::read_xstats() noexcept {
+  for (PortXstats& px : xstats_ports) {
+    const auto n = static_cast<unsigned>(px.values.size());
+    if (rte_eth_xstats_get(px.dpdk_port, px.values.data(), n) != static_cast<int>(n)) continue;  // the port changed
+    for (const rte_eth_xstat& v : px.values)
+      if (v.id < n) xstats_out[px.first + v.id].value = v.value;
+  }
+  region->write_xstats(xstats_out);
 }
 
 unsigned Node::flush() noexcept {
@@ -428,6 +463,7 @@ Node::Node(const config::Cluster& cluster, NodeId id, drivers::Eal& eal, const N
   I.clock_sync.arm(0);
 
   for (auto& p : I.ports) p.dev->wait_link(opts.link_wait);
+  I.prepare_xstats();
   I.routing->agent.start(eal);
 }
 

@@ -2,6 +2,8 @@
 // only what it is given (docs/architecture.md, "The node as stages").
 #pragma once
 
+#include <rte_ethdev.h>
+
 #include <map>
 #include <memory>
 #include <optional>
@@ -45,7 +47,19 @@ struct Node::Impl {
   telemetry::Region* region;
   void publish_sample() noexcept;
   std::array<telemetry::PortSample, telemetry::kPorts> port_cache{};  // read at most every 100 ms
-  std::uint64_t last_publish_tsc = 0, last_ports_tsc = 0;
+  std::uint64_t last_publish_tsc = 0, last_ports_tsc = 0, last_xstats_tsc = 0;
+  // The ports' extended statistics for the region: names taken when the node starts, values
+  // read by the datapath itself once a second while a reader asks for samples (the only
+  // thread that reads the devices' counters: some PMDs' registers clear on read).
+  struct PortXstats {
+    std::uint16_t dpdk_port = 0;
+    std::size_t first = 0;  // its entries in xstats_out: [first, first + values.size())
+    std::vector<rte_eth_xstat> values;
+  };
+  std::vector<PortXstats> xstats_ports;
+  std::vector<telemetry::Xstat> xstats_out;
+  void prepare_xstats();
+  void read_xstats() noexcept;
   std::unique_ptr<node::Routing> routing;  // topology, links, tables, the routing agent
   // Held around every burst: PMD callbacks on the interrupt thread wait for it (drivers/).
   drivers::DatapathGuard::Section guard;

@@ -125,8 +125,9 @@ static_assert(offsetof(stats::LcoreStats, last_deadline_miss_ns) == 984 &&
 static_assert(wire::kRefusalCount <= kRefusals && wire::kPriorities == 5);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 
-// The ports' extended statistics (rte_eth_xstats_get), written by nerved's control thread about
-// once a second (never by the datapath) under a sequence word of their own.
+// The ports' extended statistics (rte_eth_xstats_get), written by the datapath once a second
+// while a reader asks for samples (it alone reads the devices' counters: some PMDs clear their
+// registers on read), under a sequence word of their own.
 inline constexpr std::size_t kXstats = 512;
 struct Xstat {
   std::uint64_t value;
@@ -184,7 +185,7 @@ class Region {
   void publish(Sample& s) noexcept;
   std::uint64_t pending_request() const noexcept { return hdr_->request.load(std::memory_order_relaxed); }
   void set_running() noexcept { hdr_->state.store(kRunning, std::memory_order_release); }
-  // One thread (not the datapath): replaces the ports' extended statistics (the first kXstats).
+  // The datapath: replaces the ports' extended statistics (the first kXstats).
   void write_xstats(std::span<const Xstat> stats) noexcept;
 
  private:
