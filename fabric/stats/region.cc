@@ -1,4 +1,5 @@
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -79,6 +80,20 @@ bool read_slot(const Slot& slot, Sample& out) noexcept {
 }  // namespace
 
 Region::Region(std::string path, const Identity& id) : path_(std::move(path)) {
+  // Creations in one directory take turns (a lock on the directory, held until the region is in
+  // place): two nodes starting for one region at the same instant cannot both find it free.
+  const std::size_t slash = path_.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path_.substr(0, slash);
+  struct DirLock {
+    int fd;
+    ~DirLock() {
+      if (fd >= 0) ::close(fd);  // the lock goes with it
+    }
+  } dir_lock{::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
+  if (dir_lock.fd >= 0) {
+    while (::flock(dir_lock.fd, LOCK_EX) != 0 && errno == EINTR) {
+    }
+  }
   // A region left by a node that stopped (or crashed) is replaced; one a running node holds is not.
   if (const int old = ::open(path_.c_str(), O_RDWR | O_CLOEXEC); old >= 0) {
     const bool held = locked_by_other(old, 0);

@@ -93,6 +93,42 @@ TEST_CASE("region: a second writer for a held region is refused; a region left b
   CHECK(r.header().node_id == 7);
 }
 
+TEST_CASE("region: writers starting for one region at the same instant: exactly one gets it") {
+  TempDir t;
+  const std::string p = t.path("n7.stats");
+  for (int round = 0; round < 50; ++round) {
+    { std::ofstream(p) << "left behind"; }  // a stale one to replace, the harder case
+    std::atomic<int> ready{0};
+    std::atomic<bool> go{false};
+    std::atomic<int> won{0}, refused{0}, other{0};
+    std::atomic<bool> done{false};
+    std::vector<std::thread> writers;
+    for (int k = 0; k < 3; ++k)
+      writers.emplace_back([&] {
+        ready.fetch_add(1);
+        while (!go.load()) {
+        }
+        try {
+          Region r(p, identity());
+          won.fetch_add(1);
+          while (!done.load()) std::this_thread::yield();  // held while the others try
+        } catch (const RegionError& e) {
+          (std::string(e.what()).find("held by a running node") != std::string::npos ? refused : other).fetch_add(1);
+        }
+      });
+    while (ready.load() < 3) std::this_thread::yield();
+    go = true;
+    while (won.load() + refused.load() + other.load() < 3) std::this_thread::yield();
+    CHECK(won.load() == 1);
+    CHECK(refused.load() == 2);
+    CHECK(other.load() == 0);
+    Reader r(p);  // the one in place is the winner's, live
+    CHECK(r.header().node_id == 7);
+    done = true;
+    for (auto& w : writers) w.join();
+  }
+}
+
 TEST_CASE("region: readers refuse what is not a region of their version") {
   TempDir t;
   const std::string p = t.path("n7.stats");
