@@ -14,7 +14,8 @@
 #   scripts/bench.sh reliability   # reliable delivery: 10 M messages through a faulty memif link,
 #                               # every lane, P0 paced with 1 % loss (recovery time), the P0 round
 #                               # trip with and without, an unpaced 1 M burst over af_packet with
-#                               # and without; writes perf/results/<date>-<host>-reliability.{json,md}
+#                               # and without, large messages (1 MiB, 64 KiB, 4 KiB) in fragments;
+#                               # writes perf/results/<date>-<host>-reliability.{json,md}
 #   scripts/bench.sh telemetry  # the telemetry sidecar's cost to the datapath (msgs/s, P0 round
 #                               # trips, without and with it, interleaved) and its tiers' timing
 #                               # beside a busy-polling node; writes perf/results/<date>-<host>-telemetry.{json,md}
@@ -230,14 +231,15 @@ reliability() {
   local rtmp="$tmp/reliability"
   mkdir -p "$rtmp"
   rrun() { run_in "$rtmp" "$@"; }
-  local big=10000000 lane=100000 paced=200000 burst=1000000
-  if [ "${BENCH_QUICK:-0}" = 1 ]; then big=100000; lane=10000; paced=10000; burst=50000; fi
+  local big=10000000 lane=100000 paced=200000 burst=1000000 large=3000
+  if [ "${BENCH_QUICK:-0}" = 1 ]; then big=100000; lane=10000; paced=10000; burst=50000; large=300; fi
   rrun 1-big reliability --count "$big" --priority 0
   rrun 2-lanes reliability --count "$lane" --priority 0,1,2,3,4
   rrun 3-paced reliability --count "$paced" --rate 20000 --fault drop=0.01 --priority 0
   rrun 4-overhead reliability --overhead --rounds 5
   rrun 5-burst throughput --transport af_packet --count "$burst" --sweep 1 --priority 3
   rrun 6-burst-reliable throughput --transport af_packet --count "$burst" --sweep 1 --priority 3 --reliable
+  rrun 7-large reliability --count "$large" --size 1048576,65536,4096 --priority 3   # fragments
   /usr/bin/python3 - "$rtmp" "$out/$stamp-reliability" <<'PY'
 import glob, json, sys
 tmp, base = sys.argv[1], sys.argv[2]
@@ -248,13 +250,13 @@ merged["results"] = [dict(r, run=k) for k, d in docs.items() for r in d["results
 json.dump(merged, open(base + ".json", "w"), indent=2)
 us = lambda ns: f"{ns / 1000:.2f}"
 L = [f"Commit {merged['commit']}, {merged['setup']['date']}, {merged['setup']['cpu']}, DPDK {merged['setup']['dpdk']}.", ""]
-L += ["| run | lane | faults (each port, on receive) | sent | lost | dup | reordered | retransmits | faults injected | "
+L += ["| run | lane | bytes | faults (each port, on receive) | sent | lost | dup | reordered | retransmits | faults injected | "
       "msgs/s | p50 µs | p99 µs | p99.9 µs | p99.99 µs | budget misses | sent again: p50 / p99 µs to ack |",
-      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 for r in merged["results"]:
     if r["scenario"] != "reliability": continue
     l = r["latency_ns"]; rc = r["recovery_ns"]
-    L.append(f"| {r['run']} | P{r['priority']} | {r['fault']} | {r['sent']} | {r['lost']} | {r['duplicates']} | "
+    L.append(f"| {r['run']} | P{r['priority']} | {r['size']} | {r['fault']} | {r['sent']} | {r['lost']} | {r['duplicates']} | "
              f"{r['reordered']} | {r['retransmits']} | {r['faults_injected']} | {r['rate_mps']:.0f} | {us(l['p50'])} | "
              f"{us(l['p99'])} | {us(l['p999'])} | {us(l['p9999'])} | {r['deadline_misses']} | "
              f"{us(rc['p50'])} / {us(rc['p99'])} |")
