@@ -431,6 +431,10 @@ class Session {
     sidecar_ = -1;
     std::ifstream rep(dir_ + "/sidecar.json");
     const auto j = json::parse(rep, nullptr, false);
+    if (!j.is_discarded() && j.contains("process"))
+      fmt::print(stderr, "nerve-perf: sidecar CPU {:.3f} s in {:.1f} s: {:.2f} % of a core\n",
+                 j["process"].value("cpu_seconds", 0.0), j["process"].value("wall_seconds", 0.0),
+                 100 * j["process"].value("share_of_a_core", 0.0));
     if (!j.is_discarded() && j.contains("tiers"))
       for (const auto& [tier, t] : j["tiers"].items())
         if (t.value("ticks", 0) > 0)

@@ -215,6 +215,13 @@ for name, rep in merged["tiers"].items():
         if t["ticks"]:
             L.append(f"| {tier} ({t['hz']:g} Hz) | {rep['args']} | {t['ticks']} | {t['skipped']} | {t['late_p50_us']:.1f} | "
                      f"{t['late_p99_us']:.1f} | {t['late_p999_us']:.1f} | {t['late_max_us']:.1f} |")
+L += ["", "| the sidecar's own cost (getrusage, all its threads) | CPU s | wall s | share of a core | "
+      "voluntary / involuntary switches |", "|---|---|---|---|---|"]
+for name, rep in merged["tiers"].items():
+    p = rep.get("process")
+    if p:
+        L.append(f"| {rep['args']} | {p['cpu_seconds']:.2f} | {p['wall_seconds']:.1f} | {100 * p['share_of_a_core']:.2f} % | "
+                 f"{p['voluntary_switches']} / {p['involuntary_switches']} |")
 ev = merged["tiers"]["event"]
 L += ["", f"| from a deadline miss ({ev['events']} events, 17 a second) | count | p50 µs | p99 µs | max µs |",
       "|---|---|---|---|---|"]

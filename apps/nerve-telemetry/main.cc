@@ -10,6 +10,7 @@
 #include <malloc.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -239,8 +240,20 @@ class Stream {
   bool stopping_ = false;
 };
 
+// The sidecar's own cost: its CPU time (all its threads, user and system) over its running time.
+json cpu_report(std::chrono::steady_clock::time_point started) {
+  rusage ru{};
+  ::getrusage(RUSAGE_SELF, &ru);
+  auto secs = [](const timeval& t) { return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6; };
+  const double cpu = secs(ru.ru_utime) + secs(ru.ru_stime);
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  return {{"cpu_seconds", cpu}, {"user_seconds", secs(ru.ru_utime)}, {"system_seconds", secs(ru.ru_stime)},
+          {"wall_seconds", wall}, {"share_of_a_core", wall > 0 ? cpu / wall : 0.0},
+          {"voluntary_switches", ru.ru_nvcsw}, {"involuntary_switches", ru.ru_nivcsw}};
+}
+
 json tier_report(const std::vector<std::unique_ptr<Tier>>& tiers, std::uint64_t timeouts, const EventTiming& events,
-                 const sidecar::Pusher& push) {
+                 const sidecar::Pusher& push, std::chrono::steady_clock::time_point started) {
   json j = json::object();
   for (const auto& t : tiers) {
     j[std::string(t->name)] = {{"hz", 1e9 / static_cast<double>(t->period_ns)},
@@ -262,13 +275,15 @@ json tier_report(const std::vector<std::unique_ptr<Tier>>& tiers, std::uint64_t 
   return {{"tiers", j},
           {"sample_timeouts", timeouts},
           {"event_to_sample", timing(events.to_sample)},
-          {"event_to_push", timing(push.event_to_push())}};
+          {"event_to_push", timing(push.event_to_push())},
+          {"process", cpu_report(started)}};
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   app::g_program = "nerve-telemetry";
+  const auto started = std::chrono::steady_clock::now();
   // Each tick builds and frees text: keep the freed heap rather than giving it back to the
   // kernel and faulting it in again at the next tick.
   ::mallopt(M_TRIM_THRESHOLD, 64 << 20);
@@ -288,7 +303,9 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0u, 5000u));
   cli.add_option("--cpu", cpu, "run on this CPU (a housekeeping core, not a datapath's)")->check(CLI::Range(0, 1023));
   cli.add_option("--duration", duration_s, "stop after this many seconds (0: at SIGINT/SIGTERM)")->check(CLI::Range(0.0, 1e7));
-  cli.add_option("--report", report_path, "at exit, write each tier's tick counts and lateness as JSON to this file");
+  cli.add_option("--report", report_path,
+                 "at exit, write each tier's tick counts and lateness, event timing and the sidecar's own CPU time "
+                 "as JSON to this file");
   cli.add_option("--log-level", level, "debug, info, warn or error")->check(CLI::IsMember({"debug", "info", "warn", "error"}));
   if (const auto rc = app::parse_cli(cli, argc, argv, "nerve-telemetry")) return *rc;
   app::g_log_level = app::level_named(level);
@@ -641,7 +658,7 @@ int main(int argc, char** argv) {
   stop_http();
   if (!report_path.empty()) {
     std::ofstream out(report_path);
-    out << tier_report(tiers, timeouts, event_timing, pusher).dump(2) << "\n";
+    out << tier_report(tiers, timeouts, event_timing, pusher, started).dump(2) << "\n";
   }
   log(Level::kInfo, "stopped");
   return rc;

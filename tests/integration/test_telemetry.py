@@ -565,3 +565,25 @@ def test_query_over_the_fabric_asks_another_nodes_sidecar(tmp_path):
             stop(sc)
         cl.kill_all()
         cl.remove()
+
+
+def test_report_gives_tier_timing_events_and_the_sidecars_own_cost(pair):
+    """--duration and --report: the sidecar stops by itself and writes each tier's ticks and
+    lateness, the event timing and its own CPU time (the figures the benchmarks quote)."""
+    cl = pair
+    cl.up()
+    rep = os.path.join(cl.dir, "report.json")
+    r = subprocess.run([nc.TELEMETRY, "--config", cl.path, "--node", "1", "--duration", "2", "--report", rep,
+                        "--log-level", "warn"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    with open(rep) as f:
+        j = json.load(f)
+    crit = j["tiers"]["critical"]
+    assert crit["hz"] == 100 and 100 <= crit["ticks"] + crit["skipped"] <= 230, crit  # 2 s at 100 Hz
+    assert j["tiers"]["standard"]["ticks"] >= 10, j["tiers"]["standard"]
+    p = j["process"]
+    assert 1.9 <= p["wall_seconds"] < 30, p
+    assert 0 < p["cpu_seconds"] < p["wall_seconds"] * 2, p  # it ran, and on at most the two cores there are
+    assert abs(p["cpu_seconds"] - p["user_seconds"] - p["system_seconds"]) < 1e-6, p
+    assert abs(p["share_of_a_core"] - p["cpu_seconds"] / p["wall_seconds"]) < 1e-6, p
+    assert "count" in j["event_to_sample"] and "count" in j["event_to_push"], j
