@@ -440,7 +440,7 @@ bool ReliableStage::can_take(RxSession& s, const RxItem& it, std::uint64_t now_n
   const wire::Header& h = it.d.hdr;
   if ((h.flags & wire::flag::kFragment) == 0 || h.frag_index != 0) [[likely]]
     return true;
-  if (joins_.any_free()) return true;
+  if (oversize(it) || joins_.any_free()) return true;  // (an oversize one is dropped at once)
   // Reassemblies that have not moved for the give-up time: their senders gave them up.
   for (std::size_t k = 0; k < joining_.size();) {
     const auto [jdi, jprio] = joining_[k];
@@ -479,6 +479,12 @@ void ReliableStage::deliver(std::uint32_t di, RxSession& s, RxItem& it, std::uin
   }
   if (h.frag_index == 0) {
     if (s.join) abort_join(s, prio);
+    if (oversize(it)) [[unlikely]] {  // larger than a reassembly buffer: dropped whole, counted once
+      s.orphan_msg_id = h.msg_id;
+      st_.rel[prio].join_aborted.add();
+      rte_pktmbuf_free(it.m);
+      return;
+    }
     s.join = joins_.take();  // can_take() saw one free
     s.join_len = 0;
     s.join_next = 0;
@@ -613,19 +619,26 @@ void ReliableStage::on_data(RxItem& it, std::uint64_t now_ns) noexcept {
 }
 
 void ReliableStage::run(RxItem* items, std::uint16_t n, std::uint64_t now_ns) noexcept {
+  // Messages first, to their handlers (whose answers are what the peer waits for), then the
+  // burst's acks (they only free frames kept for retransmission, or send lost ones again).
+  bool acks = false;
   for (std::uint16_t i = 0; i < n; ++i) {
     RxItem& it = items[i];
     const wire::Header& h = it.d.hdr;
-    if (h.type == MsgType::kAck) [[unlikely]] {
-      on_ack(it, now_ns);
-      rte_pktmbuf_free(it.m);
-    } else if ((h.flags & wire::flag::kReliable) != 0) {
+    if (h.type == MsgType::kAck) [[unlikely]]
+      acks = true;
+    else if ((h.flags & wire::flag::kReliable) != 0)
       on_data(it, now_ns);
-    } else {
+    else
       deliver(it, now_ns);
-    }
   }
   flush_out(now_ns);
+  if (!acks) return;
+  for (std::uint16_t i = 0; i < n; ++i) {
+    if (items[i].d.hdr.type != MsgType::kAck) continue;
+    on_ack(items[i], now_ns);
+    rte_pktmbuf_free(items[i].m);
+  }
 }
 
 void ReliableStage::pump(std::uint64_t now_ns) noexcept {

@@ -187,6 +187,11 @@ class ReliableStage {
   // buffer (one whose reassembly stalled for the give-up time is taken back).
   bool can_take(RxSession& s, const RxItem& it, std::uint64_t now_ns) noexcept;
   void abort_join(RxSession& s, std::uint8_t prio) noexcept;
+  // A first fragment whose message cannot fit a reassembly buffer: every fragment but the last
+  // carries as much as the first, the last at least a byte.
+  bool oversize(const RxItem& first) const noexcept {
+    return (std::uint64_t{first.d.hdr.frag_count} - 1) * first.d.payload.size() + 1 > joins_.size();
+  }
   // Cuts fragments of session (di, prio)'s large message while its window has room.
   unsigned feed_session(std::uint32_t di, std::uint8_t prio, std::uint64_t now_ns) noexcept;
   // Records frame `m` (just sent as `seq`) in session t's window.

@@ -4,7 +4,8 @@
   forge.py answer IFACE SPEC.json   wait for a command on the wire, then answer it as SPEC says
 
 A SPEC frame is a dict of the fields below (every one optional); "ip_fragments": N splits the
-frame into N IPv4 fragments (scapy). The nerve header is built byte by byte as docs/wire.md
+frame into N IPv4 fragments (scapy); "udp_checksum": true has scapy fill in the UDP checksum
+(reliable frames and acks need one). The nerve header is built byte by byte as docs/wire.md
 gives it, so the tests can write every field wrong on purpose."""
 import json
 import socket
@@ -18,7 +19,8 @@ DSCP = [46, 34, 26, 18, 8]
 DEFAULTS = dict(dst_mac="02:00:00:00:00:01", src_mac="02:00:00:00:00:02", src_ip="198.18.3.2", dst_ip="198.18.3.1",
                 port=47800, magic="NV", version=2, type=2, prio=0, flags=0, ttl=8, epoch=0, src=2, dst=1, channel=0,
                 frag_index=0, frag_count=1, seq=0, ack=0, msg_id=1, corr_id=0, timestamp=None, payload="forged",
-                payload_len=None, tag=0, pad=0, ip_checksum=None, dscp=None, ip_fragments=0)
+                payload_len=None, tag=0, pad=0, ip_checksum=None, dscp=None, ip_fragments=0, session=0,
+                udp_checksum=False)
 
 
 def frame(spec):
@@ -28,13 +30,15 @@ def frame(spec):
     plen = len(payload) if s["payload_len"] is None else s["payload_len"]
     hdr = s["magic"].encode() + bytes([s["version"], s["type"], s["prio"], s["flags"], s["ttl"], s["epoch"]])
     hdr += struct.pack("<HHHH", s["src"], s["dst"], s["channel"], s["frag_index"])
-    hdr += struct.pack("<IIIIQHIH", s["seq"], s["ack"], s["msg_id"], s["corr_id"], ts, plen, 0, s["frag_count"])
+    hdr += struct.pack("<IIIIQHIH", s["seq"], s["ack"], s["msg_id"], s["corr_id"], ts, plen, s["session"],
+                       s["frag_count"])
     body = hdr + payload + bytes(s["tag"])
     dscp = DSCP[s["prio"]] if s["dscp"] is None else s["dscp"]
     ip = IP(src=s["src_ip"], dst=s["dst_ip"], tos=dscp << 2, flags="DF", ttl=64, id=0)
     if s["ip_checksum"] is not None:
         ip.chksum = s["ip_checksum"]
-    pkt = Ether(dst=s["dst_mac"], src=s["src_mac"]) / ip / UDP(sport=s["port"], dport=s["port"], chksum=0) / Raw(body)
+    udp = UDP(sport=s["port"], dport=s["port"], chksum=None if s["udp_checksum"] else 0)  # None: scapy computes it
+    pkt = Ether(dst=s["dst_mac"], src=s["src_mac"]) / ip / udp / Raw(body)
     if s["ip_fragments"]:
         pkt[IP].flags = 0
         size = (len(body) + 8) // s["ip_fragments"] // 8 * 8 + 8

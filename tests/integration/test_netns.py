@@ -179,3 +179,37 @@ def test_a_third_host_cannot_answer_for_the_node_asked(clusters, netns):
     r = json.loads(out)
     assert r["status"] == "ok" and r["reply"] == "pong" and r["replies"] == 1, r
     assert_clean_stop(cl)
+
+
+def test_forged_reliable_frames_and_fragments_are_counted_and_never_stall_the_session(clusters, netns):
+    """A rogue host speaking for beta writes reliable frames of a session of its own: a message
+    whose fragments skip one, a first fragment announcing more than max_message, a frame far
+    beyond the window, an ack for data never sent; then a well-formed message in two fragments.
+    Each bad one is dropped and counted; the good one is delivered whole after them."""
+    cl, ns = pair(clusters, netns, "af_packet", "it-forgefrag")
+    before = cl.status(1)
+    rel = {"flags": 1, "session": 777, "ack": 1, "udp_checksum": True, "type": 2}
+    frag = dict(rel, flags=1 | 4)
+    forge(cl, "send", [
+        dict(frag, seq=1, msg_id=10, frag_index=0, frag_count=3, payload="a" * 1000),
+        dict(frag, seq=2, msg_id=10, frag_index=2, frag_count=3, payload="a" * 1000),      # skips part 1
+        dict(frag, seq=3, msg_id=11, frag_index=0, frag_count=65535, payload="b" * 1000),  # 64 MB announced
+        dict(frag, seq=4, msg_id=11, frag_index=1, frag_count=65535, payload="b" * 1000),  # ... and its next part
+        dict(rel, seq=100000, msg_id=12, payload="far"),                                   # beyond the window
+        {"type": 8, "session": 999, "ack": 5, "udp_checksum": True, "payload": "\0" * 8},  # an ack of nothing sent
+        dict(frag, seq=5, msg_id=13, frag_index=0, frag_count=2, payload="c" * 1400),
+        dict(frag, seq=6, msg_id=13, frag_index=1, frag_count=2, payload="d" * 600),
+    ])
+
+    def settled():
+        st = cl.status(1)
+        return st if st["reliable"][0]["joined"] - before["reliable"][0]["joined"] >= 1 else None
+    st = nc.wait_for(settled, 30, "the well-formed two-part message")
+    r0, b0 = st["reliable"][0], before["reliable"][0]
+    assert r0["join_aborted"] - b0["join_aborted"] == 2, r0   # the broken series and the oversize one, once each
+    assert r0["beyond_window"] - b0["beyond_window"] == 1, r0
+    assert r0["stale"] - b0["stale"] >= 1, r0                 # the ack of nothing sent
+    assert r0["joined"] - b0["joined"] == 1, r0
+    assert nc.delivered_since(before, st, "status", 0) == 1, "only the well-formed message was delivered"
+    assert st["counters"]["refused_total"] == before["counters"]["refused_total"], st["counters"]["refused"]
+    assert_clean_stop(cl)
