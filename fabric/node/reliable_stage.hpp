@@ -103,9 +103,10 @@ class ReliableStage {
                                        (items[i].d.hdr.type == MsgType::kAck));
     return any != 0;
   }
-  // The frames for this node of one burst: acks are taken, reliable frames put in order, and
-  // everything deliverable handed to the deliver stage (in order per session); then the acks
-  // this burst owes are sent.
+  // The frames for this node of one burst: reliable frames put in order (a large message's
+  // fragments into its reassembly buffer) and everything deliverable handed to the deliver
+  // stage, in order per session; then the burst's acks are taken. The acks the burst owes go
+  // at the start of the next poll (send_acks()).
   void run(RxItem* items, std::uint16_t n, std::uint64_t now_ns) noexcept;
   // Held frames the deliver stage had no room for last time (recv() without a handler).
   void pump(std::uint64_t now_ns) noexcept;
