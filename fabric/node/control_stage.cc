@@ -75,8 +75,7 @@ unsigned ControlStage::send_some(std::uint32_t idx, unsigned budget, std::uint64
     const auto due_n = static_cast<std::uint64_t>(std::min(due, static_cast<double>(r.count)));
     allowed = static_cast<unsigned>(std::min<std::uint64_t>(budget, due_n > s.next ? due_n - s.next : 0));
   }
-  const std::size_t room = tx_.max_payload();
-  const bool large = r.size > room;
+  const bool large = r.size > tx_.max_payload();
   if (large && (r.target != ProxySend::Target::kNode || !large_ || r.size > large_->size())) {
     finish(idx, SendStatus::kTooLarge);  // large messages go to one node, up to max_message
     return 0;
@@ -86,65 +85,10 @@ unsigned ControlStage::send_some(std::uint32_t idx, unsigned budget, std::uint64
     const std::uint32_t id = tx_.next_msg_id();
     Await& a = await_[id & (kAwaitSlots - 1)];
     if (r.await_reply && await_live(a)) break;  // that many replies outstanding: wait for some
-    if (large) [[unlikely]] {
-      const SendStatus st = send_large(s);
-      if (st == SendStatus::kBackpressure) break;
-      if (st != SendStatus::kOk) {
-        finish(idx, st);
-        return sent;
-      }
-      ++s.sent;
-      ++s.next;
-      ++sent;
-      --allowed;
-      s.deadline_ns = std::max(s.deadline_ns, now + timeout_ns);
-      if (r.await_reply) {
-        a = Await{id, s.generation, static_cast<std::uint16_t>(idx), r.dst, true, now};
-        ++awaiting_;
-        ++s.awaiting;
-      }
-      continue;
-    }
-    rte_mbuf* m = s.pending;
-    if (!m) {
-      m = tx_.alloc(room);
-      if (!m) break;  // pool empty (counted): retried next poll, until the deadline
-      std::size_t len = r.fill ? r.fill(s.next, std::span<std::byte>(rte_pktmbuf_mtod(m, std::byte*), room)) : 0;
-      len = std::min(len, room);
-      rte_pktmbuf_trim(m, static_cast<std::uint16_t>(room - len));
-    }
-    SendOptions o;
-    o.channel = r.channel;
-    o.never_shed = true;  // a counted send loses nothing: it waits for room, P3/P4 included
-    o.more = allowed > 1 && s.next + 1 < r.count;  // a poll's batch leaves together, P0 too
     NodeId asked = r.dst;
-    SendStatus st = SendStatus::kOk;
-    switch (r.target) {
-      case ProxySend::Target::kNode:
-        st = r.reliable ? reliable_->send(m, r.dst, r.type, r.priority, o) : tx_.send(m, r.dst, r.type, r.priority, o);
-        break;
-      case ProxySend::Target::kBroadcast: st = tx_.send_tree(m, -1, wire::kBroadcast, r.type, r.priority, o); break;
-      case ProxySend::Target::kGroup:
-        st = s.target_index < 0 ? SendStatus::kBadArgument
-                                : tx_.send_tree(m, s.target_index, r.dst, r.type, r.priority, o);
-        break;
-      case ProxySend::Target::kService:
-        o.key = r.key ? *r.key : s.next;
-        st = s.target_index < 0 ? SendStatus::kBadArgument
-                                : services_.send(m, static_cast<unsigned>(s.target_index), r.type, r.priority, o, &asked);
-        if (st == SendStatus::kOk) {
-          const int pos = services_.instance_pos(static_cast<unsigned>(s.target_index), asked);
-          if (pos >= 0) ++s.spread[static_cast<unsigned>(pos)];
-        }
-        break;
-    }
-    if (st == SendStatus::kBackpressure) {
-      s.pending = m;  // kept, sent as it is next time
-      break;
-    }
-    s.pending = nullptr;
+    const SendStatus st = large ? send_large(s) : send_frame(s, allowed, asked);
+    if (st == SendStatus::kBackpressure) break;  // kept, sent as it is next time
     if (st != SendStatus::kOk) {
-      rte_pktmbuf_free(m);
       finish(idx, st);
       return sent;
     }
@@ -167,6 +111,46 @@ unsigned ControlStage::send_some(std::uint32_t idx, unsigned budget, std::uint64
   }
   if (s.next == r.count && s.awaiting == 0) finish(idx, SendStatus::kOk);
   return sent;
+}
+
+SendStatus ControlStage::send_frame(ProxySlot& s, unsigned allowed, NodeId& asked) noexcept {
+  const ProxySend& r = s.req;
+  const std::size_t room = tx_.max_payload();
+  rte_mbuf* m = s.pending;
+  if (!m) {
+    m = tx_.alloc(room);
+    if (!m) return SendStatus::kBackpressure;  // pool empty (counted): retried next poll, until the deadline
+    std::size_t len = r.fill ? r.fill(s.next, std::span<std::byte>(rte_pktmbuf_mtod(m, std::byte*), room)) : 0;
+    len = std::min(len, room);
+    rte_pktmbuf_trim(m, static_cast<std::uint16_t>(room - len));
+  }
+  SendOptions o;
+  o.channel = r.channel;
+  o.never_shed = true;  // a counted send loses nothing: it waits for room, P3/P4 included
+  o.more = allowed > 1 && s.next + 1 < r.count;  // a poll's batch leaves together, P0 too
+  SendStatus st = SendStatus::kOk;
+  switch (r.target) {
+    case ProxySend::Target::kNode:
+      st = r.reliable ? reliable_->send(m, r.dst, r.type, r.priority, o) : tx_.send(m, r.dst, r.type, r.priority, o);
+      break;
+    case ProxySend::Target::kBroadcast: st = tx_.send_tree(m, -1, wire::kBroadcast, r.type, r.priority, o); break;
+    case ProxySend::Target::kGroup:
+      st = s.target_index < 0 ? SendStatus::kBadArgument
+                              : tx_.send_tree(m, s.target_index, r.dst, r.type, r.priority, o);
+      break;
+    case ProxySend::Target::kService:
+      o.key = r.key ? *r.key : s.next;
+      st = s.target_index < 0 ? SendStatus::kBadArgument
+                              : services_.send(m, static_cast<unsigned>(s.target_index), r.type, r.priority, o, &asked);
+      if (st == SendStatus::kOk) {
+        const int pos = services_.instance_pos(static_cast<unsigned>(s.target_index), asked);
+        if (pos >= 0) ++s.spread[static_cast<unsigned>(pos)];
+      }
+      break;
+  }
+  s.pending = st == SendStatus::kBackpressure ? m : nullptr;  // pushed back: kept, sent as it is next time
+  if (st != SendStatus::kOk && st != SendStatus::kBackpressure) rte_pktmbuf_free(m);
+  return st;
 }
 
 SendStatus ControlStage::send_large(ProxySlot& s) noexcept {

@@ -85,6 +85,10 @@ class ControlStage {
   ProxyTable& table_;
   TxStage& tx_;
   ServiceStage& services_;
+  // Message s.next of slot `s` in one frame (built, or the one pushed back before), to its
+  // target; `asked` receives the instance a service send chose. kBackpressure: kept for next
+  // poll (or no mbuf yet); any other failure frees it.
+  SendStatus send_frame(ProxySlot& s, unsigned allowed, NodeId& asked) noexcept;
   // A large message (ProxySend::size) of slot `s`: built (or the one pushed back before) and
   // handed to the reliable stage. kBackpressure: no buffer or no room yet, kept for next poll.
   SendStatus send_large(ProxySlot& s) noexcept;

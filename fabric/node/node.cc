@@ -238,8 +238,7 @@ SendStatus Node::send_service(TxFrame& f, std::uint16_t service, MsgType type, s
 
 SendStatus Node::send_copy(NodeId dst, MsgType type, std::uint8_t priority, std::span<const std::byte> payload,
                            const SendOptions& o) noexcept {
-  if (payload.size() > std::max<std::size_t>(impl_->max_payload, impl_->cluster.max_message))
-    return SendStatus::kTooLarge;
+  if (payload.size() > max_message()) return SendStatus::kTooLarge;
   TxFrame f = alloc(payload.size());
   if (!f) return SendStatus::kBackpressure;
   std::memcpy(f.payload().data(), payload.data(), payload.size());

@@ -175,11 +175,10 @@ unsigned ReliableStage::feed_session(std::uint32_t di, std::uint8_t prio, std::u
   // not polling) fails, before anything more of it goes: its receiver may have dropped it.
   if (out.buf && now_ns != 0 && out.since_ns == 0) out.since_ns = now_ns;
   if (out.buf && now_ns != 0 && since(now_ns, out.since_ns) >= give_up_ns_) {
-    st_.rel[prio].failed.add();
     const DeliveryFailure f{r_.topo.id(di), prio, out.channel, out.msg_id, t.next};
     t.failed_msg_id = out.msg_id;
     drop_outgoing(t);
-    if (on_failure_) on_failure_(f);
+    report(f);
     return 0;
   }
   unsigned n = 0;
@@ -260,7 +259,11 @@ void ReliableStage::give_up(std::uint32_t di, std::uint8_t prio, std::uint32_t s
     }
     if (t.out.buf && t.out.msg_id == e.msg_id) drop_outgoing(t);
   }
-  st_.rel[prio].failed.add();
+  report(f);
+}
+
+void ReliableStage::report(const DeliveryFailure& f) noexcept {
+  st_.rel[f.priority].failed.add();
   if (on_failure_) on_failure_(f);
 }
 

@@ -207,6 +207,7 @@ class ReliableStage {
   // Sends `e` again; false when it could not leave now (full lane, no route, no copy).
   bool retransmit(std::uint32_t di, std::uint8_t prio, TxEntry& e, std::uint64_t now_ns, bool fast) noexcept;
   void give_up(std::uint32_t di, std::uint8_t prio, std::uint32_t seq, TxEntry& e) noexcept;
+  void report(const DeliveryFailure& f) noexcept;  // counted (failed) and handed to on_failure
   // Moves base over entries no longer held.
   static void advance(TxSession& t) noexcept;
   static void fire(void* self, std::uint64_t now_ns) noexcept;
