@@ -44,6 +44,7 @@ struct Options {
   std::uint32_t heartbeat_miss = 0;  // failover: the cluster's heartbeat_miss; 0: the default (3)
   std::string fault = "drop=0.01,dup=0.005,reorder=0.01";  // reliability: faults of each port
   bool overhead = false;
+  std::vector<unsigned> paths{1};   // reliability: 1 and/or 2 (over two links at once), one run each
   std::vector<unsigned> sidecar_hz;  // pingpong/oneway/...: runs without (0) and with (100) the sidecar
   unsigned sidecar = 0;              // this run's: 100 = nerve-telemetry samples node 1, tiers as configured
   bool reliable = false;             // pingpong/oneway/throughput/isolation: reliable delivery             // reliability: P0 round trips with and without, no faults
@@ -82,6 +83,7 @@ struct Row {
   std::uint64_t reordered = 0, retransmits = 0, failed = 0, faults_injected = 0;
   std::string fault;
   bool reliable = false;
+  int paths = 1;                     // reliability: over how many paths each message went
   int sidecar_hz = -1;               // -1: not asked (no "sidecar_hz" in the JSON row)
   stats::LaneSummary recovery{};     // reliability: frames sent again, first send to acknowledgement
   std::vector<std::uint64_t> member_counts;  // multicast: per member; service: per instance

@@ -115,6 +115,11 @@ int main(int argc, char** argv) {
   rl->add_option("--size", o.sizes, "message bytes, comma-separated (default 64; above one frame: fragments, up to 1 MiB)")
       ->delimiter(',')
       ->check(CLI::Range(std::size_t{16}, std::size_t{16} << 20));
+  rl->add_option("--paths", o.paths,
+                 "1 and/or 2, comma-separated: each message over one link or over two at once (the first copy "
+                 "wins); with 2 the nodes are joined by two links, each faulted on its own (default 1)")
+      ->delimiter(',')
+      ->check(CLI::Range(1u, 2u));
   rl->add_flag("--overhead", o.overhead, "P0 round trips with and without reliable delivery on a loss-free link");
   rl->add_option("--rounds", o.rounds, "--overhead: blocks of each, interleaved (default 3)")->check(CLI::Range(1u, 100u));
   rl->add_option("--json", o.json_path, "write results as JSON");

@@ -13,12 +13,17 @@
 // messages"); every message carries its number at both ends and its size, and one that
 // arrives another size or with another number at its end counts as lost.
 //
+// --paths 1,2: each message over one link, or over two at once (docs/architecture.md, "Two
+// paths"): the nodes are then joined by two links, each faulted with its own seed, and the
+// rows of both run over the same pair of links, one after the other.
+//
 // --overhead: P0 round trips on a loss-free link (no faults), with and without reliable
 // delivery, interleaved in rounds: what reliability costs when nothing is lost.
 #include <fmt/format.h>
 #include <rte_launch.h>
 #include <rte_lcore.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <filesystem>
@@ -93,18 +98,23 @@ int receive_loop(void* p) {
   return 0;
 }
 
+// `links` links between the two nodes (2 for --paths 2); link k's ports inject `faults[k]`.
 std::string cluster_toml(const std::string& tag, const std::string& kind, const std::string& dir,
-                         const std::string& fault, unsigned cpu_a, unsigned cpu_b) {
+                         const std::vector<std::string>& faults, unsigned cpu_a, unsigned cpu_b) {
   // message_buffers: several large messages in flight at once.
   std::string t = fmt::format("[cluster]\nname = \"perf-{}\"\nheartbeat_miss = 100\nmessage_buffers = 8\n", tag);
   for (int id = 1; id <= 2; ++id) {
     t += fmt::format("[[node]]\nid = {0}\nmac = \"02:00:00:00:0e:{0:02x}\"\nip = \"198.18.14.{0}\"\n"
-                     "control_socket = \"{1}/n{0}.sock\"\nidle = \"busy\"\nmbufs = 32767\ncores = [{2}]\n"
-                     "  [[node.port]]\n  peers = [{3}]\n",
-                     id, dir, id == 1 ? cpu_a : cpu_b, 3 - id);
-    if (kind == "ring") t += fmt::format("  kind = \"ring\"\n  pair = \"r{}\"\n", tag);
-    else t += fmt::format("  kind = \"memif\"\n  socket = \"{}/link.memif\"\n  role = \"{}\"\n", dir, id == 1 ? "server" : "client");
-    if (!fault.empty()) t += fmt::format("  fault = \"{}\"\n", fault);
+                     "control_socket = \"{1}/n{0}.sock\"\nidle = \"busy\"\nmbufs = 32767\ncores = [{2}]\n",
+                     id, dir, id == 1 ? cpu_a : cpu_b);
+    for (std::size_t k = 0; k < faults.size(); ++k) {
+      t += fmt::format("  [[node.port]]\n  peers = [{}]\n", 3 - id);
+      if (kind == "ring") t += fmt::format("  kind = \"ring\"\n  pair = \"r{}l{}\"\n", tag, k);
+      else
+        t += fmt::format("  kind = \"memif\"\n  socket = \"{}/link{}.memif\"\n  role = \"{}\"\n", dir, k,
+                         id == 1 ? "server" : "client");
+      if (!faults[k].empty()) t += fmt::format("  fault = \"{}\"\n", faults[k]);
+    }
   }
   return t;
 }
@@ -127,7 +137,22 @@ std::vector<Row> reliability_bench(const Options& o) {
     ~Cleanup() { std::filesystem::remove_all(dir); }
   } cleanup{dir};
   const std::string fault = o.overhead ? "" : o.fault;
-  const auto c = config::load_string(cluster_toml(tag, o.transport, dir, fault, cpu_a, cpu_b));
+  // Two links when two paths are asked for (the one-path rows then use one of them): each its
+  // own fault stream (the second link's seed is the first's + 1), so the paths lose
+  // independently.
+  const bool two = !o.overhead && std::find(o.paths.begin(), o.paths.end(), 2u) != o.paths.end();
+  std::vector<std::string> faults{fault};
+  if (two) {
+    std::string second;
+    if (!fault.empty()) {
+      config::FaultSpec f = config::parse_fault(fault, "--fault");
+      f.seed += 1;
+      second = config::format_fault(f);
+      if (second == "none") second.clear();
+    }
+    faults.push_back(second);
+  }
+  const auto c = config::load_string(cluster_toml(tag, o.transport, dir, faults, cpu_a, cpu_b));
   NodeOptions no;
   no.link_wait = std::chrono::milliseconds(15000);
   Node a(c, 1, eal, no);
@@ -145,20 +170,30 @@ receive_loop, &rx, worker);
   } join{rx, worker};
   // Routes up both ways before anything is measured.
   const auto up_by = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while (a.routes().empty() || a.routes().front().lanes[0].next_hop == 0) {
-    if (std::chrono::steady_clock::now() > up_by) throw std::runtime_error("reliability: the link never came up");
+  while (a.routes().empty() || a.routes().front().lanes[0].next_hop == 0 ||
+         (two && a.routes().front().two_paths[1].next_hop == 0)) {
+    if (std::chrono::steady_clock::now() > up_by) throw std::runtime_error("reliability: the links never came up");
     a.poll();
   }
   Clock& clock = Clock::tsc();
   std::vector<Row> rows;
+  // Faults the ports of both nodes injected so far (both directions, every link).
+  auto faults_now = [&] {
+    std::uint64_t n = 0;
+    for (const Node* node : {&a, &b})
+      for (const auto& p : node->ports()) n += p.fault_dropped + p.fault_duplicated + p.fault_reordered + p.fault_corrupted;
+    return n;
+  };
 
-  auto send_one = [&](std::uint8_t prio, const Msg& msg, bool reliable, bool more, std::size_t size = 64) {
+  auto send_one = [&](std::uint8_t prio, const Msg& msg, bool reliable, bool more, std::size_t size = 64,
+                      std::uint8_t paths = 1) {
     while (true) {
       TxFrame f = a.alloc(size);
       if (f) {
         std::memcpy(f.payload().data(), &msg, sizeof msg);
         if (size >= sizeof msg + 8) std::memcpy(f.payload().data() + size - 8, &msg.seq, 8);
-        const SendStatus s = a.send(f, 2, MsgType::kMetric, prio, {.never_shed = true, .more = more, .reliable = reliable});
+        const SendStatus s =
+            a.send(f, 2, MsgType::kMetric, prio, {.never_shed = true, .more = more, .reliable = reliable, .paths = paths});
         if (s == SendStatus::kOk) return;
         if (s != SendStatus::kBackpressure) throw std::runtime_error(fmt::format("reliability: send {}", to_string(s)));
       }
@@ -202,7 +237,8 @@ receive_loop, &rx, worker);
   }
 
   for (const std::size_t size : o.sizes)
-  for (const int lane : o.priorities) {
+  for (const int lane : o.priorities)
+  for (const unsigned paths : o.paths) {
     if (size < sizeof(Msg) || size > a.max_message())
       throw std::invalid_argument(fmt::format("reliability: --size {} out of range [{}, {}] (max_message)", size,
                                               sizeof(Msg), a.max_message()));
@@ -215,6 +251,7 @@ receive_loop, &rx, worker);
     rte_eal_remote_launch(
 receive_loop, &rx, worker);
     const stats::Snapshot before = a.snapshot();
+    const std::uint64_t faults_before = faults_now();
     const std::uint64_t t0 = clock.now_ns();
     const double gap_ns = o.rate > 0 ? 1e9 / o.rate : 0;
     for (std::uint64_t i = 0; i < count; ++i) {
@@ -222,7 +259,7 @@ receive_loop, &rx, worker);
         const auto due = t0 + static_cast<std::uint64_t>(gap_ns * static_cast<double>(i));
         while (clock.now_ns() < due) a.poll();
       }
-      send_one(prio, Msg{i, 1}, true, gap_ns == 0, size);
+      send_one(prio, Msg{i, 1}, true, gap_ns == 0, size, static_cast<std::uint8_t>(paths));
       if ((i & 31) == 31) a.poll();
       if ((i & 65535) == 0) throw_if_interrupted();
     }
@@ -247,6 +284,7 @@ receive_loop, &rx, worker);
     r.transport = o.transport;
     r.reliable = true;
     r.fault = config::format_fault(c.nodes[1].ports[0].fault);
+    r.paths = static_cast<int>(paths);
     r.metric = "one-way";
     r.priority = lane;
     r.size = size;
@@ -266,9 +304,7 @@ receive_loop, &rx, worker);
     r.gbps = r.rate_mps * static_cast<double>(r.frame_bytes) * 8 / 1e9;
     r.latency = rx.latency;
     r.deadline_misses = r.latency->count_above(stats::kDefaultBudgetNs[prio]);
-    const auto pa = a.ports()[0], pb = b.ports()[0];
-    r.faults_injected = pa.fault_dropped + pb.fault_dropped + pa.fault_duplicated + pb.fault_duplicated +
-                        pa.fault_reordered + pb.fault_reordered + pa.fault_corrupted + pb.fault_corrupted;
+    r.faults_injected = faults_now() - faults_before;
     rows.push_back(r);
     rx.stop.store(false, std::memory_order_release);
     rte_eal_remote_launch(

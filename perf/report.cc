@@ -74,14 +74,14 @@ void print_table(const std::vector<Row>& rows) {
     return;
   }
   if (rows.front().scenario == "reliability") {
-    fmt::print("{:<11} {:<6} {:>4} {:>9} {:>7} {:>6} {:>9} {:>8} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>6}  {}\n",
-               "scenario", "trans.", "lane", "sent", "lost", "dup", "reordered", "retrans", "failed", "rate/s", "p50",
-               "p99", "p99.9", "p99.99", "max", "miss", "(delivery latency in us; faults)");
+    fmt::print("{:<11} {:<6} {:>4} {:>5} {:>9} {:>7} {:>6} {:>9} {:>8} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>6}  {}\n",
+               "scenario", "trans.", "lane", "paths", "sent", "lost", "dup", "reordered", "retrans", "failed", "rate/s",
+               "p50", "p99", "p99.9", "p99.99", "max", "miss", "(delivery latency in us; faults)");
     for (const auto& r : rows) {
       const auto& h = *r.latency;
-      fmt::print("{:<11} {:<6} {:>4} {:>9} {:>7} {:>6} {:>9} {:>8} {:>7} {:>10.0f} {:>8.2f} {:>8.2f} {:>8.2f} {:>8.2f} "
-                 "{:>9.2f} {:>6}  {} ({} injected)\n",
-                 r.scenario, r.transport, fmt::format("P{}", r.priority), r.sent, r.lost, r.duplicates, r.reordered,
+      fmt::print("{:<11} {:<6} {:>4} {:>5} {:>9} {:>7} {:>6} {:>9} {:>8} {:>7} {:>10.0f} {:>8.2f} {:>8.2f} {:>8.2f} "
+                 "{:>8.2f} {:>9.2f} {:>6}  {} ({} injected)\n",
+                 r.scenario, r.transport, fmt::format("P{}", r.priority), r.paths, r.sent, r.lost, r.duplicates, r.reordered,
                  r.retransmits, r.failed, r.rate_mps, us(h.percentile(50)), us(h.percentile(99)),
                  us(h.percentile(99.9)), us(h.percentile(99.99)), us(h.max()), r.deadline_misses, r.fault,
                  r.faults_injected);
@@ -217,6 +217,7 @@ std::string to_json(const Options& opt, const std::vector<Row>& rows) {
       x["failed"] = r.failed;
       x["fault"] = r.fault;
       x["faults_injected"] = r.faults_injected;
+      x["paths"] = r.paths;
       x["recovery_ns"] = {{"count", r.recovery.count}, {"p50", r.recovery.p50}, {"p90", r.recovery.p90},
                           {"p99", r.recovery.p99}, {"max", r.recovery.max}};
     }

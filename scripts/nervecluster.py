@@ -213,8 +213,11 @@ class Cluster:
     def status(self, node_id):
         return json.loads(self.ctl(node_id, "status").stdout)
 
+    def routes(self, node_id):
+        return json.loads(self.ctl(node_id, "routes").stdout)
+
     def send_args(self, dst, mtype, prio, payload, count=1, number=False, wait=False, no_wait=False, rate=0,
-                  timeout_ms=None, reliable=False, size=0):
+                  timeout_ms=None, reliable=False, size=0, paths=1):
         args = ([] if timeout_ms is None else ["--timeout-ms", str(timeout_ms)]) + \
             ["send", "--to", str(dst), "--type", mtype, "--priority", str(prio), "--count", str(count)]
         if rate:
@@ -229,6 +232,8 @@ class Cluster:
             args.append("--reliable")
         if size:
             args += ["--size", str(size)]
+        if paths != 1:
+            args += ["--paths", str(paths)]
         return args + [payload]
 
     def send(self, src, dst, mtype, prio, payload, check_rc=True, **kw):
@@ -301,17 +306,20 @@ class Cluster:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def memif_pair(name, subnet, node_extra="", fault=None):
-    """alpha (1, memif server) and beta (2, client) joined by one memif link, addressed
-    subnet.1 and subnet.2 (198.18.x). `fault`: both ports' fault profile (each faults what it
-    receives)."""
+def memif_pair(name, subnet, node_extra="", fault=None, links=1, faults=None):
+    """alpha (1, memif server) and beta (2, client) joined by one memif link (or `links`),
+    addressed subnet.1 and subnet.2 (198.18.x). `fault`: every port's fault profile (each faults
+    what it receives); `faults`: one per link instead (None: none on that link)."""
     cl = Cluster(name)
     cl.memif = f"{cl.dir}/link.memif"
-    extra = {"fault": fault} if fault else {}
-    cl.write(node_toml(1, "alpha", f"{subnet}.1", cl.sock(1),
-                       [{"kind": "memif", "socket": cl.memif, "role": "server", "peers": [2], **extra}], node_extra) +
-             node_toml(2, "beta", f"{subnet}.2", cl.sock(2),
-                       [{"kind": "memif", "socket": cl.memif, "role": "client", "peers": [1], **extra}], node_extra))
+    sockets = [cl.memif] + [f"{cl.dir}/link{k}.memif" for k in range(1, links)]
+    per_link = faults if faults is not None else [fault] * links
+
+    def ports(role, peer):
+        return [{"kind": "memif", "socket": s, "role": role, "peers": [peer], **({"fault": f} if f else {})}
+                for s, f in zip(sockets, per_link)]
+    cl.write(node_toml(1, "alpha", f"{subnet}.1", cl.sock(1), ports("server", 2), node_extra) +
+             node_toml(2, "beta", f"{subnet}.2", cl.sock(2), ports("client", 1), node_extra))
     return cl
 
 

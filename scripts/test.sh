@@ -38,8 +38,9 @@ export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 fresh_logs() { rm -f build/meson-logs/testlog.json build-asan/meson-logs/testlog.json build-tsan/meson-logs/testlog.json; }
 count() {
   /usr/bin/python3 - "$@" <<'PY'
-import json, sys
+import json, re, sys
 passed = failed = 0
+failures = []
 for spec in sys.argv[1:]:
     d, label = spec.split(":", 1)
     try:
@@ -54,7 +55,17 @@ for spec in sys.argv[1:]:
         passed += ok
         failed += not ok
         if not ok:
-            print(f"FAILED: {t['name']}{label}: {t['result']}")
+            failures.append((f"{t['name']}{label}: {t['result']}", t.get("stdout") or ""))
+# What failed, and where: the first failure's lines of each failed test, after meson's own report
+# (a log's tail is often all a CI page keeps).
+mark = re.compile(r"FAILED:|REQUIRE|CHECK|with expansion|runtime error|Sanitizer|Assertion|"
+                  r"Traceback|Error|error:|timed out|not up within")
+for name, out in failures:
+    lines = out.splitlines()
+    first = next((i for i, l in enumerate(lines) if mark.search(l)), max(0, len(lines) - 12))
+    print(f"FAILED: {name}")
+    for l in lines[max(0, first - 4):first + 12]:
+        print(f"    {l[:200]}")
 print(f"{passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)
 PY

@@ -99,6 +99,24 @@ void print_status(const json& j) {
   fmt::print("\n  per port:");
   for (const auto& v : f["ports"]) fmt::print(" {}", v.get<std::uint64_t>());
   fmt::print("\n");
+  const auto& pa = j["paths"];
+  std::uint64_t two = 0, one = 0;
+  for (const auto& v : pa["sent_two"]) two += v.get<std::uint64_t>();
+  for (const auto& v : pa["sent_one"]) one += v.get<std::uint64_t>();
+  if (two + one != 0 || !pa["channels"].empty()) {
+    fmt::print("\ntwo paths           P0        P1        P2        P3        P4\n  {:<10}", "sent two");
+    for (const auto& v : pa["sent_two"]) fmt::print(" {:>9}", v.get<std::uint64_t>());
+    fmt::print("\n  {:<10}", "sent one");
+    for (const auto& v : pa["sent_one"]) fmt::print(" {:>9}", v.get<std::uint64_t>());
+    fmt::print("\n  received   {:>6} {:>8} {:>12} {:>12} {:>12}\n", "from", "channel", "path 1 won", "path 2 won",
+               "discarded");
+    for (const auto& ch : pa["channels"])
+      fmt::print("             {:>6} {:>8} {:>12} {:>12} {:>12}\n",
+                 ch["src"].is_string() ? ch["src"].get<std::string>() : std::to_string(ch["src"].get<int>()),
+                 ch["channel"].is_null() ? std::string("-") : std::to_string(ch["channel"].get<int>()),
+                 ch["won"][0].get<std::uint64_t>(), ch["won"][1].get<std::uint64_t>(),
+                 ch["discarded"].get<std::uint64_t>());
+  }
   if (!j["groups"].empty()) {
     fmt::print("\ngroups\n");
     print_groups(j["groups"]);
@@ -122,6 +140,10 @@ void print_routes(const json& j) {
                                                  l["metric"].get<std::string>() == "delay" ? "d=" : "l=", cost);
       fmt::print(" {:<22}", cell);
     }
+    if (!r["two_paths"].is_null())
+      fmt::print("  two paths: {} p{} + {} p{}", r["two_paths"][0]["next_hop"].get<int>(),
+                 r["two_paths"][0]["port"].get<int>(), r["two_paths"][1]["next_hop"].get<int>(),
+                 r["two_paths"][1]["port"].get<int>());
     fmt::print("\n");
   }
 }
@@ -332,7 +354,7 @@ int main(int argc, char** argv) {
 
   auto* send = cli.add_subcommand("send", "send a message through the fabric and print the reply or delivery result");
   int to = 0, priority = 0;
-  unsigned count = 1, size = 0;
+  unsigned count = 1, size = 0, paths = 1;
   std::string type, payload;
   bool number = false, no_wait = false, wait = false, reliable = false;
   double rate = 0;
@@ -363,6 +385,11 @@ int main(int argc, char** argv) {
                    "make each message N bytes, the payload repeated; above one frame it goes reliably, as "
                    "fragments (to a node only; up to the cluster's max_message)")
       ->check(CLI::Range(1u, 16u << 20))
+      ->excludes(group_opt, service_opt, all_opt);
+  send->add_option("--paths", paths,
+                   "2: send each message over two disjoint paths at once; the first copy to arrive is delivered "
+                   "(to a node only; one path where no second is up)")
+      ->check(CLI::Range(1u, 2u))
       ->excludes(group_opt, service_opt, all_opt);
   send->add_option("payload", payload, "message payload (text)")->required();
 
@@ -457,6 +484,7 @@ int main(int argc, char** argv) {
            {"number", number}, {"rate", rate}, {"timeout_ms", timeout_ms}};
     if (reliable) req["reliable"] = true;
     if (size != 0) req["size"] = size;
+    if (paths != 1) req["paths"] = paths;
     if (!to_group.empty()) {
       group = resolve(cluster.groups, to_group);
       if (!group) {

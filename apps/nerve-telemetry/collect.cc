@@ -351,6 +351,39 @@ void Collector::reliable(const telemetry::Sample& s, std::string& out) {
     for (std::size_t l = 0; l < wire::kPriorities; ++l)
       line(out, c.name, lane_label(n, l), (region_.lcore().rel[l].*c.field).get());
   }
+  // Two paths (read live, as above): sends per lane; receptions per (source, channel) and path.
+  const stats::LcoreStats& lc = region_.lcore();
+  {
+    Family f(out, "nerve_two_paths_sent_total", "counter",
+             "Messages asked to go over two paths, by how many they went over (one: no second path up).");
+    for (std::size_t l = 0; l < wire::kPriorities; ++l) {
+      line(out, "nerve_two_paths_sent_total", lane_label(n, l) + ",paths=\"2\"", lc.paths_two[l].get());
+      line(out, "nerve_two_paths_sent_total", lane_label(n, l) + ",paths=\"1\"", lc.paths_one[l].get());
+    }
+  }
+  auto channels = [&](auto&& value) {
+    for (const stats::LcoreStats::PathChannel& c : lc.paths) {
+      const std::uint64_t key = c.key.get();
+      if (key == 0) break;
+      value(fmt::format("{},src=\"{}\",channel=\"{}\"", n, (key - 1) >> 16, (key - 1) & 0xffff), c);
+    }
+    value(n + ",src=\"other\",channel=\"other\"", lc.paths_other);
+  };
+  {
+    Family f(out, "nerve_two_paths_won_total", "counter",
+             "Messages received over two paths, by the path whose copy arrived first.");
+    channels([&](const std::string& lb, const stats::LcoreStats::PathChannel& c) {
+      line(out, "nerve_two_paths_won_total", lb + ",path=\"1\"", c.won[0].get());
+      line(out, "nerve_two_paths_won_total", lb + ",path=\"2\"", c.won[1].get());
+    });
+  }
+  {
+    Family f(out, "nerve_two_paths_discarded_total", "counter",
+             "Copies of messages sent over two paths that arrived after the first and were dropped.");
+    channels([&](const std::string& lb, const stats::LcoreStats::PathChannel& c) {
+      line(out, "nerve_two_paths_discarded_total", lb, c.discarded.get());
+    });
+  }
 }
 
 void Collector::cpu(std::string& out) {

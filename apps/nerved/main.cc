@@ -256,6 +256,17 @@ json status_json(const Node& node, const Received& rx, const app::QueryDesk& des
                              {"split", r.split}, {"joined", r.joined}, {"join_aborted", r.join_aborted},
                              {"join_waits", r.join_waits}});
   }
+  // Two paths (docs/architecture.md, "Two paths"): sent, per lane; received, per (source, channel).
+  json paths = {{"sent_two", json::array()}, {"sent_one", json::array()}, {"channels", json::array()}};
+  for (std::size_t p = 0; p < wire::kPriorities; ++p) {
+    paths["sent_two"].push_back(s.paths_two[p]);
+    paths["sent_one"].push_back(s.paths_one[p]);
+  }
+  for (const auto& pc : s.paths)
+    paths["channels"].push_back({{"src", pc.other ? json("other") : json(pc.src)},
+                                 {"channel", pc.other ? json(nullptr) : json(pc.channel)},
+                                 {"won", {pc.won1, pc.won2}}, {"discarded", pc.discarded}});
+  j["paths"] = paths;
   const RoutingInfo ri = node.routing();
   j["routing"] = {{"table_version", ri.table_version}, {"table_in_use", ri.table_in_use}, {"build_ns", ri.build_ns}, {"lsa_received", ri.lsa_received},
                   {"lsa_sent", ri.lsa_sent}, {"lsa_originated", ri.lsa_originated}, {"lsa_refused", ri.lsa_refused},
@@ -278,7 +289,11 @@ json routes_json(const Node& node) {
       lanes.push_back({{"lane", l}, {"next_hop", h.next_hop}, {"port", h.port}, {"metric", h.metric},
                        {"cost", h.cost == ~0ull ? json(nullptr) : json(h.cost)}, {"paths", h.paths}});
     }
-    out.push_back({{"dst", r.dst}, {"lanes", lanes}});
+    json two = nullptr;  // where the copies of a message sent over two paths leave
+    if (r.two_paths[1].next_hop != 0)
+      two = json::array({{{"next_hop", r.two_paths[0].next_hop}, {"port", r.two_paths[0].port}},
+                         {{"next_hop", r.two_paths[1].next_hop}, {"port", r.two_paths[1].port}}});
+    out.push_back({{"dst", r.dst}, {"lanes", lanes}, {"two_paths", two}});
   }
   return {{"node", node.id()}, {"routes", out}};
 }
@@ -370,7 +385,7 @@ struct SendRequest {
 std::optional<SendRequest> parse_send(const Node& node, const json& req, std::string& err) {
   Fields f(req);
   std::string type;
-  std::int64_t prio = -1, to = 0, group = 0, service = 0, count = 1, timeout_ms = 2000, size = 0;
+  std::int64_t prio = -1, to = 0, group = 0, service = 0, count = 1, timeout_ms = 2000, size = 0, paths = 1;
   bool broadcast = false;
   std::string key;
   SendRequest sr;
@@ -380,7 +395,7 @@ std::optional<SendRequest> parse_send(const Node& node, const json& req, std::st
       !f.integer("service", 1, wire::kBroadcast - 1, service) || !f.boolean("broadcast", broadcast) ||
       !f.string("key", key) || !f.string("payload", sr.payload) ||
       !f.integer("count", 1, kMaxCount, count) || !f.boolean("number", sr.number) ||
-      !f.integer("size", 1, 16 << 20, size) ||
+      !f.integer("size", 1, 16 << 20, size) || !f.integer("paths", 1, 2, paths) ||
       !f.boolean("await_reply", ps.await_reply) || !f.boolean("reliable", ps.reliable) ||
       !f.number("rate", 0, 1e9, ps.rate_mps) ||
       !f.integer("timeout_ms", 1, kMaxTimeoutMs, timeout_ms)) {
@@ -416,6 +431,11 @@ std::optional<SendRequest> parse_send(const Node& node, const json& req, std::st
     err = "reliable: reliable delivery is to a node (to), not a group, a service or every node";
     return std::nullopt;
   }
+  if (paths == 2 && to == 0) {
+    err = "paths: two paths are to a node (to), not a group, a service or every node";
+    return std::nullopt;
+  }
+  ps.paths = static_cast<std::uint8_t>(paths);
   using Target = ProxySend::Target;
   ps.target = to != 0 ? Target::kNode : group != 0 ? Target::kGroup : service != 0 ? Target::kService : Target::kBroadcast;
   // The hash policy's affinity key: the text's FNV-1a (the same text, the same instance).

@@ -128,6 +128,7 @@ SendStatus ControlStage::send_frame(ProxySlot& s, unsigned allowed, NodeId& aske
   o.channel = r.channel;
   o.never_shed = true;  // a counted send loses nothing: it waits for room, P3/P4 included
   o.more = allowed > 1 && s.next + 1 < r.count;  // a poll's batch leaves together, P0 too
+  o.paths = r.paths;
   SendStatus st = SendStatus::kOk;
   switch (r.target) {
     case ProxySend::Target::kNode:

@@ -59,6 +59,8 @@ std::uint16_t DispatchStage::run(std::size_t port, RxItem* items, std::uint16_t 
       rte_pktmbuf_free(it.m);
       continue;
     }
+    if ((h.flags & wire::flag::kTwoPaths) != 0 && !paths_.take(it)) [[unlikely]]
+      continue;  // a later copy of a message sent over two paths
     if (k != i) items[k] = it;
     ++k;
   }

@@ -7,7 +7,8 @@
 //     addressed to the neighbour that receives it); the forward stage sends it on down the
 //     tree and says whether it is delivered here too;
 //   - unicast to this node: its IPv4 address must be ours (wrong_dst_ip); a `fabric` message
-//     goes to the link stage (heartbeats, link state), anything else is delivered;
+//     goes to the link stage (heartbeats, link state), anything else is delivered (a message
+//     sent over two paths: its first copy; the paths stage drops the later one);
 //   - unicast to another node: the IPv4 destination must be that node's (wrong_dst_ip); the
 //     forward stage sends it on.
 //
@@ -20,6 +21,7 @@
 #include "forward_stage.hpp"
 #include "link_stage.hpp"
 #include "nerve/stats.hpp"
+#include "paths_stage.hpp"
 #include "routing.hpp"
 #include "rx_item.hpp"
 
@@ -28,9 +30,10 @@ namespace nerve::node {
 class DispatchStage {
  public:
   DispatchStage(std::uint16_t self, std::uint32_t self_ip, const route::NodeTable& nodes,
-                std::vector<wire::Mac> port_macs, stats::LcoreStats& st, ForwardStage& forward, LinkStage& link)
+                std::vector<wire::Mac> port_macs, stats::LcoreStats& st, ForwardStage& forward, LinkStage& link,
+                PathsStage& paths)
       : self_(self), self_ip_(self_ip), nodes_(nodes), port_macs_(std::move(port_macs)), st_(st), forward_(forward),
-        link_(link) {}
+        link_(link), paths_(paths) {}
 
   // Keeps the frames to deliver here at the front of items[0..n), in order, and returns how
   // many; forwards, hands to the link stage, or refuses (counted, freed) the others. `port` is
@@ -45,6 +48,7 @@ class DispatchStage {
   stats::LcoreStats& st_;
   ForwardStage& forward_;
   LinkStage& link_;
+  PathsStage& paths_;
 };
 
 }  // namespace nerve::node

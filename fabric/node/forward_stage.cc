@@ -4,42 +4,6 @@
 
 namespace nerve::node {
 
-bool ForwardStage::Window::seen(std::uint32_t id, std::uint64_t ts_ns) noexcept {
-  if (!any_) {
-    any_ = true;
-    top_ = id;
-    top_ts_ = ts_ns;
-    test_set(id);
-    return false;
-  }
-  const auto d = static_cast<std::int32_t>(id - top_);
-  if (d > 0) {
-    // Slide: ids top_+1 .. id - 1 were not seen yet.
-    if (static_cast<std::uint32_t>(d) >= kSize) {
-      bits_.fill(0);
-    } else {
-      for (std::uint32_t k = 1; k <= static_cast<std::uint32_t>(d); ++k) {
-        const std::uint32_t x = top_ + k;
-        bits_[(x % kSize) / 64] &= ~(std::uint64_t{1} << (x % 64));
-      }
-    }
-    top_ = id;
-    top_ts_ = ts_ns;
-    test_set(id);
-    return false;
-  }
-  if (static_cast<std::uint32_t>(-static_cast<std::int64_t>(d)) >= kSize) {
-    if (ts_ns <= top_ts_) return true;  // older than the window
-    // A newer message with an id far behind: the source restarted. Start over.
-    bits_.fill(0);
-    top_ = id;
-    top_ts_ = ts_ns;
-    test_set(id);
-    return false;
-  }
-  return test_set(id);
-}
-
 ForwardStage::ForwardStage(const config::Cluster& c, Routing& routing, TxStage& tx, stats::LcoreStats& st)
     : r_(routing), tx_(tx), st_(st), self_(routing.topo.id(routing.self_idx)),
       window_ns_(std::uint64_t{c.timestamp_window_ms} * 1'000'000u), group_index_(65536, -1),

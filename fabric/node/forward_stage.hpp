@@ -27,6 +27,7 @@
 #include "nerve/stats.hpp"
 #include "routing.hpp"
 #include "rx_item.hpp"
+#include "seen_window.hpp"
 #include "tx_stage.hpp"
 
 namespace nerve::node {
@@ -41,28 +42,6 @@ class ForwardStage {
   // be delivered here as well (the caller keeps it), false when it was consumed.
   bool tree(RxItem& it, std::uint64_t now_ns) noexcept;
 
-  // Seen-window of one source's message ids (exposed for tests).
-  class Window {
-   public:
-    static constexpr std::uint32_t kSize = 1024;
-    // Whether `id` was seen (or is older than the window); marks it seen. A source that
-    // restarted (ids from a new random point) is recognised by a newer timestamp.
-    bool seen(std::uint32_t id, std::uint64_t ts_ns) noexcept;
-
-   private:
-    bool test_set(std::uint32_t id) noexcept {
-      std::uint64_t& w = bits_[(id % kSize) / 64];
-      const std::uint64_t b = std::uint64_t{1} << (id % 64);
-      const bool was = (w & b) != 0;
-      w |= b;
-      return was;
-    }
-    std::array<std::uint64_t, kSize / 64> bits_{};
-    std::uint32_t top_ = 0;
-    std::uint64_t top_ts_ = 0;
-    bool any_ = false;
-  };
-
  private:
   void refuse(rte_mbuf* m, wire::Refusal r) noexcept;
 
@@ -72,7 +51,7 @@ class ForwardStage {
   std::uint16_t self_;
   std::uint64_t window_ns_;
   std::vector<std::int8_t> group_index_;  // group id -> index in the cluster file, -1: none
-  std::vector<Window> seen_;              // per source (dense index)
+  std::vector<SeenWindow> seen_;              // per source (dense index)
 };
 
 }  // namespace nerve::node

@@ -250,7 +250,8 @@ SendStatus Node::respond(const RxMessage& request, TxFrame& f) noexcept {
   SendOptions o;
   o.channel = request.channel();
   o.never_shed = true;  // a response is owed: pushed back, never shed
-  o.reliable = (request.header().flags & wire::flag::kReliable) != 0;  // as reliably as it was asked
+  o.reliable = (request.header().flags & wire::flag::kReliable) != 0;  // as reliably as it was asked,
+  o.paths = (request.header().flags & wire::flag::kTwoPaths) != 0 ? 2 : 1;  // over as many paths
   if (f.large()) [[unlikely]] {
     const SendStatus s = impl_->reliable->send_large(NodeAccess::buffer(f), f.payload().size(), request.source(),
                                                      MsgType::kResponse, request.priority(), o,
@@ -444,15 +445,16 @@ Node::Node(const config::Cluster& cluster, NodeId id, drivers::Eal& eal, const N
   I.tx.emplace(I.ports, *I.routing, I.cfg, tx_pool, I.max_payload, I.clock, st, *I.idle, I.guard, I.p0);
   I.link.emplace(cluster, *I.routing, *I.tx, st, I.timers, I.clock.now_ns());
   I.forward.emplace(cluster, *I.routing, *I.tx, st);
+  I.paths.emplace(*I.routing, st);
   I.proxies.emplace(I.cfg.id, I.max_payload, eal.socket());
   I.services.emplace(cluster, *I.routing, *I.tx, I.timers, I.clock);
   I.control.emplace(cluster, *I.proxies, *I.tx, *I.services, I.timers);
-  // Broadcast, multicast, reliable delivery and fragments run; encryption not yet.
+  // Broadcast, multicast, reliable delivery, fragments and two paths run; encryption not yet.
   I.validate.emplace(wire::RxFilter{cluster.udp_port, cluster.mtu,
                                     wire::flag::kBroadcast | wire::flag::kMulticast | wire::flag::kReliable |
-                                        wire::flag::kFragment},
+                                        wire::flag::kFragment | wire::flag::kTwoPaths | wire::flag::kSecondPath},
                      st);
-  I.dispatch.emplace(I.cfg.id, I.cfg.ip, I.routing->nodes, macs, st, *I.forward, *I.link);
+  I.dispatch.emplace(I.cfg.id, I.cfg.ip, I.routing->nodes, macs, st, *I.forward, *I.link, *I.paths);
   I.deliver.emplace(cluster, I.cfg, opts.rx_queue_depth, st, *I.idle, *I.control, *I.services);
   I.reliable.emplace(cluster, I.cfg, *I.routing, *I.tx, *I.deliver, *I.join_buffers, st);
   I.timers.add(I.reliable->timer());
@@ -588,6 +590,11 @@ std::vector<RouteInfo> Node::routes() const {
         h.next_hop = r.links[static_cast<std::size_t>(slot)].peer;
         h.port = r.links[static_cast<std::size_t>(slot)].port;
       }
+    }
+    int a = -1, b = -1;
+    if (fib->two_paths(d, a, b) && ((up >> a) & 1u) && ((up >> b) & 1u)) {
+      ri.two_paths[0] = {r.links[static_cast<std::size_t>(a)].peer, r.links[static_cast<std::size_t>(a)].port};
+      ri.two_paths[1] = {r.links[static_cast<std::size_t>(b)].peer, r.links[static_cast<std::size_t>(b)].port};
     }
     out.push_back(ri);
   }

@@ -16,6 +16,7 @@
 #include "link_stage.hpp"
 #include "nerve/node.hpp"
 #include "nerve/telemetry.hpp"
+#include "paths_stage.hpp"
 #include "ports.hpp"
 #include "proxy_table.hpp"
 #include "reliable_stage.hpp"
@@ -74,6 +75,7 @@ struct Node::Impl {
   std::optional<node::TxStage> tx;
   std::optional<node::LinkStage> link;
   std::optional<node::ForwardStage> forward;
+  std::optional<node::PathsStage> paths;
   std::optional<node::ServiceStage> services;
   std::optional<node::ProxyTable> proxies;
   std::optional<node::ControlStage> control;

@@ -177,15 +177,25 @@ SendStatus TxStage::send_frame(rte_mbuf* m, NodeId dst, MsgType type, std::uint8
   if (!m || prio >= wire::kPriorities || ((t < wire::kMsgTypeFirst || t > wire::kMsgTypeLast) && !ack)) [[unlikely]]
     return SendStatus::kBadArgument;
   const std::uint32_t di = r_.index(dst);
-  const int slot = di == route::kNoIndex || di == r_.self_idx
-                       ? -1
-                       : r_.fib->hops(di, r_.metric[prio]).pick(flow_of(self_, dst, o.channel), r_.up);
+  int slot = di == route::kNoIndex || di == r_.self_idx
+                 ? -1
+                 : r_.fib->hops(di, r_.metric[prio]).pick(flow_of(self_, dst, o.channel), r_.up);
   if (slot < 0) [[unlikely]] {
     st_.tx_no_route.add();
     return SendStatus::kNoRoute;
   }
+  // Two paths: the table's pair of disjoint paths when both its links are up.
+  int second = -1;
+  if (o.paths > 1 && !ack && !(sq && sq->frag_count > 1)) [[unlikely]] {
+    int a = -1, b = -1;
+    if (r_.fib->two_paths(di, a, b) && ((r_.up >> a) & 1u) && ((r_.up >> b) & 1u)) {
+      slot = a;
+      second = b;
+    }
+  }
   const Link& l = r_.links[static_cast<std::size_t>(slot)];
-  if (!room(l.port, prio, o.never_shed)) [[unlikely]]
+  if (!room(l.port, prio, o.never_shed) ||
+      (second >= 0 && !room(r_.links[static_cast<std::size_t>(second)].port, prio, o.never_shed))) [[unlikely]]
     return SendStatus::kBackpressure;
   wire::Header h;
   h.type = type;
@@ -209,11 +219,24 @@ SendStatus TxStage::send_frame(rte_mbuf* m, NodeId dst, MsgType type, std::uint8
     h.seq = sq->seq;
     h.ack = sq->ack;
   }
+  // The second path's copy: its own headers in front of m's payload, by reference.
+  rte_mbuf* copy = nullptr;
+  if (o.paths > 1 && !ack && !(sq && sq->frag_count > 1)) [[unlikely]] {
+    if (second >= 0) copy = copy_of(m, 0, r_.links[static_cast<std::size_t>(second)].port);
+    (copy ? st_.paths_two : st_.paths_one)[prio].add();
+    if (copy) h.flags |= wire::flag::kTwoPaths;
+  }
   write_headers(m, di, l, h);
   if (via) *via = l.peer;
   idle_.note(prio, h.timestamp_ns);
   if (!sq) [[likely]] {
     st_.sent[t][prio].add();
+    if (copy) [[unlikely]] {
+      second_headers(copy, m, di, static_cast<std::size_t>(second), h);
+      enqueue(m, l.port, prio, o.more);  // the first path's first
+      enqueue(copy, r_.links[static_cast<std::size_t>(second)].port, prio, o.more);
+      return SendStatus::kOk;
+    }
     enqueue(m, l.port, prio, o.more);
     return SendStatus::kOk;
   }
@@ -223,8 +246,29 @@ SendStatus TxStage::send_frame(rte_mbuf* m, NodeId dst, MsgType type, std::uint8
     return SendStatus::kOk;
   }
   st_.sent[t][prio].add();
+  if (copy) [[unlikely]] second_headers(copy, m, di, static_cast<std::size_t>(second), h);
   enqueue_kept(m, l.port, prio, o.more);  // no copy now: the retransmission timer sends it
+  if (copy) [[unlikely]] enqueue(copy, r_.links[static_cast<std::size_t>(second)].port, prio, o.more);
   return SendStatus::kOk;
+}
+
+void TxStage::second_headers(rte_mbuf* copy, const rte_mbuf* m, std::uint32_t di, std::size_t slot,
+                             wire::Header h) noexcept {
+  namespace hl = wire::layout;
+  const Link& l = r_.links[slot];
+  const std::uint8_t flags = h.flags;
+  h.flags |= wire::flag::kSecondPath;
+  write_headers(copy, di, l, h);
+  // The UDP checksum (reliable frames): m's, updated for the one byte that differs (the flags,
+  // the low byte of the word they share with the priority). Zero stays zero.
+  const auto* f = rte_pktmbuf_mtod(m, const std::byte*);
+  const auto sum = wire::bytes::load_be<std::uint16_t>(f + hl::kUdpOff + 6);
+  if (sum != 0) {
+    std::uint16_t c = wire::checksum_update(sum, static_cast<std::uint16_t>((h.priority << 8) | flags),
+                                            static_cast<std::uint16_t>((h.priority << 8) | h.flags));
+    if (c == 0) c = 0xffff;
+    wire::bytes::store_be<std::uint16_t>(rte_pktmbuf_mtod(copy, std::byte*) + hl::kUdpOff + 6, c);
+  }
 }
 
 SendStatus TxStage::send_link(rte_mbuf* m, std::size_t slot, std::uint8_t prio) noexcept {

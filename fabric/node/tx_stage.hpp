@@ -8,6 +8,9 @@
 // node's children in its own tree: one copy per child, each its own header in front of the one
 // payload (shared by reference count; copied only for ports that cannot send chained mbufs).
 // forward() queues a transit frame whose headers the forward stage rewrote in place.
+// A send asking for two paths (SendOptions::paths) goes over the table's pair of disjoint
+// paths when both are up: the frame on the first, a copy (its own header in front of the
+// shared payload) with the second-path flag on the second.
 // drain() hands queued frames to the ports:
 //   - P0 first and whole, on every port;
 //   - then at most one burst of each lower lane (paired queues: lane i on TX queue i; one
@@ -152,6 +155,9 @@ class TxStage {
   // shares mbufs with its peer. False when no copy could be made (the frame waits for its
   // retransmission).
   bool enqueue_kept(rte_mbuf* m, std::size_t port, std::uint8_t prio, bool more) noexcept;
+  // Writes the headers of `copy` (copy_of(m), to go over link `slot`): `h` (m's) with the
+  // second-path flag; a UDP checksum taken from m's (written) and updated.
+  void second_headers(rte_mbuf* copy, const rte_mbuf* m, std::uint32_t di, std::size_t slot, wire::Header h) noexcept;
   // A copy of `m` from the TX pool with its offload fields; null (counted) when the pool is empty.
   rte_mbuf* tx_copy(const rte_mbuf* m) noexcept;
   bool refill() noexcept;

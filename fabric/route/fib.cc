@@ -39,8 +39,9 @@ std::unique_ptr<Fib> build_fib(const FibInputs& in, std::uint64_t version) {
   for (const LocalLink& l : in.links)
     if (l.peer != kNoIndex && std::find(nbrs.begin(), nbrs.end(), l.peer) == nbrs.end()) nbrs.push_back(l.peer);
   std::vector<std::array<SpfResult, kMetrics>> from_nbr(nbrs.size());
+  // (With parents on the delay metric: the path each neighbour takes, for two_paths.)
   for (std::size_t j = 0; j < nbrs.size(); ++j)
-    for (unsigned m = 0; m < kMetrics; ++m) spf(local, nbrs[j], m, false, from_nbr[j][m]);
+    for (unsigned m = 0; m < kMetrics; ++m) spf(local, nbrs[j], m, m == 0, from_nbr[j][m]);
   auto nbr_pos = [&](std::uint32_t peer) {
     return static_cast<std::size_t>(std::find(nbrs.begin(), nbrs.end(), peer) - nbrs.begin());
   };
@@ -85,6 +86,63 @@ std::unique_ptr<Fib> build_fib(const FibInputs& in, std::uint64_t version) {
           pinned ? 1 : m == static_cast<unsigned>(config::RouteMetric::kLoad) ? std::max<std::size_t>(1, hs.n) : 1);
       if (hs.n == 0) hs.n_equal = 0;
       for (const Candidate& c : alternate) push_unique(hs, c.slot);
+    }
+  }
+
+  // Two paths: per destination, the cheapest pair of this node's up links whose paths (the
+  // link, then its far end's shortest path on the delay metric) share no node but the ends.
+  struct PathCandidate {
+    std::uint64_t cost;
+    std::uint8_t slot;
+    std::uint32_t first, len;  // its interior nodes: interior[first, first + len)
+  };
+  std::vector<PathCandidate> cands;
+  std::vector<std::uint32_t> interior;
+  std::vector<std::uint32_t> mark(n, 0);
+  std::uint32_t stamp = 0;
+  for (std::uint32_t d = 0; d < n; ++d) {
+    if (d == self) continue;
+    cands.clear();
+    interior.clear();
+    for (std::size_t s = 0; s < in.links.size() && s < kMaxLinks; ++s) {
+      const LocalLink& l = in.links[s];
+      if (l.peer == kNoIndex || !l.up) continue;
+      PathCandidate c{link_cost(l, 0), static_cast<std::uint8_t>(s), static_cast<std::uint32_t>(interior.size()), 0};
+      if (l.peer != d) {
+        const SpfResult& fn = from_nbr[nbr_pos(l.peer)][0];
+        if (fn.dist[d] == kInf) continue;
+        c.cost += fn.dist[d];
+        bool through_self = false;
+        std::uint32_t steps = 0;
+        for (std::uint32_t v = fn.parent[d]; v != kNoIndex && steps <= n; v = fn.parent[v], ++steps) {
+          through_self |= v == self;
+          interior.push_back(v);  // ends with the neighbour itself (the source of its tree)
+          if (v == l.peer) break;
+        }
+        if (through_self || interior.empty() || interior.back() != l.peer) {
+          interior.resize(c.first);
+          continue;
+        }
+      }
+      c.len = static_cast<std::uint32_t>(interior.size()) - c.first;
+      cands.push_back(c);
+    }
+    std::sort(cands.begin(), cands.end(), [](const PathCandidate& a, const PathCandidate& b) {
+      return a.cost != b.cost ? a.cost < b.cost : a.slot < b.slot;
+    });
+    Fib::Dest& dest = fib->dest_[d];
+    for (std::size_t i = 0; i < cands.size() && !dest.has_pair; ++i) {
+      ++stamp;
+      for (std::uint32_t k = 0; k < cands[i].len; ++k) mark[interior[cands[i].first + k]] = stamp;
+      for (std::size_t j = i + 1; j < cands.size(); ++j) {
+        bool shared = false;
+        for (std::uint32_t k = 0; k < cands[j].len && !shared; ++k) shared = mark[interior[cands[j].first + k]] == stamp;
+        if (shared) continue;
+        // In link order, so that "path 1" and "path 2" stay put while measured delays move.
+        dest.pair = {std::min(cands[i].slot, cands[j].slot), std::max(cands[i].slot, cands[j].slot)};
+        dest.has_pair = true;
+        break;
+      }
     }
   }
 

@@ -13,6 +13,8 @@
 //   - load: the same, but the equal-cost shortest paths come first (n_equal of them) and a
 //     frame takes the one its flow hashes to (so one channel's frames keep their order).
 //   - a static route ([[node.route]]) puts its link first.
+//   - two paths (two_paths): the pair of links whose paths share no node, for messages sent
+//     over both (docs/architecture.md, "Two paths").
 // Per source node: this node's children in the source's broadcast tree (the shortest-path tree
 // by hop count, parents chosen by lowest index, so every node computes the same tree from the
 // same database, and trees move only when links go up or down, not with measured delays),
@@ -82,6 +84,18 @@ class Fib {
     return {children_.data() + child_off_[source], children_.data() + child_off_[source + 1]};
   }
   std::uint64_t groups_of(std::uint32_t node) const noexcept { return groups_[node]; }
+  // Two paths to `dst` (a message sent over both): two of this node's links, each starting a
+  // path (the delay metric's shortest path of the link's far end, as the link-state database
+  // gives it) that shares no node with the other's but this node and `dst`: of such pairs, the
+  // one with the cheapest path, then the cheapest second; the two in link order (path 1 is the
+  // lower slot). False when there is none.
+  bool two_paths(std::uint32_t dst, int& first, int& second) const noexcept {
+    const Dest& d = dest_[dst];
+    if (!d.has_pair) return false;
+    first = d.pair[0];
+    second = d.pair[1];
+    return true;
+  }
   std::uint64_t version() const noexcept { return version_; }
 
  private:
@@ -89,6 +103,8 @@ class Fib {
   struct Dest {
     std::array<HopSet, kMetrics> by_metric{};
     std::array<std::uint64_t, kMetrics> cost{kInf, kInf};
+    std::array<std::uint8_t, 2> pair{};
+    bool has_pair = false;
   };
   std::vector<Dest> dest_;
   std::vector<std::uint32_t> child_off_;

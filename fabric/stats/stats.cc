@@ -1,6 +1,7 @@
-#include <memory>
-
 #include "nerve/stats.hpp"
+
+#include <algorithm>
+#include <memory>
 
 namespace nerve::stats {
 
@@ -98,6 +99,31 @@ Snapshot snapshot(const std::vector<const LcoreStats*>& lcores,
       b.join_waits += a.join_waits.get();
     }
     s.fabric_tx += l->fabric_tx.get();
+    for (std::size_t p = 0; p < wire::kPriorities; ++p) {
+      s.paths_two[p] += l->paths_two[p].get();
+      s.paths_one[p] += l->paths_one[p].get();
+    }
+    auto add_channel = [&s](const LcoreStats::PathChannel& c, std::uint64_t key, bool other) {
+      const std::uint64_t won1 = c.won[0].get(), won2 = c.won[1].get(), discarded = c.discarded.get();
+      if (won1 + won2 + discarded == 0) return;
+      const auto src = static_cast<std::uint16_t>((key - 1) >> 16), channel = static_cast<std::uint16_t>(key - 1);
+      auto it = std::find_if(s.paths.begin(), s.paths.end(), [&](const Snapshot::PathChannel& e) {
+        return e.other == other && (other || (e.src == src && e.channel == channel));
+      });
+      if (it == s.paths.end()) {
+        s.paths.push_back(Snapshot::PathChannel{other ? std::uint16_t{0} : src, other ? std::uint16_t{0} : channel, other});
+        it = s.paths.end() - 1;
+      }
+      it->won1 += won1;
+      it->won2 += won2;
+      it->discarded += discarded;
+    };
+    for (const LcoreStats::PathChannel& c : l->paths) {
+      const std::uint64_t key = c.key.get();
+      if (key == 0) break;  // entries are taken in order
+      add_channel(c, key, false);
+    }
+    add_channel(l->paths_other, 1, true);
   }
   for (std::size_t p = 0; p < wire::kPriorities; ++p) {
     summarize((*merged)[p], budgets_ns[p], s.lanes[p]);

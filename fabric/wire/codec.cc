@@ -216,6 +216,11 @@ Refusal decode(std::span<const std::byte> frame, const RxFilter& filter, Decoded
   if (src == kNodeNone || src == kBroadcast || (bcast && (mcast || dst != kBroadcast)) ||
       (!bcast && (dst == kNodeNone || dst == kBroadcast)))
     return Refusal::kBadAddress;
+  // Two paths: a unicast application message's copies (the first to arrive wins).
+  if ((flags & (flag::kTwoPaths | flag::kSecondPath)) != 0 &&
+      ((flags & flag::kTwoPaths) == 0 || bcast || mcast || type == static_cast<std::uint8_t>(MsgType::kAck) ||
+       type == static_cast<std::uint8_t>(MsgType::kFabric)))
+    return Refusal::kBadPaths;
   static_assert(kHeaderLen - h::kFragCount == 2, "the fragment count ends the header");
   // Reliable frames and acks: a session (and a sequence number) and a UDP checksum, so that a
   // corrupted one is refused and sent again rather than delivered; no other frame has a session.
@@ -306,6 +311,7 @@ std::string_view to_string(Refusal r) noexcept {
     case Refusal::kFeatureDisabled: return "feature_disabled";
     case Refusal::kPayloadLength: return "payload_length";
     case Refusal::kBadFragment: return "bad_fragment";
+    case Refusal::kBadPaths: return "bad_paths";
     case Refusal::kBadAddress: return "bad_address";
     case Refusal::kBadSequence: return "bad_sequence";
     case Refusal::kTtlExpired: return "ttl_expired";

@@ -87,3 +87,37 @@ def test_large_messages_between_processes_through_a_lossy_link(clusters):
     bad = cl.ctl(1, "send", "--broadcast", "--size", "5000", "--type", "status", "--priority", "0", "x", check_rc=False)
     assert bad.returncode == 2 and "--size" in bad.stderr, bad.stderr
     assert_clean_stop(cl)
+
+
+def test_two_paths_between_processes(clusters):
+    """nerve-ctl send --paths 2 over two memif links, one of which loses every frame of lane 1:
+    every message arrives once, by the other path; on a lane neither link loses, each message's
+    second copy is discarded. Status and routes say so."""
+    cl = clusters(nc.memif_pair("it-paths", "198.18.9", links=2, faults=["drop=1,lanes=1,seed=5", None]))
+    cl.up()
+    nc.wait_for(lambda: len(cl.status(1)["links"]) == 2 and all(l["up"] for l in cl.status(1)["links"]), 20,
+                "both links up")
+    (route,) = nc.wait_for(lambda: [r for r in cl.routes(1)["routes"] if r["two_paths"]] or None, 20,
+                           "alpha's table to have two paths to beta")
+    assert sorted(p["port"] for p in route["two_paths"]) == [0, 1], route
+    r = cl.send(1, 2, "status", 1, "lossy", count=2000, number=True, paths=2, no_wait=True)
+    assert r["status"] == "ok" and r["sent"] == 2000, r
+    nc.wait_for(lambda: cl.status(2)["delivered"]["status"][1] == 2000, 20, "beta to get 2,000 on P1")
+    st = cl.status(2)
+    assert st["digest"]["status"][1] == r["digest"], "the same messages, once each"
+    (ch,) = [c for c in st["paths"]["channels"] if c["src"] == 1]
+    assert ch["won"] == [0, 2000] and ch["discarded"] == 0, ch  # path 1 (port 0) lost them all
+    assert st["ports"][0]["fault"]["dropped"] >= 1000, st["ports"][0]["fault"]
+    r = cl.send(1, 2, "status", 2, "clean", count=500, number=True, paths=2, no_wait=True)
+    assert r["status"] == "ok" and r["sent"] == 500, r
+    nc.wait_for(lambda: cl.status(2)["delivered"]["status"][2] == 500, 20, "beta to get 500 on P2")
+    nc.wait_for(lambda: [c for c in cl.status(2)["paths"]["channels"] if c["src"] == 1][0]["discarded"] == 500, 20,
+                "beta to discard the 500 second copies")
+    (ch,) = [c for c in cl.status(2)["paths"]["channels"] if c["src"] == 1]
+    assert sum(ch["won"]) == 2500, ch
+    assert cl.status(1)["paths"]["sent_two"][1:3] == [2000, 500]
+    # Two paths to anything but one node is refused before nerved sees it.
+    bad = cl.ctl(1, "send", "--broadcast", "--paths", "2", "--type", "status", "--priority", "0", "x",
+                 check_rc=False)
+    assert bad.returncode == 2 and "--paths" in bad.stderr, bad.stderr
+    assert_clean_stop(cl)

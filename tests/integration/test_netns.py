@@ -79,6 +79,8 @@ ROGUE = [
     ({"version": 1}, "bad_version"),                                              # the layout before 2
     ({"flags": 16, "dst": 300}, "unknown_group"),                                 # multicast, no such group
     ({"flags": 16 | 32, "dst": 0xffff}, "bad_address"),                           # broadcast and multicast
+    ({"flags": 128}, "bad_paths"),                                                # second path, not two paths
+    ({"flags": 64 | 32, "dst": 0xffff}, "bad_paths"),                             # a broadcast over two paths
     ({"flags": 1}, "bad_sequence"),                                               # reliable, no session or checksum
     ({"dst_ip": "198.18.3.9"}, "wrong_dst_ip"),
     ({"dst_mac": "ff:ff:ff:ff:ff:ff"}, "wrong_dst_mac"),
@@ -122,6 +124,16 @@ def test_rogue_frames_are_refused_by_reason(clusters, netns):
     assert nc.delivered_since(before, st, "status", 0) == 1, "the one well-formed frame was delivered"
     assert st["lanes"][0]["max_ns"] < 10_000_000_000, "no forged timestamp in the P0 histogram"
     assert st["ports"][0]["ip_fragments"] == 3
+    # A message sent over two paths, its copies replayed: delivered once, the others discarded
+    # (counted, not refused).
+    forge(cl, "send", [{"flags": 64, "msg_id": 777}, {"flags": 64 | 128, "msg_id": 777},
+                       {"flags": 64 | 128, "msg_id": 777}])
+    copies = nc.wait_for(lambda: [c for c in cl.status(1)["paths"]["channels"] if c["src"] == 2 and
+                                  c["discarded"] == 2] or None, 30, "two copies discarded")
+    assert copies[0]["won"] == [1, 0], copies
+    st2 = cl.status(1)
+    assert nc.delivered_since(before, st2, "status", 0) == 2, "the replayed copies were not delivered again"
+    assert st2["counters"]["refused_total"] == st["counters"]["refused_total"]
     assert_clean_stop(cl)
 
 

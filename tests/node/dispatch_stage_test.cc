@@ -19,12 +19,14 @@ struct Onward {
         tx(r.ports, *r.routing, r.self, r.pool->get(), config::max_payload(r.cluster.mtu), *r.clock, r.st, idle, r.guard,
            r.p0),
         link(r.cluster, *r.routing, tx, r.st, timers, r.clock->now_ns()),
-        forward(r.cluster, *r.routing, tx, r.st) {}
+        forward(r.cluster, *r.routing, tx, r.st),
+        paths(*r.routing, r.st) {}
   node::IdlePolicy idle;
   node::TimerStage timers;
   node::TxStage tx;
   node::LinkStage link;
   node::ForwardStage forward;
+  node::PathsStage paths;
 };
 
 }  // namespace
@@ -33,7 +35,7 @@ TEST_CASE("dispatch: deliver what is ours, refuse the rest by reason", "[stage][
   test::StageRig rig("di1");
   Onward o(rig);
   node::ValidateStage v(wire::RxFilter{rig.cluster.udp_port, rig.cluster.mtu, 0}, rig.st);
-  node::DispatchStage d(1, rig.self.ip, rig.nodes(), {rig.ports[0].dev->mac()}, rig.st, o.forward, o.link);
+  node::DispatchStage d(1, rig.self.ip, rig.nodes(), {rig.ports[0].dev->mac()}, rig.st, o.forward, o.link, o.paths);
   const unsigned free_before = rig.free_mbufs();
   using R = wire::Refusal;
   const std::vector<std::pair<std::vector<std::byte>, R>> cases = {

@@ -275,6 +275,25 @@ def test_reliability_through_a_faulty_link(outdir):
     assert all(x["count"] == 2000 for x in rows), rows
 
 
+def test_reliability_over_two_paths(outdir):
+    """--paths 1,2: the same P0 stream over one link and over two at once, each link losing 2 %
+    on its own: both rows exact; over two paths far fewer frames need sending again."""
+    out = os.path.join(outdir, "paths.json")
+    r = subprocess.run([PERF, "reliability", "--count", "20000", "--priority", "0", "--paths", "1,2", "--rate", "20000",
+                        "--fault", "drop=0.02", "--json", out], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    with open(out) as f:
+        one, two = json.load(f)["results"]
+    assert (one["paths"], two["paths"]) == (1, 2), (one, two)
+    for x in (one, two):
+        assert x["lost"] == 0 and x["duplicates"] == 0 and x["reordered"] == 0 and x["failed"] == 0, x
+        assert x["count"] == 20000, x
+    # One path: about 2 % of the messages (and some acks) sent again. Two: a message is sent
+    # again when both copies or its ack were lost.
+    assert one["retransmits"] > 200, one
+    assert two["retransmits"] < one["retransmits"], (one, two)
+
+
 @pytest.mark.parametrize("transport", ["ring", "memif"])
 def test_reliable_flag_on_other_scenarios(outdir, transport):
     """--reliable sends the probes with reliable delivery: rows say so, and nothing is lost."""
@@ -291,6 +310,7 @@ def test_reliable_flag_on_other_scenarios(outdir, transport):
     (["pingpong", "--transport", "kernel-udp", "--reliable"], "--reliable"),
     (["reliability", "--fault", "drop=2"], "drop='2'"),
     (["reliability", "--transport", "af_packet"], "--transport"),
+    (["reliability", "--paths", "3"], "--paths"),
 ])
 def test_reliability_bad_arguments(args, needle):
     r = subprocess.run([PERF, *args], capture_output=True, text=True, timeout=60)

@@ -255,6 +255,92 @@ TEST_CASE("fib: load lanes spread flows over equal-cost paths, delay lanes take 
   CHECK(net.peer(leaf3, moved.slot[0]) == net.topo.index(2));
 }
 
+// The nodes a frame passes between src and dst when it leaves src by link `slot` and every
+// node after follows its own delay table; empty when it does not arrive.
+std::vector<std::uint32_t> path_via(const Net& net, std::uint32_t src, int slot, std::uint32_t dst) {
+  std::vector<std::uint32_t> interior;
+  std::uint32_t at = net.peer(src, slot);
+  for (std::uint32_t hops = 0; hops <= net.topo.size(); ++hops) {
+    if (at == dst) return interior;
+    interior.push_back(at);
+    const int s = net.fibs[at]->hops(dst, kDelay).pick(0, ~0ull);
+    if (s < 0) return {};
+    at = net.peer(at, s);
+  }
+  return {};
+}
+
+TEST_CASE("fib: two paths share no node but their ends", "[route][fib][paths]") {
+  struct Case {
+    const char* name;
+    gen::Generated g;
+    bool any;  // some destinations have two paths (with routing by destination, not all:
+               // a neighbour's own shortest path may come back through the sender)
+  };
+  const Case cases[] = {{"ring", gen::ring(11), true},
+                        {"leaf-spine", gen::leaf_spine(2, 4, 0), true},
+                        {"random", gen::random(60, 4.0, 9), true},
+                        {"chain", gen::chain(6), false}};
+  for (const Case& c : cases) {
+    INFO(c.name);
+    Net net(c.g, 20'000, 0, 5);  // measured delays: no equal-cost ties
+    net.build_all(false);
+    std::size_t pairs = 0, total = 0;
+    for (std::uint32_t s = 0; s < net.topo.size(); ++s)
+      for (std::uint32_t d = 0; d < net.topo.size(); ++d) {
+        if (s == d) continue;
+        ++total;
+        int a = -1, b = -1;
+        if (!net.fibs[s]->two_paths(d, a, b)) continue;
+        ++pairs;
+        INFO(s << " -> " << d << " over slots " << a << ", " << b);
+        REQUIRE(a != b);
+        const auto pa = path_via(net, s, a, d), pb = path_via(net, s, b, d);
+        // Both arrive (an empty interior is the destination itself, next door).
+        CHECK((net.peer(s, a) == d || !pa.empty()));
+        CHECK((net.peer(s, b) == d || !pb.empty()));
+        for (const std::uint32_t v : pa) CHECK(std::find(pb.begin(), pb.end(), v) == pb.end());
+        CHECK(std::find(pa.begin(), pa.end(), s) == pa.end());
+        CHECK(std::find(pb.begin(), pb.end(), s) == pb.end());
+        // In link order; one of them is a shortest path.
+        CHECK(a < b);
+        auto cost_of = [&](int slot, const std::vector<std::uint32_t>& interior) {
+          std::uint64_t cost = link_cost(net.links[s][static_cast<std::size_t>(slot)], kDelay);
+          for (std::size_t k = 0; k < interior.size(); ++k) {
+            const std::uint32_t next = k + 1 < interior.size() ? interior[k + 1] : d;
+            for (const LocalLink& l : net.links[interior[k]])
+              if (l.peer == next) {
+                cost += link_cost(l, kDelay);
+                break;
+              }
+          }
+          return cost;
+        };
+        CHECK(std::min(cost_of(a, pa), cost_of(b, pb)) == net.fibs[s]->cost(d, kDelay));
+      }
+    INFO(pairs << " of " << total << " have two paths");
+    CHECK((pairs > 0) == c.any);
+  }
+}
+
+TEST_CASE("fib: two links to one neighbour are two paths to it; a down link is none", "[route][fib][paths]") {
+  // Nodes 0 and 1 joined twice, 1 and 2 once: 0 reaches 1 over either link, 2 over one path only
+  // (both of its paths pass node 1).
+  const gen::Generated g{{1, 2, 3}, {{1, 2}, {1, 2}, {2, 3}}};
+  Topology topo(g.ids, g.links);
+  Lsdb db(topo);
+  std::vector<LocalLink> links = {{1, true, 0, 0}, {1, true, 0, 0}};
+  std::vector<std::uint64_t> groups(3, 0);
+  auto fib = build_fib(FibInputs{db, 0, links, {}, groups, 0, false}, 1);
+  int a = -1, b = -1;
+  REQUIRE(fib->two_paths(1, a, b));
+  CHECK(((a == 0 && b == 1) || (a == 1 && b == 0)));
+  CHECK_FALSE(fib->two_paths(2, a, b));
+  links[1].up = false;
+  fib = build_fib(FibInputs{db, 0, links, {}, groups, 0, false}, 2);
+  CHECK_FALSE(fib->two_paths(1, a, b));
+}
+
 TEST_CASE("fib: a static route puts its link first", "[route][fib]") {
   Net net(gen::ring(6), 0, 0, 1);
   std::vector<LocalLink> links = local_links(net.db, 0);

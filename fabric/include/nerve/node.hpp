@@ -81,6 +81,12 @@ struct SendOptions {
   // that cannot be delivered is reported (Node::on_delivery_failure). Unreliable (the default)
   // suits data where only the newest value matters. Unicast sends only (send, respond).
   bool reliable = false;
+  // Two paths (docs/architecture.md, "Two paths"; meant for P0): 2 sends the message over two
+  // disjoint paths at once (two links to the destination, or two routes that share no node),
+  // as IEC 62439-3 PRP does; the receiver delivers the first copy and drops the other, so a
+  // loss on one path costs nothing. Where no second path is up, one copy goes (counted:
+  // paths_one). Unicast sends of one frame only (a large message goes over one path).
+  std::uint8_t paths = 1;
 };
 
 // A reliable message that could not be delivered: unacknowledged for the cluster's
@@ -248,6 +254,13 @@ struct RouteInfo {
     unsigned paths = 0;       // candidate links (equal-cost and alternates)
   };
   std::array<Hop, wire::kPriorities> lanes;
+  // Two paths (SendOptions::paths): where the two copies leave; next_hop 0 when there is no
+  // pair of disjoint paths with both links up.
+  struct PathStart {
+    NodeId next_hop = 0;
+    std::size_t port = 0;
+  };
+  std::array<PathStart, 2> two_paths{};
 };
 
 struct RoutingInfo {
@@ -283,6 +296,7 @@ struct ProxySend {
   // kBadArgument. `sent` then counts messages the reliable stage took; what it later gives up
   // on is reported through Node::on_delivery_failure and counted per lane.
   bool reliable = false;
+  std::uint8_t paths = 1;         // 2: over two disjoint paths (SendOptions::paths); to a node only
   double rate_mps = 0;            // pace the messages at this rate; 0: as fast as the lane takes them
   std::chrono::milliseconds timeout{2000};  // from the last message sent (paced: from when the next is due)
 

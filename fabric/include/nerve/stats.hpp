@@ -29,6 +29,7 @@ inline constexpr std::array<std::uint64_t, wire::kPriorities> kDefaultBudgetNs =
     100'000, 500'000, 1'000'000, 2'000'000, 5'000'000};
 
 inline constexpr std::size_t kMaxPorts = 64;  // per node (config: at most 64 ports)
+inline constexpr std::size_t kPathChannels = 32;  // (source, channel) pairs counted apart, sent over two paths
 
 struct alignas(64) LcoreStats {
   Counter rx_frames, rx_bytes, tx_frames, tx_bytes;
@@ -85,6 +86,18 @@ struct alignas(64) LcoreStats {
   std::array<Reliable, wire::kPriorities> rel;
   // Frames that had to be sent again: their first send to their acknowledgement.
   std::array<Histogram, wire::kPriorities> rel_recovery_ns;
+  // Two paths (docs/architecture.md, "Two paths"). Sender, by lane: messages sent as two
+  // copies, and messages asked to go over two paths that went over one (no second path up).
+  std::array<Counter, wire::kPriorities> paths_two, paths_one;
+  // Receiver, per (source, channel): which path's copy arrived first, and the copies after it.
+  // The first kPathChannels pairs seen have their own entry; the others share `paths_other`.
+  struct PathChannel {
+    Counter key;                 // 0: unused; else 1 + (source << 16 | channel), set once
+    std::array<Counter, 2> won;  // messages whose first copy came over path 1 (index 0) or path 2
+    Counter discarded;           // copies after the first, dropped (a reliable one by its session)
+  };
+  std::array<PathChannel, kPathChannels> paths;
+  PathChannel paths_other;
 };
 
 struct LaneSummary {
@@ -113,6 +126,13 @@ struct Snapshot {
   };
   std::array<Reliable, wire::kPriorities> rel{};
   std::array<LaneSummary, wire::kPriorities> rel_recovery{};  // reliable frames sent again: first send to ack
+  std::array<std::uint64_t, wire::kPriorities> paths_two{}, paths_one{};
+  struct PathChannel {
+    std::uint16_t src = 0, channel = 0;
+    bool other = false;  // every (source, channel) beyond the first kPathChannels
+    std::uint64_t won1 = 0, won2 = 0, discarded = 0;
+  };
+  std::vector<PathChannel> paths;  // the pairs with copies received, in the order first seen
 
   std::uint64_t refused_total() const noexcept;
   std::uint64_t delivered_total() const noexcept;

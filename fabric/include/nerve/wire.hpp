@@ -63,7 +63,9 @@ inline constexpr std::uint8_t kFragment = 1u << 2;    // part frag_index of frag
 inline constexpr std::uint8_t kAckRequest = 1u << 3;  // receiver should ack now
 inline constexpr std::uint8_t kMulticast = 1u << 4;   // dst is a group id
 inline constexpr std::uint8_t kBroadcast = 1u << 5;   // dst is kBroadcast
-inline constexpr std::uint8_t kKnown = 0x3f;
+inline constexpr std::uint8_t kTwoPaths = 1u << 6;    // sent over two disjoint paths: the receiver keeps the first copy
+inline constexpr std::uint8_t kSecondPath = 1u << 7;  // ... and this is the copy sent over the second path
+inline constexpr std::uint8_t kKnown = 0xff;
 }  // namespace flag
 
 // IPv4 DSCP per priority: P0 = EF, P1 = AF41, P2 = AF31, P3 = AF21, P4 = CS1 (RFC 4594).
@@ -131,6 +133,7 @@ enum class Refusal : std::uint8_t {
   kFeatureDisabled,  // a flag of a feature this node does not run (encrypted, fragment, ...)
   kPayloadLength,    // payload length disagrees with the UDP length
   kBadFragment,      // fragment fields inconsistent
+  kBadPaths,         // second-path flag without the two-paths flag, or two paths on a broadcast, multicast, ack or fabric message
   kBadAddress,       // source node 0, or destination inconsistent with the flags
   kBadSequence,      // reliable frame without session or sequence number, an ack without session,
                      // a session on another frame, or either without a UDP checksum

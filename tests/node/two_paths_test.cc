@@ -1,0 +1,160 @@
+// Messages sent over two paths (SendOptions::paths = 2): two links between two nodes, one of
+// them losing frames, or both; the receiver delivers each message once, in order where it is
+// reliable, and counts which path won and the copies it discarded.
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <cstring>
+#include <vector>
+
+#include "nerve/node.hpp"
+#include "support.hpp"
+
+using namespace nerve;
+
+namespace {
+
+// Nodes 1 and 2 joined by two net_ring pairs; each of node 2's ports (and node 1's, for the
+// acks) injects the given faults into what it receives, on lane 1 only (heartbeats, on P0,
+// keep both links up).
+config::Cluster two_link_cluster(const std::string& tag, const std::string& fault_a, const std::string& fault_b,
+                                 const std::string& back = "") {
+  std::string t = fmt::format("[cluster]\nname = \"t{}\"\nheartbeat_miss = 100\n", tag);
+  for (int id = 1; id <= 2; ++id) {
+    t += fmt::format("[[node]]\nid = {0}\nmac = \"02:00:00:00:02:{0:02x}\"\nip = \"198.18.2.{0}\"\n"
+                     "control_socket = \"/tmp/nerve-test-{1}-{0}.sock\"\nmbufs = 16383\n",
+                     id, tag);
+    for (int link = 0; link < 2; ++link) {
+      const std::string& f = id == 2 ? (link == 0 ? fault_a : fault_b) : back;
+      t += fmt::format("  [[node.port]]\n  kind = \"ring\"\n  pair = \"{}{}\"\n  peers = [{}]\n", tag, link, 3 - id);
+      if (!f.empty()) t += fmt::format("  fault = \"{},lanes=1,seed={}\"\n", f, 7 + link);
+    }
+  }
+  return config::load_string(t);
+}
+
+struct Received {
+  std::vector<std::uint32_t> got;
+  void take(const RxMessage& m) {
+    std::uint32_t i = 0;
+    std::memcpy(&i, m.payload().data(), 4);
+    got.push_back(i);
+  }
+};
+
+// Sends `count` numbered messages from a to node 2 on lane 1 over two paths, stepping both
+// nodes, until b has them all (or the deadline passes).
+void stream(Node& a, Node& b, std::uint32_t count, bool reliable, const Received& r) {
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  for (std::uint32_t i = 0; i < count && std::chrono::steady_clock::now() < end;) {
+    TxFrame f = a.alloc(32);
+    REQUIRE(f);
+    std::memcpy(f.payload().data(), &i, 4);
+    const SendStatus s =
+        a.send(f, 2, MsgType::kMetric, 1, {.channel = 5, .never_shed = true, .reliable = reliable, .paths = 2});
+    if (s == SendStatus::kOk) ++i;
+    else REQUIRE(s == SendStatus::kBackpressure);
+    a.poll(), b.poll();
+  }
+  while (r.got.size() < count && std::chrono::steady_clock::now() < end) a.poll(), b.poll();
+  if (reliable)
+    while (a.snapshot().rel[1].acked < count && std::chrono::steady_clock::now() < end) a.poll(), b.poll();
+  test::settle(a, b);  // late copies too
+}
+
+// Node b's counters for (source 1, channel 5).
+stats::Snapshot::PathChannel channel_of(Node& b) {
+  for (const auto& c : b.snapshot().paths)
+    if (!c.other && c.src == 1 && c.channel == 5) return c;
+  return {};
+}
+
+// Routes up on both links before anything is sent.
+void wait_up(Node& a, Node& b) {
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  auto up = [&] {
+    const auto l = a.links();
+    return l.size() == 2 && l[0].up && l[1].up;
+  };
+  while (!up() && std::chrono::steady_clock::now() < end) a.poll(), b.poll();
+  REQUIRE(up());
+  // The table with both links in it (built by the routing agent's thread).
+  while (std::chrono::steady_clock::now() < end) {
+    const auto r = a.routes();
+    if (!r.empty() && r.front().two_paths[1].next_hop != 0) break;
+    a.poll(), b.poll();
+  }
+  REQUIRE(a.routes().front().two_paths[1].next_hop != 0);
+}
+
+}  // namespace
+
+TEST_CASE("two paths: a path that loses every frame costs nothing; a clean pair delivers each message once",
+          "[paths]") {
+  SECTION("one path loses everything") {
+    auto c = two_link_cluster("tp1", "drop=1", "");
+    Node a(c, 1, test::eal());
+    Node b(c, 2, test::eal());
+    Received r;
+    b.on_message([&](const RxMessage& m) { r.take(m); });
+    wait_up(a, b);
+    constexpr std::uint32_t kCount = 5'000;
+    stream(a, b, kCount, false, r);
+    REQUIRE(r.got.size() == kCount);
+    for (std::uint32_t i = 0; i < kCount; ++i) REQUIRE(r.got[i] == i);
+    CHECK(a.snapshot().paths_two[1] == kCount);
+    CHECK(a.snapshot().paths_one[1] == 0);
+    // Every copy on the first link that was read was lost (the fault port drops all it reads;
+    // a queue that yields nothing is read less often, so some may still wait in the ring).
+    CHECK(b.ports()[0].fault_seen > kCount / 4);
+    CHECK(b.ports()[0].fault_dropped == b.ports()[0].fault_seen);
+    const auto ch = channel_of(b);
+    CHECK(ch.won1 == 0);
+    CHECK(ch.won2 == kCount);
+    CHECK(ch.discarded == 0);
+  }
+  SECTION("both paths clean") {
+    auto c = two_link_cluster("tp2", "", "");
+    Node a(c, 1, test::eal());
+    Node b(c, 2, test::eal());
+    Received r;
+    b.on_message([&](const RxMessage& m) { r.take(m); });
+    wait_up(a, b);
+    constexpr std::uint32_t kCount = 5'000;
+    stream(a, b, kCount, false, r);
+    REQUIRE(r.got.size() == kCount);  // once each, although two copies of each arrived
+    const auto ch = channel_of(b);
+    CHECK(ch.won1 + ch.won2 == kCount);
+    CHECK(ch.discarded == kCount);
+    CHECK(b.snapshot().delivered[static_cast<std::size_t>(MsgType::kMetric)][1] == kCount);
+  }
+}
+
+TEST_CASE("two paths: reliable messages through 5% loss on each path arrive once, in order, rarely sent again",
+          "[paths][reliable]") {
+  auto c = two_link_cluster("tp3", "drop=0.05,reorder=0.01", "drop=0.05,reorder=0.01", "drop=0.05");
+  c.reliable_give_up_ms = 60'000;  // exactness, not timing, is asserted
+  Node a(c, 1, test::eal());
+  Node b(c, 2, test::eal());
+  Received r;
+  b.on_message([&](const RxMessage& m) { r.take(m); });
+  wait_up(a, b);
+  constexpr std::uint32_t kCount = 20'000;
+  stream(a, b, kCount, true, r);
+  REQUIRE(r.got.size() == kCount);
+  for (std::uint32_t i = 0; i < kCount; ++i) REQUIRE(r.got[i] == i);
+  const auto sa = a.snapshot().rel[1];
+  CHECK(sa.acked == kCount);
+  CHECK(sa.failed == 0);
+  const auto ch = channel_of(b);
+  CHECK(ch.won1 > 0);
+  CHECK(ch.won2 > 0);
+  CHECK(ch.won1 + ch.won2 >= kCount);  // (a frame sent again after both copies were lost wins again)
+  CHECK(ch.discarded > kCount / 2);
+  // A message is sent again only when both its copies (or its acks) were lost: with 5 % loss on
+  // each path, far fewer than the 5 % of frames each path loses.
+  const std::uint64_t lost = b.ports()[0].fault_dropped + b.ports()[1].fault_dropped;
+  INFO("retransmits " << sa.retransmits << " fast " << sa.fast_retransmits << ", frames lost " << lost);
+  CHECK(lost > kCount / 20);
+  CHECK(sa.retransmits + sa.fast_retransmits < lost / 2);
+}
