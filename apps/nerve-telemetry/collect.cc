@@ -211,7 +211,9 @@ void Collector::errors(const telemetry::Sample& s, std::string& out) {
       {"nerve_tx_backpressure_total", "Sends refused: the TX buffer was full.", s.tx_backpressure},
       {"nerve_tx_no_route_total", "Sends refused: no route to the destination.", s.tx_no_route},
       {"nerve_alloc_failed_total", "Frame allocations that found the pool empty.", s.alloc_failed},
-      {"nerve_rx_deferred_total", "Receive bursts shortened: the receive queue was full.", s.rx_deferred},
+      {"nerve_rx_deferred_total", "Receive bursts shortened: a lane's receive queue was full.", s.rx_deferred},
+      {"nerve_rx_lane_full_total", "Messages dropped: their lane's receive queue was full (read with another lane).",
+       region_.lcore().rx_lane_full.get()},
   };
   for (const One& o : ones) {
     Family f(out, o.name, "counter", o.help);

@@ -209,7 +209,7 @@ json status_json(const Node& node, const Received& rx, const app::QueryDesk& des
                    {"tx_backpressure", s.tx_backpressure},
                    {"tx_no_route", s.tx_no_route},
                    {"alloc_failed", s.alloc_failed},
-                   {"rx_deferred", s.rx_deferred},
+                   {"rx_deferred", s.rx_deferred}, {"rx_lane_full", s.rx_lane_full},
                    {"replies_sent", rx.replies_sent.get()},
                    {"replies_deferred", rx.replies_deferred.get()},
                    {"replies_failed", rx.replies_failed.get()},

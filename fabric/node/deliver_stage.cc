@@ -29,7 +29,7 @@ DeliverStage::DeliverStage(const config::Cluster& cluster, const config::Node& c
       services_(services),
       mask_(queue_depth - 1) {
   for (unsigned l = 0; l < wire::kPriorities; ++l) budget_ns_[l] = std::uint64_t{cfg.lane_budget_us[l]} * 1000u;
-  queue_.resize(queue_depth);
+  for (Lane& q : lanes_) q.queue.resize(queue_depth);
 }
 
 DeliverStage::Admit DeliverStage::admit(const wire::Header& h, std::uint64_t ts_check, std::span<const std::byte> payload,
@@ -73,7 +73,7 @@ void DeliverStage::deliver_large(const wire::Header& h, std::uint64_t last_ts, M
   if (handler_)
     handler_(msg);  // freed (its buffer given back) here unless the handler kept it
   else
-    queue_[tail_++ & mask_] = std::move(msg);
+    enqueue(h.priority, std::move(msg));  // (if refused, msg gives its buffer back)
 }
 
 void DeliverStage::run(RxItem* items, std::uint16_t n, std::uint64_t now) noexcept {
@@ -93,8 +93,8 @@ void DeliverStage::run(RxItem* items, std::uint16_t n, std::uint64_t now) noexce
       handler_(msg);
       // Still the message's unless the handler kept it or took its frame: freed with the rest.
       if (rte_mbuf* left = NodeAccess::release(msg)) done[nd++] = left;
-    } else {
-      queue_[tail_++ & mask_] = std::move(msg);
+    } else if (!enqueue(d.hdr.priority, std::move(msg))) [[unlikely]] {
+      if (rte_mbuf* left = NodeAccess::release(msg)) done[nd++] = left;
     }
   }
   if (nd != 0) free_frames(done, nd);

@@ -7,8 +7,12 @@
 //   2. a response closes the service request it answers (service_stage.hpp); one to a request
 //      of the control proxy completes it (control_stage.hpp), and one that claims a request of
 //      ours but comes from another node is refused (response_mismatch);
-//   3. everything else goes to the handler, or to recv()'s queue. When that queue is full, the
-//      RX stage reads less (room()) and frames wait in the port rather than being dropped.
+//   3. everything else goes to the handler, or to its lane's recv() queue (one per lane, so a
+//      lane whose consumer stalls never holds up another's). When a lane's queue is full, the
+//      RX stage reads less of that lane (room(): a port with a queue per lane stops reading that
+//      lane's queue; a port whose lanes share one queue stops reading it) and frames wait in the
+//      port rather than being dropped; reliable frames wait in their session, whose window
+//      pushes back on the sender of that lane alone.
 //
 // Owner thread only.
 #pragma once
@@ -35,18 +39,28 @@ class DeliverStage {
 
   void set_handler(Node::Handler h) { handler_ = std::move(h); }
 
-  // How many frames the RX stage may take in its next burst, beside `held` frames read and
-  // not yet delivered: a burst with a handler; with recv(), what the queue can still keep.
-  std::uint16_t room(std::uint32_t held) noexcept {
+  // How many frames the RX stage may take in its next burst of lane `lane` (-1: a queue that
+  // carries every lane), beside `held` frames read and not yet delivered: a burst with a
+  // handler; with recv(), what the lane's queue (every lane's) can still keep.
+  std::uint16_t room(int lane, std::uint32_t held) noexcept {
     if (handler_) return kBurst;
-    const std::uint32_t space = mask_ + 1 - (tail_ - head_) - held;
+    std::uint32_t space = ~0u;
+    if (lane >= 0) {
+      space = this->space(static_cast<std::uint8_t>(lane));
+    } else {
+      for (std::uint8_t l = 0; l < wire::kPriorities; ++l) space = std::min(space, this->space(l));
+    }
+    space = space > held ? space - held : 0;
     if (space >= kBurst) return kBurst;
     st_.rx_deferred.add();
     return static_cast<std::uint16_t>(space);
   }
 
-  // Frames that can be delivered now without overflowing recv()'s queue (a handler: any).
-  std::uint32_t space() const noexcept { return handler_ ? ~0u : mask_ + 1 - (tail_ - head_); }
+  // Frames of lane `prio` that can be delivered now without overflowing its recv() queue (a
+  // handler: any).
+  std::uint32_t space(std::uint8_t prio) const noexcept {
+    return handler_ ? ~0u : mask_ + 1 - (lanes_[prio].tail - lanes_[prio].head);
+  }
   // Delivers items[0..n), read at `now_ns`.
   void run(RxItem* items, std::uint16_t n, std::uint64_t now_ns) noexcept;
   // Delivers a reassembled large message: `len` bytes in buffer `b` (given back here when it is
@@ -57,11 +71,20 @@ class DeliverStage {
   void deliver_large(const wire::Header& h, std::uint64_t last_ts, MessageBuffer* b, std::size_t len,
                      std::uint64_t now_ns) noexcept;
 
+  // The oldest message of the highest lane that has one; of lane `prio`.
   std::optional<RxMessage> recv() noexcept {
-    if (head_ == tail_) return std::nullopt;
-    return std::move(queue_[head_++ & mask_]);
+    for (std::uint8_t l = 0; l < wire::kPriorities; ++l)
+      if (lanes_[l].head != lanes_[l].tail) return recv(l);
+    return std::nullopt;
   }
-  void clear() noexcept { queue_.clear(); }
+  std::optional<RxMessage> recv(std::uint8_t prio) noexcept {
+    Lane& q = lanes_[prio];
+    if (q.head == q.tail) return std::nullopt;
+    return std::move(q.queue[q.head++ & mask_]);
+  }
+  void clear() noexcept {
+    for (Lane& q : lanes_) q.queue.clear();
+  }
 
  private:
   enum class Admit : std::uint8_t { kDeliver, kRefused, kAnswered };
@@ -76,9 +99,25 @@ class DeliverStage {
   IdlePolicy& idle_;
   ControlStage& control_;
   ServiceStage& services_;
+  // Into lane `prio`'s recv() queue; a lane that is full (a frame that came on another lane's
+  // RX queue, which room() did not account for) drops it, counted (rx_lane_full).
+  bool enqueue(std::uint8_t prio, RxMessage&& msg) noexcept {
+    Lane& q = lanes_[prio];
+    if (q.tail - q.head > mask_) [[unlikely]] {
+      st_.rx_lane_full.add();
+      return false;
+    }
+    q.queue[q.tail++ & mask_] = std::move(msg);
+    return true;
+  }
+
   Node::Handler handler_;
-  std::vector<RxMessage> queue_;
-  std::uint32_t head_ = 0, tail_ = 0, mask_;
+  struct Lane {
+    std::vector<RxMessage> queue;
+    std::uint32_t head = 0, tail = 0;
+  };
+  std::array<Lane, wire::kPriorities> lanes_;
+  std::uint32_t mask_;
 };
 
 }  // namespace nerve::node

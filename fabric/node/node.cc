@@ -91,7 +91,7 @@ void Node::Impl::publish_sample() noexcept {
   s.tx_backpressure = st.tx_backpressure.get();
   s.tx_no_route = st.tx_no_route.get();
   s.alloc_failed = st.alloc_failed.get();
-  s.rx_deferred = st.rx_deferred.get();
+  s.rx_deferred = st.rx_deferred.get();  // (rx_lane_full: read live from the region)
   s.rx_multi_segment = st.rx_multi_segment.get();
   s.fabric_rx = st.fabric_rx.get();
   s.fabric_tx = st.fabric_tx.get();
@@ -306,6 +306,10 @@ void Node::on_service_failure(std::function<void(const ServiceFailure&)> h) { im
 void Node::on_delivery_failure(std::function<void(const DeliveryFailure&)> h) { impl_->reliable->on_failure(std::move(h)); }
 
 std::optional<RxMessage> Node::recv() noexcept { return impl_->deliver->recv(); }
+std::optional<RxMessage> Node::recv(std::uint8_t priority) noexcept {
+  if (priority >= wire::kPriorities) return std::nullopt;
+  return impl_->deliver->recv(priority);
+}
 
 // ---- frames -------------------------------------------------------------------------------
 

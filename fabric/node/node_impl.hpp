@@ -95,7 +95,7 @@ struct Node::Impl {
   // (RxStage's pipeline).
   struct Pipeline {
     Impl& I;
-    std::uint16_t room(std::uint32_t held) noexcept { return I.deliver->room(held); }
+    std::uint16_t room(int lane, std::uint32_t held) noexcept { return I.deliver->room(lane, held); }
     void operator()(std::size_t port, rte_mbuf** frames, std::uint16_t n) noexcept;
     // One burst's decoded frames: built once, rewritten by every burst (a local array would be
     // value-initialised, 3 KB of stores, on every burst).

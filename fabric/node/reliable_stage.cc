@@ -415,6 +415,7 @@ void ReliableStage::on_ack(const RxItem& it, std::uint64_t now_ns) noexcept {
 // ---- receiver -------------------------------------------------------------------------------
 
 void ReliableStage::deliver(RxItem& it, std::uint64_t now_ns) noexcept {
+  ++out_lane_[it.d.hdr.priority];
   out_[out_n_++] = it;
   if (out_n_ == kBurst) flush_out(now_ns);
 }
@@ -423,6 +424,7 @@ void ReliableStage::flush_out(std::uint64_t now_ns) noexcept {
   if (out_n_ == 0) return;
   const std::uint16_t n = out_n_;
   out_n_ = 0;
+  out_lane_.fill(0);
   deliver_.run(out_.data(), n, now_ns);
 }
 
@@ -430,7 +432,7 @@ void ReliableStage::release(std::uint32_t di, RxSession& s, std::uint8_t prio, s
   while (s.has[s.expected & kMask]) {
     const std::uint32_t slot = s.expected & kMask;
     // No room, or no reassembly buffer: the frames wait here (pump()).
-    if (deliver_.space() <= out_n_ || !can_take(s, s.held[slot], now_ns)) return;
+    if (deliver_.space(prio) <= out_lane_[prio] || !can_take(s, s.held[slot], now_ns)) return;
     s.has[slot] = false;
     ++s.expected;
     s.last_msg_id = s.held[slot].d.hdr.msg_id;
@@ -603,7 +605,7 @@ void ReliableStage::on_data(RxItem& it, std::uint64_t now_ns) noexcept {
     rte_pktmbuf_free(it.m);
     return;
   }
-  if (seq == s.expected && !s.blocked && deliver_.space() > out_n_ && can_take(s, it, now_ns)) {  // in order
+  if (seq == s.expected && !s.blocked && deliver_.space(prio) > out_lane_[prio] && can_take(s, it, now_ns)) {
     ++s.expected;
     s.last_msg_id = h.msg_id;
     st_.rel[prio].in_order.add();
@@ -650,7 +652,10 @@ void ReliableStage::pump(std::uint64_t now_ns) noexcept {
     RxSession& s = peers_[di]->rx[prio];
     release(di, s, prio, now_ns);
     flush_out(now_ns);
-    if (s.has[s.expected & kMask] && deliver_.space() == 0) return;  // still no room
+    if (s.has[s.expected & kMask] && deliver_.space(prio) == 0) {  // still no room on this lane
+      ++k;
+      continue;
+    }
     if (!s.has[s.expected & kMask]) {
       s.blocked = false;
       blocked_[k] = blocked_.back();

@@ -231,6 +231,7 @@ class ReliableStage {
   std::size_t frag_size_;  // payload bytes of one fragment (one frame's)
   std::array<RxItem, kBurst> out_{};          // deliverable frames, handed over a burst at a time
   std::uint16_t out_n_ = 0;
+  std::array<std::uint16_t, wire::kPriorities> out_lane_{};  // ... of each lane
   Timer timer_;
   std::function<void(const DeliveryFailure&)> on_failure_;
 };

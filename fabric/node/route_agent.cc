@@ -85,6 +85,7 @@ std::vector<route::LocalLink> RouteAgent::local_links() const {
     out[s].up = sh.up.load(std::memory_order_relaxed);
     out[s].delay_ns = seen_[s].rtt_ns / 2;  // the settled round trip (delay_moved), not every sample
     out[s].load = port_load_[links_[s].port];
+    out[s].port = static_cast<std::uint32_t>(links_[s].port);
   }
   return out;
 }

@@ -10,8 +10,9 @@
 // validation refuses them.
 //
 // The pipeline is any callable `void(std::size_t port, rte_mbuf** frames, std::uint16_t n)`
-// that takes the frames (validate, dispatch, deliver), with `std::uint16_t room(std::uint32_t
-// held)`: how many frames the next burst may bring (recv()'s queue may be full).
+// that takes the frames (validate, dispatch, deliver), with `std::uint16_t room(int lane,
+// std::uint32_t held)`: how many frames the next burst of `lane` (-1: a queue of every lane)
+// may bring (that lane's recv() queue may be full).
 //
 // Owner thread only.
 #pragma once
@@ -55,7 +56,7 @@ class RxStage {
     rte_mbuf* bufs[kBurst];
     unsigned work = 0;
     auto drain = [&](std::uint16_t q, std::uint16_t burst) -> std::uint16_t {
-      const std::uint16_t want = std::min(pipeline.room(0), burst);
+      const std::uint16_t want = std::min(pipeline.room(q, 0), burst);
       if (want == 0) return 0;
       guard_.enter();
       const std::uint16_t n = port.rx_burst(q, bufs, want);
@@ -108,7 +109,7 @@ class RxStage {
     std::array<std::uint16_t, lane::kLanes> held{};
     unsigned total = 0;
     for (unsigned b = 0; b < kSoftwareBursts; ++b) {
-      const std::uint16_t want = pipeline.room(total);
+      const std::uint16_t want = pipeline.room(-1, total);
       if (want == 0) break;
       rte_mbuf* bufs[kBurst];
       guard_.enter();

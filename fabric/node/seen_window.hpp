@@ -1,9 +1,9 @@
 // The message ids a node has seen from one source: a sliding window of the last 1,024.
 //
-// Broadcast and multicast copies (the forward stage) and the copies of a message sent over two
-// paths (the paths stage) are told apart from their first copy by (source, message id): a
-// sender numbers its messages from a random point, one up per message, so the window holds
-// the newest ids of a source and refuses what it has seen, or what is older than the window.
+// Broadcast and multicast copies (the forward stage) are told apart from their first copy by
+// (source, message id): a sender numbers its messages from a random point, one up per message,
+// so the window holds the newest ids of a source and refuses what it has seen, or what is older
+// than the window.
 //
 // Owner thread only. No allocation.
 #pragma once

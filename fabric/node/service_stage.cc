@@ -55,7 +55,9 @@ SendStatus ServiceStage::send(rte_mbuf* m, unsigned svc, MsgType type, std::uint
   if (i < 0) return SendStatus::kNoRoute;
   const NodeId dst = s.bal.instance(i);
   const std::uint32_t id = tx_.next_msg_id();
-  const SendStatus st = tx_.send(m, dst, type, prio, o);
+  SendOptions one = o;
+  one.paths = 1;  // a service send goes over one path
+  const SendStatus st = tx_.send(m, dst, type, prio, one);
   if (st != SendStatus::kOk) return st;
   Counters& c = s.counters[static_cast<unsigned>(i)];
   c.sent.add();

@@ -93,10 +93,18 @@ void TxStage::enqueue(rte_mbuf* m, std::size_t port, std::uint8_t prio, bool mor
   }
   dirty_ |= std::uint64_t{1} << port;
   rte_mbuf* evicted = nullptr;
-  if (pt.lanes.push(prio, m, &evicted) == lane::Push::kShed) {
+  const lane::Push pushed = pt.lanes.push(prio, m, &evicted);
+  if (pushed == lane::Push::kShed) {
     // P3/P4 lane full: its oldest frame makes room (counted, never silent).
     st_.shed[prio].add();
     rte_pktmbuf_free(evicted);
+  } else if (pushed == lane::Push::kBackpressure) [[unlikely]] {
+    // A full P0-P2 lane: callers check room() first, so only a second frame for a lane that
+    // had room for one (copies of one message to children on one port) ends here: dropped,
+    // counted, never leaked.
+    st_.backpressure[prio].add();
+    rte_pktmbuf_free(m);
+    return;
   }
   if (prio == 0 && !more) {
     flush_lane(port, 0, kAll);  // P0 leaves now, ahead of anything queued
@@ -155,6 +163,10 @@ SendStatus TxStage::resend(rte_mbuf* kept, std::uint32_t di, std::uint8_t prio, 
   std::memcpy(f, l.peer_mac.data(), 6);
   std::memcpy(f + 6, l.port_mac.data(), 6);
   wire::bytes::store_le<std::uint32_t>(f + hl::kHdrOff + hl::hdr::kAck, ack);
+  // Sent again over one path (the lane's route): no longer a copy of a two-path message (its
+  // session tells it from the first transmission).
+  auto& flags = reinterpret_cast<std::uint8_t&>(f[hl::kHdrOff + hl::hdr::kFlags]);
+  flags = static_cast<std::uint8_t>(flags & ~(wire::flag::kTwoPaths | wire::flag::kSecondPath));
   if (ports_tx_[l.port].csum_offload) {
     m->ol_flags |= RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_IP_CKSUM;
     m->l2_len = wire::kEthLen;
@@ -184,18 +196,26 @@ SendStatus TxStage::send_frame(rte_mbuf* m, NodeId dst, MsgType type, std::uint8
     st_.tx_no_route.add();
     return SendStatus::kNoRoute;
   }
-  // Two paths: the table's pair of disjoint paths when both its links are up.
+  // Two paths: the table's pair of disjoint paths when both its links are up (on two ports).
+  // A path whose lane is full (its peer stalled, say) is left out: the copy goes by the other,
+  // counted as sent over one; only both full push back.
+  const bool two = o.paths > 1 && !ack && !(sq && sq->frag_count > 1);
   int second = -1;
-  if (o.paths > 1 && !ack && !(sq && sq->frag_count > 1)) [[unlikely]] {
+  if (two) [[unlikely]] {
     int a = -1, b = -1;
-    if (r_.fib->two_paths(di, a, b) && ((r_.up >> a) & 1u) && ((r_.up >> b) & 1u)) {
-      slot = a;
-      second = b;
+    if (r_.fib->two_paths(di, a, b) && ((r_.up >> a) & 1u) && ((r_.up >> b) & 1u) &&
+        r_.links[static_cast<std::size_t>(a)].port != r_.links[static_cast<std::size_t>(b)].port) {
+      const bool room_a = room(r_.links[static_cast<std::size_t>(a)].port, prio, o.never_shed);
+      const bool room_b = room(r_.links[static_cast<std::size_t>(b)].port, prio, o.never_shed);
+      if (!room_a && !room_b) return SendStatus::kBackpressure;
+      slot = room_a ? a : b;
+      second = room_a && room_b ? b : -1;
+    } else if (!room(r_.links[static_cast<std::size_t>(slot)].port, prio, o.never_shed)) {
+      return SendStatus::kBackpressure;
     }
   }
   const Link& l = r_.links[static_cast<std::size_t>(slot)];
-  if (!room(l.port, prio, o.never_shed) ||
-      (second >= 0 && !room(r_.links[static_cast<std::size_t>(second)].port, prio, o.never_shed))) [[unlikely]]
+  if (!two && !room(l.port, prio, o.never_shed)) [[unlikely]]
     return SendStatus::kBackpressure;
   wire::Header h;
   h.type = type;
@@ -221,7 +241,7 @@ SendStatus TxStage::send_frame(rte_mbuf* m, NodeId dst, MsgType type, std::uint8
   }
   // The second path's copy: its own headers in front of m's payload, by reference.
   rte_mbuf* copy = nullptr;
-  if (o.paths > 1 && !ack && !(sq && sq->frag_count > 1)) [[unlikely]] {
+  if (two) [[unlikely]] {
     if (second >= 0) copy = copy_of(m, 0, r_.links[static_cast<std::size_t>(second)].port);
     (copy ? st_.paths_two : st_.paths_one)[prio].add();
     if (copy) h.flags |= wire::flag::kTwoPaths;

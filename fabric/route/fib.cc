@@ -135,6 +135,9 @@ std::unique_ptr<Fib> build_fib(const FibInputs& in, std::uint64_t version) {
       ++stamp;
       for (std::uint32_t k = 0; k < cands[i].len; ++k) mark[interior[cands[i].first + k]] = stamp;
       for (std::size_t j = i + 1; j < cands.size(); ++j) {
+        // Two ports (one NIC failing takes one path), unless the links say nothing of theirs.
+        const std::uint32_t pi = in.links[cands[i].slot].port, pj = in.links[cands[j].slot].port;
+        if (pi == pj && pi != kNoIndex) continue;
         bool shared = false;
         for (std::uint32_t k = 0; k < cands[j].len && !shared; ++k) shared = mark[interior[cands[j].first + k]] == stamp;
         if (shared) continue;

@@ -84,9 +84,9 @@ class Fib {
     return {children_.data() + child_off_[source], children_.data() + child_off_[source + 1]};
   }
   std::uint64_t groups_of(std::uint32_t node) const noexcept { return groups_[node]; }
-  // Two paths to `dst` (a message sent over both): two of this node's links, each starting a
-  // path (the delay metric's shortest path of the link's far end, as the link-state database
-  // gives it) that shares no node with the other's but this node and `dst`: of such pairs, the
+  // Two paths to `dst` (a message sent over both): two of this node's links, on two ports, each
+  // starting a path (the delay metric's shortest path of the link's far end, as the link-state
+  // database gives it) that shares no node with the other's but this node and `dst`: of such pairs, the
   // one with the cheapest path, then the cheapest second; the two in link order (path 1 is the
   // lower slot). False when there is none.
   bool two_paths(std::uint32_t dst, int& first, int& second) const noexcept {

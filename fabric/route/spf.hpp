@@ -37,6 +37,7 @@ struct LocalLink {
   bool up = false;
   std::uint32_t delay_ns = 0;     // one-way estimate; 0: not measured
   std::uint8_t load = 0;          // 0..kMaxLoad
+  std::uint32_t port = kNoIndex;  // the node's port the link leaves by (two paths: on two ports); kNoIndex: its own
 };
 
 class Graph {

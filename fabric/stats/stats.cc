@@ -57,6 +57,7 @@ Snapshot snapshot(const std::vector<const LcoreStats*>& lcores,
     s.tx_no_route += l->tx_no_route.get();
     s.alloc_failed += l->alloc_failed.get();
     s.rx_deferred += l->rx_deferred.get();
+    s.rx_lane_full += l->rx_lane_full.get();
     for (std::size_t t = 0; t <= wire::kMsgTypes; ++t)
       for (std::size_t p = 0; p < wire::kPriorities; ++p) {
         s.delivered[t][p] += l->delivered[t][p].get();

@@ -6,6 +6,8 @@
 #include <rte_ring.h>
 
 #include <atomic>
+#include <chrono>
+#include <optional>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -222,4 +224,97 @@ TEST_CASE("a P0 send with `more` waits for its batch; the batch leaves with the 
   b.poll();
   REQUIRE(seen.size() == 5);
   CHECK(seen.back().seq == 9);
+}
+
+TEST_CASE("a lane whose consumer stalls holds up no other lane; nothing is lost, and it drains after",
+          "[lanes][flow]") {
+  // Node 2 has no handler: its application calls recv(0) and never recv(4) until the end. P4
+  // traffic (reliable and not) fills its recv() queue and then waits where it is (the port's
+  // P4 queue, the P4 session's window), pushing back on the P4 sender alone; P0 flows through.
+  auto c = test::ring_pair_cluster("ln9", 16383);
+  c.reliable_give_up_ms = 60'000;  // the stall is the test, not a failure
+  Node a(c, 1, test::eal());
+  NodeOptions o;
+  o.rx_queue_depth = 64;
+  Node b(c, 2, test::eal(), o);
+  auto send = [&](std::uint8_t prio, std::uint32_t seq, bool reliable) {
+    TxFrame f = a.alloc(8);
+    REQUIRE(f);
+    std::memcpy(f.payload().data(), &seq, 4);
+    return a.send(f, 2, MsgType::kStatus, prio, {.never_shed = true, .reliable = reliable});
+  };
+  auto seq_of = [](const RxMessage& m) {
+    std::uint32_t seq = 0;
+    std::memcpy(&seq, m.payload().data(), 4);
+    return seq;
+  };
+  // P4 until the sender is pushed back on both kinds (the reliable window, the unreliable lane).
+  std::uint32_t p4_reliable = 0, p4_plain = 0;
+  bool reliable_full = false, plain_full = false;
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while ((!reliable_full || !plain_full) && std::chrono::steady_clock::now() < end) {
+    if (!reliable_full) {
+      const SendStatus s = send(4, p4_reliable, true);
+      if (s == SendStatus::kOk) ++p4_reliable;
+      else reliable_full = s == SendStatus::kBackpressure && a.snapshot().rel[4].window_full > 0;
+    }
+    if (!plain_full) {
+      // (Unreliable P4 and reliable P4 share the lane: numbered apart, 1,000,000 up.)
+      const SendStatus s = send(4, 1'000'000 + p4_plain, false);
+      if (s == SendStatus::kOk) ++p4_plain;
+      else plain_full = s == SendStatus::kBackpressure;
+    }
+    a.poll(), b.poll();
+  }
+  REQUIRE(reliable_full);
+  REQUIRE(plain_full);
+  // P0 meanwhile: every message, in order, reliable and not.
+  std::vector<std::uint32_t> p0;
+  for (std::uint32_t i = 0; i < 2000; ++i) {
+    while (send(0, i, i % 2 == 0) != SendStatus::kOk) a.poll(), b.poll();
+    a.poll(), b.poll();
+    while (auto m = b.recv(0)) p0.push_back(seq_of(*m));
+  }
+  while (p0.size() < 2000 && std::chrono::steady_clock::now() < end) {
+    a.poll(), b.poll();
+    while (auto m = b.recv(0)) p0.push_back(seq_of(*m));
+  }
+  REQUIRE(p0.size() == 2000);
+  for (std::uint32_t i = 0; i < 2000; ++i) REQUIRE(p0[i] == i);
+  CHECK(b.snapshot().rx_lane_full == 0);
+  // The P4 consumer wakes: everything accepted arrives, once, each kind in order.
+  std::vector<std::uint32_t> rel, plain;
+  while ((rel.size() < p4_reliable || plain.size() < p4_plain) && std::chrono::steady_clock::now() < end) {
+    a.poll(), b.poll();
+    while (auto m = b.recv(4)) (seq_of(*m) >= 1'000'000 ? plain : rel).push_back(seq_of(*m));
+  }
+  REQUIRE(rel.size() == p4_reliable);
+  REQUIRE(plain.size() == p4_plain);
+  for (std::uint32_t i = 0; i < p4_reliable; ++i) REQUIRE(rel[i] == i);
+  for (std::uint32_t i = 0; i < p4_plain; ++i) REQUIRE(plain[i] == 1'000'000 + i);
+  CHECK(a.snapshot().rel[4].failed == 0);
+  CHECK(a.snapshot().lanes[4].shed == 0);
+}
+
+TEST_CASE("recv() takes the highest lane first; recv(lane) one lane", "[lanes][flow]") {
+  auto c = test::ring_pair_cluster("ln10", 8191);
+  Node a(c, 1, test::eal());
+  Node b(c, 2, test::eal());
+  for (std::uint32_t i = 0; i < 3; ++i) REQUIRE(send_seq(a, 3, i) == SendStatus::kOk);
+  for (std::uint32_t i = 0; i < 3; ++i) REQUIRE(send_seq(a, 1, 10 + i) == SendStatus::kOk);
+  a.flush();
+  test::settle(a, b);
+  auto seq = [](const std::optional<RxMessage>& m) {
+    std::uint32_t s = 0;
+    std::memcpy(&s, m->payload().data(), 4);
+    return s;
+  };
+  auto m = b.recv(3);
+  REQUIRE(m);
+  CHECK(seq(m) == 0);
+  CHECK_FALSE(b.recv(2));
+  CHECK_FALSE(b.recv(7));  // no such lane
+  std::vector<std::uint32_t> order;
+  while (auto n = b.recv()) order.push_back(seq(n));
+  CHECK(order == std::vector<std::uint32_t>{10, 11, 12, 1, 2});
 }

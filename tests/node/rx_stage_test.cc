@@ -17,7 +17,7 @@ struct Recorder {
   };
   std::vector<Burst> bursts;
   std::uint16_t limit = 1000;
-  std::uint16_t room(std::uint32_t held) noexcept {
+  std::uint16_t room(int, std::uint32_t held) noexcept {
     return held >= limit ? 0 : static_cast<std::uint16_t>(std::min<std::uint32_t>(node::kBurst, limit - held));
   }
   static std::uint8_t prio_of(const rte_mbuf* m) {

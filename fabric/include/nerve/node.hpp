@@ -200,7 +200,7 @@ class RxMessage {
 
 struct NodeOptions {
   std::chrono::milliseconds link_wait{2000};   // at start-up; a link down is reported, not fatal
-  std::uint32_t rx_queue_depth = 4096;         // messages held for recv(), power of two
+  std::uint32_t rx_queue_depth = 4096;         // messages held for recv(), per lane, power of two
   Clock* clock = nullptr;                      // the node's time; nullptr: Clock::tsc()
   // Where the datapath keeps its counters and publishes samples for other processes
   // (nerve/telemetry.hpp); nullptr: in the node's own memory, unpublished. Outlives the node.
@@ -387,14 +387,20 @@ class Node {
   TxFrame take_frame(RxMessage& m) noexcept;
 
   // Delivery: with a handler, poll() calls it for every message; without one, messages queue
-  // for recv() (the RX ring is left to hold the rest when the queue is full, so nothing
-  // accepted is dropped).
+  // for recv(), a queue per lane (NodeOptions::rx_queue_depth each). When a lane's queue is
+  // full the rest wait where they are (the port's lane queue, or, on a port whose lanes share
+  // one queue, that queue; reliable ones in their session, pushing back on their senders), so
+  // nothing accepted is dropped; a lane whose consumer stalls holds up no other lane on a port
+  // with a queue per lane, and no other lane's reliable traffic anywhere.
   void on_message(Handler h);
   // Called on the datapath thread for every service request reported failed.
   void on_service_failure(std::function<void(const ServiceFailure&)> h);
   // Called on the datapath thread for every reliable message given up (DeliveryFailure).
   void on_delivery_failure(std::function<void(const DeliveryFailure&)> h);
+  // The oldest message of the highest-priority lane that has one (P0 first).
   std::optional<RxMessage> recv() noexcept;
+  // The oldest message of lane `priority` (0..4; others: none).
+  std::optional<RxMessage> recv(std::uint8_t priority) noexcept;
 
   // One iteration of the datapath loop (docs/architecture.md, "The node as stages"): TX, RX
   // through validate, dispatch and deliver, timers, control requests, TX. Returns the work done.

@@ -40,7 +40,8 @@ struct alignas(64) LcoreStats {
   Counter tx_backpressure;  // send() refused: TX buffer full, frame returned to the caller
   Counter tx_no_route;
   Counter alloc_failed;
-  Counter rx_deferred;      // RX bursts shortened because the receive queue was full
+  Counter rx_deferred;      // RX bursts shortened because a lane's receive queue was full
+  Counter rx_lane_full;     // messages dropped: their lane's recv() queue full (a frame on another lane's RX queue)
   // The datapath's time (TSC cycles) in polls that found work and in polls that found none
   // (with the idle policy's pause or sleep after them), and the polls of each kind. Time the
   // application spends between polls is in neither.
@@ -110,7 +111,8 @@ struct LaneSummary {
 struct Snapshot {
   std::uint64_t rx_frames = 0, rx_bytes = 0, tx_frames = 0, tx_bytes = 0;
   std::array<std::uint64_t, wire::kRefusalCount> refused{};
-  std::uint64_t rx_multi_segment = 0, tx_backpressure = 0, tx_no_route = 0, alloc_failed = 0, rx_deferred = 0;
+  std::uint64_t rx_multi_segment = 0, tx_backpressure = 0, tx_no_route = 0, alloc_failed = 0, rx_deferred = 0,
+                rx_lane_full = 0;
   std::array<std::array<std::uint64_t, wire::kPriorities>, wire::kMsgTypes + 1> delivered{};
   std::array<std::array<std::uint64_t, wire::kPriorities>, wire::kMsgTypes + 1> sent{};
   std::array<LaneSummary, wire::kPriorities> lanes{};
