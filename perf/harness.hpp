@@ -45,6 +45,7 @@ struct Options {
   std::string fault = "drop=0.01,dup=0.005,reorder=0.01";  // reliability: faults of each port
   bool overhead = false;
   std::vector<unsigned> paths{1};   // reliability: 1 and/or 2 (over two links at once), one run each
+  bool unreliable = false;          // reliability: without reliable delivery (what is lost stays lost)
   std::vector<unsigned> sidecar_hz;  // pingpong/oneway/...: runs without (0) and with (100) the sidecar
   unsigned sidecar = 0;              // this run's: 100 = nerve-telemetry samples node 1, tiers as configured
   bool reliable = false;             // pingpong/oneway/throughput/isolation: reliable delivery             // reliability: P0 round trips with and without, no faults

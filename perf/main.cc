@@ -120,6 +120,8 @@ int main(int argc, char** argv) {
                  "wins); with 2 the nodes are joined by two links, each faulted on its own (default 1)")
       ->delimiter(',')
       ->check(CLI::Range(1u, 2u));
+  rl->add_flag("--unreliable", o.unreliable,
+               "send without reliable delivery: what is lost stays lost (with --paths 2: what both paths lose)");
   rl->add_flag("--overhead", o.overhead, "P0 round trips with and without reliable delivery on a loss-free link");
   rl->add_option("--rounds", o.rounds, "--overhead: blocks of each, interleaved (default 3)")->check(CLI::Range(1u, 100u));
   rl->add_option("--json", o.json_path, "write results as JSON");

@@ -15,7 +15,10 @@
 #                               # every lane, P0 paced with 1 % loss (recovery time), the P0 round
 #                               # trip with and without, an unpaced 1 M burst over af_packet with
 #                               # and without, large messages (1 MiB, 64 KiB, 4 KiB) in fragments;
+#                               # P0 over one link and over two at once through 1 % loss each;
 #                               # writes perf/results/<date>-<host>-reliability.{json,md}
+#   scripts/bench.sh paths      # that last run alone (one and two paths, twice each, interleaved);
+#                               # writes perf/results/<date>-<host>-paths.{json,md}
 #   scripts/bench.sh telemetry  # the telemetry sidecar's cost to the datapath (msgs/s, P0 round
 #                               # trips, without and with it, interleaved) and its tiers' timing
 #                               # beside a busy-polling node; writes perf/results/<date>-<host>-telemetry.{json,md}
@@ -235,11 +238,23 @@ PY
 }
 
 reliability() {
-  local rtmp="$tmp/reliability"
+  local only="${1:-}" name=reliability
+  [ -n "$only" ] && name="$only"
+  local rtmp="$tmp/$name"
   mkdir -p "$rtmp"
   rrun() { run_in "$rtmp" "$@"; }
   local big=10000000 lane=100000 paced=200000 burst=1000000 large=3000
   if [ "${BENCH_QUICK:-0}" = 1 ]; then big=100000; lane=10000; paced=10000; burst=50000; large=300; fi
+  # P0 at 20,000/s through 1 % loss on each link: over one link, then over two at once (the
+  # nodes joined by two links, each losing on its own), side by side.
+  if [ "$only" = paths ]; then
+    # The machine's own tail in the same session: P0 round trips over memif, nerve and the bare
+    # DPDK loop.
+    rrun 0-floor pingpong --transport memif --count 200000 --floor
+    rrun 8-paths reliability --count "$paced" --rate 20000 --fault drop=0.01 --priority 0 --paths 1,2,1,2
+    rrun 9-paths-unreliable reliability --count "$paced" --rate 20000 --fault drop=0.01 --priority 0 --paths 1,2,1,2 \
+      --unreliable
+  else
   rrun 1-big reliability --count "$big" --priority 0
   rrun 2-lanes reliability --count "$lane" --priority 0,1,2,3,4
   rrun 3-paced reliability --count "$paced" --rate 20000 --fault drop=0.01 --priority 0
@@ -247,7 +262,11 @@ reliability() {
   rrun 5-burst throughput --transport af_packet --count "$burst" --sweep 1 --priority 3
   rrun 6-burst-reliable throughput --transport af_packet --count "$burst" --sweep 1 --priority 3 --reliable
   rrun 7-large reliability --count "$large" --size 1048576,65536,4096 --priority 3   # fragments
-  /usr/bin/python3 - "$rtmp" "$out/$stamp-reliability" <<'PY'
+  rrun 8-paths reliability --count "$paced" --rate 20000 --fault drop=0.01 --priority 0 --paths 1,2,1,2
+  rrun 9-paths-unreliable reliability --count "$paced" --rate 20000 --fault drop=0.01 --priority 0 --paths 1,2,1,2 \
+    --unreliable
+  fi
+  /usr/bin/python3 - "$rtmp" "$out/$stamp-$name" <<'PY'
 import glob, json, sys
 tmp, base = sys.argv[1], sys.argv[2]
 docs = {f.split("/")[-1][:-5]: json.load(open(f)) for f in sorted(glob.glob(f"{tmp}/*.json"))}
@@ -257,29 +276,39 @@ merged["results"] = [dict(r, run=k) for k, d in docs.items() for r in d["results
 json.dump(merged, open(base + ".json", "w"), indent=2)
 us = lambda ns: f"{ns / 1000:.2f}"
 L = [f"Commit {merged['commit']}, {merged['setup']['date']}, {merged['setup']['cpu']}, DPDK {merged['setup']['dpdk']}.", ""]
-L += ["| run | lane | bytes | faults (each port, on receive) | sent | lost | dup | reordered | retransmits | faults injected | "
+L += ["| run | lane | bytes | paths | reliable | faults (each port, on receive) | sent | lost | dup | reordered | retransmits | faults injected | "
       "msgs/s | p50 µs | p99 µs | p99.9 µs | p99.99 µs | budget misses | sent again: p50 / p99 µs to ack |",
-      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 for r in merged["results"]:
     if r["scenario"] != "reliability": continue
     l = r["latency_ns"]; rc = r["recovery_ns"]
-    L.append(f"| {r['run']} | P{r['priority']} | {r['size']} | {r['fault']} | {r['sent']} | {r['lost']} | {r['duplicates']} | "
+    L.append(f"| {r['run']} | P{r['priority']} | {r['size']} | {r.get('paths', 1)} | {'yes' if r['reliable'] else 'no'} | {r['fault']} | {r['sent']} | {r['lost']} | {r['duplicates']} | "
              f"{r['reordered']} | {r['retransmits']} | {r['faults_injected']} | {r['rate_mps']:.0f} | {us(l['p50'])} | "
              f"{us(l['p99'])} | {us(l['p999'])} | {us(l['p9999'])} | {r['deadline_misses']} | "
-             f"{us(rc['p50'])} / {us(rc['p99'])} |")
+             f"{(us(rc['p50']) + ' / ' + us(rc['p99'])) if rc['count'] else '-'} |")
 ov = [r for r in merged["results"] if r["scenario"] == "reliability-rtt"]
-L += ["", "| P0 round trip, memif, 64 B | round trips | p50 µs | p90 µs | p99 µs | max µs |", "|---|---|---|---|---|---|"]
+if ov:
+  L += ["", "| P0 round trip, memif, 64 B | round trips | p50 µs | p90 µs | p99 µs | max µs |", "|---|---|---|---|---|---|"]
 for r in ov:
     l = r["latency_ns"]
     L.append(f"| {r['stack']} | {r['count']} | {us(l['p50'])} | {us(l['p90'])} | {us(l['p99'])} | {us(l['max'])} |")
 if len(ov) == 2:
     L.append(f"| reliable / unreliable | | {ov[1]['latency_ns']['p50'] / ov[0]['latency_ns']['p50']:.3f} | | | |")
-L += ["", "| unpaced burst, af_packet across namespaces, P3 64 B | sent | lost | msgs/s | p50 µs | p99 µs |", "|---|---|---|---|---|---|"]
-for r in merged["results"]:
-    if r["scenario"] == "throughput" and r.get("max"):
-        l = r["latency_ns"]
-        L.append(f"| {'reliable' if r['reliable'] else 'unreliable'} | {r['sent']} | {r['lost']} | {r['rate_mps']:.0f} | "
-                 f"{us(l['p50'])} | {us(l['p99'])} |")
+bursts = [r for r in merged["results"] if r["scenario"] == "throughput" and r.get("max")]
+if bursts:
+  L += ["", "| unpaced burst, af_packet across namespaces, P3 64 B | sent | lost | msgs/s | p50 µs | p99 µs |", "|---|---|---|---|---|---|"]
+for r in bursts:
+    l = r["latency_ns"]
+    L.append(f"| {'reliable' if r['reliable'] else 'unreliable'} | {r['sent']} | {r['lost']} | {r['rate_mps']:.0f} | "
+             f"{us(l['p50'])} | {us(l['p99'])} |")
+floor = [r for r in merged["results"] if r["scenario"] == "pingpong"]
+if floor:
+  L += ["", "| P0 round trip, memif, 64 B (the machine's tail, same session) | round trips | p50 µs | p99 µs | p99.9 µs | p99.99 µs | max µs |",
+        "|---|---|---|---|---|---|---|"]
+for r in floor:
+    l = r["latency_ns"]
+    L.append(f"| {r['stack']} | {r['count']} | {us(l['p50'])} | {us(l['p99'])} | {us(l['p999'])} | {us(l['p9999'])} | "
+             f"{us(l['max'])} |")
 open(base + ".md", "w").write("\n".join(L) + "\n")
 print(f"wrote {base}.json, {base}.md")
 PY
@@ -290,6 +319,10 @@ if [ "${1:-}" = fabric ]; then
 fi
 if [ "${1:-}" = reliability ]; then
   reliability
+  exit 0
+fi
+if [ "${1:-}" = paths ]; then
+  reliability paths
   exit 0
 fi
 if [ "${1:-}" = telemetry ]; then
