@@ -65,16 +65,17 @@ class Failure(Exception):
     pass
 
 
-def wait_for(check, timeout, what, interval=0.02):
+def wait_for(check, timeout, what, interval=0.02, on_fail=None):
     """Polls check() until it returns a true value (returned), or raises Failure after
-    `timeout` seconds. `interval` is the pause between polls, never a wait for its own sake."""
+    `timeout` seconds (with on_fail()'s account, when given). `interval` is the pause between
+    polls, never a wait for its own sake."""
     deadline = time.monotonic() + timeout
     while True:
         got = check()
         if got:
             return got
         if time.monotonic() > deadline:
-            raise Failure(f"timed out after {timeout} s waiting for {what}")
+            raise Failure(f"timed out after {timeout} s waiting for {what}" + (f": {on_fail()}" if on_fail else ""))
         time.sleep(interval)
 
 

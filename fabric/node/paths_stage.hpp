@@ -9,18 +9,20 @@
 // arrived but whose ack was lost must be acknowledged). Counted per (source, channel): which
 // path won, and the copies discarded.
 //
-// A copy is known by (source, message id) among the last kRecent two-path messages of its
-// source: ids count up per source across all its traffic, so a window of ids would let a burst
-// of a source's other messages push a late copy's id out of the window (and that copy be
-// dropped unseen); a list of the source's recent two-path ids does not. A copy whose twin
-// arrived more than kRecent two-path messages of that source earlier is delivered again: a
-// duplicate, as PRP allows, never a loss.
+// A copy is known by (source, message id) in a window of the source's newest 8,192 ids: the
+// copies of one message arrive at most the paths' skew apart, in which a source sends far
+// fewer messages than that (a receiver reads a few hundred frames a poll from each port). A
+// copy older than the window (its twin came over 8,192 of the source's ids earlier) is
+// delivered: at worst a duplicate, as PRP allows, never a loss. (Not the broadcast window's
+// rule, where what is older than the window is refused: a source's ids count up across all its
+// traffic, and a burst of its other messages must not make a late copy look old.)
 //
 // Owner thread only. No allocation after start-up.
 #pragma once
 
 #include <rte_mbuf.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <vector>
@@ -33,16 +35,16 @@ namespace nerve::node {
 
 class PathsStage {
  public:
-  static constexpr std::uint32_t kRecent = 64;
+  static constexpr std::uint32_t kWindow = 8192;  // a power of two
 
-  PathsStage(const Routing& routing, stats::LcoreStats& st) : r_(routing), st_(st), recent_(routing.topo.size()) {}
+  PathsStage(const Routing& routing, stats::LcoreStats& st) : r_(routing), st_(st), seen_(routing.topo.size()) {}
 
   // A frame for this node with the two-paths flag: true when it goes on to delivery (the first
   // copy, or any copy of a reliable message), false when it was a later copy and is freed.
   bool take(RxItem& it) noexcept {
     const wire::Header& h = it.d.hdr;
     stats::LcoreStats::PathChannel& c = channel(h.src_node, h.channel);
-    if (!seen(recent_[r_.index(h.src_node)], h.msg_id)) {
+    if (!seen_[r_.index(h.src_node)].seen(h.msg_id)) {
       c.won[(h.flags & wire::flag::kSecondPath) != 0 ? 1 : 0].add();
       return true;
     }
@@ -52,22 +54,55 @@ class PathsStage {
     return false;
   }
 
- private:
-  struct Recent {
-    std::array<std::uint32_t, kRecent> id{};
-    std::uint32_t next = 0, n = 0;
-  };
-  // Whether `id` is among the source's recent two-path ids; remembers it if not.
-  static bool seen(Recent& r, std::uint32_t id) noexcept {
-    const std::uint32_t n = r.n < kRecent ? r.n : kRecent;
-    for (std::uint32_t k = 0; k < n; ++k)
-      if (r.id[k] == id) return true;
-    r.id[r.next] = id;
-    r.next = (r.next + 1) % kRecent;
-    ++r.n;
-    return false;
-  }
+  // The source's newest kWindow message ids, a bit each (public for its test).
+  class Window {
+   public:
+    // Whether `id` was seen; marks it. An id older than the window counts as not seen.
+    bool seen(std::uint32_t id) noexcept {
+      if (!any_) {
+        any_ = true;
+        top_ = id;
+        return test_set(id);
+      }
+      const auto d = static_cast<std::int32_t>(id - top_);
+      if (d > 0) {
+        clear_after(top_, static_cast<std::uint32_t>(d));
+        top_ = id;
+        return test_set(id);
+      }
+      if (static_cast<std::uint32_t>(-static_cast<std::int64_t>(d)) >= kWindow) return false;
+      return test_set(id);
+    }
 
+   private:
+    bool test_set(std::uint32_t id) noexcept {
+      std::uint64_t& w = bits_[(id % kWindow) / 64];
+      const std::uint64_t b = std::uint64_t{1} << (id % 64);
+      const bool was = (w & b) != 0;
+      w |= b;
+      return was;
+    }
+    // Clears the bits of ids top+1 .. top+n (whole words at a time).
+    void clear_after(std::uint32_t top, std::uint32_t n) noexcept {
+      if (n >= kWindow) {
+        bits_.fill(0);
+        return;
+      }
+      std::uint32_t x = top + 1;
+      for (std::uint32_t left = n; left != 0;) {
+        const std::uint32_t bit = x % 64, take = std::min(left, 64 - bit);
+        const std::uint64_t mask = take == 64 ? ~0ull : ((std::uint64_t{1} << take) - 1) << bit;
+        bits_[(x % kWindow) / 64] &= ~mask;
+        x += take;
+        left -= take;
+      }
+    }
+    std::array<std::uint64_t, kWindow / 64> bits_{};
+    std::uint32_t top_ = 0;
+    bool any_ = false;
+  };
+
+ private:
   stats::LcoreStats::PathChannel& channel(std::uint16_t src, std::uint16_t ch) noexcept {
     const std::uint64_t key = 1 + ((std::uint64_t{src} << 16) | ch);
     if (last_ < used_ && keys_[last_] == key) return st_.paths[last_];
@@ -82,7 +117,7 @@ class PathsStage {
 
   const Routing& r_;
   stats::LcoreStats& st_;
-  std::vector<Recent> recent_;  // per source (dense index)
+  std::vector<Window> seen_;  // per source (dense index)
   std::array<std::uint64_t, stats::kPathChannels> keys_{};
   std::size_t used_ = 0, last_ = 0;
 };

@@ -89,6 +89,18 @@ def test_large_messages_between_processes_through_a_lossy_link(clusters):
     assert_clean_stop(cl)
 
 
+def paths_state(cl):
+    """What both nodes say of the two paths, for a failure message."""
+    out = {}
+    for n in (1, 2):
+        st = cl.status(n)
+        out[n] = {"delivered_status": st["delivered"]["status"], "paths": st["paths"], "links": st["links"],
+                  "refused": {k: v for k, v in st["counters"]["refused"].items() if v},
+                  "ports": [(p["ipackets"], p["opackets"], p["imissed"], p["fault"]) for p in st["ports"]],
+                  "lanes": [(l["shed"], l["backpressure"]) for l in st["lanes"]]}
+    return out
+
+
 def test_two_paths_between_processes(clusters):
     """nerve-ctl send --paths 2 over two memif links, one of which loses every frame of lane 1:
     every message arrives once, by the other path; on a lane neither link loses, each message's
@@ -102,7 +114,8 @@ def test_two_paths_between_processes(clusters):
     assert sorted(p["port"] for p in route["two_paths"]) == [0, 1], route
     r = cl.send(1, 2, "status", 1, "lossy", count=2000, number=True, paths=2, no_wait=True)
     assert r["status"] == "ok" and r["sent"] == 2000, r
-    nc.wait_for(lambda: cl.status(2)["delivered"]["status"][1] == 2000, 20, "beta to get 2,000 on P1")
+    nc.wait_for(lambda: cl.status(2)["delivered"]["status"][1] == 2000, 20, "beta to get 2,000 on P1",
+                on_fail=lambda: paths_state(cl))
     st = cl.status(2)
     assert st["digest"]["status"][1] == r["digest"], "the same messages, once each"
     (ch,) = [c for c in st["paths"]["channels"] if c["src"] == 1]
@@ -110,7 +123,8 @@ def test_two_paths_between_processes(clusters):
     assert st["ports"][0]["fault"]["dropped"] >= 1000, st["ports"][0]["fault"]
     r = cl.send(1, 2, "status", 2, "clean", count=500, number=True, paths=2, no_wait=True)
     assert r["status"] == "ok" and r["sent"] == 500, r
-    nc.wait_for(lambda: cl.status(2)["delivered"]["status"][2] == 500, 20, "beta to get 500 on P2")
+    nc.wait_for(lambda: cl.status(2)["delivered"]["status"][2] == 500, 20, "beta to get 500 on P2",
+                on_fail=lambda: paths_state(cl))
     nc.wait_for(lambda: [c for c in cl.status(2)["paths"]["channels"] if c["src"] == 1][0]["discarded"] == 500, 20,
                 "beta to discard the 500 second copies")
     (ch,) = [c for c in cl.status(2)["paths"]["channels"] if c["src"] == 1]

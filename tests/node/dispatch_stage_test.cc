@@ -64,3 +64,24 @@ TEST_CASE("dispatch: deliver what is ours, refuse the rest by reason", "[stage][
   CHECK(rig.free_mbufs() == free_before - 2);
   for (std::uint16_t i = 0; i < k; ++i) rte_pktmbuf_free(items[i].m);
 }
+
+TEST_CASE("paths: a copy is known among its source's newest 8,192 ids; an older one is let through",
+          "[stage][paths]") {
+  node::PathsStage::Window w;
+  CHECK_FALSE(w.seen(1000));
+  CHECK(w.seen(1000));             // the second copy
+  CHECK_FALSE(w.seen(6000));       // the source sent 4,999 other messages in between
+  CHECK(w.seen(1000));             // a late copy, still known
+  CHECK_FALSE(w.seen(999));        // never seen, behind the newest
+  CHECK(w.seen(999));
+  CHECK_FALSE(w.seen(6000u - 8192u)); // older than the window: let through (at worst a duplicate)
+  CHECK_FALSE(w.seen(6000u - 8192u)); // ... every time: never refused
+  CHECK_FALSE(w.seen(6000 + 8200));  // a jump past the window forgets everything before it
+  CHECK_FALSE(w.seen(6000 + 8192 - 1));
+  CHECK(w.seen(6000 + 8200));
+  // Ids wrap around 2^32.
+  node::PathsStage::Window v;
+  CHECK_FALSE(v.seen(0xffffff00u));
+  CHECK_FALSE(v.seen(0x100u));
+  CHECK(v.seen(0xffffff00u));
+}
