@@ -100,48 +100,44 @@ void wait_up(Node& a, Node& b) {
 
 TEST_CASE("two paths: a path that loses every frame costs nothing; a clean pair delivers each message once",
           "[paths]") {
-  SECTION("one path loses everything") {
-    auto c = two_link_cluster("tp1", "drop=1", "");
+  // Two nodes whose first link drops all of lane 1 (or nothing), a stream of kCount messages
+  // over two paths, and every mbuf back in its pool after.
+  static constexpr std::uint32_t kCount = 5'000;
+  auto run = [](const std::string& tag, const std::string& fault_a, auto&& check) {
+    auto c = two_link_cluster(tag, fault_a, "");
     Node a(c, 1, test::eal());
     Node b(c, 2, test::eal());
     Received r;
     b.on_message([&](const RxMessage& m) { r.take(m); });
     wait_up(a, b);
     const unsigned free_a = a.mbufs_available(), free_b = b.mbufs_available();
-    constexpr std::uint32_t kCount = 5'000;
     stream(a, b, kCount, false, r);
-    REQUIRE(r.got.size() == kCount);
+    REQUIRE(r.got.size() == kCount);  // once each
     for (std::uint32_t i = 0; i < kCount; ++i) REQUIRE(r.got[i] == i);
-    // Every copy's mbufs go back (a few may be in flight: heartbeats). The lossy link's ring is
-    // read slowly (a queue that yields nothing is read less often): until it is empty.
+    // (The lossy link's ring is read slowly, a queue that yields nothing being read less
+    // often: until it is empty.)
     returned(a, b, free_a, free_b);
     CHECK(a.snapshot().paths_two[1] == kCount);
     CHECK(a.snapshot().paths_one[1] == 0);
-    // Every copy on the first link that was read was lost (the fault port drops all it reads;
-    // a queue that yields nothing is read less often, so some may still wait in the ring).
-    CHECK(b.ports()[0].fault_seen > kCount / 4);
-    CHECK(b.ports()[0].fault_dropped == b.ports()[0].fault_seen);
-    const auto ch = channel_of(b);
-    CHECK(ch.won1 == 0);
-    CHECK(ch.won2 == kCount);
-    CHECK(ch.discarded == 0);
+    check(b, channel_of(b));
+  };
+  SECTION("one path loses everything") {
+    run("tp1", "drop=1", [](Node& b, const stats::Snapshot::PathChannel& ch) {
+      // Every copy on the first link that was read was lost; all but the few returned() allows
+      // in flight were read.
+      CHECK(b.ports()[0].fault_seen + 64 >= kCount);
+      CHECK(b.ports()[0].fault_dropped == b.ports()[0].fault_seen);
+      CHECK(ch.won1 == 0);
+      CHECK(ch.won2 == kCount);
+      CHECK(ch.discarded == 0);
+    });
   }
   SECTION("both paths clean") {
-    auto c = two_link_cluster("tp2", "", "");
-    Node a(c, 1, test::eal());
-    Node b(c, 2, test::eal());
-    Received r;
-    b.on_message([&](const RxMessage& m) { r.take(m); });
-    wait_up(a, b);
-    const unsigned free_a = a.mbufs_available(), free_b = b.mbufs_available();
-    constexpr std::uint32_t kCount = 5'000;
-    stream(a, b, kCount, false, r);
-    REQUIRE(r.got.size() == kCount);  // once each, although two copies of each arrived
-    returned(a, b, free_a, free_b);
-    const auto ch = channel_of(b);
-    CHECK(ch.won1 + ch.won2 == kCount);
-    CHECK(ch.discarded == kCount);
-    CHECK(b.snapshot().delivered[static_cast<std::size_t>(MsgType::kMetric)][1] == kCount);
+    run("tp2", "", [](Node& b, const stats::Snapshot::PathChannel& ch) {
+      CHECK(ch.won1 + ch.won2 == kCount);  // two copies of each arrived
+      CHECK(ch.discarded == kCount);
+      CHECK(b.snapshot().delivered[static_cast<std::size_t>(MsgType::kMetric)][1] == kCount);
+    });
   }
 }
 
