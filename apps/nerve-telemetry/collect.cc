@@ -353,6 +353,26 @@ void Collector::reliable(const telemetry::Sample& s, std::string& out) {
     for (std::size_t l = 0; l < wire::kPriorities; ++l)
       line(out, c.name, lane_label(n, l), (region_.lcore().rel[l].*c.field).get());
   }
+  // Credit (docs/architecture.md, "Reliable delivery": flow control), read live as above.
+  static constexpr Live kCredit[] = {
+      {"nerve_reliable_senders", "Sessions sending reliably to this node on the lane (as last counted).",
+       &stats::LcoreStats::Reliable::senders},
+      {"nerve_reliable_credit_frames", "Frames each of them may have unacknowledged: the lane's budget shared.",
+       &stats::LcoreStats::Reliable::credit},
+      {"nerve_reliable_held_frames", "Reliable frames held in the lane's receive windows (at most its budget).",
+       &stats::LcoreStats::Reliable::held},
+  };
+  for (const Live& c : kCredit) {
+    Family f(out, c.name, "gauge", c.help);
+    for (std::size_t l = 0; l < wire::kPriorities; ++l)
+      line(out, c.name, lane_label(n, l), (region_.lcore().rel[l].*c.field).get());
+  }
+  {
+    constexpr std::string_view name = "nerve_reliable_over_credit_total";
+    Family f(out, name, "counter", "Reliable frames dropped beyond the lane's budget (sent again by their senders).");
+    for (std::size_t l = 0; l < wire::kPriorities; ++l)
+      line(out, name, lane_label(n, l), region_.lcore().rel[l].over_credit.get());
+  }
   // Two paths (read live, as above): sends per lane; receptions per (source, channel) and path.
   const stats::LcoreStats& lc = region_.lcore();
   {

@@ -254,7 +254,8 @@ json status_json(const Node& node, const Received& rx, const app::QueryDesk& des
                              {"stale", r.stale}, {"acks_tx", r.acks_tx}, {"acks_rx", r.acks_rx},
                              {"acks_dropped", r.acks_dropped}, {"no_session", r.no_session},
                              {"split", r.split}, {"joined", r.joined}, {"join_aborted", r.join_aborted},
-                             {"join_waits", r.join_waits}});
+                             {"join_waits", r.join_waits}, {"senders", r.senders}, {"credit", r.credit},
+                             {"held", r.held}, {"over_credit", r.over_credit}});
   }
   // Two paths (docs/architecture.md, "Two paths"): sent, per lane; received, per (source, channel).
   json paths = {{"sent_two", json::array()}, {"sent_one", json::array()}, {"channels", json::array()}};

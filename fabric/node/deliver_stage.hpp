@@ -9,10 +9,12 @@
 //      ours but comes from another node is refused (response_mismatch);
 //   3. everything else goes to the handler, or to its lane's recv() queue (one per lane, so a
 //      lane whose consumer stalls never holds up another's). When a lane's queue is full, the
-//      RX stage reads less of that lane (room(): a port with a queue per lane stops reading that
-//      lane's queue; a port whose lanes share one queue stops reading it) and frames wait in the
-//      port rather than being dropped; reliable frames wait in their session, whose window
-//      pushes back on the sender of that lane alone.
+//      RX stage reads less of that lane (room()): a port with a queue per lane stops reading
+//      that lane's queue, and its frames wait in the port; a port whose lanes share one queue
+//      is read while P0's queue has room (P0 waits in the port, never dropped for room), and a
+//      frame of another lane whose queue is full is dropped, counted (rx_lane_full), unless it
+//      is reliable. Reliable frames wait in their session, whose credit pushes back on the
+//      sender of that lane alone (reliable_stage.hpp).
 //
 // Owner thread only.
 #pragma once
@@ -41,15 +43,11 @@ class DeliverStage {
 
   // How many frames the RX stage may take in its next burst of lane `lane` (-1: a queue that
   // carries every lane), beside `held` frames read and not yet delivered: a burst with a
-  // handler; with recv(), what the lane's queue (every lane's) can still keep.
+  // handler; with recv(), what the lane's queue can still keep (a shared queue: P0's, so that
+  // a lane whose consumer stalls never stops P0; see the top).
   std::uint16_t room(int lane, std::uint32_t held) noexcept {
     if (handler_) return kBurst;
-    std::uint32_t space = ~0u;
-    if (lane >= 0) {
-      space = this->space(static_cast<std::uint8_t>(lane));
-    } else {
-      for (std::uint8_t l = 0; l < wire::kPriorities; ++l) space = std::min(space, this->space(l));
-    }
+    std::uint32_t space = this->space(static_cast<std::uint8_t>(lane >= 0 ? lane : 0));
     space = space > held ? space - held : 0;
     if (space >= kBurst) return kBurst;
     st_.rx_deferred.add();

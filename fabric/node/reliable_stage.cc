@@ -30,6 +30,7 @@ ReliableStage::ReliableStage(const config::Cluster& c, const config::Node& cfg, 
       peers_(r.topo.size()),
       joins_(joins),
       frag_size_(tx.max_payload()),
+      credit_budget_(credit_budget(cfg.mbufs)),
       timer_(&ReliableStage::fire, this) {
   for (unsigned l = 0; l < wire::kPriorities; ++l) budget_ns_[l] = std::uint64_t{cfg.lane_budget_us[l]} * 1000u;
   active_.reserve(peers_.size());
@@ -40,6 +41,8 @@ ReliableStage::ReliableStage(const config::Cluster& c, const config::Node& cfg, 
   const std::size_t sessions = std::min<std::size_t>(c.reliable_peers, peers_.empty() ? 0 : peers_.size() - 1);
   spare_.reserve(sessions);
   for (std::size_t i = 0; i < sessions; ++i) spare_.push_back(std::make_unique<Peer>());
+  given_.reserve(sessions);
+  for (std::uint8_t prio = 0; prio < wire::kPriorities; ++prio) set_grant(prio);
 }
 
 ReliableStage::~ReliableStage() {
@@ -63,6 +66,7 @@ ReliableStage::Peer* ReliableStage::peer(std::uint32_t di) noexcept {
     if (spare_.empty()) return nullptr;
     peers_[di] = std::move(spare_.back());  // allocated at start (see the header)
     spare_.pop_back();
+    given_.push_back(di);
     for (TxSession& t : peers_[di]->tx) t.session = first_session_;
   }
   return peers_[di].get();
@@ -93,7 +97,7 @@ SendStatus ReliableStage::send(rte_mbuf* m, NodeId dst, MsgType type, std::uint8
   }
   Peer& p = *pp;
   TxSession& t = p.tx[prio];
-  if (t.next - t.base >= kWindow || t.out.buf) {  // full, or a large message goes first
+  if (!has_credit(t) || t.out.buf) {  // full, or a large message goes first
     st_.rel[prio].window_full.add();
     return SendStatus::kBackpressure;
   }
@@ -182,7 +186,7 @@ unsigned ReliableStage::feed_session(std::uint32_t di, std::uint8_t prio, std::u
     return 0;
   }
   unsigned n = 0;
-  while (out.buf && t.next - t.base < kWindow) {
+  while (out.buf && has_credit(t)) {
     const std::size_t off = std::size_t{out.next} * frag_size_;
     const std::size_t len = std::min<std::size_t>(frag_size_, out.len - off);
     rte_mbuf* m = tx_.alloc(len);
@@ -211,6 +215,7 @@ void ReliableStage::drop_outgoing(TxSession& t) noexcept {
 
 unsigned ReliableStage::feed(std::uint64_t now_ns) noexcept {
   unsigned n = 0;
+  if (now_ns != 0) recent_ns_ = now_ns;
   for (std::size_t k = 0; k < feeding_.size();) {
     const auto [di, prio] = feeding_[k];
     n += feed_session(di, prio, now_ns);
@@ -384,6 +389,10 @@ void ReliableStage::on_ack(const RxItem& it, std::uint64_t now_ns) noexcept {
     st_.rel[prio].stale.add();
     return;
   }
+  recent_ns_ = now_ns;
+  // The receiver's grant (0: a node that grants none, which takes the whole window).
+  t.credit = h.seq != 0 ? std::min(h.seq, kWindow) : kWindow;
+  t.credit_ns = now_ns;
   acknowledge(p, prio, h.ack, now_ns);
   // Selective: frames the receiver holds; a gap before any of them is lost (or late): send it
   // again now unless it was sent within the last round trip.
@@ -434,6 +443,7 @@ void ReliableStage::release(std::uint32_t di, RxSession& s, std::uint8_t prio, s
     // No room, or no reassembly buffer: the frames wait here (pump()).
     if (deliver_.space(prio) <= out_lane_[prio] || !can_take(s, s.held[slot], now_ns)) return;
     s.has[slot] = false;
+    unhold(prio, 1);
     ++s.expected;
     s.last_msg_id = s.held[slot].d.hdr.msg_id;
     st_.rel[prio].in_order.add();
@@ -571,6 +581,7 @@ void ReliableStage::on_data(RxItem& it, std::uint64_t now_ns) noexcept {
       if (s.has[i]) rte_pktmbuf_free(s.held[i].m);
     if (s.join) abort_join(s, prio);
     s.join_wait = false;
+    unhold(prio, static_cast<std::uint32_t>(s.has.count()));
     s.has.reset();
     s.prev_session = s.session;
     s.session = h.session;
@@ -580,12 +591,20 @@ void ReliableStage::on_data(RxItem& it, std::uint64_t now_ns) noexcept {
     s.ack_due = true;
     ack_due_.emplace_back(di, prio);
   }
+  if (since(now_ns, s.heard_ns) >= kActiveNs && s.has.none()) {  // a sender the last count left out
+    ++senders_[prio];
+    set_grant(prio);
+  }
+  s.heard_ns = now_ns;
   // The sender gave up on frames before h.ack: skip them.
   if (before(s.expected, h.ack)) {
-    for (std::uint32_t seq = s.expected; before(seq, h.ack); ++seq) {
+    // (What is held lies within kWindow of `expected`, however far the sender skipped.)
+    const std::uint32_t n = std::min(h.ack - s.expected, kWindow);
+    for (std::uint32_t seq = s.expected; seq != s.expected + n; ++seq) {
       const std::uint32_t slot = seq & kMask;
       if (s.has[slot]) {
         s.has[slot] = false;
+        unhold(prio, 1);
         rte_pktmbuf_free(s.held[slot].m);  // reported failed to its sender: not delivered late
       }
     }
@@ -612,9 +631,19 @@ void ReliableStage::on_data(RxItem& it, std::uint64_t now_ns) noexcept {
     deliver(di, s, it, now_ns);
     if (s.has[s.expected & kMask]) release(di, s, prio, now_ns);  // it filled a gap
   } else {
+    // To be held: within the lane's budget (its senders' credit), or the frame its session
+    // waits for next (at most one a session beyond the budget). A frame beyond it (a sender that
+    // had not heard of a smaller grant yet) is dropped, and sent again like a lost one.
+    if (held_[prio] >= credit_budget_ && seq != s.expected) {
+      st_.rel[prio].over_credit.add();
+      rte_pktmbuf_free(it.m);
+      return;
+    }
     if (seq != s.expected) st_.rel[prio].reordered.add();
     s.held[seq & kMask] = it;
     s.has[seq & kMask] = true;
+    held_[prio] += 1;
+    st_.rel[prio].held.set(held_[prio]);
     release(di, s, prio, now_ns);
   }
   if (s.has[s.expected & kMask] && !s.blocked) {
@@ -624,6 +653,7 @@ void ReliableStage::on_data(RxItem& it, std::uint64_t now_ns) noexcept {
 }
 
 void ReliableStage::run(RxItem* items, std::uint16_t n, std::uint64_t now_ns) noexcept {
+  recent_ns_ = now_ns;
   // Messages first, to their handlers (whose answers are what the peer waits for), then the
   // burst's acks (they only free frames kept for retransmission, or send lost ones again).
   bool acks = false;
@@ -646,7 +676,28 @@ void ReliableStage::run(RxItem* items, std::uint16_t n, std::uint64_t now_ns) no
   }
 }
 
+void ReliableStage::count_senders(std::uint64_t now_ns) noexcept {
+  counted_ns_ = now_ns;
+  senders_.fill(0);
+  for (const std::uint32_t di : given_) {
+    const Peer& p = *peers_[di];
+    for (std::uint8_t prio = 0; prio < wire::kPriorities; ++prio) {
+      const RxSession& s = p.rx[prio];
+      if (s.session != 0 && (since(now_ns, s.heard_ns) < kActiveNs || s.has.any())) ++senders_[prio];
+    }
+  }
+  for (std::uint8_t prio = 0; prio < wire::kPriorities; ++prio) set_grant(prio);
+}
+
+void ReliableStage::set_grant(std::uint8_t prio) noexcept {
+  grant_[prio] = std::clamp(credit_budget_ / std::max<std::uint32_t>(1, senders_[prio]), kMinCredit, kWindow);
+  st_.rel[prio].senders.set(senders_[prio]);
+  st_.rel[prio].credit.set(grant_[prio]);
+}
+
 void ReliableStage::pump(std::uint64_t now_ns) noexcept {
+  recent_ns_ = now_ns;
+  if (since(now_ns, counted_ns_) >= kRecountNs) count_senders(now_ns);
   for (std::size_t k = 0; k < blocked_.size();) {
     const auto [di, prio] = blocked_[k];
     RxSession& s = peers_[di]->rx[prio];
@@ -680,7 +731,7 @@ void ReliableStage::send_acks() noexcept {
     for (unsigned b = 0; b < 64; ++b)
       if (s.has[(s.expected + 1 + b) & kMask]) sack |= std::uint64_t{1} << b;
     std::memcpy(rte_pktmbuf_mtod(m, void*), &sack, kAckPayload);
-    if (tx_.send_ack(m, r_.topo.id(di), prio, s.session, s.expected) == SendStatus::kOk) {
+    if (tx_.send_ack(m, r_.topo.id(di), prio, s.session, s.expected, grant_[prio]) == SendStatus::kOk) {
       st_.rel[prio].acks_tx.add();
     } else {
       rte_pktmbuf_free(m);

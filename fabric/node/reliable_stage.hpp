@@ -16,8 +16,16 @@
 // and given up when unacknowledged for the cluster's reliable_give_up_ms (the peer is down, or
 // unreachable): reported once (Node::on_delivery_failure) and counted, never silent. Every data
 // frame's ack field carries the oldest sequence number the sender still holds, so a receiver
-// skips what the sender gave up on. A full window refuses the send (kBackpressure): a sender
-// never has more than kWindow frames in flight per lane, which the receiver can always hold.
+// skips what the sender gave up on.
+//
+// Credit: a session never has more frames unacknowledged than its receiver last granted (each
+// ack carries the grant, at most kWindow); a send beyond it is refused (kBackpressure). A
+// receiver splits each lane's share of its mbufs (credit_budget()) among the sessions sending
+// to it on that lane (heard within kActiveNs, or holding frames; each at least kMinCredit). A
+// session starts, and starts again after kActiveNs without an ack, at kInitialCredit. The
+// receiver holds no more than the budget on a lane however its senders behave (one granted
+// more before others came, a node that ignores grants): a frame beyond it is dropped (counted
+// over_credit) and sent again like a lost one, unless it is the one its session waits for.
 //
 // Receiver, per source and lane: the next sequence number to deliver and a window of frames
 // received ahead of it. In order: delivered; ahead: held until the gap fills; behind or held
@@ -74,6 +82,16 @@ class ReliableStage {
   static constexpr std::uint64_t kMinRtoNs = 20'000;   // no retransmission sooner than this
   static constexpr unsigned kMaxBackoff = 10;          // a retry waits at most 2^10 timeouts
   static constexpr std::uint64_t kMaxWaitNs = 50'000'000;  // ... and at most 50 ms
+  static constexpr std::uint32_t kInitialCredit = kReliableInitialCredit;  // a session's credit before its receiver's first grant
+  static constexpr std::uint32_t kMinCredit = 8;       // the least a receiver grants a session
+  static constexpr std::uint64_t kActiveNs = 10'000'000;  // a session heard from this recently counts as sending
+  static constexpr std::uint64_t kRecountNs = 1'000'000;  // how often a receiver counts its senders again
+
+  // The frames a node's reliable sessions may hold of its mbufs, per lane: a quarter of its pool
+  // shared by the lanes (at least kMinCredit).
+  static std::uint32_t credit_budget(std::uint32_t mbufs) noexcept {
+    return std::max<std::uint32_t>(kMinCredit, mbufs / (4 * wire::kPriorities));
+  }
 
   ReliableStage(const config::Cluster& c, const config::Node& cfg, Routing& r, TxStage& tx, DeliverStage& deliver,
                 MessageBuffers& joins, stats::LcoreStats& st);
@@ -140,6 +158,8 @@ class ReliableStage {
   struct TxSession {
     std::uint32_t session = 0;
     std::uint32_t base = 1, next = 1;  // [base, next): sent, not yet acknowledged or given up
+    std::uint32_t credit = kInitialCredit;  // frames the receiver takes unacknowledged (its last grant)
+    std::uint64_t credit_ns = 0;            // when that grant came
     // Timeouts in a row without an acknowledgement: each doubles the wait before the next timer
     // retransmission (of the whole session: a stalled receiver is not sent its window again).
     std::uint8_t backoff = 0;
@@ -156,6 +176,7 @@ class ReliableStage {
     std::array<RxItem, kWindow> held{};
     std::bitset<kWindow> has;
     std::uint32_t last_msg_id = 0;  // of the frame delivered last: a response to it implies the ack
+    std::uint64_t heard_ns = 0;     // its last frame's arrival (it counts as a sender kActiveNs after)
     bool ack_due = false;
     bool blocked = false;        // in blocked_: in-order frames wait for room to deliver
     // A large message being reassembled (its fragments come in order).
@@ -177,6 +198,22 @@ class ReliableStage {
 
   Peer* peer(std::uint32_t di) noexcept;  // nullptr: no session state left
   std::uint64_t rto_ns(const Peer& p, std::uint8_t prio) const noexcept;
+  // Whether session `t` may send another frame now: its credit, unless it heard nothing for
+  // kActiveNs and holds nothing in flight (then kInitialCredit: the receiver may have others now).
+  bool has_credit(TxSession& t) noexcept {
+    if (t.next == t.base && t.credit > kInitialCredit && since_credit(t) >= kActiveNs) t.credit = kInitialCredit;
+    return t.next - t.base < t.credit;
+  }
+  std::uint64_t since_credit(const TxSession& t) const noexcept {
+    return recent_ns_ > t.credit_ns ? recent_ns_ - t.credit_ns : 0;
+  }
+  // The receiver's grant on lane `prio`: its budget shared by the sessions sending on it.
+  void count_senders(std::uint64_t now_ns) noexcept;
+  void set_grant(std::uint8_t prio) noexcept;
+  void unhold(std::uint8_t prio, std::uint32_t n) noexcept {
+    held_[prio] -= n;
+    st_.rel[prio].held.set(held_[prio]);
+  }
   void on_ack(const RxItem& it, std::uint64_t now_ns) noexcept;
   void on_data(RxItem& it, std::uint64_t now_ns) noexcept;
   // Delivers session `s`'s frames in order from `expected` while the deliver stage has room.
@@ -222,6 +259,7 @@ class ReliableStage {
   std::uint32_t first_session_;
   std::vector<std::unique_ptr<Peer>> peers_;  // by dense node index, from spare_
   std::vector<std::unique_ptr<Peer>> spare_;  // allocated at start, not yet given to a peer
+  std::vector<std::uint32_t> given_;          // peers given session state
   std::vector<std::uint32_t> active_;         // peers with frames in flight
   std::vector<std::pair<std::uint32_t, std::uint8_t>> ack_due_;  // (peer, lane) owed an ack
   std::vector<std::pair<std::uint32_t, std::uint8_t>> blocked_;  // sessions with frames the deliver stage had no room for
@@ -232,6 +270,13 @@ class ReliableStage {
   std::array<RxItem, kBurst> out_{};          // deliverable frames, handed over a burst at a time
   std::uint16_t out_n_ = 0;
   std::array<std::uint16_t, wire::kPriorities> out_lane_{};  // ... of each lane
+  // Credit (receiver): each lane's budget, the sessions counted sending on it, and the grant.
+  std::uint32_t credit_budget_;
+  std::array<std::uint32_t, wire::kPriorities> senders_{};
+  std::array<std::uint32_t, wire::kPriorities> grant_{};
+  std::array<std::uint32_t, wire::kPriorities> held_{};  // frames held in the lane's receive windows
+  std::uint64_t counted_ns_ = 0;  // the last count
+  std::uint64_t recent_ns_ = 0;   // the newest time the stage was given (a burst's, a poll's)
   Timer timer_;
   std::function<void(const DeliveryFailure&)> on_failure_;
 };

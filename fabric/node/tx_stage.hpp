@@ -96,9 +96,11 @@ class TxStage {
   // has not reclaimed yet, a ring port). kBackpressure when the lane is full or no copy could
   // be made.
   SendStatus resend(rte_mbuf* m, std::uint32_t di, std::uint8_t prio, std::uint32_t ack) noexcept;
-  // An acknowledgement (payload at m's data) of `session` up to `ack` to `dst`, on lane `prio`.
-  SendStatus send_ack(rte_mbuf* m, NodeId dst, std::uint8_t prio, std::uint32_t session, std::uint32_t ack) noexcept {
-    const Sequenced sq{session, 0, ack};
+  // An acknowledgement (payload at m's data) of `session` up to `ack` to `dst`, on lane `prio`,
+  // granting `credit` frames after `ack` (carried in the sequence field).
+  SendStatus send_ack(rte_mbuf* m, NodeId dst, std::uint8_t prio, std::uint32_t session, std::uint32_t ack,
+                      std::uint32_t credit) noexcept {
+    const Sequenced sq{session, credit, ack};
     return send_frame(m, dst, MsgType::kAck, prio, SendOptions{.never_shed = true}, 0, nullptr, &sq);
   }
   // A `fabric` message to the peer of link `slot`, on that link (heartbeats, advertisements).

@@ -98,6 +98,10 @@ Snapshot snapshot(const std::vector<const LcoreStats*>& lcores,
       b.joined += a.joined.get();
       b.join_aborted += a.join_aborted.get();
       b.join_waits += a.join_waits.get();
+      b.senders += a.senders.get();
+      b.credit += a.credit.get();
+      b.held += a.held.get();
+      b.over_credit += a.over_credit.get();
     }
     s.fabric_tx += l->fabric_tx.get();
     for (std::size_t p = 0; p < wire::kPriorities; ++p) {

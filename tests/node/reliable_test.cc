@@ -144,7 +144,9 @@ TEST_CASE("reliable: the sender learns of every message its peer never acknowled
     CHECK(f.channel == 9);
     CHECK(failed.insert(f.msg_id).second);  // once each
   });
-  // The window fills (256 unacknowledged), then sends push back.
+  // The credit runs out (no grant ever came: the initial credit, unacknowledged), then sends
+  // push back.
+  constexpr std::uint32_t kCredit = kReliableInitialCredit;
   SendStatus s = SendStatus::kOk;
   for (int i = 0; i < 300 && s == SendStatus::kOk; ++i) {
     TxFrame f = a.alloc(kPayload);
@@ -153,12 +155,12 @@ TEST_CASE("reliable: the sender learns of every message its peer never acknowled
     s = a.send(f, 2, MsgType::kCommand, 0, {.channel = 9, .reliable = true});
   }
   CHECK(s == SendStatus::kBackpressure);
-  CHECK(a.snapshot().rel[0].sent == 256);
+  CHECK(a.snapshot().rel[0].sent == kCredit);
   CHECK(a.snapshot().rel[0].window_full == 1);
   const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while (failed.size() < 256 && std::chrono::steady_clock::now() < end) a.poll();
-  CHECK(failed.size() == 256);
-  CHECK(a.snapshot().rel[0].failed == 256);
+  while (failed.size() < kCredit && std::chrono::steady_clock::now() < end) a.poll();
+  CHECK(failed.size() == kCredit);
+  CHECK(a.snapshot().rel[0].failed == kCredit);
   // The window is open again.
   TxFrame f = a.alloc(kPayload);
   REQUIRE(f);

@@ -62,8 +62,11 @@ enum class SendStatus : std::uint8_t {
 };
 std::string_view to_string(SendStatus s) noexcept;
 
-// Reliable frames in flight per (peer, lane): unacknowledged at the sender, held at the receiver.
+// Reliable frames in flight per (peer, lane), at most: unacknowledged at the sender, held at the
+// receiver. Within it, the receiver's grant (its credit) limits each sender; before the first
+// grant (or after a pause: docs/architecture.md, "Reliable delivery") kReliableInitialCredit.
 inline constexpr std::uint32_t kReliableWindow = 256;
+inline constexpr std::uint32_t kReliableInitialCredit = 32;
 
 struct SendOptions {
   std::uint16_t channel = 0;

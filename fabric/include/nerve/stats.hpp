@@ -83,6 +83,12 @@ struct alignas(64) LcoreStats {
     Counter joined;          // reassembled and delivered
     Counter join_aborted;    // reassemblies abandoned: given up by their sender, or parts that disagree
     Counter join_waits;      // first fragments that waited for a free reassembly buffer
+    // Credit (receiver; gauges, as last counted): sessions sending to this node on the lane,
+    // and the frames each may have unacknowledged (the lane's budget shared among them).
+    Counter senders;
+    Counter credit;
+    Counter held;         // gauge: frames held in the lane's receive windows (at most the budget)
+    Counter over_credit;  // frames dropped beyond the budget (sent again by their senders)
   };
   std::array<Reliable, wire::kPriorities> rel;
   // Frames that had to be sent again: their first send to their acknowledgement.
@@ -124,7 +130,8 @@ struct Snapshot {
     std::uint64_t sent = 0, acked = 0, failed = 0, retransmits = 0, fast_retransmits = 0, window_full = 0,
                   in_order = 0, reordered = 0, duplicates = 0, skipped = 0, beyond_window = 0, stale = 0,
                   acks_tx = 0, acks_rx = 0, acks_dropped = 0, no_session = 0, split = 0, joined = 0,
-                  join_aborted = 0, join_waits = 0;
+                  join_aborted = 0, join_waits = 0, senders = 0, credit = 0,
+                  held = 0, over_credit = 0;
   };
   std::array<Reliable, wire::kPriorities> rel{};
   std::array<LaneSummary, wire::kPriorities> rel_recovery{};  // reliable frames sent again: first send to ack

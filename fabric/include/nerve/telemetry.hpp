@@ -37,7 +37,7 @@ namespace nerve::telemetry {
 inline constexpr char kMagic[8] = {'N', 'E', 'R', 'V', 'E', 'S', 'T', 'R'};
 // Bump on any change to Header, Sample or stats::LcoreStats (the static_asserts below fail
 // first, as a reminder).
-inline constexpr std::uint32_t kVersion = 7;
+inline constexpr std::uint32_t kVersion = 8;
 inline constexpr std::size_t kHeaderSize = 4096;
 inline constexpr std::size_t kPorts = 16;     // ports published per node (the first 16)
 inline constexpr std::size_t kLinks = 32;     // links published per node (the first 32)
@@ -116,7 +116,7 @@ static_assert(offsetof(Sample, lane) == offsetof(Sample, refused) + kRefusals * 
 static_assert(sizeof(Slot) == 4096 && offsetof(Slot, sample) == 64);
 static_assert(offsetof(Header, request) == 768 && offsetof(Header, published) == 832);
 static_assert(sizeof(Header) <= kHeaderSize);
-static_assert(sizeof(stats::LcoreStats) == 526976, "LcoreStats changed: bump telemetry::kVersion");
+static_assert(sizeof(stats::LcoreStats) == 527168, "LcoreStats changed: bump telemetry::kVersion");
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Winvalid-offsetof"  // LcoreStats is not standard-layout; GCC and Clang agree
 static_assert(offsetof(stats::LcoreStats, last_deadline_miss_ns) == 1000 &&
