@@ -591,7 +591,8 @@ void ReliableStage::on_data(RxItem& it, std::uint64_t now_ns) noexcept {
     s.ack_due = true;
     ack_due_.emplace_back(di, prio);
   }
-  if (since(now_ns, s.heard_ns) >= kActiveNs && s.has.none()) {  // a sender the last count left out
+  if (!s.counted) {  // a sender the last count left out
+    s.counted = true;
     ++senders_[prio];
     set_grant(prio);
   }
@@ -680,10 +681,11 @@ void ReliableStage::count_senders(std::uint64_t now_ns) noexcept {
   counted_ns_ = now_ns;
   senders_.fill(0);
   for (const std::uint32_t di : given_) {
-    const Peer& p = *peers_[di];
+    Peer& p = *peers_[di];
     for (std::uint8_t prio = 0; prio < wire::kPriorities; ++prio) {
-      const RxSession& s = p.rx[prio];
-      if (s.session != 0 && (since(now_ns, s.heard_ns) < kActiveNs || s.has.any())) ++senders_[prio];
+      RxSession& s = p.rx[prio];
+      s.counted = s.session != 0 && (since(now_ns, s.heard_ns) < kActiveNs || s.has.any());
+      senders_[prio] += s.counted;
     }
   }
   for (std::uint8_t prio = 0; prio < wire::kPriorities; ++prio) set_grant(prio);

@@ -177,6 +177,7 @@ class ReliableStage {
     std::bitset<kWindow> has;
     std::uint32_t last_msg_id = 0;  // of the frame delivered last: a response to it implies the ack
     std::uint64_t heard_ns = 0;     // its last frame's arrival (it counts as a sender kActiveNs after)
+    bool counted = false;           // among the lane's senders (senders_)
     bool ack_due = false;
     bool blocked = false;        // in blocked_: in-order frames wait for room to deliver
     // A large message being reassembled (its fragments come in order).
