@@ -33,14 +33,13 @@ DeliverStage::DeliverStage(const config::Cluster& cluster, const config::Node& c
 }
 
 DeliverStage::Admit DeliverStage::admit(const wire::Header& h, std::uint64_t ts_check, std::span<const std::byte> payload,
-                                        std::uint64_t now, std::uint64_t& lat) noexcept {
+                                        std::uint64_t now, std::uint64_t& lat, bool room) noexcept {
   const std::uint8_t prio = h.priority;
   const std::uint64_t ts = h.timestamp_ns;
   if (ts == 0 || ts_check == 0 || (ts_check < now ? now - ts_check : ts_check - now) > window_ns_) [[unlikely]] {
     st_.refused[static_cast<std::size_t>(wire::Refusal::kBadTimestamp)].add();
     return Admit::kRefused;
   }
-  if (h.type == MsgType::kResponse && services_.open()) services_.answered(h);
   ControlStage::Match match = ControlStage::Match::kNotOurs;
   if (h.type == MsgType::kResponse && control_.awaiting()) {
     match = control_.match_response(h, payload, now);
@@ -49,6 +48,14 @@ DeliverStage::Admit DeliverStage::admit(const wire::Header& h, std::uint64_t ts_
       return Admit::kRefused;
     }
   }
+  // No room in its lane's recv() queue (a port whose lanes share one queue, read past a lane
+  // whose consumer stalls): dropped before anything counts it delivered, and a service response
+  // does not close its request, which then times out and is reported.
+  if (!room && match != ControlStage::Match::kAnswered) [[unlikely]] {
+    st_.rx_lane_full.add();
+    return Admit::kRefused;
+  }
+  if (h.type == MsgType::kResponse && services_.open()) services_.answered(h);
   // A timestamp slightly ahead of our clock (hosts' clocks differ by less than the window)
   // counts as no delay at all.
   lat = now > ts ? now - ts : 0;
@@ -65,7 +72,8 @@ DeliverStage::Admit DeliverStage::admit(const wire::Header& h, std::uint64_t ts_
 void DeliverStage::deliver_large(const wire::Header& h, std::uint64_t last_ts, MessageBuffer* b, std::size_t len,
                                  std::uint64_t now) noexcept {
   std::uint64_t lat = 0;
-  if (admit(h, last_ts, std::span<const std::byte>(b->data, len), now, lat) != Admit::kDeliver) {
+  if (admit(h, last_ts, std::span<const std::byte>(b->data, len), now, lat, handler_ || space(h.priority) > 0) !=
+      Admit::kDeliver) {
     give_back(b);
     return;
   }
@@ -83,7 +91,7 @@ void DeliverStage::run(RxItem* items, std::uint16_t n, std::uint64_t now) noexce
     rte_mbuf* m = items[i].m;
     const wire::Decoded& d = items[i].d;
     std::uint64_t lat = 0;
-    const Admit a = admit(d.hdr, d.hdr.timestamp_ns, d.payload, now, lat);
+    const Admit a = admit(d.hdr, d.hdr.timestamp_ns, d.payload, now, lat, handler_ || space(d.hdr.priority) > 0);
     if (a != Admit::kDeliver) [[unlikely]] {
       done[nd++] = m;
       continue;

@@ -390,9 +390,12 @@ void ReliableStage::on_ack(const RxItem& it, std::uint64_t now_ns) noexcept {
     return;
   }
   recent_ns_ = now_ns;
-  // The receiver's grant (0: a node that grants none, which takes the whole window).
-  t.credit = h.seq != 0 ? std::min(h.seq, kWindow) : kWindow;
-  t.credit_ns = now_ns;
+  // The receiver's grant (0: a node that grants none, which takes the whole window); not from
+  // an ack older than what the session already heard (an outdated grant).
+  if (!before(h.ack, t.base)) {
+    t.credit = h.seq != 0 ? std::min(h.seq, kWindow) : kWindow;
+    t.credit_ns = now_ns;
+  }
   acknowledge(p, prio, h.ack, now_ns);
   // Selective: frames the receiver holds; a gap before any of them is lost (or late): send it
   // again now unless it was sent within the last round trip.
@@ -438,16 +441,24 @@ void ReliableStage::flush_out(std::uint64_t now_ns) noexcept {
 }
 
 void ReliableStage::release(std::uint32_t di, RxSession& s, std::uint8_t prio, std::uint64_t now_ns) noexcept {
+  const std::uint32_t from = s.expected;
   while (s.has[s.expected & kMask]) {
     const std::uint32_t slot = s.expected & kMask;
     // No room, or no reassembly buffer: the frames wait here (pump()).
-    if (deliver_.space(prio) <= out_lane_[prio] || !can_take(s, s.held[slot], now_ns)) return;
+    if (deliver_.space(prio) <= out_lane_[prio] || !can_take(s, s.held[slot], now_ns)) break;
     s.has[slot] = false;
     unhold(prio, 1);
     ++s.expected;
     s.last_msg_id = s.held[slot].d.hdr.msg_id;
     st_.rel[prio].in_order.add();
     deliver(di, s, s.held[slot], now_ns);
+  }
+  // Frames released later (pump(): room again) are acknowledged then: their sender may have
+  // nothing left to send that would bring an ack (every frame it holds acknowledged
+  // selectively, or its credit used up).
+  if (s.expected != from && !s.ack_due) {
+    s.ack_due = true;
+    ack_due_.emplace_back(di, prio);
   }
 }
 
@@ -684,6 +695,16 @@ void ReliableStage::count_senders(std::uint64_t now_ns) noexcept {
     Peer& p = *peers_[di];
     for (std::uint8_t prio = 0; prio < wire::kPriorities; ++prio) {
       RxSession& s = p.rx[prio];
+      if (s.has.any() && since(now_ns, s.heard_ns) >= give_up_ns_) [[unlikely]] {
+        // Silent for the give-up time: its sender gave these frames up (and reported them):
+        // they are not delivered late, nor kept from the lane's other senders.
+        const auto n = static_cast<std::uint32_t>(s.has.count());
+        for (std::uint32_t i = 0; i < kWindow; ++i)
+          if (s.has[i]) rte_pktmbuf_free(s.held[i].m);
+        s.has.reset();
+        unhold(prio, n);
+        st_.rel[prio].skipped.add();
+      }
       s.counted = s.session != 0 && (since(now_ns, s.heard_ns) < kActiveNs || s.has.any());
       senders_[prio] += s.counted;
     }

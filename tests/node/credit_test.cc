@@ -138,9 +138,13 @@ TEST_CASE("credit: five senders to a stalled lane hold no more than the receiver
   CHECK(most_senders == kSenders);
   CHECK(least_credit == kBudget / kSenders);
   // What node 1 holds for its senders: the budget, plus at most one frame a session (the one it
-  // waits for next); and what they have in flight besides is what its recv() queue took.
+  // waits for next).
   CHECK(peak <= kBudget + kSenders);
-  CHECK(in_flight <= kBudget + kSenders + 64);
+  // In flight besides: what its recv() queue took (64), and on paired queues what waits in its
+  // port. A sender granted while the others were not counted (this thread away for 10 ms on a
+  // busy machine) may have up to the whole budget: at most twice the budget, far below the
+  // 1,280 without credit.
+  CHECK(in_flight <= 2 * kBudget + kSenders + 64);
   CHECK(in_flight >= kBudget / 2);  // the senders did use their credit
   if (lanes == "software") CHECK(peak >= kBudget / 2);  // ... and node 1 held it
   // P0 meanwhile, from every sender, reliable: every message, in order per sender.
@@ -202,25 +206,41 @@ TEST_CASE("credit: five senders to a stalled lane hold no more than the receiver
   if (lanes != "software") CHECK(s.rx().snapshot().rx_lane_full == 0);
 }
 
-TEST_CASE("credit: a lone sender is granted the whole window its receiver's budget allows", "[credit]") {
-  // One sender: its credit grows from the initial one to min(budget, window) with the first
-  // acks, and a stream through it loses nothing.
-  Star s("cr2", 1);
+TEST_CASE("credit: a lone sender behind a stalled consumer is granted the lane's budget, and all is acknowledged after",
+          "[credit]") {
+  // One sender, software lanes, node 1 reading nothing: the sender goes past its initial credit
+  // to the whole budget (the grant the acks carried), node 1 holds no more than that, and when
+  // its consumer wakes every message arrives and is acknowledged, none given up.
+  Star s("cr2", 1, "software");
   s.wait_up();
-  std::vector<std::uint32_t> got;
-  s.rx().on_message([&](const RxMessage& m) { got.push_back(words_of(m).second); });
-  constexpr std::uint32_t kCount = 20'000;
+  Node& tx = *s.nodes[1];
+  std::uint32_t sent = 0;
+  unsigned refused = 0;
   const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  for (std::uint32_t i = 0; i < kCount && std::chrono::steady_clock::now() < end;) {
-    if (send(*s.nodes[1], 2, i) == SendStatus::kOk) ++i;
-    else s.poll();
+  while (refused < 200 && std::chrono::steady_clock::now() < end) {
+    if (send(tx, 2, sent) == SendStatus::kOk) ++sent, refused = 0;
+    else ++refused;
+    s.poll();
   }
-  while (got.size() < kCount && std::chrono::steady_clock::now() < end) s.poll();
-  REQUIRE(got.size() == kCount);
-  for (std::uint32_t i = 0; i < kCount; ++i) REQUIRE(got[i] == i);
+  REQUIRE(refused == 200);
+  const auto t = tx.snapshot().rel[2];
   const auto r = s.rx().snapshot().rel[2];
+  INFO("sent " << sent << ", in flight " << t.sent - t.acked << ", held " << r.held << ", credit " << r.credit);
   CHECK(r.senders == 1);
   CHECK(r.credit == std::min(kBudget, kReliableWindow));
-  CHECK(r.over_credit == 0);
-  CHECK(s.nodes[1]->snapshot().rel[2].failed == 0);
+  CHECK(t.sent - t.acked == std::min(kBudget, kReliableWindow));  // beyond the initial 32: the grant arrived
+  CHECK(r.held <= kBudget + 1);
+  CHECK(r.over_credit == 0);  // a sender that keeps to its grant loses nothing to the budget
+  // The consumer wakes; the sender goes on to kCount.
+  constexpr std::uint32_t kCount = 20'000;
+  std::vector<std::uint32_t> got;
+  while ((got.size() < kCount || tx.snapshot().rel[2].acked < kCount) && std::chrono::steady_clock::now() < end) {
+    if (sent < kCount && send(tx, 2, sent) == SendStatus::kOk) ++sent;
+    s.poll();
+    while (auto m = s.rx().recv(2)) got.push_back(words_of(*m).second);
+  }
+  REQUIRE(got.size() == kCount);
+  for (std::uint32_t i = 0; i < kCount; ++i) REQUIRE(got[i] == i);
+  CHECK(tx.snapshot().rel[2].acked == kCount);
+  CHECK(tx.snapshot().rel[2].failed == 0);
 }

@@ -3,7 +3,9 @@
 // handlers may keep a message or take its frame.
 #include <catch2/catch.hpp>
 
+#include <chrono>
 #include <cstring>
+#include <vector>
 
 #include "nerve/node.hpp"
 #include "../support.hpp"
@@ -130,4 +132,80 @@ TEST_CASE("deliver: without a handler, messages queue for recv()", "[stage][deli
     CHECK(tag == next++);
   }
   CHECK(next == 100);
+}
+
+TEST_CASE("deliver: a response for a full lane on a shared queue is dropped, and its request reported timed out",
+          "[stage][deliver]") {
+  // Node 1 reads nothing (no handler, no recv()); its port's lanes share one queue, which it
+  // reads past a full lane (for P0's sake). A service response that finds its lane full is
+  // dropped before it closes its request: the request times out and is reported, not lost.
+  const auto c = config::load_string(R"(
+[cluster]
+name = "tde6"
+heartbeat_miss = 100
+
+[[node]]
+id = 1
+mac = "02:00:00:00:01:01"
+ip = "198.18.1.1"
+control_socket = "/tmp/nerve-test-de6-1.sock"
+  [[node.port]]
+  kind = "ring"
+  pair = "de6"
+  peers = [2]
+  lanes = "software"
+
+[[node]]
+id = 2
+mac = "02:00:00:00:01:02"
+ip = "198.18.1.2"
+control_socket = "/tmp/nerve-test-de6-2.sock"
+  [[node.port]]
+  kind = "ring"
+  pair = "de6"
+  peers = [1]
+  lanes = "software"
+
+[[service]]
+name = "echo"
+id = 7
+instances = [2]
+timeout_ms = 50
+)");
+  NodeOptions o;
+  o.rx_queue_depth = 16;
+  Node a(c, 1, test::eal(), o);
+  Node b(c, 2, test::eal());
+  b.on_message([&b](RxMessage& m) {
+    if (m.type() != MsgType::kCommand) return;
+    TxFrame r = b.alloc(2);
+    REQUIRE(r);
+    REQUIRE(b.respond(m, r) == SendStatus::kOk);
+  });
+  std::vector<ServiceFailure> failures;
+  a.on_service_failure([&](const ServiceFailure& e) { failures.push_back(e); });
+  test::settle(a, b);
+  // Node 1's P1 queue, full.
+  for (std::uint32_t t = 0; t < 16; ++t) REQUIRE(send_tag(b, 1, 1, t) == SendStatus::kOk);
+  test::settle(a, b);
+  REQUIRE(a.snapshot().rx_lane_full == 0);
+  TxFrame f = a.alloc(4);
+  REQUIRE(f);
+  REQUIRE(a.send_service(f, 7, MsgType::kCommand, 1) == SendStatus::kOk);
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (failures.empty() && std::chrono::steady_clock::now() < end) a.poll(), b.poll();
+  REQUIRE(failures.size() == 1);
+  CHECK(failures[0].service == 7);
+  CHECK(failures[0].instance == 2);
+  CHECK(failures[0].timed_out);
+  CHECK(a.snapshot().rx_lane_full == 1);
+  CHECK(a.snapshot().delivered[static_cast<std::size_t>(MsgType::kResponse)][1] == 0);
+  // The queue still holds the 16 it had, in order.
+  std::uint32_t next = 0;
+  while (auto m = a.recv(1)) {
+    std::uint32_t tag = 0;
+    std::memcpy(&tag, m->payload().data(), 4);
+    CHECK(tag == next++);
+  }
+  CHECK(next == 16);
 }
