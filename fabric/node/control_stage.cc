@@ -63,8 +63,9 @@ unsigned ControlStage::send_some(std::uint32_t idx, unsigned budget, std::uint64
   ProxySlot& s = table_.slot(idx);
   if (s.done) return 0;
   const ProxySend& r = s.req;
-  if (r.reliable && (r.target != ProxySend::Target::kNode || reliable_ == nullptr)) {
-    finish(idx, SendStatus::kBadArgument);  // reliable delivery is to one node
+  if (r.reliable && ((r.target != ProxySend::Target::kNode && r.target != ProxySend::Target::kService) ||
+                     reliable_ == nullptr)) {
+    finish(idx, SendStatus::kBadArgument);  // reliable delivery is to one node (a service's instance)
     return 0;
   }
   const std::uint64_t timeout_ns = static_cast<std::uint64_t>(r.timeout.count()) * 1'000'000u;
@@ -141,6 +142,7 @@ SendStatus ControlStage::send_frame(ProxySlot& s, unsigned allowed, NodeId& aske
       break;
     case ProxySend::Target::kService:
       o.key = r.key ? *r.key : s.next;
+      o.reliable = r.reliable;  // to the instance picked, through the reliable stage
       st = s.target_index < 0 ? SendStatus::kBadArgument
                               : services_.send(m, static_cast<unsigned>(s.target_index), r.type, r.priority, o, &asked);
       if (st == SendStatus::kOk) {

@@ -269,7 +269,7 @@ SendStatus Node::respond(const RxMessage& request, TxFrame& f) noexcept {
 }
 
 SendStatus Node::broadcast(TxFrame& f, MsgType type, std::uint8_t priority, const SendOptions& o) noexcept {
-  if (!f) return SendStatus::kBadArgument;
+  if (!f || o.reliable) return SendStatus::kBadArgument;  // (reliable delivery is to one node)
   if (f.large()) return SendStatus::kTooLarge;
   const SendStatus s = impl_->tx->send_tree(NodeAccess::mbuf(f), -1, wire::kBroadcast, type, priority, o);
   if (s == SendStatus::kOk) NodeAccess::release(f);
@@ -279,7 +279,7 @@ SendStatus Node::broadcast(TxFrame& f, MsgType type, std::uint8_t priority, cons
 SendStatus Node::multicast(TxFrame& f, std::uint16_t group, MsgType type, std::uint8_t priority,
                            const SendOptions& o) noexcept {
   const int g = impl_->cluster.group_index(group);
-  if (!f || g < 0) return SendStatus::kBadArgument;
+  if (!f || g < 0 || o.reliable) return SendStatus::kBadArgument;  // (reliable delivery is to one node)
   if (f.large()) return SendStatus::kTooLarge;
   const SendStatus s = impl_->tx->send_tree(NodeAccess::mbuf(f), g, group, type, priority, o);
   if (s == SendStatus::kOk) NodeAccess::release(f);
@@ -463,6 +463,7 @@ Node::Node(const config::Cluster& cluster, NodeId id, drivers::Eal& eal, const N
   I.reliable.emplace(cluster, I.cfg, *I.routing, *I.tx, *I.deliver, *I.join_buffers, st);
   I.timers.add(I.reliable->timer());
   I.control->use_reliable(*I.reliable, *I.send_buffers);
+  I.services->use_reliable(*I.reliable);
   I.rx.emplace(I.ports, I.guard, I.p0);
   I.timers.add(I.clock_sync);
   I.clock_sync.arm(0);

@@ -2,6 +2,8 @@
 
 #include <rte_mbuf.h>
 
+#include "reliable_stage.hpp"
+
 namespace nerve::node {
 
 namespace {
@@ -57,7 +59,8 @@ SendStatus ServiceStage::send(rte_mbuf* m, unsigned svc, MsgType type, std::uint
   const std::uint32_t id = tx_.next_msg_id();
   SendOptions one = o;
   one.paths = 1;  // a service send goes over one path
-  const SendStatus st = tx_.send(m, dst, type, prio, one);
+  if (o.reliable && reliable_ == nullptr) return SendStatus::kBadArgument;
+  const SendStatus st = o.reliable ? reliable_->send(m, dst, type, prio, one) : tx_.send(m, dst, type, prio, one);
   if (st != SendStatus::kOk) return st;
   Counters& c = s.counters[static_cast<unsigned>(i)];
   c.sent.add();

@@ -1,7 +1,8 @@
 // The service stage: load-balanced services on the sender's node.
 //
 // send() picks one live instance of a service by its policy (route/balance.hpp) and sends the
-// message to it through the TX stage. An instance is live while this node has a route to it:
+// message to it through the TX stage (SendOptions::reliable: through the reliable stage, to that
+// instance as to any node; its response comes back as reliably). An instance is live while this node has a route to it:
 // the forwarding table and the link mask decide, so an instance that fails leaves the set
 // within the failure detection time (heartbeat_miss / heartbeat_hz).
 //
@@ -29,6 +30,8 @@
 
 namespace nerve::node {
 
+class ReliableStage;
+
 class ServiceStage {
  public:
   static constexpr std::uint32_t kTrackSlots = 16384;  // requests open at once, all services
@@ -40,6 +43,8 @@ class ServiceStage {
   ServiceStage(const config::Cluster& c, Routing& r, TxStage& tx, TimerStage& timers, Clock& clock);
   ServiceStage(const ServiceStage&) = delete;
   ServiceStage& operator=(const ServiceStage&) = delete;
+  // Where reliable sends go (the reliable stage is built after this one).
+  void use_reliable(ReliableStage& r) noexcept { reliable_ = &r; }
 
   // Position of service `id` in the cluster file, or -1.
   int index(std::uint16_t id) const noexcept;
@@ -98,6 +103,7 @@ class ServiceStage {
 
   Routing& r_;
   TxStage& tx_;
+  ReliableStage* reliable_ = nullptr;
   Clock& clock_;
   std::vector<std::unique_ptr<Svc>> svcs_;
   std::vector<Track> track_;

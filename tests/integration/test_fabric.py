@@ -182,6 +182,20 @@ def test_diamond_routes_broadcasts_multicasts_balances_and_fails_over(topology):
     assert ctl(cfg, 1, "send", "--service", "nope", "--type", "command", "--priority", "2", "x",
                check=False)["rc"] == 2
 
+    # The same service, reliably: requests to the instances picked and their responses go through
+    # the reliable stage (what a kernel queue drops is sent again).
+    def rel_sent(n):
+        return ctl(cfg, n, "status")["reliable"][2]["sent"]
+    before = {n: rel_sent(n) for n in (1, 2, 3, 4)}
+    rep = ctl(cfg, 1, "send", "--service", "calc", "--type", "command", "--priority", "2", "--count", "300",
+              "--reliable", "ping", check=False)
+    assert rep["replies"] + rep["failed"] == 300 and rep["replies"] >= 150, rep
+    # (Unpaced: an instance whose credit is used up pushes back and the next one is picked.)
+    assert sum(rep["spread"].values()) == 300 and set(rep["spread"]) == {"2", "3", "4"}, rep
+    assert rel_sent(1) - before[1] == 300
+    nc.wait_for(lambda: sum(rel_sent(n) - before[n] for n in (2, 3, 4)) >= rep["replies"], 20,
+                "the instances' reliable responses")
+
     # Kill the node that carries 1 -> 4 on P0; a paced stream keeps arriving through the other.
     via = next(x for x in ctl(cfg, 1, "routes")["routes"] if x["dst"] == 4)["lanes"][0]["next_hop"]
     other = 5 - via

@@ -54,9 +54,11 @@ namespace {
 constexpr const char* kLenient = "heartbeat_miss = 100";
 
 // A cluster of `n` nodes (ids 1..n) joined by net_ring pairs, one per link, inside this
-// process. `keys` go into [cluster]; `extra` after the nodes ([[group]], [[service]]).
+// process. `keys` go into [cluster]; `extra` after the nodes ([[group]], [[service]]);
+// `port_keys` into every port.
 config::Cluster ring_cluster(const std::string& tag, unsigned n, const std::vector<std::pair<unsigned, unsigned>>& links,
-                             const std::string& keys = "", const std::string& extra = "") {
+                             const std::string& keys = "", const std::string& extra = "",
+                             const std::string& port_keys = "") {
   std::string t = fmt::format("[cluster]\nname = \"{}\"\n{}\n", tag, keys);
   for (unsigned id = 1; id <= n; ++id) {
     t += fmt::format("[[node]]\nid = {0}\nmac = \"02:00:00:00:{1:02x}:{0:02x}\"\nip = \"198.18.{1}.{0}\"\n"
@@ -66,6 +68,7 @@ config::Cluster ring_cluster(const std::string& tag, unsigned n, const std::vect
       if (a != id && b != id) continue;
       t += fmt::format("  [[node.port]]\n  kind = \"ring\"\n  pair = \"{}{}x{}\"\n  peers = [{}]\n", tag, a, b,
                        a == id ? b : a);
+      if (!port_keys.empty()) t += "  " + port_keys + "\n";
     }
   }
   return config::load_string(t + extra);
@@ -383,7 +386,8 @@ TEST_CASE("a multicast reaches its members once, and a node that joins at run ti
 namespace {
 
 // Node 1 in the middle of instances 2, 3 and 4 (a star), with three services over them.
-config::Cluster service_cluster(const std::string& tag, std::uint32_t timeout_ms = 1000, const std::string& keys = kLenient) {
+config::Cluster service_cluster(const std::string& tag, std::uint32_t timeout_ms = 1000, const std::string& keys = kLenient,
+                                const std::string& port_keys = "") {
   return ring_cluster(tag, 4, {{1, 2}, {1, 3}, {1, 4}}, keys,
                       fmt::format("[[service]]\nname = \"rr\"\nid = 7\ninstances = [2, 3, 4]\npolicy = \"round_robin\"\n"
                                   "timeout_ms = {0}\n"
@@ -391,7 +395,8 @@ config::Cluster service_cluster(const std::string& tag, std::uint32_t timeout_ms
                                   "timeout_ms = {0}\n"
                                   "[[service]]\nname = \"lo\"\nid = 9\ninstances = [2, 3, 4]\n"
                                   "policy = \"least_outstanding\"\ntimeout_ms = {0}\n",
-                                  timeout_ms));
+                                  timeout_ms),
+                      port_keys);
 }
 
 // The instances answer every request at once (node 1's handler records what comes back).
@@ -536,6 +541,61 @@ TEST_CASE("a service spreads requests over its instances by policy, and every re
     CHECK(sent == 1);
     CHECK(requests == 0);
   }
+}
+
+TEST_CASE("reliable service requests through lossy links: every one answered, reliably both ways",
+          "[routing][service][reliable]") {
+  // Every port drops 5 % of lane 1 (heartbeats, on P0, are spared): sent unreliably, about one
+  // request or response in ten would be lost and time out; reliably, each is sent again.
+  const auto c = service_cluster("rtr", 10'000, kLenient, "fault = \"drop=0.05,lanes=1,seed=11\"");
+  Fabric f(c);
+  answer_requests(f, {2, 3, 4});
+  std::vector<ServiceFailure> failures;
+  std::vector<DeliveryFailure> lost;
+  f[1].on_service_failure([&](const ServiceFailure& e) { failures.push_back(e); });
+  f[1].on_delivery_failure([&](const DeliveryFailure& e) { lost.push_back(e); });
+  REQUIRE(f.until([&] {
+    const auto s = f[1].services()[0];
+    return std::all_of(s.instances.begin(), s.instances.end(), [](const auto& i) { return i.live; });
+  }));
+  constexpr unsigned kRequests = 300;
+  for (unsigned i = 0; i < kRequests;) {
+    TxFrame fr = f[1].alloc(4);
+    REQUIRE(fr);
+    const SendStatus st = f[1].send_service(fr, 7, MsgType::kCommand, 1, {.reliable = true});
+    if (st == SendStatus::kOk) ++i;
+    else REQUIRE(st == SendStatus::kBackpressure);
+    f.poll();
+  }
+  auto answered = [&] {
+    std::uint64_t n = 0;
+    for (const auto& i : f[1].services()[0].instances) n += i.answered;
+    return n;
+  };
+  const bool all = f.until([&] { return answered() == kRequests; }, 30s);
+  INFO("answered " << answered() << ", service failures " << failures.size() << ", delivery failures " << lost.size()
+                   << ", retransmits " << f[1].snapshot().rel[1].retransmits << " + fast "
+                   << f[1].snapshot().rel[1].fast_retransmits);
+  REQUIRE(all);
+  CHECK(failures.empty());
+  CHECK(lost.empty());
+  // The requests went reliably, and what the links lost was sent again.
+  const auto r1 = f[1].snapshot().rel[1];
+  CHECK(r1.sent == kRequests);
+  CHECK(r1.retransmits + r1.fast_retransmits > 0);
+  // Each instance answered its share, reliably (a response to a reliable request is one).
+  std::uint64_t responses = 0;
+  for (NodeId id : {2, 3, 4}) {
+    CHECK(f.received[id].size() >= kRequests / 3);
+    for (const auto& g : f.received[id]) CHECK((g.flags & wire::flag::kReliable) != 0);
+    responses += f[id].snapshot().rel[1].sent;
+  }
+  CHECK(responses == kRequests);
+  // Not to a group or every node: reliable delivery is to one node.
+  TxFrame fr = f[1].alloc(4);
+  REQUIRE(fr);
+  CHECK(f[1].broadcast(fr, MsgType::kStatus, 1, {.reliable = true}) == SendStatus::kBadArgument);
+  CHECK(fr);  // still the caller's
 }
 
 TEST_CASE("requests to an instance that goes down or does not answer are reported failed, never lost",

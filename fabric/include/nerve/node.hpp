@@ -363,17 +363,20 @@ class Node {
   // even one truncated to one frame's size (send() then sends it as one reliable frame).
   SendStatus send(TxFrame& f, NodeId dst, MsgType type, std::uint8_t priority, const SendOptions& o = {}) noexcept;
   // Sends `f` to every other node of the cluster; each receives it once (down this node's
-  // broadcast tree, one copy per branch, the payload shared).
+  // broadcast tree, one copy per branch, the payload shared). Not reliably: kBadArgument with
+  // SendOptions::reliable (reliable delivery is to one node).
   SendStatus broadcast(TxFrame& f, MsgType type, std::uint8_t priority, const SendOptions& o = {}) noexcept;
   // Sends `f` to every member of group `group` (an id of the cluster file's [[group]]) but this
-  // node; each receives it once. kBadArgument for a group the cluster file does not have.
+  // node; each receives it once. kBadArgument for a group the cluster file does not have, and
+  // with SendOptions::reliable (as broadcast()).
   SendStatus multicast(TxFrame& f, std::uint16_t group, MsgType type, std::uint8_t priority,
                        const SendOptions& o = {}) noexcept;
   // Sends `f` to one live instance of service `service` (an id of the cluster file's
   // [[service]]), chosen by its policy; `instance`, when given, receives the node chosen.
   // Requests (kCommand, kResourceRequest) are tracked until their response arrives; those
   // whose instance goes down or does not answer in time are reported (on_service_failure).
-  // kNoRoute when no instance is live; kBadArgument for an unknown service; kBackpressure when
+  // SendOptions::reliable: to the instance chosen through reliable delivery, as send() does (and
+  // kNoSession as there). kNoRoute when no instance is live; kBadArgument for an unknown service; kBackpressure when
   // 16,384 requests are outstanding.
   SendStatus send_service(TxFrame& f, std::uint16_t service, MsgType type, std::uint8_t priority,
                           const SendOptions& o = {}, NodeId* instance = nullptr) noexcept;
