@@ -569,7 +569,8 @@ TEST_CASE("reliable service requests through lossy links: every one answered, re
   }
   auto answered = [&] {
     std::uint64_t n = 0;
-    for (const auto& i : f[1].services()[0].instances) n += i.answered;
+    const auto services = f[1].services();  // (a range-for over a temporary's member would dangle)
+    for (const auto& i : services[0].instances) n += i.answered;
     return n;
   };
   const bool all = f.until([&] { return answered() == kRequests; }, 30s);
