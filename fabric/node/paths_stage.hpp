@@ -22,7 +22,6 @@
 
 #include <rte_mbuf.h>
 
-#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <vector>
@@ -30,6 +29,7 @@
 #include "nerve/stats.hpp"
 #include "routing.hpp"
 #include "rx_item.hpp"
+#include "seen_window.hpp"
 
 namespace nerve::node {
 
@@ -54,52 +54,11 @@ class PathsStage {
     return false;
   }
 
-  // The source's newest kWindow message ids, a bit each (public for its test).
-  class Window {
-   public:
-    // Whether `id` was seen; marks it. An id older than the window counts as not seen.
-    bool seen(std::uint32_t id) noexcept {
-      if (!any_) {
-        any_ = true;
-        top_ = id;
-        return test_set(id);
-      }
-      const auto d = static_cast<std::int32_t>(id - top_);
-      if (d > 0) {
-        clear_after(top_, static_cast<std::uint32_t>(d));
-        top_ = id;
-        return test_set(id);
-      }
-      if (static_cast<std::uint32_t>(-static_cast<std::int64_t>(d)) >= kWindow) return false;
-      return test_set(id);
-    }
-
-   private:
-    bool test_set(std::uint32_t id) noexcept {
-      std::uint64_t& w = bits_[(id % kWindow) / 64];
-      const std::uint64_t b = std::uint64_t{1} << (id % 64);
-      const bool was = (w & b) != 0;
-      w |= b;
-      return was;
-    }
-    // Clears the bits of ids top+1 .. top+n (whole words at a time).
-    void clear_after(std::uint32_t top, std::uint32_t n) noexcept {
-      if (n >= kWindow) {
-        bits_.fill(0);
-        return;
-      }
-      std::uint32_t x = top + 1;
-      for (std::uint32_t left = n; left != 0;) {
-        const std::uint32_t bit = x % 64, take = std::min(left, 64 - bit);
-        const std::uint64_t mask = take == 64 ? ~0ull : ((std::uint64_t{1} << take) - 1) << bit;
-        bits_[(x % kWindow) / 64] &= ~mask;
-        x += take;
-        left -= take;
-      }
-    }
-    std::array<std::uint64_t, kWindow / 64> bits_{};
-    std::uint32_t top_ = 0;
-    bool any_ = false;
+  // The source's newest kWindow message ids (public for its test). An id older than the window
+  // counts as not seen (see the top).
+  struct Window {
+    IdWindow<kWindow> ids;
+    bool seen(std::uint32_t id) noexcept { return ids.mark(id) == IdWindow<kWindow>::Mark::kSeen; }
   };
 
  private:
