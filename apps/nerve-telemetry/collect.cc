@@ -330,48 +330,39 @@ void Collector::reliable(const telemetry::Sample& s, std::string& out) {
     Family f(out, c.name, "counter", c.help);
     for (std::size_t l = 0; l < wire::kPriorities; ++l) line(out, c.name, lane_label(n, l), s.lane[l].*c.field);
   }
-  // Read from the live counters (not in the sample's layout).
+  // Read from the live counters (not in the sample's layout). Credit: docs/architecture.md,
+  // "Reliable delivery" (flow control); its first three are gauges.
   struct Live {
-    std::string_view name, help;
+    std::string_view name, type, help;
     stats::Counter stats::LcoreStats::Reliable::*field;
   };
   static constexpr Live kLive[] = {
-      {"nerve_reliable_no_session_total",
+      {"nerve_reliable_no_session_total", "counter",
        "Reliable sends refused and frames dropped: sessions with reliable_peers peers in use.",
        &stats::LcoreStats::Reliable::no_session},
-      {"nerve_large_messages_split_total", "Large messages sent as fragments.", &stats::LcoreStats::Reliable::split},
-      {"nerve_large_messages_joined_total", "Large messages reassembled and delivered.",
+      {"nerve_large_messages_split_total", "counter", "Large messages sent as fragments.",
+       &stats::LcoreStats::Reliable::split},
+      {"nerve_large_messages_joined_total", "counter", "Large messages reassembled and delivered.",
        &stats::LcoreStats::Reliable::joined},
-      {"nerve_large_messages_aborted_total",
+      {"nerve_large_messages_aborted_total", "counter",
        "Reassemblies abandoned: given up by their sender, or fragments that disagree.",
        &stats::LcoreStats::Reliable::join_aborted},
-      {"nerve_large_messages_buffer_waits_total", "First fragments that waited for a free reassembly buffer.",
+      {"nerve_large_messages_buffer_waits_total", "counter", "First fragments that waited for a free reassembly buffer.",
        &stats::LcoreStats::Reliable::join_waits},
+      {"nerve_reliable_senders", "gauge", "Sessions sending reliably to this node on the lane (as last counted).",
+       &stats::LcoreStats::Reliable::senders},
+      {"nerve_reliable_credit_frames", "gauge", "Frames each of them may have unacknowledged: the lane's budget shared.",
+       &stats::LcoreStats::Reliable::credit},
+      {"nerve_reliable_held_frames", "gauge", "Reliable frames held in the lane's receive windows (at most its budget).",
+       &stats::LcoreStats::Reliable::held},
+      {"nerve_reliable_over_credit_total", "counter",
+       "Reliable frames dropped beyond the lane's budget (sent again by their senders).",
+       &stats::LcoreStats::Reliable::over_credit},
   };
   for (const Live& c : kLive) {
-    Family f(out, c.name, "counter", c.help);
+    Family f(out, c.name, c.type, c.help);
     for (std::size_t l = 0; l < wire::kPriorities; ++l)
       line(out, c.name, lane_label(n, l), (region_.lcore().rel[l].*c.field).get());
-  }
-  // Credit (docs/architecture.md, "Reliable delivery": flow control), read live as above.
-  static constexpr Live kCredit[] = {
-      {"nerve_reliable_senders", "Sessions sending reliably to this node on the lane (as last counted).",
-       &stats::LcoreStats::Reliable::senders},
-      {"nerve_reliable_credit_frames", "Frames each of them may have unacknowledged: the lane's budget shared.",
-       &stats::LcoreStats::Reliable::credit},
-      {"nerve_reliable_held_frames", "Reliable frames held in the lane's receive windows (at most its budget).",
-       &stats::LcoreStats::Reliable::held},
-  };
-  for (const Live& c : kCredit) {
-    Family f(out, c.name, "gauge", c.help);
-    for (std::size_t l = 0; l < wire::kPriorities; ++l)
-      line(out, c.name, lane_label(n, l), (region_.lcore().rel[l].*c.field).get());
-  }
-  {
-    constexpr std::string_view name = "nerve_reliable_over_credit_total";
-    Family f(out, name, "counter", "Reliable frames dropped beyond the lane's budget (sent again by their senders).");
-    for (std::size_t l = 0; l < wire::kPriorities; ++l)
-      line(out, name, lane_label(n, l), region_.lcore().rel[l].over_credit.get());
   }
   // Two paths (read live, as above): sends per lane; receptions per (source, channel) and path.
   const stats::LcoreStats& lc = region_.lcore();
