@@ -72,7 +72,7 @@ DeliverStage::Admit DeliverStage::admit(const wire::Header& h, std::uint64_t ts_
 void DeliverStage::deliver_large(const wire::Header& h, std::uint64_t last_ts, MessageBuffer* b, std::size_t len,
                                  std::uint64_t now) noexcept {
   std::uint64_t lat = 0;
-  if (admit(h, last_ts, std::span<const std::byte>(b->data, len), now, lat, handler_ || space(h.priority) > 0) !=
+  if (admit(h, last_ts, std::span<const std::byte>(b->data, len), now, lat, space(h.priority) > 0) !=
       Admit::kDeliver) {
     give_back(b);
     return;
@@ -91,7 +91,7 @@ void DeliverStage::run(RxItem* items, std::uint16_t n, std::uint64_t now) noexce
     rte_mbuf* m = items[i].m;
     const wire::Decoded& d = items[i].d;
     std::uint64_t lat = 0;
-    const Admit a = admit(d.hdr, d.hdr.timestamp_ns, d.payload, now, lat, handler_ || space(d.hdr.priority) > 0);
+    const Admit a = admit(d.hdr, d.hdr.timestamp_ns, d.payload, now, lat, space(d.hdr.priority) > 0);
     if (a != Admit::kDeliver) [[unlikely]] {
       done[nd++] = m;
       continue;

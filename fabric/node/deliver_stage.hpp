@@ -88,7 +88,7 @@ class DeliverStage {
   enum class Admit : std::uint8_t { kDeliver, kRefused, kAnswered };
   // Steps 1 and 2 for one message whose newest timestamp is `ts_check`; `lat` receives its
   // latency (from h's timestamp).
-  // `room`: its lane's recv() queue can take it (else dropped, counted rx_lane_full).
+  // `room`: a handler takes it, or its lane's recv() queue can (else dropped, counted rx_lane_full).
   Admit admit(const wire::Header& h, std::uint64_t ts_check, std::span<const std::byte> payload, std::uint64_t now,
               std::uint64_t& lat, bool room) noexcept;
 

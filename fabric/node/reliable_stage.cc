@@ -85,6 +85,12 @@ std::uint64_t ReliableStage::rto_ns(const Peer& p, std::uint8_t prio) const noex
 
 // ---- sender ---------------------------------------------------------------------------------
 
+bool ReliableStage::has_credit(TxSession& t) noexcept {
+  if (t.next == t.base && t.credit > kInitialCredit && since(recent_ns_, t.credit_ns) >= kActiveNs)
+    t.credit = kInitialCredit;
+  return t.next - t.base < t.credit;
+}
+
 SendStatus ReliableStage::send(rte_mbuf* m, NodeId dst, MsgType type, std::uint8_t prio, const SendOptions& o,
                                std::uint32_t corr_id) noexcept {
   if (prio >= wire::kPriorities) return SendStatus::kBadArgument;

@@ -201,13 +201,7 @@ class ReliableStage {
   std::uint64_t rto_ns(const Peer& p, std::uint8_t prio) const noexcept;
   // Whether session `t` may send another frame now: its credit, unless it heard nothing for
   // kActiveNs and holds nothing in flight (then kInitialCredit: the receiver may have others now).
-  bool has_credit(TxSession& t) noexcept {
-    if (t.next == t.base && t.credit > kInitialCredit && since_credit(t) >= kActiveNs) t.credit = kInitialCredit;
-    return t.next - t.base < t.credit;
-  }
-  std::uint64_t since_credit(const TxSession& t) const noexcept {
-    return recent_ns_ > t.credit_ns ? recent_ns_ - t.credit_ns : 0;
-  }
+  bool has_credit(TxSession& t) noexcept;
   // The receiver's grant on lane `prio`: its budget shared by the sessions sending on it.
   void count_senders(std::uint64_t now_ns) noexcept;
   void set_grant(std::uint8_t prio) noexcept;

@@ -584,13 +584,17 @@ TEST_CASE("reliable service requests through lossy links: every one answered, re
   const auto r1 = f[1].snapshot().rel[1];
   CHECK(r1.sent == kRequests);
   CHECK(r1.retransmits + r1.fast_retransmits > 0);
-  // Each instance answered its share, reliably (a response to a reliable request is one).
-  std::uint64_t responses = 0;
+  // Every instance took requests (reliably) and answered them reliably (a response to a
+  // reliable request is one). The shares need not be equal: an instance whose credit is used
+  // up pushes back, and the next try picks another.
+  std::uint64_t requests = 0, responses = 0;
   for (NodeId id : {2, 3, 4}) {
-    CHECK(f.received[id].size() >= kRequests / 3);
+    CHECK(!f.received[id].empty());
     for (const auto& g : f.received[id]) CHECK((g.flags & wire::flag::kReliable) != 0);
+    requests += f.received[id].size();
     responses += f[id].snapshot().rel[1].sent;
   }
+  CHECK(requests == kRequests);  // each once
   CHECK(responses == kRequests);
   // Not to a group or every node: reliable delivery is to one node.
   TxFrame fr = f[1].alloc(4);
