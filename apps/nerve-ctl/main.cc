@@ -379,9 +379,8 @@ int main(int argc, char** argv) {
   send->add_flag("--no-wait", no_wait, "do not wait for replies to commands and requests");
   send->add_flag("--wait", wait, "wait for a reply whatever the type");
   send->add_flag("--reliable", reliable,
-                 "deliver reliably: acknowledged, retransmitted, once and in order (to a node, or to the instance a "
-                 "service picks; not to a group or all)")
-      ->excludes(group_opt, all_opt);
+                 "deliver reliably: acknowledged, retransmitted, once and in order (to a node, to the instance a "
+                 "service picks, or to each member of a group or of all, one reliable copy each)");
   send->add_option("--size", size,
                    "make each message N bytes, the payload repeated; above one frame it goes reliably, as "
                    "fragments (to a node only; up to the cluster's max_message)")

@@ -428,10 +428,6 @@ std::optional<SendRequest> parse_send(const Node& node, const json& req, std::st
     err = "await_reply: replies are awaited from a node or a service, not a group or every node";
     return std::nullopt;
   }
-  if (ps.reliable && to == 0 && service == 0) {
-    err = "reliable: reliable delivery is to a node (to) or a service's instance (service), not a group or every node";
-    return std::nullopt;
-  }
   if (paths == 2 && to == 0) {
     err = "paths: two paths are to a node (to), not a group, a service or every node";
     return std::nullopt;

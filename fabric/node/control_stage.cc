@@ -63,9 +63,8 @@ unsigned ControlStage::send_some(std::uint32_t idx, unsigned budget, std::uint64
   ProxySlot& s = table_.slot(idx);
   if (s.done) return 0;
   const ProxySend& r = s.req;
-  if (r.reliable && ((r.target != ProxySend::Target::kNode && r.target != ProxySend::Target::kService) ||
-                     reliable_ == nullptr)) {
-    finish(idx, SendStatus::kBadArgument);  // reliable delivery is to one node (a service's instance)
+  if (r.reliable && reliable_ == nullptr) {
+    finish(idx, SendStatus::kBadArgument);
     return 0;
   }
   const std::uint64_t timeout_ns = static_cast<std::uint64_t>(r.timeout.count()) * 1'000'000u;
@@ -135,9 +134,13 @@ SendStatus ControlStage::send_frame(ProxySlot& s, unsigned allowed, NodeId& aske
     case ProxySend::Target::kNode:
       st = r.reliable ? reliable_->send(m, r.dst, r.type, r.priority, o) : tx_.send(m, r.dst, r.type, r.priority, o);
       break;
-    case ProxySend::Target::kBroadcast: st = tx_.send_tree(m, -1, wire::kBroadcast, r.type, r.priority, o); break;
+    case ProxySend::Target::kBroadcast:
+      st = r.reliable ? reliable_->send_group(m, -1, r.type, r.priority, o)
+                      : tx_.send_tree(m, -1, wire::kBroadcast, r.type, r.priority, o);
+      break;
     case ProxySend::Target::kGroup:
       st = s.target_index < 0 ? SendStatus::kBadArgument
+           : r.reliable       ? reliable_->send_group(m, s.target_index, r.type, r.priority, o)
                               : tx_.send_tree(m, s.target_index, r.dst, r.type, r.priority, o);
       break;
     case ProxySend::Target::kService:

@@ -269,9 +269,10 @@ SendStatus Node::respond(const RxMessage& request, TxFrame& f) noexcept {
 }
 
 SendStatus Node::broadcast(TxFrame& f, MsgType type, std::uint8_t priority, const SendOptions& o) noexcept {
-  if (!f || o.reliable) return SendStatus::kBadArgument;  // (reliable delivery is to one node)
+  if (!f) return SendStatus::kBadArgument;
   if (f.large()) return SendStatus::kTooLarge;
-  const SendStatus s = impl_->tx->send_tree(NodeAccess::mbuf(f), -1, wire::kBroadcast, type, priority, o);
+  const SendStatus s = o.reliable ? impl_->reliable->send_group(NodeAccess::mbuf(f), -1, type, priority, o)
+                                  : impl_->tx->send_tree(NodeAccess::mbuf(f), -1, wire::kBroadcast, type, priority, o);
   if (s == SendStatus::kOk) NodeAccess::release(f);
   return s;
 }
@@ -279,9 +280,10 @@ SendStatus Node::broadcast(TxFrame& f, MsgType type, std::uint8_t priority, cons
 SendStatus Node::multicast(TxFrame& f, std::uint16_t group, MsgType type, std::uint8_t priority,
                            const SendOptions& o) noexcept {
   const int g = impl_->cluster.group_index(group);
-  if (!f || g < 0 || o.reliable) return SendStatus::kBadArgument;  // (reliable delivery is to one node)
+  if (!f || g < 0) return SendStatus::kBadArgument;
   if (f.large()) return SendStatus::kTooLarge;
-  const SendStatus s = impl_->tx->send_tree(NodeAccess::mbuf(f), g, group, type, priority, o);
+  const SendStatus s = o.reliable ? impl_->reliable->send_group(NodeAccess::mbuf(f), g, type, priority, o)
+                                  : impl_->tx->send_tree(NodeAccess::mbuf(f), g, group, type, priority, o);
   if (s == SendStatus::kOk) NodeAccess::release(f);
   return s;
 }

@@ -38,6 +38,7 @@ ReliableStage::ReliableStage(const config::Cluster& c, const config::Node& cfg, 
   blocked_.reserve(peers_.size() * wire::kPriorities);
   feeding_.reserve(peers_.size() * wire::kPriorities);
   joining_.reserve(peers_.size() * wire::kPriorities);
+  group_to_.reserve(peers_.size());
   const std::size_t sessions = std::min<std::size_t>(c.reliable_peers, peers_.empty() ? 0 : peers_.size() - 1);
   spare_.reserve(sessions);
   for (std::size_t i = 0; i < sessions; ++i) spare_.push_back(std::make_unique<Peer>());
@@ -114,6 +115,68 @@ SendStatus ReliableStage::send(rte_mbuf* m, NodeId dst, MsgType type, std::uint8
   if (type == MsgType::kResponse && rs.ack_due && rs.last_msg_id == corr_id && rs.has.none())
     rs.ack_due = false;  // this response acknowledges the request it answers, and all before it
   sent(p, di, t, m, msg_id, o.channel, prio);
+  return SendStatus::kOk;
+}
+
+SendStatus ReliableStage::send_group(rte_mbuf* m, int group, MsgType type, std::uint8_t prio,
+                                     const SendOptions& o) noexcept {
+  const auto t8 = static_cast<std::uint8_t>(type);
+  if (!m || prio >= wire::kPriorities || t8 < wire::kMsgTypeFirst || t8 > wire::kMsgTypeLast) [[unlikely]]
+    return SendStatus::kBadArgument;
+  // The recipients, each with credit: or nothing is sent.
+  group_to_.clear();
+  for (std::uint32_t di = 0; di < r_.topo.size(); ++di) {
+    if (di == r_.self_idx || (group >= 0 && !((r_.fib->groups_of(di) >> group) & 1u))) continue;
+    if (r_.fib->hops(di, r_.metric[prio]).pick(0, r_.up) < 0) continue;  // not reachable now
+    Peer* p = peer(di);
+    if (!p) [[unlikely]] {
+      st_.rel[prio].no_session.add();
+      return SendStatus::kNoSession;
+    }
+    TxSession& t = p->tx[prio];
+    if (!has_credit(t) || t.out.buf) {
+      st_.rel[prio].window_full.add();
+      return SendStatus::kBackpressure;
+    }
+    group_to_.emplace_back(di, nullptr);
+  }
+  const auto st = static_cast<std::size_t>(type);
+  if (group_to_.empty()) {
+    st_.sent[st][prio].add();  // sent, to nobody (as an unreliable broadcast with no one to reach)
+    rte_pktmbuf_free(m);
+    return SendStatus::kOk;
+  }
+  // A frame for each but the last, m's payload by reference (made before m's own headers are
+  // written in front of it); the last recipient takes m itself.
+  for (std::size_t k = 0; k + 1 < group_to_.size(); ++k) {
+    group_to_[k].second = tx_.share(m, r_.topo.id(group_to_[k].first), prio, o.channel);
+    if (!group_to_[k].second) [[unlikely]] {  // the pool is dry: nothing sent
+      for (std::size_t j = 0; j < k; ++j) rte_pktmbuf_free(group_to_[j].second);
+      st_.rel[prio].window_full.add();
+      return SendStatus::kBackpressure;
+    }
+  }
+  group_to_.back().second = m;
+  SendOptions so = o;
+  so.paths = 1;
+  TxStage::Sequenced sq;
+  sq.msg_id = tx_.take_msg_id();  // one message: one id at every recipient
+  sq.hold = true;                 // a full lane keeps the copy for the timer: the others are out
+  for (const auto& [di, f] : group_to_) {
+    Peer& p = *peers_[di];
+    TxSession& t = p.tx[prio];
+    sq.session = t.session;
+    sq.seq = t.next;
+    sq.ack = t.base;
+    // Routes and arguments were checked above, and the lane may keep the frame: kOk, unless
+    // something unforeseen; then that recipient's copy is reported failed, never lost unseen.
+    if (tx_.send_reliable(f, r_.topo.id(di), type, prio, so, 0, sq) != SendStatus::kOk) [[unlikely]] {
+      rte_pktmbuf_free(f);
+      report(DeliveryFailure{r_.topo.id(di), prio, o.channel, sq.msg_id, 0});
+      continue;
+    }
+    sent(p, di, t, f, sq.msg_id, o.channel, prio);
+  }
   return SendStatus::kOk;
 }
 

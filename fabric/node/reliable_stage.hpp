@@ -105,6 +105,14 @@ class ReliableStage {
   // A reliable send (Node::send with SendOptions::reliable). On kOk the stage owns `m`.
   SendStatus send(rte_mbuf* m, NodeId dst, MsgType type, std::uint8_t prio, const SendOptions& o,
                   std::uint32_t corr_id = 0) noexcept;
+  // A reliable broadcast (group < 0) or multicast (group = the group's index in the cluster
+  // file): one reliable frame to each recipient, in its session, m's payload shared by
+  // reference behind a header of its own. The recipients: every other node (a group: every
+  // member) the routing table reaches now. All or nothing: kBackpressure (nothing sent) unless
+  // every recipient's session has credit and the pool has a header for each; kNoSession when
+  // session state runs out. A copy whose lane is full is kept and sent by its retransmission
+  // timer. kOk with no copy when nobody is to receive it. On kOk the stage owns `m`.
+  SendStatus send_group(rte_mbuf* m, int group, MsgType type, std::uint8_t prio, const SendOptions& o) noexcept;
   // A large message: `len` bytes in send buffer `b`. On kOk the stage owns `b` (and gives it
   // back once every fragment is sent); otherwise the caller still does.
   SendStatus send_large(MessageBuffer* b, std::size_t len, NodeId dst, MsgType type, std::uint8_t prio,
@@ -260,6 +268,7 @@ class ReliableStage {
   std::vector<std::pair<std::uint32_t, std::uint8_t>> blocked_;  // sessions with frames the deliver stage had no room for
   std::vector<std::pair<std::uint32_t, std::uint8_t>> feeding_;  // sessions with a large message to cut
   std::vector<std::pair<std::uint32_t, std::uint8_t>> joining_;  // sessions reassembling one
+  std::vector<std::pair<std::uint32_t, rte_mbuf*>> group_to_;  // send_group(): recipient, its frame
   MessageBuffers& joins_;
   std::size_t frag_size_;  // payload bytes of one fragment (one frame's)
   std::array<RxItem, kBurst> out_{};          // deliverable frames, handed over a burst at a time

@@ -3,6 +3,8 @@
 #include <cstring>
 #include <random>
 
+#include <rte_ip.h>
+
 #include "../wire/bytes.hpp"
 #include "../wire/layout.hpp"
 #include "../wire/rewrite.hpp"
@@ -11,6 +13,32 @@ namespace nerve::node {
 namespace {
 
 constexpr unsigned kAll = ~0u;  // bursts: as many as the port takes
+
+// The UDP checksum of frame `m` (headers at its data), written into it. A chained frame (a
+// header mbuf in front of a shared payload) is summed segment by segment.
+void fill_udp_checksum(rte_mbuf* m) noexcept {
+  namespace hl = wire::layout;
+  auto* f = rte_pktmbuf_mtod(m, std::byte*);
+  if (m->nb_segs == 1) [[likely]]
+    return wire::fill_udp_checksum(std::span<std::byte>(f, m->data_len));
+  wire::bytes::store_be<std::uint16_t>(f + hl::kUdpOff + 6, 0);
+  std::uint16_t raw = 0;
+  rte_raw_cksum_mbuf(m, hl::kUdpOff, m->pkt_len - hl::kUdpOff, &raw);
+  std::uint32_t sum = std::uint32_t{rte_ipv4_phdr_cksum(reinterpret_cast<const rte_ipv4_hdr*>(f + hl::kIpOff), 0)} + raw;
+  sum = (sum & 0xffffu) + (sum >> 16);
+  sum = (sum & 0xffffu) + (sum >> 16);
+  auto c = static_cast<std::uint16_t>(~sum);
+  if (c == 0) c = 0xffff;  // RFC 768: a computed 0 is sent as all ones
+  // rte_raw_cksum sums 16-bit words in host order; the field is written as the bytes summed.
+  std::memcpy(f + hl::kUdpOff + 6, &c, 2);
+}
+
+// One more reference to frame `m`: the port's, beside the reliable stage's. Counted on every
+// segment, as a port frees a chained frame segment by segment (a header mbuf's count alone
+// would let the port free the shared payload behind it while the stage still keeps it).
+void add_ref(rte_mbuf* m) noexcept {
+  for (; m != nullptr; m = m->next) rte_mbuf_refcnt_update(m, 1);
+}
 
 }  // namespace
 
@@ -134,7 +162,7 @@ bool TxStage::enqueue_kept(rte_mbuf* m, std::size_t port, std::uint8_t prio, boo
     out = tx_copy(m);
     if (!out) return false;
   } else {
-    rte_mbuf_refcnt_update(m, 1);  // the port's reference; the reliable stage keeps its own
+    add_ref(m);  // the port's reference; the reliable stage keeps its own
   }
   enqueue(out, port, prio, more);
   return true;
@@ -157,7 +185,7 @@ SendStatus TxStage::resend(rte_mbuf* kept, std::uint32_t di, std::uint8_t prio, 
     m = tx_copy(kept);
     if (!m) return SendStatus::kBackpressure;
   } else {
-    rte_mbuf_refcnt_update(m, 1);  // the port's reference; the reliable stage keeps its own
+    add_ref(m);  // the port's reference; the reliable stage keeps its own
   }
   auto* f = rte_pktmbuf_mtod(m, std::byte*);
   std::memcpy(f, l.peer_mac.data(), 6);
@@ -177,7 +205,7 @@ SendStatus TxStage::resend(rte_mbuf* kept, std::uint32_t di, std::uint8_t prio, 
     const std::uint16_t c = wire::ipv4_checksum(std::span<const std::byte>(f + hl::kIpOff, wire::kIpv4Len));
     wire::bytes::store_be<std::uint16_t>(f + hl::kIpOff + 10, c);
   }
-  wire::fill_udp_checksum(std::span<std::byte>(f, m->data_len));
+  fill_udp_checksum(m);
   enqueue(m, l.port, prio, false);
   return SendStatus::kOk;
 }
@@ -215,8 +243,13 @@ SendStatus TxStage::send_frame(rte_mbuf* m, NodeId dst, MsgType type, std::uint8
     }
   }
   const Link& l = r_.links[static_cast<std::size_t>(slot)];
-  if (!two && !room(l.port, prio, o.never_shed)) [[unlikely]]
-    return SendStatus::kBackpressure;
+  // A reliable frame that may wait (Sequenced::hold) is kept, not queued, when its lane is
+  // full: its retransmission timer sends it.
+  bool queue = true;
+  if (!two && !room(l.port, prio, o.never_shed)) [[unlikely]] {
+    if (!sq || !sq->hold) return SendStatus::kBackpressure;
+    queue = false;
+  }
   wire::Header h;
   h.type = type;
   h.priority = prio;
@@ -224,7 +257,7 @@ SendStatus TxStage::send_frame(rte_mbuf* m, NodeId dst, MsgType type, std::uint8
   h.channel = o.channel;
   h.msg_id = sq && sq->msg_id != 0 ? sq->msg_id : next_msg_id_++;
   h.corr_id = corr_id;
-  h.payload_len = static_cast<std::uint16_t>(m->data_len);
+  h.payload_len = static_cast<std::uint16_t>(m->pkt_len);  // a shared payload behind a header mbuf too
   h.timestamp_ns = in_batch_ ? batch_ns_ : lent_ns_ != 0 ? lent_ns_ : clock_.now_ns();
   in_batch_ = o.more;
   batch_ns_ = h.timestamp_ns;
@@ -260,14 +293,14 @@ SendStatus TxStage::send_frame(rte_mbuf* m, NodeId dst, MsgType type, std::uint8
     enqueue(m, l.port, prio, o.more);
     return SendStatus::kOk;
   }
-  wire::fill_udp_checksum(std::span<std::byte>(rte_pktmbuf_mtod(m, std::byte*), m->data_len));
+  fill_udp_checksum(m);
   if (ack) {
     enqueue(m, l.port, prio, o.more);
     return SendStatus::kOk;
   }
   st_.sent[t][prio].add();
   if (copy) [[unlikely]] second_headers(copy, m, di, static_cast<std::size_t>(second), h);
-  enqueue_kept(m, l.port, prio, o.more);  // no copy now: the retransmission timer sends it
+  if (queue) enqueue_kept(m, l.port, prio, o.more);  // no copy now: the retransmission timer sends it
   if (copy) [[unlikely]] enqueue(copy, r_.links[static_cast<std::size_t>(second)].port, prio, o.more);
   return SendStatus::kOk;
 }
@@ -324,6 +357,14 @@ rte_mbuf* TxStage::copy_of(rte_mbuf* m, std::uint16_t payload_off, std::size_t p
     return nullptr;
   }
   return h;
+}
+
+rte_mbuf* TxStage::share(rte_mbuf* m, NodeId dst, std::uint8_t prio, std::uint16_t channel) noexcept {
+  const std::uint32_t di = r_.index(dst);
+  const int slot = di == route::kNoIndex || di == r_.self_idx
+                       ? -1
+                       : r_.fib->hops(di, r_.metric[prio]).pick(flow_of(self_, dst, channel), r_.up);
+  return slot < 0 ? nullptr : copy_of(m, 0, r_.links[static_cast<std::size_t>(slot)].port);
 }
 
 SendStatus TxStage::send_tree(rte_mbuf* m, int group, std::uint16_t group_id, MsgType type, std::uint8_t prio,

@@ -81,6 +81,10 @@ class TxStage {
     // its index and count (1: not a fragment).
     std::uint32_t msg_id = 0;
     std::uint16_t frag_index = 0, frag_count = 1;
+    // A full lane does not refuse the frame: its headers are written and it is kept unsent
+    // (kOk), for the reliable stage's retransmission timer to send (a copy of a reliable
+    // broadcast: the other copies are already sent).
+    bool hold = false;
   };
   // send() of a reliable frame: its header carries the kReliable flag, `sq` and a UDP checksum.
   // On kOk the caller (the reliable stage) keeps a reference to `m` for retransmission; a port
@@ -106,6 +110,10 @@ class TxStage {
   // A `fabric` message to the peer of link `slot`, on that link (heartbeats, advertisements).
   // Never shed; a full lane refuses it (kBackpressure).
   SendStatus send_link(rte_mbuf* m, std::size_t slot, std::uint8_t prio) noexcept;
+  // A frame to `dst` with m's payload (as alloc() made it) behind a header mbuf of its own, by
+  // reference (copy_of() for the port dst's route takes now), for send_reliable(). nullptr when
+  // there is no route or the pool is dry.
+  rte_mbuf* share(rte_mbuf* m, NodeId dst, std::uint8_t prio, std::uint16_t channel) noexcept;
   // A broadcast (group < 0: every node) or multicast (group = the group's index in the cluster
   // file, `group_id` its id) from this node, down its own tree. kOk with no copy at all when
   // no other node is to receive it.
@@ -176,9 +184,8 @@ class TxStage {
   void enqueue(rte_mbuf* m, std::size_t port, std::uint8_t prio, bool more) noexcept;
   // The headers of a frame to dense index `di` over link `l`, into the mbuf's headroom.
   void write_headers(rte_mbuf* m, std::uint32_t di, const Link& l, const wire::Header& h) noexcept;
-  // A copy of frame `m`'s payload behind a new header mbuf (chained; or copied whole for a
-  // port that cannot send chains). `hdr_from`: where the copy's headers are copied from (null:
-  // none). nullptr when the pool is dry.
+  // A copy of frame `m`'s payload (from `payload_off` on) behind a new header mbuf (chained;
+  // or copied whole for a port that cannot send chains). nullptr when the pool is dry.
   rte_mbuf* copy_of(rte_mbuf* m, std::uint16_t payload_off, std::size_t port) noexcept;
   std::uint32_t flow_of(std::uint16_t src, std::uint16_t dst, std::uint16_t channel) const noexcept {
     return (std::uint32_t{src} * 0x9e3779b1u) ^ (std::uint32_t{dst} * 0x85ebca6bu) ^ (std::uint32_t{channel} * 0xc2b2ae35u);

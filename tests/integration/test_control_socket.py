@@ -52,8 +52,6 @@ BAD = [
     ({**SEND, "group": 5}, "one of to (a node id), group"),
     ({**{k: v for k, v in SEND.items() if k != "to"}, "group": 999}, "group: no group 999"),
     ({**{k: v for k, v in SEND.items() if k != "to"}, "service": 999}, "service: no service 999"),
-    ({**{k: v for k, v in SEND.items() if k != "to"}, "broadcast": True, "reliable": True},
-     "reliable: reliable delivery is to a node"),
     ({**{k: v for k, v in SEND.items() if k != "to"}, "broadcast": True, "payload": "p" * 100000},
      "exceeds one frame (1424 bytes at this MTU): a message that large goes as fragments, to a node"),
     ({**{k: v for k, v in SEND.items() if k != "to"}, "broadcast": True, "payload": "p" * 1420, "number": True,

@@ -122,10 +122,10 @@ def test_diamond_routes_broadcasts_multicasts_balances_and_fails_over(topology):
     rep = ctl(cfg, 1, "send", "--broadcast", "--type", "alert", "--priority", "1", "--count", "50", "all hands")
     assert rep["status"] == "ok" and rep["sent"] == 50, rep
 
-    def arrived(counts):
+    def arrived(counts, prio=1):
         def check():
             now = {n: ctl(cfg, n, "status") for n in (1, 2, 3, 4)}
-            got = {n: delivered(now[n], "alert", 1) - delivered(before[n], "alert", 1) for n in now}
+            got = {n: delivered(now[n], "alert", prio) - delivered(before[n], "alert", prio) for n in now}
             return got if all(got[n] >= counts[n] for n in counts) else None
         return check
     nc.wait_for(arrived({2: 50, 3: 50, 4: 50}), 20, "the broadcast at every node")
@@ -156,6 +156,23 @@ def test_diamond_routes_broadcasts_multicasts_balances_and_fails_over(topology):
     ctl(cfg, 1, "send", "--group", "40", "--type", "alert", "--priority", "1", "--count", "10", "ops again")
     nc.wait_for(arrived({2: 30, 3: 10, 4: 30}), 20, "the multicast at the new member")
     assert ctl(cfg, 1, "send", "--group", "nope", "--type", "alert", "--priority", "1", "x", check=False)["rc"] == 2
+
+    # Reliably and unpaced, over af_packet whose kernel queues drop what overflows: one reliable
+    # copy per recipient, each sent again until acknowledged. Every node gets every message once.
+    before = {n: ctl(cfg, n, "status") for n in (1, 2, 3, 4)}
+    rel_before = ctl(cfg, 1, "status")["reliable"][3]["sent"]
+    rep = ctl(cfg, 1, "send", "--broadcast", "--reliable", "--type", "alert", "--priority", "3", "--count", "2000",
+              "all hands, reliably")
+    assert rep["status"] == "ok" and rep["sent"] == 2000, rep
+    nc.wait_for(arrived({2: 2000, 3: 2000, 4: 2000}, 3), 30, "the reliable broadcast at every node")
+    assert arrived({}, 3)() == {1: 0, 2: 2000, 3: 2000, 4: 2000}
+    assert ctl(cfg, 1, "status")["reliable"][3]["sent"] - rel_before == 3 * 2000
+    before = {n: ctl(cfg, n, "status") for n in (1, 2, 3, 4)}
+    rep = ctl(cfg, 1, "send", "--group", "ops", "--reliable", "--type", "alert", "--priority", "3", "--count", "500",
+              "ops, reliably")
+    assert rep["status"] == "ok" and rep["sent"] == 500, rep
+    nc.wait_for(arrived({2: 500, 3: 500, 4: 500}, 3), 30, "the reliable multicast at its members")
+    assert arrived({}, 3)() == {1: 0, 2: 500, 3: 500, 4: 500}
 
     # A service: round robin over 2, 3 and 4, every request answered.
     # Paced, as over any kernel-backed link: af_packet and veth give no back-pressure, and a burst

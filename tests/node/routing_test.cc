@@ -596,11 +596,112 @@ TEST_CASE("reliable service requests through lossy links: every one answered, re
   }
   CHECK(requests == kRequests);  // each once
   CHECK(responses == kRequests);
-  // Not to a group or every node: reliable delivery is to one node.
-  TxFrame fr = f[1].alloc(4);
-  REQUIRE(fr);
-  CHECK(f[1].broadcast(fr, MsgType::kStatus, 1, {.reliable = true}) == SendStatus::kBadArgument);
-  CHECK(fr);  // still the caller's
+}
+
+TEST_CASE("a reliable broadcast and multicast through lossy links: every recipient gets each message once, in order",
+          "[routing][broadcast][multicast][reliable]") {
+  // A ring of five with a chord; every port drops 5 % of lane 2 (heartbeats, on P0, are spared).
+  const auto c = ring_cluster("rtrb", 5, {{1, 2}, {2, 3}, {3, 4}, {4, 5}, {5, 1}, {2, 4}}, kLenient,
+                              "[[group]]\nname = \"ops\"\nid = 40\nmembers = [3, 5]\n",
+                              "fault = \"drop=0.05,lanes=2,seed=7\"");
+  Fabric f(c);
+  std::vector<DeliveryFailure> lost;
+  f[1].on_delivery_failure([&](const DeliveryFailure& e) { lost.push_back(e); });
+  REQUIRE(f.until([&] { return f.converged(); }));
+  const unsigned free1 = f[1].mbufs_available();
+  // Sends message i (its number as payload) reliably to every node or to group 40; a push-back
+  // (a recipient out of credit) sends nothing, and the frame stays the caller's to send again.
+  unsigned pushed_back = 0;
+  auto send_all = [&](std::uint32_t first, unsigned n, bool group) {
+    for (std::uint32_t i = first; i < first + n;) {
+      TxFrame fr = f[1].alloc(4);
+      REQUIRE(fr);
+      std::memcpy(fr.payload().data(), &i, 4);
+      const SendStatus st = group ? f[1].multicast(fr, 40, MsgType::kStatus, 2, {.reliable = true})
+                                  : f[1].broadcast(fr, MsgType::kStatus, 2, {.reliable = true});
+      if (st == SendStatus::kOk) {
+        ++i;
+      } else {
+        REQUIRE(st == SendStatus::kBackpressure);
+        REQUIRE(fr);
+        ++pushed_back;
+      }
+      f.poll();
+    }
+  };
+  // What node `id` received from node 1 on lane 2: the message numbers, in arrival order.
+  auto numbers = [&](NodeId id) {
+    std::vector<std::uint32_t> out;
+    for (const auto& g : f.received[id]) {
+      if (g.src != 1 || g.prio != 2 || g.text.size() != 4 || (g.flags & wire::flag::kReliable) == 0) continue;
+      std::uint32_t i = 0;
+      std::memcpy(&i, g.text.data(), 4);
+      out.push_back(i);
+    }
+    return out;
+  };
+  std::vector<std::uint32_t> broadcast(600), group(200);
+  for (std::uint32_t i = 0; i < 600; ++i) broadcast[i] = i;
+  for (std::uint32_t i = 0; i < 200; ++i) group[i] = 600 + i;
+  send_all(0, 600, false);  // unpaced: credit paces it
+  send_all(600, 200, true);
+  auto members = [&](NodeId id) { return id == 3 || id == 5; };
+  const bool all = f.until([&] {
+    for (NodeId id = 2; id <= 5; ++id)
+      if (numbers(id).size() < (members(id) ? 800u : 600u)) return false;
+    return true;
+  }, 30s);
+  for (NodeId id = 1; id <= 5; ++id) UNSCOPED_INFO(describe(f[id], f.received[id].size()));
+  REQUIRE(all);
+  test::settle(f[1], f[2], f[3], f[4], f[5]);
+  for (NodeId id = 2; id <= 5; ++id) {
+    INFO("node " << id);
+    auto want = broadcast;
+    if (members(id)) want.insert(want.end(), group.begin(), group.end());
+    CHECK(numbers(id) == want);  // each once, in the order sent
+  }
+  CHECK(numbers(1).empty());
+  CHECK(lost.empty());
+  const auto r = f[1].snapshot().rel[2];
+  CHECK(r.sent == 600 * 4 + 200 * 2);  // one reliable copy per recipient
+  CHECK(r.retransmits + r.fast_retransmits > 0);  // the links' losses were sent again
+  INFO("pushed back " << pushed_back);
+  // Every copy acknowledged: node 1's kept frames and shared payloads are back in its pool.
+  CHECK(f.until([&] { return f[1].mbufs_available() + 64 >= free1; }));
+
+  SECTION("a recipient that stops is reported for each copy it did not take, and dropped as unreachable") {
+    // Node 4 stops polling. Node 1 keeps broadcasting: until 4 is declared down, copies to it
+    // are sent; once its credit is spent, the broadcast waits for it (all or nothing); once it
+    // is down (100 missed heartbeats) it is no longer a recipient, and every copy it did not
+    // acknowledge is reported failed when given up (reliable_give_up_ms).
+    for (auto& g : f.received) g.clear();
+    const auto sent_before = f[1].snapshot().rel[2].sent;
+    std::uint32_t i = 1000;
+    const auto end = std::chrono::steady_clock::now() + 30s;
+    while (i < 1400 && std::chrono::steady_clock::now() < end) {
+      TxFrame fr = f[1].alloc(4);
+      REQUIRE(fr);
+      std::memcpy(fr.payload().data(), &i, 4);
+      const SendStatus st = f[1].broadcast(fr, MsgType::kStatus, 2, {.reliable = true});
+      if (st == SendStatus::kOk) ++i;
+      else REQUIRE(st == SendStatus::kBackpressure);
+      f.poll({4});
+    }
+    REQUIRE(i == 1400);
+    auto taken = [&] { return numbers(2).size() + numbers(3).size() + numbers(5).size(); };
+    const auto copies = [&] { return f[1].snapshot().rel[2].sent - sent_before; };
+    // Every copy is delivered or, to node 4, reported: nothing in between.
+    REQUIRE(f.until([&] { return taken() + lost.size() == copies(); }, 30s, {4}));
+    INFO("copies " << copies() << ", delivered " << taken() << ", reported " << lost.size());
+    CHECK(!lost.empty());
+    for (const auto& e : lost) CHECK(e.dst == 4);
+    for (NodeId id : {2, 3, 5}) {
+      std::vector<std::uint32_t> want(400);
+      for (std::uint32_t k = 0; k < 400; ++k) want[k] = 1000 + k;
+      CHECK(numbers(id) == want);
+    }
+    CHECK(f.received[4].empty());
+  }
 }
 
 TEST_CASE("requests to an instance that goes down or does not answer are reported failed, never lost",

@@ -295,8 +295,9 @@ struct ProxySend {
   // max_message: large messages, sent reliably as fragments (to a node only; kTooLarge above).
   std::size_t size = 0;
   bool await_reply = false;       // wait for a kResponse to each message, from dst
-  // Send every message reliably (SendOptions::reliable): to a node only; other targets are
-  // kBadArgument. `sent` then counts messages the reliable stage took; what it later gives up
+  // Send every message reliably (SendOptions::reliable): to a node, a service's instance, or
+  // each recipient of a broadcast or group (Node::broadcast). `sent` then counts messages the
+  // reliable stage took; what it later gives up
   // on is reported through Node::on_delivery_failure and counted per lane.
   bool reliable = false;
   std::uint8_t paths = 1;         // 2: over two disjoint paths (SendOptions::paths); to a node only
@@ -363,12 +364,18 @@ class Node {
   // even one truncated to one frame's size (send() then sends it as one reliable frame).
   SendStatus send(TxFrame& f, NodeId dst, MsgType type, std::uint8_t priority, const SendOptions& o = {}) noexcept;
   // Sends `f` to every other node of the cluster; each receives it once (down this node's
-  // broadcast tree, one copy per branch, the payload shared). Not reliably: kBadArgument with
-  // SendOptions::reliable (reliable delivery is to one node).
+  // broadcast tree, one copy per branch, the payload shared).
+  // With SendOptions::reliable: to every other node the routing table reaches now, one reliable
+  // frame each in its (node, priority) session, the payload shared by reference behind a
+  // header of its own (docs/architecture.md, "Reliable broadcast and multicast"): a receiver
+  // gets it in order with this node's other reliable messages on that lane, exactly once, and
+  // every recipient that could not be reached is reported (on_delivery_failure). All or
+  // nothing: kBackpressure while any recipient's session is out of credit, kNoSession when
+  // session state runs out (reliable_peers).
   SendStatus broadcast(TxFrame& f, MsgType type, std::uint8_t priority, const SendOptions& o = {}) noexcept;
   // Sends `f` to every member of group `group` (an id of the cluster file's [[group]]) but this
-  // node; each receives it once. kBadArgument for a group the cluster file does not have, and
-  // with SendOptions::reliable (as broadcast()).
+  // node; each receives it once. kBadArgument for a group the cluster file does not have.
+  // SendOptions::reliable: to the members the routing table reaches now, as broadcast() does.
   SendStatus multicast(TxFrame& f, std::uint16_t group, MsgType type, std::uint8_t priority,
                        const SendOptions& o = {}) noexcept;
   // Sends `f` to one live instance of service `service` (an id of the cluster file's
