@@ -123,22 +123,30 @@ SendStatus ReliableStage::send_group(rte_mbuf* m, int group, MsgType type, std::
   const auto t8 = static_cast<std::uint8_t>(type);
   if (!m || prio >= wire::kPriorities || t8 < wire::kMsgTypeFirst || t8 > wire::kMsgTypeLast) [[unlikely]]
     return SendStatus::kBadArgument;
-  // The recipients, each with credit: or nothing is sent.
+  // A handler called from inside (a failure reported below) that broadcasts again waits.
+  if (in_group_send_) [[unlikely]]
+    return SendStatus::kBackpressure;
+  // The recipients: reachable now, and (a group) members.
   group_to_.clear();
+  std::size_t new_sessions = 0;
   for (std::uint32_t di = 0; di < r_.topo.size(); ++di) {
     if (di == r_.self_idx || (group >= 0 && !((r_.fib->groups_of(di) >> group) & 1u))) continue;
     if (r_.fib->hops(di, r_.metric[prio]).pick(0, r_.up) < 0) continue;  // not reachable now
-    Peer* p = peer(di);
-    if (!p) [[unlikely]] {
-      st_.rel[prio].no_session.add();
-      return SendStatus::kNoSession;
-    }
-    TxSession& t = p->tx[prio];
+    if (!peers_[di]) ++new_sessions;
+    group_to_.emplace_back(di, nullptr);
+  }
+  // Session state for all of them, or none is taken.
+  if (new_sessions > spare_.size()) [[unlikely]] {
+    st_.rel[prio].no_session.add();
+    return SendStatus::kNoSession;
+  }
+  // Credit with each of them: or nothing is sent.
+  for (const auto& to : group_to_) {
+    TxSession& t = peer(to.first)->tx[prio];
     if (!has_credit(t) || t.out.buf) {
       st_.rel[prio].window_full.add();
       return SendStatus::kBackpressure;
     }
-    group_to_.emplace_back(di, nullptr);
   }
   const auto st = static_cast<std::size_t>(type);
   if (group_to_.empty()) {
@@ -150,9 +158,8 @@ SendStatus ReliableStage::send_group(rte_mbuf* m, int group, MsgType type, std::
   // written in front of it); the last recipient takes m itself.
   for (std::size_t k = 0; k + 1 < group_to_.size(); ++k) {
     group_to_[k].second = tx_.share(m, r_.topo.id(group_to_[k].first), prio, o.channel);
-    if (!group_to_[k].second) [[unlikely]] {  // the pool is dry: nothing sent
+    if (!group_to_[k].second) [[unlikely]] {  // the pool is dry (counted alloc_failed): nothing sent
       for (std::size_t j = 0; j < k; ++j) rte_pktmbuf_free(group_to_[j].second);
-      st_.rel[prio].window_full.add();
       return SendStatus::kBackpressure;
     }
   }
@@ -162,6 +169,7 @@ SendStatus ReliableStage::send_group(rte_mbuf* m, int group, MsgType type, std::
   TxStage::Sequenced sq;
   sq.msg_id = tx_.take_msg_id();  // one message: one id at every recipient
   sq.hold = true;                 // a full lane keeps the copy for the timer: the others are out
+  in_group_send_ = true;
   for (const auto& [di, f] : group_to_) {
     Peer& p = *peers_[di];
     TxSession& t = p.tx[prio];
@@ -177,6 +185,7 @@ SendStatus ReliableStage::send_group(rte_mbuf* m, int group, MsgType type, std::
     }
     sent(p, di, t, f, sq.msg_id, o.channel, prio);
   }
+  in_group_send_ = false;
   return SendStatus::kOk;
 }
 

@@ -109,9 +109,10 @@ class ReliableStage {
   // file): one reliable frame to each recipient, in its session, m's payload shared by
   // reference behind a header of its own. The recipients: every other node (a group: every
   // member) the routing table reaches now. All or nothing: kBackpressure (nothing sent) unless
-  // every recipient's session has credit and the pool has a header for each; kNoSession when
-  // session state runs out. A copy whose lane is full is kept and sent by its retransmission
-  // timer. kOk with no copy when nobody is to receive it. On kOk the stage owns `m`.
+  // every recipient's session has credit (and no large message being cut) and the pool has a
+  // header for each; kNoSession (nothing taken) when session state would run out. A copy whose
+  // lane is full is kept and sent by its retransmission timer. kOk with no copy when nobody is
+  // to receive it. On kOk the stage owns `m`.
   SendStatus send_group(rte_mbuf* m, int group, MsgType type, std::uint8_t prio, const SendOptions& o) noexcept;
   // A large message: `len` bytes in send buffer `b`. On kOk the stage owns `b` (and gives it
   // back once every fragment is sent); otherwise the caller still does.
@@ -269,6 +270,7 @@ class ReliableStage {
   std::vector<std::pair<std::uint32_t, std::uint8_t>> feeding_;  // sessions with a large message to cut
   std::vector<std::pair<std::uint32_t, std::uint8_t>> joining_;  // sessions reassembling one
   std::vector<std::pair<std::uint32_t, rte_mbuf*>> group_to_;  // send_group(): recipient, its frame
+  bool in_group_send_ = false;
   MessageBuffers& joins_;
   std::size_t frag_size_;  // payload bytes of one fragment (one frame's)
   std::array<RxItem, kBurst> out_{};          // deliverable frames, handed over a burst at a time

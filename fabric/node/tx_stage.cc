@@ -1,5 +1,6 @@
 #include "tx_stage.hpp"
 
+#include <cassert>
 #include <cstring>
 #include <random>
 
@@ -23,7 +24,8 @@ void fill_udp_checksum(rte_mbuf* m) noexcept {
     return wire::fill_udp_checksum(std::span<std::byte>(f, m->data_len));
   wire::bytes::store_be<std::uint16_t>(f + hl::kUdpOff + 6, 0);
   std::uint16_t raw = 0;
-  rte_raw_cksum_mbuf(m, hl::kUdpOff, m->pkt_len - hl::kUdpOff, &raw);
+  [[maybe_unused]] const int rc = rte_raw_cksum_mbuf(m, hl::kUdpOff, m->pkt_len - hl::kUdpOff, &raw);
+  assert(rc == 0);  // the range is the frame's own
   std::uint32_t sum = std::uint32_t{rte_ipv4_phdr_cksum(reinterpret_cast<const rte_ipv4_hdr*>(f + hl::kIpOff), 0)} + raw;
   sum = (sum & 0xffffu) + (sum >> 16);
   sum = (sum & 0xffffu) + (sum >> 16);
@@ -180,8 +182,11 @@ SendStatus TxStage::resend(rte_mbuf* kept, std::uint32_t di, std::uint8_t prio, 
   // mbufs to its peer (ring), or an earlier send still queued or in a device's TX ring (many
   // PMDs free sent mbufs only when they next reclaim completions). That one may be read while
   // it is written: a copy goes instead.
+  // So does a chained frame (a reliable broadcast's copy) for a port that cannot send chains:
+  // its route may have moved since it was built.
   rte_mbuf* m = kept;
-  if (ports_tx_[l.port].shares || rte_mbuf_refcnt_read(kept) > 1) {
+  if (ports_tx_[l.port].shares || rte_mbuf_refcnt_read(kept) > 1 ||
+      (kept->nb_segs > 1 && !ports_tx_[l.port].chains)) {
     m = tx_copy(kept);
     if (!m) return SendStatus::kBackpressure;
   } else {

@@ -368,10 +368,11 @@ class Node {
   // With SendOptions::reliable: to every other node the routing table reaches now, one reliable
   // frame each in its (node, priority) session, the payload shared by reference behind a
   // header of its own (docs/architecture.md, "Reliable broadcast and multicast"): a receiver
-  // gets it in order with this node's other reliable messages on that lane, exactly once, and
-  // every recipient that could not be reached is reported (on_delivery_failure). All or
-  // nothing: kBackpressure while any recipient's session is out of credit, kNoSession when
-  // session state runs out (reliable_peers).
+  // gets it in order with this node's other reliable messages on that lane, exactly once; a
+  // recipient that becomes unreachable before acknowledging its copy is reported
+  // (on_delivery_failure; a node unreachable when it is sent is no recipient). All or nothing:
+  // kBackpressure while any recipient's session is out of credit (or cutting a large message),
+  // kNoSession when session state would run out (reliable_peers).
   SendStatus broadcast(TxFrame& f, MsgType type, std::uint8_t priority, const SendOptions& o = {}) noexcept;
   // Sends `f` to every member of group `group` (an id of the cluster file's [[group]]) but this
   // node; each receives it once. kBadArgument for a group the cluster file does not have.
