@@ -39,9 +39,8 @@ std::unique_ptr<Fib> build_fib(const FibInputs& in, std::uint64_t version) {
   for (const LocalLink& l : in.links)
     if (l.peer != kNoIndex && std::find(nbrs.begin(), nbrs.end(), l.peer) == nbrs.end()) nbrs.push_back(l.peer);
   std::vector<std::array<SpfResult, kMetrics>> from_nbr(nbrs.size());
-  // (With parents on the delay metric: the path each neighbour takes, for two_paths.)
   for (std::size_t j = 0; j < nbrs.size(); ++j)
-    for (unsigned m = 0; m < kMetrics; ++m) spf(local, nbrs[j], m, m == 0, from_nbr[j][m]);
+    for (unsigned m = 0; m < kMetrics; ++m) spf(local, nbrs[j], m, false, from_nbr[j][m]);
   auto nbr_pos = [&](std::uint32_t peer) {
     return static_cast<std::size_t>(std::find(nbrs.begin(), nbrs.end(), peer) - nbrs.begin());
   };
@@ -89,55 +88,100 @@ std::unique_ptr<Fib> build_fib(const FibInputs& in, std::uint64_t version) {
     }
   }
 
-  // Two paths: per destination, the cheapest pair of this node's up links whose paths (the
-  // link, then its far end's shortest path on the delay metric) share no node but the ends.
+  // Two paths: per destination, the cheapest pair of this node's up links whose paths share no
+  // node but the ends. A link's path is its far end, then whatever that neighbour's shortest
+  // paths on the delay metric pass: where a transit node has equal-cost choices its own table
+  // picks one, so every node on any of them counts (the shortest-path DAG from the neighbour,
+  // walked back from the destination), not just one path of them. Candidates are ordered by
+  // cost first; a path's nodes are gathered only when the search reaches it (the cheapest two
+  // are disjoint most of the time).
   struct PathCandidate {
     std::uint64_t cost;
     std::uint8_t slot;
-    std::uint32_t first, len;  // its interior nodes: interior[first, first + len)
+    std::uint32_t first = 0, len = 0;  // its nodes: interior[first, first + len)
+    enum : std::uint8_t { kUnknown, kUsable, kThroughSelf } state = kUnknown;
   };
+  // Edges into each node on the delay metric: (from, cost), by `to`.
+  std::vector<std::uint32_t> in_off(n + 1, 0);
+  std::vector<std::pair<std::uint32_t, std::uint32_t>> in_edges;
+  for (std::uint32_t u = 0; u < n; ++u)
+    for (const Graph::Edge& e : local.out(u)) ++in_off[e.to + 1];
+  for (std::uint32_t v = 0; v < n; ++v) in_off[v + 1] += in_off[v];
+  in_edges.resize(in_off[n]);
+  {
+    std::vector<std::uint32_t> at(in_off.begin(), in_off.end() - 1);
+    for (std::uint32_t u = 0; u < n; ++u)
+      for (const Graph::Edge& e : local.out(u)) in_edges[at[e.to]++] = {u, e.cost[0]};
+  }
   std::vector<PathCandidate> cands;
-  std::vector<std::uint32_t> interior;
-  std::vector<std::uint32_t> mark(n, 0);
-  std::uint32_t stamp = 0;
-  for (std::uint32_t d = 0; d < n; ++d) {
+  std::vector<std::uint32_t> interior, walk;
+  std::vector<std::uint32_t> mark(n, 0), seen(n, 0);
+  std::uint32_t stamp = 0, seen_stamp = 0;
+  // The nodes of candidate c's path to d (not d): back from d over every edge on a shortest
+  // path from the neighbour, ending at the neighbour itself (distance 0). One that may pass
+  // this node is no candidate.
+  auto gather = [&](PathCandidate& c, std::uint32_t d) {
+    const std::uint32_t nbr = in.links[c.slot].peer;
+    c.first = static_cast<std::uint32_t>(interior.size());
+    c.state = PathCandidate::kUsable;
+    if (nbr == d) return;
+    const SpfResult& fn = from_nbr[nbr_pos(nbr)][0];
+    ++seen_stamp;
+    walk.assign(1, d);
+    seen[d] = seen_stamp;
+    while (!walk.empty()) {
+      const std::uint32_t v = walk.back();
+      walk.pop_back();
+      for (std::uint32_t k = in_off[v]; k < in_off[v + 1]; ++k) {
+        const auto [u, cost] = in_edges[k];
+        if (seen[u] == seen_stamp || fn.dist[u] == kInf || fn.dist[u] + cost != fn.dist[v]) continue;
+        if (u == self) {
+          interior.resize(c.first);
+          c.state = PathCandidate::kThroughSelf;
+          return;
+        }
+        seen[u] = seen_stamp;
+        interior.push_back(u);
+        if (u != nbr) walk.push_back(u);
+      }
+    }
+    c.len = static_cast<std::uint32_t>(interior.size()) - c.first;
+  };
+  const auto up_links = std::count_if(in.links.begin(), in.links.end(),
+                                      [](const LocalLink& l) { return l.up && l.peer != kNoIndex; });
+  for (std::uint32_t d = 0; d < n && up_links >= 2; ++d) {
     if (d == self) continue;
+    // Reached through one neighbour of its own only (a host on one leaf): both paths would
+    // pass it.
+    if (in_off[d + 1] - in_off[d] == 1 && in_edges[in_off[d]].first != self) continue;
     cands.clear();
     interior.clear();
     for (std::size_t s = 0; s < in.links.size() && s < kMaxLinks; ++s) {
       const LocalLink& l = in.links[s];
       if (l.peer == kNoIndex || !l.up) continue;
-      PathCandidate c{link_cost(l, 0), static_cast<std::uint8_t>(s), static_cast<std::uint32_t>(interior.size()), 0};
+      std::uint64_t cost = link_cost(l, 0);
       if (l.peer != d) {
-        const SpfResult& fn = from_nbr[nbr_pos(l.peer)][0];
-        if (fn.dist[d] == kInf) continue;
-        c.cost += fn.dist[d];
-        bool through_self = false;
-        std::uint32_t steps = 0;
-        for (std::uint32_t v = fn.parent[d]; v != kNoIndex && steps <= n; v = fn.parent[v], ++steps) {
-          through_self |= v == self;
-          interior.push_back(v);  // ends with the neighbour itself (the source of its tree)
-          if (v == l.peer) break;
-        }
-        if (through_self || interior.empty() || interior.back() != l.peer) {
-          interior.resize(c.first);
-          continue;
-        }
+        const std::uint64_t rest = from_nbr[nbr_pos(l.peer)][0].dist[d];
+        if (rest == kInf) continue;
+        cost += rest;
       }
-      c.len = static_cast<std::uint32_t>(interior.size()) - c.first;
-      cands.push_back(c);
+      cands.push_back(PathCandidate{cost, static_cast<std::uint8_t>(s)});
     }
     std::sort(cands.begin(), cands.end(), [](const PathCandidate& a, const PathCandidate& b) {
       return a.cost != b.cost ? a.cost < b.cost : a.slot < b.slot;
     });
     Fib::Dest& dest = fib->dest_[d];
     for (std::size_t i = 0; i < cands.size() && !dest.has_pair; ++i) {
+      if (cands[i].state == PathCandidate::kUnknown) gather(cands[i], d);
+      if (cands[i].state != PathCandidate::kUsable) continue;
       ++stamp;
       for (std::uint32_t k = 0; k < cands[i].len; ++k) mark[interior[cands[i].first + k]] = stamp;
       for (std::size_t j = i + 1; j < cands.size(); ++j) {
         // Two ports (one NIC failing takes one path), unless the links say nothing of theirs.
         const std::uint32_t pi = in.links[cands[i].slot].port, pj = in.links[cands[j].slot].port;
         if (pi == pj && pi != kNoIndex) continue;
+        if (cands[j].state == PathCandidate::kUnknown) gather(cands[j], d);
+        if (cands[j].state != PathCandidate::kUsable) continue;
         bool shared = false;
         for (std::uint32_t k = 0; k < cands[j].len && !shared; ++k) shared = mark[interior[cands[j].first + k]] == stamp;
         if (shared) continue;

@@ -14,7 +14,8 @@
 //     frame takes the one its flow hashes to (so one channel's frames keep their order).
 //   - a static route ([[node.route]]) puts its link first.
 //   - two paths (two_paths): the pair of links whose paths share no node, for messages sent
-//     over both (docs/architecture.md, "Two paths").
+//     over both (docs/architecture.md, "Two paths"); a link's path is every node on any of its
+//     far end's shortest paths, so equal-cost choices at transit nodes cannot make them meet.
 // Per source node: this node's children in the source's broadcast tree (the shortest-path tree
 // by hop count, parents chosen by lowest index, so every node computes the same tree from the
 // same database, and trees move only when links go up or down, not with measured delays),
