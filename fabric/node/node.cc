@@ -27,6 +27,7 @@ void Node::Impl::Pipeline::operator()(std::size_t port, rte_mbuf** frames, std::
   if (now >= I.timers.next_due()) I.slow_due = true;
   // [open]     security: decrypt and verify here (secure/), before anything reads a payload.
   k = I.dispatch->run(port, it, k, now);       // forwarded and fabric frames leave here
+  I.tx->forward_flush();                       // the burst's transit frames, together
   if (k == 0) return;
   I.tx->lend_now(now);                         // what handlers send carries it too
   // [sequence] reliable frames in order, acks taken; the rest straight to delivery.

@@ -1,5 +1,6 @@
 #include "tx_stage.hpp"
 
+#include <bit>
 #include <cassert>
 #include <cstring>
 #include <random>
@@ -447,12 +448,22 @@ unsigned TxStage::fan_out(rte_mbuf* m, std::uint32_t src, int group, std::uint8_
 }
 
 void TxStage::forward(rte_mbuf* m, std::size_t slot, std::uint8_t prio) noexcept {
-  const Link& l = r_.links[slot];
-  PortTx& pt = ports_tx_[l.port];
+  const std::size_t port = r_.links[slot].port;
   m->ol_flags = 0;  // the RX flags it came with mean nothing on TX
+  if (prio == 0) [[unlikely]]
+    return forward_one(m, port, prio);  // P0 leaves at once (enqueue)
+  PortTx& pt = ports_tx_[port];
+  if (pt.fwd_n == kBurst) forward_port(port);
+  pt.fwd[pt.fwd_n] = m;
+  pt.fwd_prio[pt.fwd_n++] = prio;
+  fwd_dirty_ |= std::uint64_t{1} << port;
+}
+
+void TxStage::forward_one(rte_mbuf* m, std::size_t port, std::uint8_t prio) noexcept {
+  PortTx& pt = ports_tx_[port];
   if (!lane::sheds(prio) && pt.lanes.full(prio)) {
-    if (pt.paired) flush_lane(l.port, prio, 1);
-    else flush_sched(l.port, 1);
+    if (pt.paired) flush_lane(port, prio, 1);
+    else flush_sched(port, 1);
     if (pt.lanes.full(prio)) {
       st_.forward_dropped[prio].add();
       rte_pktmbuf_free(m);
@@ -460,8 +471,39 @@ void TxStage::forward(rte_mbuf* m, std::size_t slot, std::uint8_t prio) noexcept
     }
   }
   st_.forwarded[prio].add();
-  st_.forwarded_port[l.port].add();
-  enqueue(m, l.port, prio, false);
+  st_.forwarded_port[port].add();
+  enqueue(m, port, prio, false);
+}
+
+void TxStage::forward_port(std::size_t port) noexcept {
+  PortTx& pt = ports_tx_[port];
+  const std::uint16_t n = pt.fwd_n;
+  pt.fwd_n = 0;
+  const std::uint8_t prio = pt.fwd_prio[0];
+  bool one_lane = true;
+  for (std::uint16_t i = 1; i < n; ++i) one_lane &= pt.fwd_prio[i] == prio;
+  std::uint16_t sent = 0;
+  // One lane with nothing queued ahead of the burst on the port's queue: it leaves as one, as
+  // the lane would send it now (a lane's own queue on paired ports; on a shared queue, only
+  // while every lane is empty, so the scheduler's order holds).
+  if (one_lane && (pt.paired ? pt.lanes.size(prio) == 0 : pt.lanes.total() == 0)) [[likely]] {
+    sent = static_cast<std::uint16_t>(tx(port, pt.paired ? prio : 0, pt.fwd.data(), n));
+    std::uint64_t bytes = 0;
+    for (std::uint16_t i = 0; i < sent; ++i) bytes += pt.fwd[i]->pkt_len;
+    st_.lane_tx_bytes[prio].add(bytes);
+    st_.forwarded[prio].add(sent);
+    st_.forwarded_port[port].add(sent);
+  }
+  // The rest (what the port did not take, or a burst of several lanes) queues frame by frame.
+  for (std::uint16_t i = sent; i < n; ++i) forward_one(pt.fwd[i], port, pt.fwd_prio[i]);
+}
+
+void TxStage::forward_flush() noexcept {
+  while (fwd_dirty_ != 0) {
+    const auto port = static_cast<std::size_t>(std::countr_zero(fwd_dirty_));
+    fwd_dirty_ &= fwd_dirty_ - 1;
+    if (ports_tx_[port].fwd_n != 0) forward_port(port);
+  }
 }
 
 unsigned TxStage::tx(std::size_t p, std::uint16_t q, rte_mbuf** burst, std::uint16_t n) noexcept {
@@ -517,6 +559,8 @@ unsigned TxStage::flush_sched(std::size_t p, unsigned max_bursts) noexcept {
 
 unsigned TxStage::drain() noexcept {
   in_batch_ = false;  // a batch ends at the latest when the loop comes round
+  if (fwd_dirty_ != 0) [[unlikely]]
+    forward_flush();
   if (dirty_ == 0) return 0;
   unsigned moved = 0;
   for (std::size_t p = 0; p < ports_tx_.size(); ++p) {
@@ -551,6 +595,11 @@ std::uint32_t TxStage::waiting() const noexcept {
 
 void TxStage::free_all() noexcept {
   rte_mbuf* m[kBurst];
+  for (PortTx& pt : ports_tx_) {
+    if (pt.fwd_n != 0) rte_pktmbuf_free_bulk(pt.fwd.data(), pt.fwd_n);
+    pt.fwd_n = 0;
+  }
+  fwd_dirty_ = 0;
   for (PortTx& pt : ports_tx_)
     for (unsigned l = 0; l < lane::kLanes; ++l)
       while (const unsigned n = pt.lanes.pull_lane(l, m, kBurst)) rte_pktmbuf_free_bulk(m, n);

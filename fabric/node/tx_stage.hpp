@@ -123,9 +123,14 @@ class TxStage {
   // children in `src`'s tree (multicast: those whose subtree has a member of group bit `group`),
   // each with its own rewritten headers. `m` stays the caller's. Returns the copies sent.
   unsigned fan_out(rte_mbuf* m, std::uint32_t src, int group, std::uint8_t prio) noexcept;
-  // Queues transit frame `m` (headers already rewritten for `slot`) on lane `prio` of the
-  // link's port. A full P0-P2 lane drops it (counted: forward_dropped); P3/P4 shed the oldest.
+  // Transit frame `m` (headers already rewritten for `slot`) out of the link's port on lane
+  // `prio`. P0 is queued at once (and so leaves at once); P1-P4 gather per port until
+  // forward_flush() (the end of the burst being dispatched, at the latest the next drain()),
+  // which hands a port's gathered frames over as one burst when they are of one lane and
+  // nothing is queued ahead of them, and queues them frame by frame otherwise. A full P0-P2
+  // lane drops a frame (counted: forward_dropped); P3/P4 shed the oldest.
   void forward(rte_mbuf* m, std::size_t slot, std::uint8_t prio) noexcept;
+  void forward_flush() noexcept;
 
   unsigned drain() noexcept;      // one poll's worth (above); returns frames handed over
   unsigned flush_all() noexcept;  // everything the ports take now
@@ -157,7 +162,13 @@ class TxStage {
     bool csum_offload = false;
     bool chains = false;  // the port sends chained mbufs (RTE_ETH_TX_OFFLOAD_MULTI_SEGS)
     bool shares = false;  // the port hands the mbuf itself to its peer (ring): no references kept
+    // Transit frames gathered for this port (forward()), and their lanes.
+    std::array<rte_mbuf*, kBurst> fwd{};
+    std::array<std::uint8_t, kBurst> fwd_prio{};
+    std::uint16_t fwd_n = 0;
   };
+  void forward_one(rte_mbuf* m, std::size_t port, std::uint8_t prio) noexcept;
+  void forward_port(std::size_t port) noexcept;
 
   SendStatus send_frame(rte_mbuf* m, NodeId dst, MsgType type, std::uint8_t prio, const SendOptions& o,
                         std::uint32_t corr_id, NodeId* via, const Sequenced* sq) noexcept;
@@ -213,6 +224,7 @@ class TxStage {
   std::uint64_t batch_ns_ = 0;
   std::uint64_t lent_ns_ = 0;  // see lend_now()
   std::uint64_t dirty_ = 0;    // bit p: port p may have frames queued (drain visits only these)
+  std::uint64_t fwd_dirty_ = 0;  // bit p: port p has transit frames gathered (forward())
 };
 
 }  // namespace nerve::node

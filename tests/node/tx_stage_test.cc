@@ -3,6 +3,8 @@
 // a P0 frame never waits behind a whole backlog; full lanes push back or shed as configured.
 #include <catch2/catch.hpp>
 
+#include <map>
+
 #include "node/idle.hpp"
 #include "node/tx_stage.hpp"
 #include "stage_rig.hpp"
@@ -149,4 +151,95 @@ TEST_CASE("tx: while P0 flows, a lower lane leaves in short bursts", "[stage][tx
   CHECK_FALSE(rig.p0.flowing());
   for (std::uint32_t i = 0; i < node::kShortBurst; ++i) REQUIRE(t.send(3, i) == SendStatus::kOk);
   CHECK(t.tx.queued(0, 3) == node::kShortBurst);
+}
+
+namespace {
+
+// Transit frames through t (as the forward stage hands them over, headers already rewritten),
+// ids from `first`, lanes in turn from `lanes`.
+void forward(test::StageRig& rig, Tx& t, std::uint32_t first, std::uint32_t n, std::initializer_list<std::uint8_t> lanes) {
+  for (std::uint32_t i = 0; i < n; ++i) {
+    const std::uint8_t prio = *(lanes.begin() + i % lanes.size());
+    t.tx.forward(rig.mbuf(rig.frame(prio, first + i)), 0, prio);
+  }
+}
+
+// Everything the far end holds on queue q, in arrival order: (lane, id).
+std::vector<std::pair<std::uint8_t, std::uint32_t>> take_all(test::StageRig& rig, std::uint16_t q) {
+  std::vector<std::pair<std::uint8_t, std::uint32_t>> out;
+  for (;;) {
+    const auto got = rig.take(q);
+    if (got.empty()) return out;
+    for (const auto& d : got) out.emplace_back(d.hdr.priority, d.hdr.msg_id);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("tx: transit frames of one lane leave together; behind a backlog, or of several lanes, they queue in order",
+          "[stage][tx][forward]") {
+  for (const bool shared : {false, true}) {
+    INFO((shared ? "one shared queue" : "a queue per lane"));
+    test::StageRig rig(shared ? "txf2" : "txf1", "lane_depth = [512, 512, 512, 1024, 1024]",
+                       shared ? "lanes = \"software\"" : "");
+    Tx t(rig);
+    const std::uint16_t q3 = shared ? 0 : 3;
+    const unsigned free_before = rig.free_mbufs();
+
+    // P0 leaves at once; a lower lane waits for the end of the burst being dispatched.
+    forward(rig, t, 1, 1, {0});
+    CHECK(take_all(rig, 0).size() == 1);
+    forward(rig, t, 10, 20, {3});
+    CHECK(take_all(rig, q3).empty());
+    t.tx.forward_flush();
+    auto got = take_all(rig, q3);
+    REQUIRE(got.size() == 20);
+    for (std::uint32_t i = 0; i < 20; ++i) CHECK(got[i] == std::make_pair(std::uint8_t{3}, 10 + i));
+    CHECK(t.tx.queued(0, 3) == 0);
+    CHECK(rig.st.forwarded[3].get() == 20);
+    CHECK(rig.st.forwarded_port[0].get() == 21);
+
+    // More than the port's queue takes (4,095): the rest waits in the lane, and what comes
+    // after queues behind it, never past it.
+    forward(rig, t, 1000, 4095 + 300, {3});
+    t.tx.forward_flush();
+    CHECK(t.tx.queued(0, 3) == 300);
+    // The port has room again (the far end read 64) while the backlog still waits.
+    std::vector<std::pair<std::uint8_t, std::uint32_t>> all;
+    for (int k = 0; k < 2; ++k)
+      for (const auto& d : rig.take(q3)) all.emplace_back(d.hdr.priority, d.hdr.msg_id);
+    REQUIRE(all.size() == 64);
+    forward(rig, t, 1000 + 4095 + 300, 40, {3});
+    t.tx.forward_flush();
+    CHECK(t.tx.queued(0, 3) == 300 + 40 - 64);  // the backlog's head took the room, in order
+    for (int round = 0; round < 100 && all.size() < 4095 + 340; ++round) {
+      for (const auto& g : take_all(rig, q3)) all.push_back(g);
+      t.tx.drain();
+    }
+    REQUIRE(all.size() == 4095 + 340);
+    for (std::uint32_t i = 0; i < all.size(); ++i) CHECK(all[i].second == 1000 + i);
+    CHECK(rig.st.forwarded[3].get() == 20 + 4095 + 340);
+    CHECK(rig.st.shed[3].get() == 0);
+
+    // A burst of several lanes: each frame on its own lane, each lane in its order.
+    forward(rig, t, 20000, 64, {1, 2, 3, 4});
+    t.tx.forward_flush();
+    t.tx.flush_all();
+    std::map<std::uint8_t, std::vector<std::uint32_t>> by_lane;
+    for (std::uint16_t q = 0; q < (shared ? 1 : 5); ++q)
+      for (const auto& [prio, id] : take_all(rig, q)) {
+        if (!shared) CHECK(prio == q);
+        by_lane[prio].push_back(id);
+      }
+    for (std::uint8_t prio = 1; prio <= 4; ++prio) {
+      REQUIRE(by_lane[prio].size() == 16);
+      for (std::uint32_t k = 0; k < 16; ++k) CHECK(by_lane[prio][k] == 20000 + (prio - 1) + 4 * k);
+      CHECK(rig.st.forwarded[prio].get() == (prio == 3 ? 20 + 4095 + 340 + 16 : 16));
+    }
+
+    // What is gathered and not yet handed over goes back to the pool at shutdown.
+    forward(rig, t, 30000, 10, {4});
+    t.tx.free_all();
+    CHECK(rig.free_mbufs() == free_before);
+  }
 }
