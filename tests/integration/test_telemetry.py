@@ -360,13 +360,17 @@ def test_push_sends_each_tier_to_the_subscribing_nodes(tmp_path):
 
 
 def test_deadline_misses_are_timed_to_their_sample_and_to_the_fabric():
-    """With P2's budget at 1 us every P2 delivery misses it: each miss is a datapath event; the
+    """With P2's budget at 1 us a P2 delivery misses it: each miss is a datapath event; the
     sidecar times it to the first sample carrying it and to that sample handed to the fabric
     (pushed to beta), and serves both as summaries."""
     port = free_port()
     # Only P2 misses: the other lanes' budgets are 10 s (heartbeats on P0 run late on a busy host).
+    # The nodes always back off (no lane keeps them polling), so a P2 frame mostly waits for the
+    # receiver to wake: a busy-polling receiver takes one in under 1 us on a fast day, a miss the
+    # test cannot count on. What it asserts follows what the datapath counted.
     cl = nc.memif_pair("tele", "198.18.67",
-                       node_extra="lane_budget_us = [10000000, 10000000, 1, 10000000, 10000000]")
+                       node_extra="lane_budget_us = [10000000, 10000000, 1, 10000000, 10000000]\n"
+                                  "busy_lanes = []\nidle_sleep_max_us = 1000")
     with open(cl.path, "a") as f:
         f.write('\n[telemetry]\npush_to = [2]\npush_tiers = ["critical"]\n')
     sc = None
@@ -375,13 +379,25 @@ def test_deadline_misses_are_timed_to_their_sample_and_to_the_fabric():
         sc = sidecar(cl, 1, "--listen", f"127.0.0.1:{port}")
         nc.wait_for(lambda: (m := scrape(port)) and metric(m, "nerve_up") == 1, 20, "the sidecar to attach")
         cl.send(2, 1, "metric", 2, "late", count=40, rate=20)  # one every 50 ms: one event per sample
-        m = nc.wait_for(lambda: (m := scrape(port)) and
-                        metric(m, "nerve_lane_deadline_misses_total", lane="P2") == 40 and
-                        metric(m, "nerve_telemetry_event_to_push_seconds_count") >= 20 and m, 30,
-                        "40 P2 deadline misses, timed")
+
+        # All 40 delivered, most of them late, and at least half of the misses timed to a push
+        # (two misses may share a sample; a push may be in flight).
+        def timed():
+            m = scrape(port)
+            if not m or metric(m, "nerve_lane_delivered_total", lane="P2") != 40:
+                return None
+            misses = metric(m, "nerve_lane_deadline_misses_total", lane="P2")
+            return m if misses >= 20 and metric(m, "nerve_telemetry_event_to_push_seconds_count") >= misses // 2 else None
+        m = nc.wait_for(timed, 30, "40 P2 deliveries, most of them late and timed",
+                        on_fail=lambda: {k: metric(scrape(port), k, **lbl) for k, lbl in (
+                            ("nerve_lane_delivered_total", {"lane": "P2"}),
+                            ("nerve_lane_deadline_misses_total", {"lane": "P2"}),
+                            ("nerve_telemetry_event_to_sample_seconds_count", {}),
+                            ("nerve_telemetry_event_to_push_seconds_count", {}))})
+        misses = metric(m, "nerve_lane_deadline_misses_total", lane="P2")
         n_sample = metric(m, "nerve_telemetry_event_to_sample_seconds_count")
         n_push = metric(m, "nerve_telemetry_event_to_push_seconds_count")
-        assert 20 <= n_push <= n_sample <= 40, (n_sample, n_push)
+        assert misses // 2 <= n_push <= n_sample <= misses <= 40, (misses, n_sample, n_push)
         to_sample = metric(m, "nerve_telemetry_event_to_sample_seconds", quantile="0.5")
         to_push = metric(m, "nerve_telemetry_event_to_push_seconds", quantile="0.5")
         # The critical tier samples every 10 ms: an event waits ~5 ms for its sample, on average.
