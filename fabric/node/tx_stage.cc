@@ -475,7 +475,7 @@ void TxStage::forward_one(rte_mbuf* m, std::size_t port, std::uint8_t prio) noex
   enqueue(m, port, prio, false);
 }
 
-void TxStage::forward_port(std::size_t port) noexcept {
+unsigned TxStage::forward_port(std::size_t port) noexcept {
   PortTx& pt = ports_tx_[port];
   const std::uint16_t n = pt.fwd_n;
   pt.fwd_n = 0;
@@ -485,33 +485,41 @@ void TxStage::forward_port(std::size_t port) noexcept {
   std::uint16_t sent = 0;
   // One lane with nothing queued ahead of the burst on the port's queue: it leaves as one, as
   // the lane would send it now (a lane's own queue on paired ports; on a shared queue, only
-  // while every lane is empty, so the scheduler's order holds).
+  // while every lane is empty, so the scheduler's order holds), and no longer than a lane's
+  // burst: while P0 flows, a short one (P0Watch), so a P0 frame never waits behind more.
   if (one_lane && (pt.paired ? pt.lanes.size(prio) == 0 : pt.lanes.total() == 0)) [[likely]] {
-    sent = static_cast<std::uint16_t>(tx(port, pt.paired ? prio : 0, pt.fwd.data(), n));
     std::uint64_t bytes = 0;
-    for (std::uint16_t i = 0; i < sent; ++i) bytes += pt.fwd[i]->pkt_len;
+    sent = static_cast<std::uint16_t>(
+        tx(port, pt.paired ? prio : 0, pt.fwd.data(), std::min(n, p0_.lower_burst()), &bytes));
     st_.lane_tx_bytes[prio].add(bytes);
     st_.forwarded[prio].add(sent);
     st_.forwarded_port[port].add(sent);
   }
   // The rest (what the port did not take, or a burst of several lanes) queues frame by frame.
   for (std::uint16_t i = sent; i < n; ++i) forward_one(pt.fwd[i], port, pt.fwd_prio[i]);
+  return sent;
 }
 
-void TxStage::forward_flush() noexcept {
+unsigned TxStage::forward_flush() noexcept {
+  unsigned sent = 0;
   while (fwd_dirty_ != 0) {
     const auto port = static_cast<std::size_t>(std::countr_zero(fwd_dirty_));
     fwd_dirty_ &= fwd_dirty_ - 1;
-    if (ports_tx_[port].fwd_n != 0) forward_port(port);
+    if (ports_tx_[port].fwd_n != 0) sent += forward_port(port);
   }
+  return sent;
 }
 
-unsigned TxStage::tx(std::size_t p, std::uint16_t q, rte_mbuf** burst, std::uint16_t n) noexcept {
+unsigned TxStage::tx(std::size_t p, std::uint16_t q, rte_mbuf** burst, std::uint16_t n,
+                     std::uint64_t* sent_bytes) noexcept {
+  // The lengths are read before the port owns the frames: a ring's peer may free them at once.
+  std::uint64_t bytes = 0;
+  for (std::uint16_t i = 0; i < n; ++i) bytes += burst[i]->pkt_len;
   guard_.enter();
   const std::uint16_t sent = ports_[p].dev->tx_burst(q, burst, n);
   guard_.exit();
-  std::uint64_t bytes = 0;
-  for (std::uint16_t i = 0; i < sent; ++i) bytes += burst[i]->pkt_len;
+  for (std::uint16_t i = sent; i < n; ++i) bytes -= burst[i]->pkt_len;  // still ours
+  if (sent_bytes) *sent_bytes = bytes;
   st_.tx_frames.add(sent);
   st_.tx_bytes.add(bytes);
   st_.port_tx_frames[p].add(sent);
@@ -559,10 +567,10 @@ unsigned TxStage::flush_sched(std::size_t p, unsigned max_bursts) noexcept {
 
 unsigned TxStage::drain() noexcept {
   in_batch_ = false;  // a batch ends at the latest when the loop comes round
-  if (fwd_dirty_ != 0) [[unlikely]]
-    forward_flush();
-  if (dirty_ == 0) return 0;
   unsigned moved = 0;
+  if (fwd_dirty_ != 0) [[unlikely]]
+    moved = forward_flush();
+  if (dirty_ == 0) return moved;
   for (std::size_t p = 0; p < ports_tx_.size(); ++p) {
     if (!((dirty_ >> p) & 1u)) continue;
     PortTx& pt = ports_tx_[p];

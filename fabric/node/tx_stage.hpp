@@ -127,10 +127,11 @@ class TxStage {
   // `prio`. P0 is queued at once (and so leaves at once); P1-P4 gather per port until
   // forward_flush() (the end of the burst being dispatched, at the latest the next drain()),
   // which hands a port's gathered frames over as one burst when they are of one lane and
-  // nothing is queued ahead of them, and queues them frame by frame otherwise. A full P0-P2
+  // nothing is queued ahead of them (a short burst while P0 flows, the rest queued behind it),
+  // and queues them frame by frame otherwise. A full P0-P2
   // lane drops a frame (counted: forward_dropped); P3/P4 shed the oldest.
   void forward(rte_mbuf* m, std::size_t slot, std::uint8_t prio) noexcept;
-  void forward_flush() noexcept;
+  unsigned forward_flush() noexcept;  // returns the frames handed to ports at once
 
   unsigned drain() noexcept;      // one poll's worth (above); returns frames handed over
   unsigned flush_all() noexcept;  // everything the ports take now
@@ -168,7 +169,7 @@ class TxStage {
     std::uint16_t fwd_n = 0;
   };
   void forward_one(rte_mbuf* m, std::size_t port, std::uint8_t prio) noexcept;
-  void forward_port(std::size_t port) noexcept;
+  unsigned forward_port(std::size_t port) noexcept;
 
   SendStatus send_frame(rte_mbuf* m, NodeId dst, MsgType type, std::uint8_t prio, const SendOptions& o,
                         std::uint32_t corr_id, NodeId* via, const Sequenced* sq) noexcept;
@@ -203,7 +204,10 @@ class TxStage {
   }
   unsigned flush_lane(std::size_t p, unsigned lane, unsigned max_bursts) noexcept;
   unsigned flush_sched(std::size_t p, unsigned max_bursts) noexcept;
-  unsigned tx(std::size_t p, std::uint16_t q, rte_mbuf** burst, std::uint16_t n) noexcept;
+  // Hands up to n frames to port p's queue q; returns how many it took (their bytes in
+  // *sent_bytes when given).
+  unsigned tx(std::size_t p, std::uint16_t q, rte_mbuf** burst, std::uint16_t n,
+              std::uint64_t* sent_bytes = nullptr) noexcept;
 
   NodePorts& ports_;
   Routing& r_;

@@ -230,8 +230,10 @@ def test_diamond_routes_broadcasts_multicasts_balances_and_fails_over(topology):
     nc.wait_for(lambda: next(x for x in ctl(cfg, 1, "routes")["routes"] if x["dst"] == 4)["lanes"][0]["next_hop"]
                 == other, 20, f"node 1 to route to 4 through {other}")
     st4 = ctl(cfg, 4, "status")
+    fwd_other = ctl(cfg, other, "status")["forwarded"]
     # Reliable, so that only the route decides what arrives: what a kernel queue drops on a busy
-    # machine is sent again (the stream is paced, as the failover scenario's is).
+    # machine is sent again (the stream is paced, as the failover scenario's is). What nerve
+    # itself drops is not: `other` forwards every frame, none dropped.
     rep = ctl(cfg, 1, "send", "--to", "4", "--type", "status", "--priority", "0", "--count", "2000", "--rate", "20000",
               "--reliable", "--number", "after failover")
     assert rep["status"] == "ok" and rep["sent"] == 2000, rep
@@ -244,6 +246,9 @@ def test_diamond_routes_broadcasts_multicasts_balances_and_fails_over(topology):
                                  {n: [(p["name"], p["ipackets"], p["opackets"], p["tx_queued"])
                                       for p in ctl(cfg, n, "status")["ports"]] for n in (1, other, 4)},
                                  {n: ctl(cfg, n, "status")["reliable"][0] for n in (1, 4)}))
+    fwd_now = ctl(cfg, other, "status")["forwarded"]
+    assert fwd_now["dropped"] == fwd_other["dropped"], (fwd_other, fwd_now)
+    assert fwd_now["lanes"][0] - fwd_other["lanes"][0] >= 2000, (fwd_other, fwd_now)
     # The service drops the dead instance: requests go to the two that live, all answered.
     services = ctl(cfg, 1, "status")["services"][0]["instances"]
     assert [i["live"] for i in services] == [i["node"] != via for i in services], services

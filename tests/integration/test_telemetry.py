@@ -380,20 +380,24 @@ def test_deadline_misses_are_timed_to_their_sample_and_to_the_fabric():
         nc.wait_for(lambda: (m := scrape(port)) and metric(m, "nerve_up") == 1, 20, "the sidecar to attach")
         cl.send(2, 1, "metric", 2, "late", count=40, rate=20)  # one every 50 ms: one event per sample
 
-        # All 40 delivered, most of them late, and at least half of the misses timed to a push
-        # (two misses may share a sample; a push may be in flight).
+        # All 40 delivered, nearly all of them late (one that comes while the receiver still
+        # polls after a heartbeat may not be: 38 to 40 of 40 measured, two CPU hogs or none), and
+        # at least half of the misses timed to a push (two misses may share a sample; a push may
+        # be in flight).
         def timed():
             m = scrape(port)
             if not m or metric(m, "nerve_lane_delivered_total", lane="P2") != 40:
                 return None
             misses = metric(m, "nerve_lane_deadline_misses_total", lane="P2")
-            return m if misses >= 20 and metric(m, "nerve_telemetry_event_to_push_seconds_count") >= misses // 2 else None
-        m = nc.wait_for(timed, 30, "40 P2 deliveries, most of them late and timed",
-                        on_fail=lambda: {k: metric(scrape(port), k, **lbl) for k, lbl in (
-                            ("nerve_lane_delivered_total", {"lane": "P2"}),
-                            ("nerve_lane_deadline_misses_total", {"lane": "P2"}),
-                            ("nerve_telemetry_event_to_sample_seconds_count", {}),
-                            ("nerve_telemetry_event_to_push_seconds_count", {}))})
+            return m if misses >= 30 and metric(m, "nerve_telemetry_event_to_push_seconds_count") >= misses // 2 else None
+
+        def account():
+            m = scrape(port)
+            return {k: metric(m, k, **lbl) for k, lbl in (
+                ("nerve_lane_delivered_total", {"lane": "P2"}), ("nerve_lane_deadline_misses_total", {"lane": "P2"}),
+                ("nerve_telemetry_event_to_sample_seconds_count", {}),
+                ("nerve_telemetry_event_to_push_seconds_count", {}))} if m else "the sidecar did not answer"
+        m = nc.wait_for(timed, 30, "40 P2 deliveries, nearly all late and timed", on_fail=account)
         misses = metric(m, "nerve_lane_deadline_misses_total", lane="P2")
         n_sample = metric(m, "nerve_telemetry_event_to_sample_seconds_count")
         n_push = metric(m, "nerve_telemetry_event_to_push_seconds_count")

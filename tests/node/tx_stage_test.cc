@@ -186,9 +186,26 @@ TEST_CASE("tx: transit frames of one lane leave together; behind a backlog, or o
     const std::uint16_t q3 = shared ? 0 : 3;
     const unsigned free_before = rig.free_mbufs();
 
-    // P0 leaves at once; a lower lane waits for the end of the burst being dispatched.
+    // P0 leaves at once; a lower lane waits for the end of the burst being dispatched, and
+    // while P0 flows leaves a short burst at a time: a P0 frame never waits behind more.
     forward(rig, t, 1, 1, {0});
     CHECK(take_all(rig, 0).size() == 1);
+    REQUIRE(rig.p0.flowing());
+    forward(rig, t, 100, 20, {3});
+    t.tx.forward_flush();
+    auto short_burst = take_all(rig, q3);
+    REQUIRE(short_burst.size() == node::kShortBurst);
+    CHECK(t.tx.queued(0, 3) == 20 - node::kShortBurst);
+    for (int round = 0; round < 10 && t.tx.queued(0, 3) != 0; ++round) {
+      t.tx.drain();
+      for (const auto& g : take_all(rig, q3)) short_burst.push_back(g);
+    }
+    for (const auto& g : take_all(rig, q3)) short_burst.push_back(g);
+    REQUIRE(short_burst.size() == 20);
+    for (std::uint32_t i = 0; i < 20; ++i) CHECK(short_burst[i] == std::make_pair(std::uint8_t{3}, 100 + i));
+    // P0 quiet: whole bursts.
+    for (std::uint32_t i = 0; i < node::P0Watch::kWindowPolls; ++i) rig.p0.tick();
+    REQUIRE_FALSE(rig.p0.flowing());
     forward(rig, t, 10, 20, {3});
     CHECK(take_all(rig, q3).empty());
     t.tx.forward_flush();
@@ -196,8 +213,8 @@ TEST_CASE("tx: transit frames of one lane leave together; behind a backlog, or o
     REQUIRE(got.size() == 20);
     for (std::uint32_t i = 0; i < 20; ++i) CHECK(got[i] == std::make_pair(std::uint8_t{3}, 10 + i));
     CHECK(t.tx.queued(0, 3) == 0);
-    CHECK(rig.st.forwarded[3].get() == 20);
-    CHECK(rig.st.forwarded_port[0].get() == 21);
+    CHECK(rig.st.forwarded[3].get() == 40);
+    CHECK(rig.st.forwarded_port[0].get() == 41);
 
     // More than the port's queue takes (4,095): the rest waits in the lane, and what comes
     // after queues behind it, never past it.
@@ -218,7 +235,7 @@ TEST_CASE("tx: transit frames of one lane leave together; behind a backlog, or o
     }
     REQUIRE(all.size() == 4095 + 340);
     for (std::uint32_t i = 0; i < all.size(); ++i) CHECK(all[i].second == 1000 + i);
-    CHECK(rig.st.forwarded[3].get() == 20 + 4095 + 340);
+    CHECK(rig.st.forwarded[3].get() == 40 + 4095 + 340);
     CHECK(rig.st.shed[3].get() == 0);
 
     // A burst of several lanes: each frame on its own lane, each lane in its order.
@@ -234,7 +251,7 @@ TEST_CASE("tx: transit frames of one lane leave together; behind a backlog, or o
     for (std::uint8_t prio = 1; prio <= 4; ++prio) {
       REQUIRE(by_lane[prio].size() == 16);
       for (std::uint32_t k = 0; k < 16; ++k) CHECK(by_lane[prio][k] == 20000 + (prio - 1) + 4 * k);
-      CHECK(rig.st.forwarded[prio].get() == (prio == 3 ? 20 + 4095 + 340 + 16 : 16));
+      CHECK(rig.st.forwarded[prio].get() == (prio == 3 ? 40 + 4095 + 340 + 16 : 16));
     }
 
     // What is gathered and not yet handed over goes back to the pool at shutdown.
