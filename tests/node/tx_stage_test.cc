@@ -193,9 +193,11 @@ TEST_CASE("tx: transit frames of one lane leave together; behind a backlog, or o
     REQUIRE(rig.p0.flowing());
     forward(rig, t, 100, 20, {3});
     t.tx.forward_flush();
+    // Short bursts leave as they fill (the gathered one, then the lane's); the rest waits.
     auto short_burst = take_all(rig, q3);
-    REQUIRE(short_burst.size() == node::kShortBurst);
-    CHECK(t.tx.queued(0, 3) == 20 - node::kShortBurst);
+    REQUIRE(short_burst.size() % node::kShortBurst == 0);
+    CHECK(t.tx.queued(0, 3) == 20 - short_burst.size());
+    CHECK(t.tx.queued(0, 3) < node::kShortBurst);
     for (int round = 0; round < 10 && t.tx.queued(0, 3) != 0; ++round) {
       t.tx.drain();
       for (const auto& g : take_all(rig, q3)) short_burst.push_back(g);
