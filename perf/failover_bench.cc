@@ -297,11 +297,11 @@ std::vector<Row> failover_bench(const Options& o) {
   while (std::chrono::steady_clock::now() < drain_until) A.poll();
   // D's count is final once the stragglers are in: the forwarder that lived ends now too, so
   // that its teardown shares the kernel's grace periods with the others' (in_kernel_teardown).
-  for (int id = 2; id <= 3; ++id)
-    if (kids[kid_of[static_cast<NodeId>(id)]].pid > 0) ::kill(kids[kid_of[static_cast<NodeId>(id)]].pid, SIGKILL);
-  ::kill(kids[kid_of[4]].pid, SIGTERM);
+  Child& sink = kids[kid_of[4]];
+  for (Child& k : kids)
+    if (k.pid > 0) ::kill(k.pid, &k == &sink ? SIGTERM : SIGKILL);
   finish(kids[kid_of[killed]], SIGKILL);
-  const std::string out = finish(kids[kid_of[4]], SIGTERM);
+  const std::string out = finish(sink, SIGTERM);
   const auto rep = nlohmann::json::parse(out, nullptr, false);
   if (rep.is_discarded() || !rep.contains("received"))
     throw std::runtime_error("failover: no report from D: " + out.substr(0, 200));
