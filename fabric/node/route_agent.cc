@@ -36,7 +36,7 @@ RouteAgent::RouteAgent(const config::Cluster& c, const config::Node& self, const
                        LinkTable& links, Mailbox& inbox, Mailbox& outbox, Clock& clock, const stats::LcoreStats& st)
     : cluster_(c), self_(self), topo_(topo), self_idx_(topo.index(self.id)), links_(links), inbox_(inbox),
       outbox_(outbox), clock_(clock), st_(st), db_(topo), default_groups_(topo.size(), 0), seen_(links.size()),
-      port_tx_prev_(self.ports.size(), 0), port_load_(self.ports.size(), 0),
+      port_tx_prev_(self.ports.size(), 0), port_load_(self.ports.size(), 0), advertised_load_(self.ports.size(), 0),
       scratch_(route::lsa_len(route::kMaxLinks)) {
   for (std::size_t g = 0; g < c.groups.size(); ++g)
     for (const std::uint16_t m : c.groups[g].members) default_groups_[topo.index(m)] |= std::uint64_t{1} << g;
@@ -77,15 +77,17 @@ RouteAgentStats RouteAgent::stats() const {
   return s;
 }
 
-std::vector<route::LocalLink> RouteAgent::local_links() const {
+std::vector<route::LocalLink> RouteAgent::local_links(bool settled) const {
   std::vector<route::LocalLink> out(links_.size());
   for (std::size_t s = 0; s < links_.size(); ++s) {
     const LinkShared& sh = links_.shared(s);
+    const std::size_t port = links_[s].port;
     out[s].peer = links_[s].peer_idx;
     out[s].up = sh.up.load(std::memory_order_relaxed);
-    out[s].delay_ns = seen_[s].rtt_ns / 2;  // the settled round trip (delay_moved), not every sample
-    out[s].load = port_load_[links_[s].port];
-    out[s].port = static_cast<std::uint32_t>(links_[s].port);
+    // The settled round trip (delay_moved), not every sample; halved: one way.
+    out[s].delay_ns = (settled ? seen_[s].rtt_ns : seen_[s].advertised_rtt_ns) / 2;
+    out[s].load = settled ? port_load_[port] : advertised_load_[port];
+    out[s].port = static_cast<std::uint32_t>(port);
   }
   return out;
 }
@@ -96,7 +98,10 @@ void RouteAgent::originate(std::uint64_t now_ns) {
   lsa.seq = own_seq_ = std::max(own_seq_ + 1, now_ns);
   lsa.groups = groups_.load(std::memory_order_relaxed);
   // One advert per neighbour: up when any link to it is, the best delay of those up.
-  const auto local = local_links();
+  const auto local = local_links(true);
+  for (Seen& seen : seen_) seen.advertised_rtt_ns = seen.rtt_ns;
+  advertised_load_ = port_load_;
+  unadvertised_ = false;
   for (std::size_t s = 0; s < local.size(); ++s) {
     const std::uint16_t peer = links_[s].peer;
     auto it = std::find_if(lsa.links.begin(), lsa.links.end(), [&](const route::LinkAdvert& a) { return a.nbr == peer; });
@@ -149,7 +154,7 @@ void RouteAgent::send_db(std::size_t slot) {
 
 void RouteAgent::build(std::uint64_t now_ns) {
   const auto t0 = std::chrono::steady_clock::now();
-  const auto local = local_links();
+  const auto local = local_links(false);
   route::FibInputs in{db_, self_idx_, local, self_.routes, default_groups_, groups_.load(std::memory_order_relaxed), true};
   std::shared_ptr<const route::Fib> fib = route::build_fib(in, ++version_);
   const auto ns = static_cast<std::uint64_t>(
@@ -211,7 +216,7 @@ void RouteAgent::step(std::uint64_t now_ns) {
   }
 
   // 2. Our own links: load (every refresh/4), up/down, delay.
-  bool changed = false, urgent = false;
+  bool urgent = false;
   if (now_ns >= load_sampled_ns_ + std::uint64_t{cluster_.lsa_refresh_ms} * 250'000u) {
     const double secs = load_sampled_ns_ ? static_cast<double>(now_ns - load_sampled_ns_) / 1e9 : 0.0;
     for (std::size_t p = 0; p < port_tx_prev_.size() && p < st_.port_tx_frames.size(); ++p) {
@@ -220,7 +225,7 @@ void RouteAgent::step(std::uint64_t now_ns) {
         const std::uint8_t lvl = load_level(static_cast<double>(tx - port_tx_prev_[p]) / secs);
         if (lvl != port_load_[p]) {
           port_load_[p] = lvl;
-          changed = true;
+          unadvertised_ = true;
         }
       }
       port_tx_prev_[p] = tx;
@@ -239,8 +244,7 @@ void RouteAgent::step(std::uint64_t now_ns) {
       seen.up = up;
     }
     if (delay_moved(seen.rtt_ns, rtt)) {
-      changed = true;
-      dirty_ = true;
+      unadvertised_ = true;  // local routes follow when it is advertised, not before
       seen.rtt_ns = rtt;
     }
     // 3. Databases that disagree for a while: send ours (at most once a second per link).
@@ -257,7 +261,7 @@ void RouteAgent::step(std::uint64_t now_ns) {
   }
   if (groups_.load(std::memory_order_relaxed) != advertised_groups_) urgent = true;
   const bool refresh = now_ns >= last_refresh_ns_ + std::uint64_t{cluster_.lsa_refresh_ms} * 1'000'000u;
-  if (own_seq_ == 0 || urgent || refresh || (changed && now_ns >= last_originated_ns_ + kOriginateMinNs))
+  if (own_seq_ == 0 || urgent || refresh || (unadvertised_ && now_ns >= last_originated_ns_ + kOriginateMinNs))
     originate(now_ns);
 
   // 4. Advertisements nobody refreshed.

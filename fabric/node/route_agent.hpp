@@ -5,10 +5,14 @@
 // Every tick (1 ms) it:
 //   - reads the link-state advertisements the datapath posted (mailbox), keeps the newer ones
 //     and floods them on to every other neighbour (outbox; the datapath sends them);
-//   - originates this node's own advertisement when its links change (up/down at once; delay
-//     by more than a quarter, or load by a level, at most every kOriginateMinNs) or its groups
-//     change, and every lsa_refresh_ms regardless; expires advertisements not refreshed within
-//     kExpireRefreshes periods;
+//   - originates this node's own advertisement when its links change (up/down at once; a
+//     round trip doubled or halved by more than 10 us, or load by a level, at most every
+//     kOriginateMinNs: a change inside that time waits for it, never for the next refresh) or
+//     its groups change, and every lsa_refresh_ms regardless; expires advertisements not
+//     refreshed within kExpireRefreshes periods. Its own routes take a link's delay and load as
+//     advertised, not as measured since: every node computes from the same figures, so a
+//     change cannot loop frames between this node and one that has not heard of it yet (only
+//     up/down counts at once, the far end sees it too);
 //   - compares each neighbour's database digest (from its heartbeats) with its own, and sends
 //     its whole database to a neighbour that disagrees for a while or whose link just came up;
 //   - when anything changed, builds a new forwarding table (route::build_fib) and publishes
@@ -99,7 +103,9 @@ class RouteAgent {
   void send_db(std::size_t slot);
   void build(std::uint64_t now_ns);
   void collect_retired();
-  std::vector<route::LocalLink> local_links() const;
+  // This node's links as the datapath sees them (up/down); delay and load as last advertised,
+  // or (settled) as measured and settled now.
+  std::vector<route::LocalLink> local_links(bool settled) const;
 
   const config::Cluster& cluster_;
   const config::Node& self_;
@@ -129,13 +135,15 @@ class RouteAgent {
   // Per link: what the last tick saw, and the digest comparison.
   struct Seen {
     bool up = true;
-    std::uint32_t rtt_ns = 0;
+    std::uint32_t rtt_ns = 0;             // settled (delay_moved)
+    std::uint32_t advertised_rtt_ns = 0;  // in the last advertisement
     std::uint64_t mismatch_since_ns = 0;
     std::uint64_t last_sync_ns = 0;
   };
   std::vector<Seen> seen_;
   std::vector<std::uint64_t> port_tx_prev_;
-  std::vector<std::uint8_t> port_load_;
+  std::vector<std::uint8_t> port_load_, advertised_load_;
+  bool unadvertised_ = false;  // a delay or load moved since the last advertisement
   std::uint64_t load_sampled_ns_ = 0;
   bool dirty_ = false;
   std::uint64_t version_ = 0;

@@ -92,6 +92,24 @@ std::string describe(Node& n, std::size_t got) {
   return out;
 }
 
+// A node's lane `prio`: its next hop and cost to every destination, and its reliable sessions'
+// counters, for a failure message.
+std::string describe_lane(Node& n, unsigned prio) {
+  const auto r = n.snapshot().rel[prio];
+  std::string out = fmt::format(
+      "node {} lane {}: sent {}, acked {}, failed {}, retransmits {} + fast {}, window full {}, in order {}, "
+      "reordered {}, duplicates {}, stale {}, acks tx {} rx {} dropped {}, no session {}; routes",
+      n.id(), prio, r.sent, r.acked, r.failed, r.retransmits, r.fast_retransmits, r.window_full, r.in_order,
+      r.reordered, r.duplicates, r.stale, r.acks_tx, r.acks_rx, r.acks_dropped, r.no_session);
+  for (const auto& route : n.routes())
+    out += fmt::format(" {}->{} ({} ns)", route.dst, route.lanes[prio].next_hop, route.lanes[prio].cost);
+  for (const auto& l : n.links()) out += fmt::format("; link to {} rtt {} ns", l.peer, l.rtt_ns);
+  const auto ri = n.routing();
+  out += fmt::format("; tables {}, advertisements originated {}, received {}, db syncs {}, mailbox dropped {}",
+                     ri.table_version, ri.lsa_originated, ri.lsa_received, ri.db_syncs, ri.mailbox_dropped);
+  return out;
+}
+
 struct Fabric {
   explicit Fabric(const config::Cluster& c) {
     for (const auto& n : c.nodes) nodes.push_back(std::make_unique<Node>(c, n.id, test::eal()));
@@ -698,7 +716,10 @@ TEST_CASE("a reliable broadcast and multicast through lossy links: every recipie
       if (numbers(id).size() < (members(id) ? 800u : 600u)) return false;
     return true;
   }, 30s);
-  for (NodeId id = 1; id <= 5; ++id) UNSCOPED_INFO(describe(f[id], f.received[id].size()));
+  for (NodeId id = 1; id <= 5; ++id) {
+    UNSCOPED_INFO(describe(f[id], f.received[id].size()));
+    UNSCOPED_INFO(describe_lane(f[id], 2) << "; got " << numbers(id).size());
+  }
   REQUIRE(all);
   test::settle(f[1], f[2], f[3], f[4], f[5]);
   for (NodeId id = 2; id <= 5; ++id) {
