@@ -270,6 +270,22 @@ std::vector<Row> failover_bench(const Options& o) {
   NodeId killed = 0;
   unsigned paths_at_kill = 0;
   std::uint64_t kill_ns = 0;
+  // What A saw, for the row: its links, its route to D and its routing agent's figures.
+  std::vector<std::string> trace;
+  std::uint64_t traced_ns = 0;
+  auto trace_state = [&](std::string_view what) {
+    const std::uint64_t now = clock.now_ns();
+    std::string s = fmt::format("{:.1f} ms after the kill, {}: links", static_cast<double>(now - kill_ns) / 1e6, what);
+    for (const LinkInfo& l : A.links())
+      s += fmt::format(" {}:{} (downs {}, rtt {} ns)", l.peer, l.up ? "up" : "down", l.downs, l.rtt_ns);
+    for (const RouteInfo& ri : A.routes())
+      if (ri.dst == 4) s += fmt::format("; to D: next hop {}, {} path(s)", ri.lanes[0].next_hop, ri.lanes[0].paths);
+    const RoutingInfo g = A.routing();
+    s += fmt::format("; tables {} (in use {}), advertisements received {}, database {} nodes, syncs {}", g.table_version,
+                     g.table_in_use, g.lsa_received, g.db_size, g.db_syncs);
+    trace.push_back(std::move(s));
+    traced_ns = now;
+  };
   while (seq < total) {
     const auto due = t0 + static_cast<std::uint64_t>(static_cast<double>(seq) * interval_ns);
     if (clock.now_ns() >= due) {
@@ -285,13 +301,19 @@ std::vector<Row> failover_bench(const Options& o) {
       }
       const Message msg{seq, due};
       const SendStatus st = A.send_copy(4, MsgType::kStatus, 0, std::as_bytes(std::span(&msg, 1)));
-      if (st == SendStatus::kOk) ++sent;
-      else ++refused[static_cast<std::size_t>(st)];
+      if (st == SendStatus::kOk) {
+        ++sent;
+      } else {
+        ++refused[static_cast<std::size_t>(st)];
+        if (kill_ns != 0 && (traced_ns == 0 || clock.now_ns() - traced_ns >= 100'000'000))
+          trace_state(to_string(st));
+      }
       ++seq;
       if ((seq & 1023) == 0) throw_if_interrupted();
     }
     A.poll();
   }
+  if (!trace.empty()) trace_state("the stream's end");
   // Stragglers, then D's account.
   const auto drain_until = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
   while (std::chrono::steady_clock::now() < drain_until) A.poll();
@@ -324,6 +346,7 @@ std::vector<Row> failover_bench(const Options& o) {
   r.duplicates = rep["duplicates"].get<std::uint64_t>();
   (void)kill_ns;
   r.paths_at_kill = paths_at_kill;
+  r.trace = std::move(trace);
   for (std::size_t k = 0; k < refused.size(); ++k)
     if (refused[k]) r.refused.emplace_back(std::string(to_string(static_cast<SendStatus>(k))), refused[k]);
   return {r};

@@ -78,6 +78,9 @@ struct Row {
   unsigned paths_at_kill = 0;        // failover: candidate links A had toward D when it was killed
   std::uint32_t heartbeat_miss = 0;  // failover: the detection setting it ran with
   std::vector<std::pair<std::string, std::uint64_t>> refused;  // failover: sends the node refused, by status
+  // failover: what A's links and route to D were when it refused sends after the kill (the
+  // first refusal, then at most one line per 100 ms of them) and at the end of the stream.
+  std::vector<std::string> trace;
   std::uint64_t duplicates = 0;      // failover, multicast, reliability: messages delivered twice (none expected)
   // reliability: delivered out of order, frames sent again, messages given up (reported), the
   // faults the ports injected (both directions), the fault profile.

@@ -228,7 +228,7 @@ std::string to_json(const Options& opt, const std::vector<Row>& rows) {
     }
     if (r.scenario == "failover")
       x["failover"] = {{"killed", r.killed}, {"heartbeat_miss", r.heartbeat_miss}, {"duplicates", r.duplicates},
-                       {"refused", json(r.refused)}, {"paths_at_kill", r.paths_at_kill}};
+                       {"refused", json(r.refused)}, {"paths_at_kill", r.paths_at_kill}, {"trace", r.trace}};
     if (r.scenario == "route")
       x["route"] = {{"nodes", r.nodes}, {"links", r.links}, {"lsa_frames_per_refresh", r.lsa_frames_per_refresh},
                     {"lsa_bytes_per_refresh", r.lsa_bytes_per_refresh}, {"heartbeat_bytes_per_s", r.heartbeat_bytes_per_s}};

@@ -97,7 +97,8 @@ void RouteAgent::originate(std::uint64_t now_ns) {
   lsa.origin = self_.id;
   lsa.seq = own_seq_ = std::max(own_seq_ + 1, now_ns);
   lsa.groups = groups_.load(std::memory_order_relaxed);
-  // One advert per neighbour: up when any link to it is, the best delay of those up.
+  // One advert per neighbour: up when any link to it is, with the lowest delay and the lowest
+  // load of those up, as shortest paths here take parallel links (the cheapest edge per metric).
   const auto local = local_links(true);
   for (Seen& seen : seen_) seen.advertised_rtt_ns = seen.rtt_ns;
   advertised_load_ = port_load_;
@@ -106,8 +107,14 @@ void RouteAgent::originate(std::uint64_t now_ns) {
     const std::uint16_t peer = links_[s].peer;
     auto it = std::find_if(lsa.links.begin(), lsa.links.end(), [&](const route::LinkAdvert& a) { return a.nbr == peer; });
     route::LinkAdvert a{peer, local[s].up, local[s].load, local[s].delay_ns};
-    if (it == lsa.links.end()) lsa.links.push_back(a);
-    else if (!it->up || (a.up && a.delay_ns < it->delay_ns)) *it = a;
+    if (it == lsa.links.end()) {
+      lsa.links.push_back(a);
+    } else if (!it->up) {
+      *it = a;
+    } else if (a.up) {
+      it->delay_ns = std::min(it->delay_ns, a.delay_ns);
+      it->load = std::min(it->load, a.load);
+    }
   }
   advertised_ = lsa.links;
   advertised_groups_ = lsa.groups;
@@ -197,8 +204,9 @@ void RouteAgent::step(std::uint64_t now_ns) {
       continue;
     }
     if (lsa.origin == self_.id) {
-      // Our own, from before a restart, newer than what we think we sent: go above it.
-      if (lsa.seq >= own_seq_) {
+      // Our own, from before a restart, newer than what we think we sent: go above it. (The
+      // one we sent last, come back by a flood or a neighbour's database, is no news.)
+      if (lsa.seq > own_seq_) {
         own_seq_ = lsa.seq;
         originate(now_ns);
       }

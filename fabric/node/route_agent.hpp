@@ -10,9 +10,9 @@
 //     kOriginateMinNs: a change inside that time waits for it, never for the next refresh) or
 //     its groups change, and every lsa_refresh_ms regardless; expires advertisements not
 //     refreshed within kExpireRefreshes periods. Its own routes take a link's delay and load as
-//     advertised, not as measured since: every node computes from the same figures, so a
-//     change cannot loop frames between this node and one that has not heard of it yet (only
-//     up/down counts at once, the far end sees it too);
+//     advertised, not as measured since (only up/down counts at once): its tables and its
+//     neighbours' differ only while an advertisement spreads (a tick a hop), never for as long
+//     as a change waits to be advertised;
 //   - compares each neighbour's database digest (from its heartbeats) with its own, and sends
 //     its whole database to a neighbour that disagrees for a while or whose link just came up;
 //   - when anything changed, builds a new forwarding table (route::build_fib) and publishes

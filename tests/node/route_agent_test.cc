@@ -47,8 +47,16 @@ TEST_CASE("agent: a delay that moves inside the advertising interval goes out wh
   agent.step(t += 1'000'000);
   CHECK(posted(r).empty());
   CHECK(agent.current()->cost(peer, 0) == hop);
+  // The neighbour's advertisement arrives meanwhile: a new table, with the same figure.
+  const std::uint64_t tables = agent.stats().fib_builds;
+  std::vector<std::byte> buf(route::lsa_len(1));
+  const std::size_t len = route::encode(buf, route::Lsa{2, 1, 0, {route::LinkAdvert{1, true, 0, 0}}});
+  REQUIRE(len == buf.size());
+  REQUIRE(r.inbox.post(0, std::span<const std::byte>(buf.data(), len)));
   agent.step(t += 1'000'000);
-  CHECK(posted(r).empty());
+  CHECK(agent.stats().fib_builds == tables + 1);
+  CHECK(agent.current()->cost(peer, 0) == hop);
+  CHECK(posted(r).empty());  // nothing floods back to where it came from
 
   // Once the interval is over it goes out, although the delay has not moved since: it is not
   // left for the next refresh (lsa_refresh_ms, seconds away).
