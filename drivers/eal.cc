@@ -39,7 +39,16 @@ std::vector<std::string> eal_args(const EalOptions& o) {
     // With no PCI port in the node, allow none rather than probing every device on the host.
     if (o.pci_allow.empty()) a.push_back("--no-pci");
   }
-  a.push_back("--log-level=" + o.log_level);
+  if (o.log_levels.empty()) {
+    a.push_back("--log-level=" + o.log_level);
+  } else {
+    // The global level caps every component's: it opens fully, and every component is held at
+    // log_level by pattern, except those asked for (a component takes the first pattern it
+    // matches).
+    a.push_back("--log-level=debug");
+    for (const auto& l : o.log_levels) a.push_back("--log-level=" + l);
+    a.push_back("--log-level=*:" + o.log_level);
+  }
   return a;
 }
 

@@ -21,6 +21,9 @@ struct EalOptions {
   std::vector<std::string> pci_allow; // production profile only
   std::string huge_dir;               // production profile: hugetlbfs mount (--huge-dir); empty: EAL's choice
   std::string log_level = "notice";
+  // More of DPDK's log levels, each as its --log-level takes it: "pmd.net.memif:debug" (one
+  // component, by name or glob) or "debug" (every one).
+  std::vector<std::string> log_levels;
 };
 
 // The EAL command line these options produce (argv[0] included).

@@ -166,7 +166,10 @@ class Cluster:
         return os.path.join(self.dir, f"nerved-{node_id}.log")
 
     def start(self, node_id, netns=None, extra_args=(), digest=True):
-        cmd = [NERVED, "--config", self.path, "--node", str(node_id), *(["--digest"] if digest else []), *extra_args]
+        # memif's handshake in the log (about forty lines a link), for a link that does not come
+        # up; NERVE_DPDK_LOG (space-separated --dpdk-log specs, empty: none) replaces it.
+        cmd = [NERVED, "--config", self.path, "--node", str(node_id), *(["--digest"] if digest else []),
+               *[x for l in os.environ.get("NERVE_DPDK_LOG", "pmd.net.memif:debug").split() for x in ("--dpdk-log", l)], *extra_args]
         if netns:
             cmd = ["ip", "netns", "exec", netns] + cmd  # exec: nerved keeps the pid
         log = open(self.logfile(node_id), "w")
@@ -192,13 +195,14 @@ class Cluster:
             if r.returncode != 0:
                 return None
             st = json.loads(r.stdout)
+            last["status"] = json.dumps({k: st[k] for k in ("ports", "links") if k in st})[-4000:]
             return st if all(port["link"] == "up" for port in st["ports"]) else None
         try:
             return wait_for(ready, timeout, f"nerved {node_id} to come up with its links")
         except Failure as e:  # what the nodes said, for whoever reads the failure
             logs = "".join(f"\n--- nerved {i} (last 40 lines):\n" + "".join(self.log(i).splitlines(True)[-40:])
                            for i in self.procs)
-            raise Failure(f"{e}\nlast status or error: {last.get('status', '(none)')}{logs}") from None
+            raise Failure(f"{e}\nlast status (ports, links) or error: {last.get('status', '(none)')}{logs}") from None
 
     def log(self, node_id):
         with open(self.logfile(node_id)) as f:

@@ -1,7 +1,7 @@
 // nerved: the node daemon. Starts one node of the cluster file, runs its datapath on a pinned
 // lcore until SIGINT/SIGTERM, and serves the local control socket for nerve-ctl.
 //
-//   nerved --config cluster.toml --node 1 [--digest] [--log-level info]
+//   nerved --config cluster.toml --node 1 [--digest] [--log-level info] [--dpdk-log pmd.net.memif:debug]
 //   nerved --config cluster.toml --node 1 --check      # the cluster file only, then exit
 //
 // Exit codes: 0 clean shutdown, 1 start-up failure (devices, EAL), 2 bad arguments or config.
@@ -20,6 +20,7 @@
 #include <cstring>
 #include <filesystem>
 #include <optional>
+#include <regex>
 #include <string_view>
 #include <thread>
 
@@ -640,6 +641,18 @@ int main(int argc, char** argv) {
   cli.add_flag("--check", check_only, "check the cluster file and this node's entry, then exit (0: good, 2: not)");
   cli.add_option("--log-level", level, "debug, info, warn or error")
       ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
+  std::vector<std::string> dpdk_logs;
+  cli.add_option("--dpdk-log", dpdk_logs,
+                 "a DPDK log level, as its --log-level takes it (repeatable): COMPONENT:LEVEL, e.g. "
+                 "pmd.net.memif:debug to see a memif link's handshake, or LEVEL for every component; "
+                 "LEVEL is emerg, alert, crit, err, warning, notice, info or debug")
+      ->check(CLI::Validator(
+          [](std::string& s) -> std::string {
+            static const std::regex spec(
+                R"(^([A-Za-z0-9_.*?\[\]-]+:)?(emerg|alert|crit|err|warning|notice|info|debug)$)");
+            return std::regex_match(s, spec) ? std::string() : "expected COMPONENT:LEVEL or LEVEL, got '" + s + "'";
+          },
+          "COMPONENT:LEVEL"));
   if (const auto rc = nerve::app::parse_cli(cli, argc, argv, "nerved")) return *rc;
   app::g_log_level = app::level_named(level);
 
@@ -699,7 +712,8 @@ int main(int argc, char** argv) {
         ident.ports.push_back(fmt::format("{}:{}", j, config::to_string(self->ports[j].kind)));
       region = std::make_unique<telemetry::Region>(self->stats_region, ident);
     }
-    const auto eal_opts = drivers::eal_options_for(cluster, *self);
+    auto eal_opts = drivers::eal_options_for(cluster, *self);
+    eal_opts.log_levels = dpdk_logs;
     drivers::Eal eal(eal_opts);
     log(Level::kInfo, "EAL up: profile {}, lcore {} (socket {}), prefix {}", config::to_string(self->profile),
         eal.main_lcore(), eal.socket(), eal_opts.file_prefix);

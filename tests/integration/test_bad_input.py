@@ -61,6 +61,8 @@ def test_bad_arguments(cl):
     expect(nerved("--node", "1"), 2, "--config is required")
     expect(nerved("--config", cl.path, "--node", "one"), 2, "--node")
     expect(nerved("--config", cl.path, "--node", "1", "--frobnicate"), 2, "frobnicate")
+    expect(nerved("--config", cl.path, "--node", "1", "--dpdk-log", "pmd.net.memif=debug"), 2, "--dpdk-log: expected COMPONENT:LEVEL")
+    expect(nerved("--config", cl.path, "--node", "1", "--dpdk-log", "pmd.net.memif:loud"), 2, "--dpdk-log")
     expect(ctl("--config", cl.path, "--node", "1", "send", "--to", "2", "--type", "command", "--priority", "7", "x"),
            2, "--priority")
     expect(ctl("--config", cl.path, "--node", "1", "send", "--to", "2", "--type", "gossip", "--priority", "0", "x"),
