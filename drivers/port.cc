@@ -190,6 +190,9 @@ void Port::open(const config::Port& cfg, rte_mempool* pool, const wire::Mac& mac
       if (cfg.role == "server") {
         memif_socket_ = cfg.socket;
         ::unlink(cfg.socket.c_str());  // a stale socket of a process that died
+      } else {
+        memif_client_ = true;
+        memif_dial_ = cfg.socket;
       }
       break;
     case config::PortKind::kAfPacket:
@@ -409,6 +412,16 @@ bool Port::link_up() const noexcept {
   rte_eth_link link{};
   if (rte_eth_link_get_nowait(id_, &link) != 0) return false;
   return link.link_status == RTE_ETH_LINK_UP;
+}
+
+bool Port::redial() noexcept {
+  if (!memif_client_) return false;
+  std::error_code ec;
+  if (!std::filesystem::exists(memif_dial_, ec)) return false;  // no server: nothing to dial
+  redials_.fetch_add(1, std::memory_order_relaxed);
+  if (started_) rte_eth_dev_stop(id_);
+  started_ = rte_eth_dev_start(id_) == 0;
+  return started_;
 }
 
 bool Port::wait_link(std::chrono::milliseconds timeout) const noexcept {

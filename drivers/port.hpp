@@ -7,6 +7,7 @@
 #include <rte_ethdev.h>
 #include <rte_mbuf.h>
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -72,6 +73,15 @@ class Port {
   // Polls link state until up or `timeout` passes.
   bool wait_link(std::chrono::milliseconds timeout) const noexcept;
 
+  // A memif client dials its server only when started, and once: a server whose device was not
+  // started yet (it refuses the client: "ID not found"), or that stopped or died, leaves the
+  // client's link down for good. redial() stops the device and starts it again, which dials
+  // again; false when the dial failed (no server listening) or this is not a memif client.
+  // The caller must be the only one bursting on the port (the datapath thread, between bursts).
+  bool memif_client() const noexcept { return memif_client_; }
+  bool redial() noexcept;
+  std::uint64_t redials() const noexcept { return redials_.load(std::memory_order_relaxed); }
+
   // Through the fault injector when the port's config asks for faults (cfg.fault).
   std::uint16_t rx_burst(std::uint16_t q, rte_mbuf** pkts, std::uint16_t n) noexcept {
     if (fault_) [[unlikely]]
@@ -93,12 +103,15 @@ class Port {
   std::string vdev_;  // the virtual device's name, empty for pci
   std::string ring_pair_;  // ring kind: the pair whose rings we hold a reference to
   std::string memif_socket_;  // removed on close when we were the server
+  std::string memif_dial_;    // a client's server socket
   config::PortKind kind_;
   std::uint16_t id_ = RTE_MAX_ETHPORTS;
   std::uint16_t queues_ = 1;
   int socket_ = 0;
   wire::Mac mac_{};
   bool started_ = false;
+  bool memif_client_ = false;
+  std::atomic<std::uint64_t> redials_{0};
   bool flows_ = false;
   bool csum_offload_ = false;
   bool chains_ = false;

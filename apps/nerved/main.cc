@@ -185,7 +185,7 @@ json status_json(const Node& node, const Received& rx, const app::QueryDesk& des
                           {"ibytes", p.ibytes},     {"obytes", p.obytes},
                           {"imissed", p.imissed},   {"ierrors", p.ierrors},
                           {"oerrors", p.oerrors},   {"rx_nombuf", p.rx_nombuf},
-                          {"peers", p.peers},
+                          {"peers", p.peers},       {"redials", p.redials},
                           {"fault", {{"profile", p.fault}, {"seen", p.fault_seen}, {"dropped", p.fault_dropped},
                                      {"corrupted", p.fault_corrupted}, {"duplicated", p.fault_duplicated},
                                      {"reordered", p.fault_reordered}, {"delayed", p.fault_delayed}}}});

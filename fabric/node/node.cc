@@ -374,6 +374,22 @@ std::string_view to_string(SendStatus s) noexcept {
   return "unknown";
 }
 
+void Node::Impl::redial_memif(std::uint64_t now) noexcept {
+  for (std::size_t j = 0; j < ports.size(); ++j) {
+    drivers::Port& p = *ports[j].dev;
+    if (!p.memif_client()) continue;
+    if (p.link_up()) {
+      link_down_since[j] = 0;
+    } else if (link_down_since[j] == 0) {
+      link_down_since[j] = now;
+    } else if (now - link_down_since[j] >= kRedialAfterNs) {
+      p.redial();
+      link_down_since[j] = now;  // a dial that connects brings the link up within milliseconds
+    }
+  }
+  redial.arm(now + kRedialCheckNs);
+}
+
 // ---- start-up and shutdown ----------------------------------------------------------------
 
 Node::Impl::Impl(Node& self, const config::Cluster& c, NodeId node_id, const NodeOptions& o)
@@ -387,6 +403,7 @@ Node::Impl::Impl(Node& self, const config::Cluster& c, NodeId node_id, const Nod
         I.clock.sync();  // re-anchored here, between bursts, rather than inside one
         I.clock_sync.arm(now + Clock::kSyncIntervalNs / 2);
       }, this),
+      redial([](void* ctx, std::uint64_t now) { static_cast<Impl*>(ctx)->redial_memif(now); }, this),
       proxy(self) {
   if (o.region) {
     lcore = &o.region->lcore();
@@ -470,6 +487,10 @@ Node::Node(const config::Cluster& cluster, NodeId id, drivers::Eal& eal, const N
   I.rx.emplace(I.ports, I.guard, I.p0);
   I.timers.add(I.clock_sync);
   I.clock_sync.arm(0);
+  I.link_down_since.assign(I.ports.size(), 0);
+  I.timers.add(I.redial);
+  for (auto& p : I.ports)
+    if (p.dev->memif_client()) I.redial.arm(0);
 
   for (auto& p : I.ports) p.dev->wait_link(opts.link_wait);
   I.prepare_xstats();
@@ -546,7 +567,7 @@ std::vector<PortInfo> Node::ports() const {
                            p.socket(), p.mac(), p.link_up(), s.eth.ipackets, s.eth.opackets, s.eth.ibytes,
                            s.eth.obytes, s.eth.imissed, s.eth.ierrors, s.eth.oerrors, s.eth.rx_nombuf,
                            s.ip_fragments, I.cfg.ports[j].peers, config::format_fault(I.cfg.ports[j].fault), f.seen,
-                           f.dropped, f.corrupted, f.duplicated, f.reordered, f.delayed});
+                           f.dropped, f.corrupted, f.duplicated, f.reordered, f.delayed, p.redials()});
   }
   return out;
 }

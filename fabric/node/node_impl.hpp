@@ -85,6 +85,14 @@ struct Node::Impl {
   std::optional<node::ReliableStage> reliable;
   std::optional<node::RxStage> rx;
   node::Timer clock_sync;
+  // memif clients whose link has been down for kRedialAfterNs dial their server again
+  // (drivers::Port::redial): a server that was not started yet when they dialled, or that
+  // restarted, is reached without restarting this node. Checked every kRedialCheckNs.
+  static constexpr std::uint64_t kRedialAfterNs = 2'000'000'000;
+  static constexpr std::uint64_t kRedialCheckNs = 250'000'000;
+  node::Timer redial;
+  std::vector<std::uint64_t> link_down_since;  // per port; 0: up (or not a memif client)
+  void redial_memif(std::uint64_t now) noexcept;
   // poll() runs control requests and timers every kSlowEvery polls when idle: a request waits
   // at most that many polls (microseconds) to start, and an idle poll reads no clock.
   static constexpr unsigned kSlowEvery = 64;

@@ -67,3 +67,25 @@ def test_peer_killed_under_traffic_then_back(clusters):
         assert r["status"] == "ok" and r["reply"] == "pong", f"round {rnd}: {r}"
         assert st["counters"]["refused_total"] == 0
     assert_clean_stop(cl)
+
+
+def test_server_killed_then_back_the_client_dials_again(clusters):
+    """The server (alpha) is killed (SIGKILL) and started again, twice: the client (beta), which
+    keeps running, dials it again once its link has been down 2 s (a memif client dials only
+    when its device starts), and the two talk again, without restarting the client."""
+    cl = clusters(nc.memif_pair("it-redial", "198.18.10"))
+    cl.up()
+    for rnd in range(2):
+        before = cl.status(2)["ports"][0]["redials"]
+        cl.procs[1].kill()
+        cl.procs[1].wait()
+        nc.wait_for(lambda: cl.status(2)["ports"][0]["link"] == "down", 10, "the client's link to go down")
+        cl.start(1)
+        cl.wait_ready(1)  # its link up: the client dialled again
+        nc.wait_for(lambda: cl.status(2)["ports"][0]["link"] == "up", 10, "the client's link to come back")
+        assert cl.status(2)["ports"][0]["redials"] > before, f"round {rnd}: {cl.status(2)['ports'][0]}"
+        for a, b in ((2, 1), (1, 2)):
+            r = cl.send(a, b, "command", 0, "ping")
+            assert r["status"] == "ok" and r["reply"] == "pong", f"round {rnd}, {a} to {b}: {r}"
+    assert cl.procs[2].poll() is None, cl.log(2)[-2000:]
+    assert_clean_stop(cl)

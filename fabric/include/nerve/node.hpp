@@ -226,6 +226,7 @@ struct PortInfo {
   // Faults the port injects into what it receives (config::Port::fault); all 0 without.
   std::string fault;  // the profile ("none" without)
   std::uint64_t fault_seen, fault_dropped, fault_corrupted, fault_duplicated, fault_reordered, fault_delayed;
+  std::uint64_t redials;  // a memif client: times it dialled its server again (link down 2 s)
 };
 
 struct PeerInfo {
