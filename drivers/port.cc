@@ -1,5 +1,6 @@
 #include "port.hpp"
 
+#include "datapath_guard.hpp"
 #include "intr_registry.hpp"
 
 #include <fmt/format.h>
@@ -375,6 +376,8 @@ bool Port::steer_lanes_by_dscp() noexcept {
 Port::~Port() { close(); }
 
 void Port::close() noexcept {
+  // A redial still to run is dropped; one running is waited for (rte_eal_alarm_cancel).
+  if (memif_client_) rte_eal_alarm_cancel(&Port::redial_now, this);
   fault_.reset();  // frames it holds go back to their pool
   if (frag_fd_ >= 0) ::close(frag_fd_);
   frag_fd_ = -1;
@@ -415,13 +418,27 @@ bool Port::link_up() const noexcept {
 }
 
 bool Port::redial() noexcept {
-  if (!memif_client_) return false;
+  if (!memif_client_ || redial_pending_.load(std::memory_order_acquire)) return false;
   std::error_code ec;
   if (!std::filesystem::exists(memif_dial_, ec)) return false;  // no server: nothing to dial
-  redials_.fetch_add(1, std::memory_order_relaxed);
-  if (started_) rte_eth_dev_stop(id_);
-  started_ = rte_eth_dev_start(id_) == 0;
-  return started_;
+  redial_pending_.store(true, std::memory_order_relaxed);
+  if (rte_eal_alarm_set(1, &Port::redial_now, this) != 0) {
+    redial_pending_.store(false, std::memory_order_relaxed);
+    return false;
+  }
+  return true;
+}
+
+void Port::redial_now(void* port) {
+  auto* p = static_cast<Port*>(port);
+  DatapathGuard::pause_all();
+  if (p->id_ != RTE_MAX_ETHPORTS) {
+    p->redials_.fetch_add(1, std::memory_order_relaxed);
+    if (p->started_) rte_eth_dev_stop(p->id_);
+    p->started_ = rte_eth_dev_start(p->id_) == 0;
+  }
+  DatapathGuard::resume_all();
+  p->redial_pending_.store(false, std::memory_order_release);
 }
 
 bool Port::wait_link(std::chrono::milliseconds timeout) const noexcept {

@@ -75,9 +75,11 @@ class Port {
 
   // A memif client dials its server only when started, and once: a server whose device was not
   // started yet (it refuses the client: "ID not found"), or that stopped or died, leaves the
-  // client's link down for good. redial() stops the device and starts it again, which dials
-  // again; false when the dial failed (no server listening) or this is not a memif client.
-  // The caller must be the only one bursting on the port (the datapath thread, between bursts).
+  // client's link down for good. redial() has the device stopped and started again, which
+  // dials again: on the EAL interrupt thread (where the PMD's own callbacks run, so none runs
+  // on a device half restarted) with the datapath paused (no burst meets it), as a PMD callback
+  // would be. It returns at once (any thread): false when this is not a memif client, its
+  // server's socket is missing (nothing to dial), or a redial is pending already.
   bool memif_client() const noexcept { return memif_client_; }
   bool redial() noexcept;
   std::uint64_t redials() const noexcept { return redials_.load(std::memory_order_relaxed); }
@@ -112,6 +114,8 @@ class Port {
   bool started_ = false;
   bool memif_client_ = false;
   std::atomic<std::uint64_t> redials_{0};
+  std::atomic<bool> redial_pending_{false};
+  static void redial_now(void* port);  // the interrupt thread's part of redial()
   bool flows_ = false;
   bool csum_offload_ = false;
   bool chains_ = false;
