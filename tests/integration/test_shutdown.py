@@ -88,4 +88,22 @@ def test_server_killed_then_back_the_client_dials_again(clusters):
             r = cl.send(a, b, "command", 0, "ping")
             assert r["status"] == "ok" and r["reply"] == "pong", f"round {rnd}, {a} to {b}: {r}"
     assert cl.procs[2].poll() is None, cl.log(2)[-2000:]
+    # The server gone for a while: the client dials its dead socket every 2 s (each dial fails,
+    # the device stays stopped), and is reached again once the server is back.
+    before = cl.status(2)["ports"][0]["redials"]
+    cl.procs[1].kill()
+    cl.procs[1].wait()
+    nc.wait_for(lambda: cl.status(2)["ports"][0]["redials"] >= before + 2, 20, "the client to dial twice more")
+    assert cl.status(2)["ports"][0]["link"] == "down"
+    # The client stopped while it dials: a clean stop (a redial not yet run is dropped, one
+    # running is waited for).
+    codes = cl.stop([2])
+    problems = cl.stopped_cleanly(2)
+    assert codes[2] == 0 and not problems, f"{codes} {problems}\n{cl.log(2)[-2000:]}"
+    cl.start(1)
+    cl.start(2)
+    cl.wait_ready(1)
+    cl.wait_ready(2)
+    r = cl.send(2, 1, "command", 0, "ping")
+    assert r["status"] == "ok" and r["reply"] == "pong", r
     assert_clean_stop(cl)
