@@ -344,7 +344,6 @@ std::vector<Row> failover_bench(const Options& o) {
   r.killed = killed;
   r.heartbeat_miss = o.heartbeat_miss ? o.heartbeat_miss : cluster.heartbeat_miss;
   r.duplicates = rep["duplicates"].get<std::uint64_t>();
-  (void)kill_ns;
   r.paths_at_kill = paths_at_kill;
   r.trace = std::move(trace);
   for (std::size_t k = 0; k < refused.size(); ++k)

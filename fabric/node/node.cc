@@ -489,8 +489,8 @@ Node::Node(const config::Cluster& cluster, NodeId id, drivers::Eal& eal, const N
   I.clock_sync.arm(0);
   I.link_down_since.assign(I.ports.size(), 0);
   I.timers.add(I.redial);
-  for (auto& p : I.ports)
-    if (p.dev->memif_client()) I.redial.arm(0);
+  if (std::any_of(I.ports.begin(), I.ports.end(), [](const auto& p) { return p.dev->memif_client(); }))
+    I.redial.arm(0);
 
   for (auto& p : I.ports) p.dev->wait_link(opts.link_wait);
   I.prepare_xstats();
