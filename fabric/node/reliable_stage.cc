@@ -1,6 +1,7 @@
 #include "reliable_stage.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 #include <random>
 
@@ -425,19 +426,22 @@ void ReliableStage::sample_rtt(Peer& p, std::uint64_t sample) noexcept {
   }
 }
 
-void ReliableStage::acknowledge(Peer& p, std::uint8_t prio, std::uint32_t ack, std::uint64_t now_ns,
-                                bool measure) noexcept {
+std::uint64_t ReliableStage::acknowledge(Peer& p, std::uint8_t prio, std::uint32_t ack, std::uint64_t now_ns,
+                                         bool measure) noexcept {
   TxSession& t = p.tx[prio];
   // One round-trip sample per ack, from the newest frame it covers, and only when none of them
   // waited on anything but the link: none sent again (Karn), none acknowledged selectively
   // before (each such frame waited at the receiver for a gap to fill, and was measured when
   // its selective ack came).
   bool clean = measure;
-  std::uint64_t newest_sent = 0;
+  std::uint64_t newest_sent = 0, resent = 0;
   for (std::uint32_t seq = t.base; before(seq, ack); ++seq) {
     TxEntry& e = t.win[seq & kMask];
     if (!e.m) continue;
-    if (e.retries != 0 && now_ns > e.first_ns) st_.rel_recovery_ns[prio].record(now_ns - e.first_ns);
+    if (e.retries != 0) {
+      if (now_ns > e.first_ns) st_.rel_recovery_ns[prio].record(now_ns - e.first_ns);
+      resent = std::max(resent, e.sent_ns);
+    }
     clean &= e.retries == 0 && !e.sacked;
     newest_sent = e.sent_ns;
     rte_pktmbuf_free(e.m);
@@ -450,6 +454,7 @@ void ReliableStage::acknowledge(Peer& p, std::uint8_t prio, std::uint32_t ack, s
     t.backoff = 0;  // the receiver is taking frames again
   }
   advance(t);
+  return resent;
 }
 
 void ReliableStage::on_ack(const RxItem& it, std::uint64_t now_ns) noexcept {
@@ -474,31 +479,44 @@ void ReliableStage::on_ack(const RxItem& it, std::uint64_t now_ns) noexcept {
     t.credit = h.seq != 0 ? std::min(h.seq, kWindow) : kWindow;
     t.credit_ns = now_ns;
   }
-  acknowledge(p, prio, h.ack, now_ns);
+  const std::uint64_t resent = acknowledge(p, prio, h.ack, now_ns);
   // Selective: frames the receiver holds; a gap before any of them is lost (or late): send it
   // again now unless it was sent within the last round trip.
   std::uint64_t sack = 0;
   std::memcpy(&sack, it.d.payload.data(), kAckPayload);
-  if (sack == 0) return;
-  std::uint32_t last = h.ack;
-  std::uint64_t newest_sacked = 0;  // one round-trip sample per ack: its newest frame sent once
-  for (unsigned b = 0; b < 64; ++b) {
-    if (!((sack >> b) & 1u)) continue;
-    const std::uint32_t seq = h.ack + 1 + b;
-    if (!before(seq, t.next)) break;
-    if (before(seq, t.base)) continue;  // an old (late, reordered) ack: that slot is a newer frame's now
-    TxEntry& e = t.win[seq & kMask];
-    if (e.m && !e.sacked) {
-      e.sacked = true;
-      if (e.retries == 0) newest_sacked = e.sent_ns;
+  if (sack != 0) {
+    std::uint32_t last = h.ack;
+    std::uint64_t newest_sacked = 0;  // one round-trip sample per ack: its newest frame sent once
+    for (std::uint64_t bits = sack; bits != 0; bits &= bits - 1) {
+      const std::uint32_t seq = h.ack + 1 + static_cast<std::uint32_t>(std::countr_zero(bits));
+      if (!before(seq, t.next)) break;
+      if (before(seq, t.base)) continue;  // an old (late, reordered) ack: that slot is a newer frame's now
+      TxEntry& e = t.win[seq & kMask];
+      if (e.m && !e.sacked) {
+        e.sacked = true;
+        if (e.retries == 0) newest_sacked = e.sent_ns;
+      }
+      last = seq;
     }
-    last = seq;
+    if (newest_sacked != 0 && now_ns > newest_sacked) sample_rtt(p, now_ns - newest_sacked);
+    const std::uint64_t recent = p.srtt_ns != 0 ? p.srtt_ns : kMinRtoNs;
+    for (std::uint32_t seq = t.base; before(seq, last); ++seq) {
+      TxEntry& e = t.win[seq & kMask];
+      if (e.m && !e.sacked && since(now_ns, e.sent_ns) >= recent) retransmit(di, prio, e, now_ns, true);
+    }
   }
-  if (newest_sacked != 0 && now_ns > newest_sacked) sample_rtt(p, now_ns - newest_sacked);
-  const std::uint64_t recent = p.srtt_ns != 0 ? p.srtt_ns : kMinRtoNs;
-  for (std::uint32_t seq = t.base; before(seq, last); ++seq) {
+  // A frame sent again has come through, but frames sent before it that follow it have not
+  // (they would be held, and acknowledged selectively), though their timeout has passed: lost
+  // as well, the rest of a run the link swallowed whole. The receiver is taking frames, so all
+  // of them go again now, not one a timeout as for a receiver that may have stalled (a black
+  // hole of a window's frames would take that many timeouts). Within the ack's selective reach.
+  if (resent == 0) return;
+  const std::uint64_t rto = rto_ns(p, prio);
+  const std::uint32_t reach = h.ack + 1 + 64;
+  for (std::uint32_t seq = t.base; before(seq, t.next) && before(seq, reach); ++seq) {
     TxEntry& e = t.win[seq & kMask];
-    if (e.m && !e.sacked && since(now_ns, e.sent_ns) >= recent) retransmit(di, prio, e, now_ns, true);
+    if (e.m && !e.sacked && e.sent_ns < resent && since(now_ns, e.sent_ns) >= rto)
+      retransmit(di, prio, e, now_ns, true);
   }
 }
 
