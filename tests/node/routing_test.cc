@@ -760,7 +760,10 @@ TEST_CASE("a reliable broadcast and multicast through lossy links: every recipie
     const auto copies = [&] { return f[1].snapshot().rel[2].sent - sent_before; };
     // Every copy is delivered or, to node 4, reported: nothing in between.
     REQUIRE(f.until([&] { return taken() + lost.size() == copies(); }, 30s, {4}));
-    INFO("copies " << copies() << ", delivered " << taken() << ", reported " << lost.size());
+    const auto r1 = f[1].snapshot().rel[2];
+    INFO("copies " << copies() << ", delivered " << taken() << ", reported " << lost.size() << "; node 1 lane 2: "
+                   << r1.retransmits << " timer + " << r1.fast_retransmits << " fast retransmits, " << r1.failed
+                   << " given up; " << describe_lane(f[1], 2));
     CHECK(!lost.empty());
     for (const auto& e : lost) CHECK(e.dst == 4);
     for (NodeId id : {2, 3, 5}) {
