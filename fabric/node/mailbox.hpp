@@ -84,6 +84,8 @@ class Mailbox {
     rte_ring_enqueue(empty_, l);
   }
   std::uint64_t dropped() const noexcept { return dropped_.load(std::memory_order_relaxed); }
+  // Sender's side: letters free now (at least this many posts will succeed).
+  unsigned vacant() const noexcept { return rte_ring_count(empty_); }
 
  private:
   void free_rings() noexcept {

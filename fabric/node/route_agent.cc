@@ -127,10 +127,10 @@ void RouteAgent::originate(std::uint64_t now_ns) {
     std::lock_guard lk(stats_mu_);
     ++stats_.lsa_originated;
   }
-  flood(std::span<const std::byte>(scratch_.data(), n), -1);
+  flood(std::span<const std::byte>(scratch_.data(), n), self_idx_, -1);
 }
 
-void RouteAgent::flood(std::span<const std::byte> lsa, int except_slot) {
+void RouteAgent::flood(std::span<const std::byte> lsa, std::uint32_t origin, int except_slot) {
   // Once per neighbour (parallel links: the first one up), never back where it came from.
   std::uint64_t posted = 0;
   const std::uint16_t except_peer = except_slot >= 0 ? links_[static_cast<std::size_t>(except_slot)].peer : 0;
@@ -140,23 +140,52 @@ void RouteAgent::flood(std::span<const std::byte> lsa, int except_slot) {
     bool earlier = false;  // an earlier link to the same neighbour, up, carries it
     for (std::size_t t = 0; t < s && !earlier; ++t)
       earlier = links_[t].peer == l.peer && links_.shared(t).up.load(std::memory_order_relaxed);
-    if (!earlier && outbox_.post(static_cast<std::uint16_t>(s), lsa)) ++posted;
+    if (earlier) continue;
+    if (outbox_.post(static_cast<std::uint16_t>(s), lsa)) {
+      ++posted;
+    } else {
+      // No letter free: the neighbour gets it with the database from this origin on (or
+      // sooner, if a sync under way has not reached it yet), as the outbox empties.
+      Seen& seen = seen_[s];
+      if (seen.sync_next == kNoSync || origin < seen.sync_next) seen.sync_next = origin;
+    }
   }
   std::lock_guard lk(stats_mu_);
   stats_.lsa_sent += posted;
 }
 
-void RouteAgent::send_db(std::size_t slot) {
+void RouteAgent::sync(std::size_t slot, std::uint32_t from) {
+  Seen& seen = seen_[slot];
+  seen.sync_next = std::min(seen.sync_next, from);
+  std::lock_guard lk(stats_mu_);
+  ++stats_.db_syncs;
+}
+
+void RouteAgent::continue_syncs() {
   std::uint64_t posted = 0;
-  for (std::uint32_t i = 0; i < topo_.size(); ++i) {
-    const route::Lsa* l = db_.get(i);
-    if (!l) continue;
-    const std::size_t n = route::encode(scratch_, *l);
-    if (n && outbox_.post(static_cast<std::uint16_t>(slot), std::span<const std::byte>(scratch_.data(), n))) ++posted;
+  // Letters kept free for floods (a new advertisement goes before an old one resent).
+  const unsigned reserve = static_cast<unsigned>(links_.size());
+  for (std::size_t s = 0; s < links_.size(); ++s) {
+    Seen& seen = seen_[s];
+    if (seen.sync_next == kNoSync) continue;
+    if (!links_.shared(s).up.load(std::memory_order_relaxed)) {
+      seen.sync_next = kNoSync;  // it gets the whole database when it is back
+      continue;
+    }
+    std::uint32_t i = seen.sync_next;
+    for (; i < topo_.size(); ++i) {
+      const route::Lsa* l = db_.get(i);
+      if (!l) continue;
+      if (outbox_.vacant() <= reserve) break;
+      const std::size_t n = route::encode(scratch_, *l);
+      if (n == 0) continue;
+      if (!outbox_.post(static_cast<std::uint16_t>(s), std::span<const std::byte>(scratch_.data(), n))) break;
+      ++posted;
+    }
+    seen.sync_next = i < topo_.size() ? i : kNoSync;
   }
   std::lock_guard lk(stats_mu_);
   stats_.lsa_sent += posted;
-  ++stats_.db_syncs;
 }
 
 void RouteAgent::build(std::uint64_t now_ns) {
@@ -213,12 +242,13 @@ void RouteAgent::step(std::uint64_t now_ns) {
       inbox_.done(l);
       continue;
     }
+    const std::uint32_t origin = topo_.index(lsa.origin);
     const auto r = db_.apply(std::move(lsa), now_ns);
     if (r == route::Lsdb::Apply::kUnknownOrigin) ++refused;
     if (r == route::Lsdb::Apply::kNewer) {
       ++newer;
       dirty_ = true;
-      flood(msg, l->slot);
+      flood(msg, origin, l->slot);
     }
     inbox_.done(l);
   }
@@ -248,7 +278,7 @@ void RouteAgent::step(std::uint64_t now_ns) {
     if (up != seen.up) {
       urgent = true;
       dirty_ = true;  // local routes change at once, advertised or not
-      if (up) send_db(s);  // a neighbour back (or new): give it everything we know
+      if (up) sync(s);  // a neighbour back (or new): give it everything we know
       seen.up = up;
     }
     if (delay_moved(seen.rtt_ns, rtt)) {
@@ -262,7 +292,7 @@ void RouteAgent::step(std::uint64_t now_ns) {
     } else if (seen.mismatch_since_ns == 0) {
       seen.mismatch_since_ns = now_ns;
     } else if (now_ns - seen.mismatch_since_ns > 50'000'000 && now_ns - seen.last_sync_ns > 1'000'000'000) {
-      send_db(s);
+      sync(s);
       seen.last_sync_ns = now_ns;
       seen.mismatch_since_ns = 0;
     }
@@ -271,6 +301,7 @@ void RouteAgent::step(std::uint64_t now_ns) {
   const bool refresh = now_ns >= last_refresh_ns_ + std::uint64_t{cluster_.lsa_refresh_ms} * 1'000'000u;
   if (own_seq_ == 0 || urgent || refresh || (unadvertised_ && now_ns >= last_originated_ns_ + kOriginateMinNs))
     originate(now_ns);
+  continue_syncs();  // (after originating: a link just up gets the newest of ours)
 
   // 4. Advertisements nobody refreshed.
   const std::uint64_t max_age = std::uint64_t{cluster_.lsa_refresh_ms} * 1'000'000u * kExpireRefreshes;

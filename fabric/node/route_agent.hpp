@@ -99,8 +99,13 @@ class RouteAgent {
 
  private:
   void originate(std::uint64_t now_ns);
-  void flood(std::span<const std::byte> lsa, int except_slot);
-  void send_db(std::size_t slot);
+  // Posts `lsa` (the advertisement of node index `origin`) on every link up but except_slot's
+  // neighbour; a link whose post finds the outbox full owes it, in a database sync.
+  void flood(std::span<const std::byte> lsa, std::uint32_t origin, int except_slot);
+  // Sends the whole database on `slot` from index `from` on: as many advertisements as the
+  // outbox takes now (leaving room for floods), the rest at the next ticks (sync_next).
+  void sync(std::size_t slot, std::uint32_t from = 0);
+  void continue_syncs();
   void build(std::uint64_t now_ns);
   void collect_retired();
   // This node's links as the datapath sees them (up/down); delay and load as last advertised,
@@ -139,7 +144,9 @@ class RouteAgent {
     std::uint32_t advertised_rtt_ns = 0;  // in the last advertisement
     std::uint64_t mismatch_since_ns = 0;
     std::uint64_t last_sync_ns = 0;
+    std::uint32_t sync_next = kNoSync;    // a database sync under way: the next index to post
   };
+  static constexpr std::uint32_t kNoSync = ~0u;
   std::vector<Seen> seen_;
   std::vector<std::uint64_t> port_tx_prev_;
   std::vector<std::uint8_t> port_load_, advertised_load_;

@@ -80,3 +80,56 @@ TEST_CASE("agent: a delay that moves inside the advertising interval goes out wh
   CHECK(third[0].links[0].delay_ns == 5'000);
   CHECK(agent.current()->cost(peer, 0) == hop + 5'000);
 }
+
+TEST_CASE("agent: a database sync that finds the outbox full is sent as it empties, not lost",
+          "[stage][routing][agent]") {
+  test::StageRig rig("ag2");
+  node::Routing& r = *rig.routing;
+  node::RouteAgent& agent = r.agent;
+  std::uint64_t t = rig.clock->now_ns();
+  agent.step(t);
+  REQUIRE(posted(r).size() == 1);
+  // The neighbour's advertisement: now the database holds two.
+  std::vector<std::byte> buf(route::lsa_len(1));
+  const std::size_t len = route::encode(buf, route::Lsa{2, 7, 0, {route::LinkAdvert{1, true, 0, 0}}});
+  REQUIRE(r.inbox.post(0, std::span<const std::byte>(buf.data(), len)));
+  agent.step(t += 1'000'000);
+  REQUIRE(agent.stats().db_size == 2);
+  CHECK(posted(r).empty());
+
+  // The datapath falls behind: every letter of the outbox is taken.
+  const std::array<std::byte, 4> junk{};
+  unsigned filled = 0;
+  while (r.outbox.vacant() > 0 && r.outbox.post(0, junk)) ++filled;
+  REQUIRE(filled > 0);
+  REQUIRE(r.outbox.vacant() == 0);
+  // The link goes down and comes back: the neighbour is owed the whole database (and this
+  // node's new advertisement), and there is no room for any of it.
+  r.links.shared(0).up.store(false);
+  agent.step(t += 1'000'000);
+  r.links.shared(0).up.store(true);
+  agent.step(t += 1'000'000);
+  const auto syncs = agent.stats().db_syncs;
+  CHECK(syncs >= 1);
+  // The datapath catches up: the junk goes, and the next tick sends what was owed.
+  unsigned taken = 0;
+  while (node::Mailbox::Letter* l = r.outbox.take()) {
+    CHECK(l->len == junk.size());
+    r.outbox.done(l);
+    ++taken;
+  }
+  CHECK(taken == filled);
+  agent.step(t += 1'000'000);
+  const auto sent = posted(r);
+  bool own = false, theirs = false;
+  for (const auto& l : sent) {
+    if (l.origin == 1 && l.links.size() == 1 && l.links[0].up) own = true;  // the newest: the link up
+    if (l.origin == 2 && l.seq == 7) theirs = true;
+  }
+  INFO(sent.size() << " advertisements sent after the outbox emptied");
+  CHECK(own);
+  CHECK(theirs);
+  // Once sent, nothing more is owed.
+  agent.step(t += 1'000'000);
+  CHECK(posted(r).empty());
+}
