@@ -434,6 +434,7 @@ std::uint64_t ReliableStage::acknowledge(Peer& p, std::uint8_t prio, std::uint32
   // before (each such frame waited at the receiver for a gap to fill, and was measured when
   // its selective ack came).
   bool clean = measure;
+  bool once = false;  // it covers a frame sent once: the first transmissions are coming through
   std::uint64_t newest_sent = 0, resent = 0;
   for (std::uint32_t seq = t.base; before(seq, ack); ++seq) {
     TxEntry& e = t.win[seq & kMask];
@@ -441,6 +442,8 @@ std::uint64_t ReliableStage::acknowledge(Peer& p, std::uint8_t prio, std::uint32
     if (e.retries != 0) {
       if (now_ns > e.first_ns) st_.rel_recovery_ns[prio].record(now_ns - e.first_ns);
       resent = std::max(resent, e.sent_ns);
+    } else {
+      once = true;
     }
     clean &= e.retries == 0 && !e.sacked;
     newest_sent = e.sent_ns;
@@ -454,7 +457,25 @@ std::uint64_t ReliableStage::acknowledge(Peer& p, std::uint8_t prio, std::uint32
     t.backoff = 0;  // the receiver is taking frames again
   }
   advance(t);
-  return resent;
+  return once ? 0 : resent;
+}
+
+void ReliableStage::resend_swallowed(std::uint32_t di, std::uint8_t prio, std::uint32_t ack, std::uint64_t resent,
+                                     std::uint64_t now_ns) noexcept {
+  // Only frames sent again came through: the frames sent before them that follow are not held
+  // by the receiver (or the ack would say so), though their timeout has passed. They were lost
+  // too, the rest of a run the link swallowed whole, and the receiver is taking frames: all go
+  // again now, not one a timeout as for a receiver that may have stalled (whose first
+  // transmissions, arriving late, would be in the ack). Within the ack's selective reach.
+  Peer& p = *peers_[di];
+  TxSession& t = p.tx[prio];
+  const std::uint64_t rto = rto_ns(p, prio);
+  const std::uint32_t reach = ack + 1 + 64;
+  for (std::uint32_t seq = t.base; before(seq, t.next) && before(seq, reach); ++seq) {
+    TxEntry& e = t.win[seq & kMask];
+    if (e.m && !e.sacked && e.sent_ns < resent && since(now_ns, e.sent_ns) >= rto)
+      retransmit(di, prio, e, now_ns, true);
+  }
 }
 
 void ReliableStage::on_ack(const RxItem& it, std::uint64_t now_ns) noexcept {
@@ -505,19 +526,7 @@ void ReliableStage::on_ack(const RxItem& it, std::uint64_t now_ns) noexcept {
       if (e.m && !e.sacked && since(now_ns, e.sent_ns) >= recent) retransmit(di, prio, e, now_ns, true);
     }
   }
-  // A frame sent again has come through, but frames sent before it that follow it have not
-  // (they would be held, and acknowledged selectively), though their timeout has passed: lost
-  // as well, the rest of a run the link swallowed whole. The receiver is taking frames, so all
-  // of them go again now, not one a timeout as for a receiver that may have stalled (a black
-  // hole of a window's frames would take that many timeouts). Within the ack's selective reach.
-  if (resent == 0) return;
-  const std::uint64_t rto = rto_ns(p, prio);
-  const std::uint32_t reach = h.ack + 1 + 64;
-  for (std::uint32_t seq = t.base; before(seq, t.next) && before(seq, reach); ++seq) {
-    TxEntry& e = t.win[seq & kMask];
-    if (e.m && !e.sacked && e.sent_ns < resent && since(now_ns, e.sent_ns) >= rto)
-      retransmit(di, prio, e, now_ns, true);
-  }
+  if (resent != 0) resend_swallowed(di, prio, h.ack, resent, now_ns);
 }
 
 // ---- receiver -------------------------------------------------------------------------------
@@ -674,8 +683,12 @@ void ReliableStage::on_data(RxItem& it, std::uint64_t now_ns) noexcept {
         n = half;
       }
     }
-    if (lo != t.base && t.win[(lo - 1) & kMask].msg_id == h.corr_id && t.win[(lo - 1) & kMask].m)
-      acknowledge(p, prio, lo, now_ns, false);  // the responder's time is in it: no sample
+    if (lo != t.base && t.win[(lo - 1) & kMask].msg_id == h.corr_id && t.win[(lo - 1) & kMask].m) {
+      // The responder's time is in it: no sample. A request sent again answered, and none
+      // sent once: the requests after it were swallowed with it.
+      const std::uint64_t resent = acknowledge(p, prio, lo, now_ns, false);
+      if (resent != 0) resend_swallowed(di, prio, lo, resent, now_ns);
+    }
   }
   if (s.session != h.session) {
     if (h.session == s.prev_session) {  // the sender's previous incarnation, still in flight

@@ -13,9 +13,10 @@
 //     round trip where that is longer, up to kMaxWaitNs: a queue ahead of the acks), doubling
 //     with each timeout of the session in a row up to an eighth of the give-up time or
 //     kMaxWaitNs;
-//   - at once when an ack covers a frame sent again: the frames sent before that retransmission,
-//     past their timeout and not held by the receiver, were lost with it (a run swallowed
-//     whole), and the receiver is taking frames again;
+//   - at once when an ack (or a response) covers frames that were all sent again: the frames
+//     sent before those retransmissions, past their timeout and not held by the receiver, were
+//     lost with them (a run swallowed whole; a stalled receiver's late frames would be in the
+//     ack), and the receiver is taking frames again;
 // and given up when unacknowledged for the cluster's reliable_give_up_ms (the peer is down, or
 // unreachable): reported once (Node::on_delivery_failure) and counted, never silent. Every data
 // frame's ack field carries the oldest sequence number the sender still holds, so a receiver
@@ -246,11 +247,16 @@ class ReliableStage {
   void flush_out(std::uint64_t now_ns) noexcept;
   // Everything before `ack` in t arrived (cumulative): released, round trips sampled.
   // Frees what `ack` acknowledges; `measure`: its frames sent once give round-trip samples.
-  // Returns when the newest of them sent again went (0: none was sent again).
+  // Returns when the newest of them sent again went, if every one of them was sent again (0:
+  // one or more went once, or none was sent again).
   std::uint64_t acknowledge(Peer& p, std::uint8_t prio, std::uint32_t ack, std::uint64_t now_ns, bool measure = true) noexcept;
   void sample_rtt(Peer& p, std::uint64_t sample) noexcept;
   // Sends `e` again; false when it could not leave now (full lane, no route, no copy).
   bool retransmit(std::uint32_t di, std::uint8_t prio, TxEntry& e, std::uint64_t now_ns, bool fast) noexcept;
+  // After an ack up to `ack` that covered only frames sent again, the last at `resent`: the
+  // frames sent before, past their timeout and not held, go again now (a run lost whole).
+  void resend_swallowed(std::uint32_t di, std::uint8_t prio, std::uint32_t ack, std::uint64_t resent,
+                        std::uint64_t now_ns) noexcept;
   void give_up(std::uint32_t di, std::uint8_t prio, std::uint32_t seq, TxEntry& e) noexcept;
   void report(const DeliveryFailure& f) noexcept;  // counted (failed) and handed to on_failure
   // Moves base over entries no longer held.
