@@ -141,7 +141,7 @@ void RouteAgent::flood(std::span<const std::byte> lsa, std::uint32_t origin, int
     for (std::size_t t = 0; t < s && !earlier; ++t)
       earlier = links_[t].peer == l.peer && links_.shared(t).up.load(std::memory_order_relaxed);
     if (earlier) continue;
-    if (outbox_.post(static_cast<std::uint16_t>(s), lsa)) {
+    if (outbox_.vacant() > 0 && outbox_.post(static_cast<std::uint16_t>(s), lsa)) {
       ++posted;
     } else {
       // No letter free: the neighbour gets it with the database from this origin on (or
@@ -168,7 +168,7 @@ void RouteAgent::continue_syncs() {
   for (std::size_t s = 0; s < links_.size(); ++s) {
     Seen& seen = seen_[s];
     if (seen.sync_next == kNoSync) continue;
-    if (!links_.shared(s).up.load(std::memory_order_relaxed)) {
+    if (!seen.up) {  // (as this tick saw it: a link back since is seen, and synced, next tick)
       seen.sync_next = kNoSync;  // it gets the whole database when it is back
       continue;
     }
@@ -291,7 +291,8 @@ void RouteAgent::step(std::uint64_t now_ns) {
       seen.mismatch_since_ns = 0;
     } else if (seen.mismatch_since_ns == 0) {
       seen.mismatch_since_ns = now_ns;
-    } else if (now_ns - seen.mismatch_since_ns > 50'000'000 && now_ns - seen.last_sync_ns > 1'000'000'000) {
+    } else if (now_ns - seen.mismatch_since_ns > 50'000'000 && now_ns - seen.last_sync_ns > 1'000'000'000 &&
+               seen.sync_next == kNoSync) {  // (one under way goes on: restarted, it might never end)
       sync(s);
       seen.last_sync_ns = now_ns;
       seen.mismatch_since_ns = 0;

@@ -132,4 +132,17 @@ TEST_CASE("agent: a database sync that finds the outbox full is sent as it empti
   // Once sent, nothing more is owed.
   agent.step(t += 1'000'000);
   CHECK(posted(r).empty());
+
+  // A new advertisement of its own (it joins a group) while the outbox is full, no link
+  // changing: the flood is owed, and goes once there is room.
+  filled = 0;
+  while (r.outbox.vacant() > 0 && r.outbox.post(0, junk)) ++filled;
+  agent.set_groups(1);
+  agent.step(t += 1'000'000);
+  for (taken = 0; node::Mailbox::Letter* l = r.outbox.take(); ++taken) r.outbox.done(l);
+  CHECK(taken == filled);  // nothing but the junk: the flood did not fit
+  agent.step(t += 1'000'000);
+  bool joined = false;
+  for (const auto& l : posted(r)) joined |= l.origin == 1 && l.groups == 1;
+  CHECK(joined);
 }

@@ -272,7 +272,7 @@ struct RoutingInfo {
   std::uint64_t table_in_use;      // the version the datapath routes with (it takes the newest between bursts)
   std::uint64_t build_ns;          // the last build's duration
   std::uint64_t lsa_received, lsa_sent, lsa_originated, lsa_refused, db_size, db_syncs;
-  std::uint64_t mailbox_dropped;   // advertisements lost to a full mailbox (repaired by refresh)
+  std::uint64_t mailbox_dropped;   // received advertisements lost to a full mailbox (repaired by refresh)
 };
 
 // A send from another thread (a control socket, a test), carried out by the datapath.
