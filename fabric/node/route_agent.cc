@@ -154,9 +154,8 @@ void RouteAgent::flood(std::span<const std::byte> lsa, std::uint32_t origin, int
   stats_.lsa_sent += posted;
 }
 
-void RouteAgent::sync(std::size_t slot, std::uint32_t from) {
-  Seen& seen = seen_[slot];
-  seen.sync_next = std::min(seen.sync_next, from);
+void RouteAgent::sync(std::size_t slot) {
+  seen_[slot].sync_next = 0;
   std::lock_guard lk(stats_mu_);
   ++stats_.db_syncs;
 }

@@ -102,9 +102,9 @@ class RouteAgent {
   // Posts `lsa` (the advertisement of node index `origin`) on every link up but except_slot's
   // neighbour; a link whose post finds the outbox full owes it, in a database sync.
   void flood(std::span<const std::byte> lsa, std::uint32_t origin, int except_slot);
-  // Sends the whole database on `slot` from index `from` on: as many advertisements as the
-  // outbox takes now (leaving room for floods), the rest at the next ticks (sync_next).
-  void sync(std::size_t slot, std::uint32_t from = 0);
+  // Sends the whole database on `slot`: as many advertisements as the outbox takes now
+  // (leaving room for floods), the rest at the next ticks (continue_syncs, sync_next).
+  void sync(std::size_t slot);
   void continue_syncs();
   void build(std::uint64_t now_ns);
   void collect_retired();
