@@ -18,15 +18,15 @@ namespace nerve {
 // ---- the datapath -------------------------------------------------------------------------
 
 void Node::Impl::Pipeline::operator()(std::size_t port, rte_mbuf** frames, std::uint16_t n) noexcept {
-  node::RxItem* it = items.data();
-  std::uint16_t k = I.validate->run(frames, n, it);
-  if (k == 0) return;
   const std::uint64_t now = I.clock.now_ns();  // the clock, read once per burst
   // A node busy with traffic still runs its timers on time (heartbeats above all): a due timer
   // brings the slow path forward to this poll.
   if (now >= I.timers.next_due()) I.slow_due = true;
+  n = I.forward->transit(port, frames, n, now);  // transit frames that need nothing more leave
+  node::RxItem* it = items.data();
+  std::uint16_t k = n == 0 ? 0 : I.validate->run(frames, n, it);
   // [open]     security: decrypt and verify here (secure/), before anything reads a payload.
-  k = I.dispatch->run(port, it, k, now);       // forwarded and fabric frames leave here
+  if (k != 0) k = I.dispatch->run(port, it, k, now);  // forwarded and fabric frames leave here
   I.tx->forward_flush();                       // the burst's transit frames, together
   if (k == 0) return;
   I.tx->lend_now(now);                         // what handlers send carries it too
@@ -468,16 +468,16 @@ Node::Node(const config::Cluster& cluster, NodeId id, drivers::Eal& eal, const N
   I.idle.emplace(I.cfg);
   I.tx.emplace(I.ports, *I.routing, I.cfg, tx_pool, I.max_payload, I.clock, st, *I.idle, I.guard, I.p0);
   I.link.emplace(cluster, *I.routing, *I.tx, st, I.timers, I.clock.now_ns());
-  I.forward.emplace(cluster, *I.routing, *I.tx, st);
-  I.paths.emplace(*I.routing, st);
-  I.proxies.emplace(I.cfg.id, I.max_payload, eal.socket());
-  I.services.emplace(cluster, *I.routing, *I.tx, I.timers, I.clock);
-  I.control.emplace(cluster, *I.proxies, *I.tx, *I.services, I.timers);
   // Broadcast, multicast, reliable delivery, fragments and two paths run; encryption not yet.
   I.validate.emplace(wire::RxFilter{cluster.udp_port, cluster.mtu,
                                     wire::flag::kBroadcast | wire::flag::kMulticast | wire::flag::kReliable |
                                         wire::flag::kFragment | wire::flag::kTwoPaths | wire::flag::kSecondPath},
                      st);
+  I.forward.emplace(cluster, *I.routing, *I.tx, st, I.validate->filter(), macs);
+  I.paths.emplace(*I.routing, st);
+  I.proxies.emplace(I.cfg.id, I.max_payload, eal.socket());
+  I.services.emplace(cluster, *I.routing, *I.tx, I.timers, I.clock);
+  I.control.emplace(cluster, *I.proxies, *I.tx, *I.services, I.timers);
   I.dispatch.emplace(I.cfg.id, I.cfg.ip, I.routing->nodes, macs, st, *I.forward, *I.link, *I.paths);
   I.deliver.emplace(cluster, I.cfg, opts.rx_queue_depth, st, *I.idle, *I.control, *I.services);
   I.reliable.emplace(cluster, I.cfg, *I.routing, *I.tx, *I.deliver, *I.join_buffers, st);

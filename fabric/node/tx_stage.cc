@@ -447,16 +447,24 @@ unsigned TxStage::fan_out(rte_mbuf* m, std::uint32_t src, int group, std::uint8_
   return sent;
 }
 
-void TxStage::forward(rte_mbuf* m, std::size_t slot, std::uint8_t prio) noexcept {
+void TxStage::forward(rte_mbuf* const* ms, std::uint16_t n, std::size_t slot, std::uint8_t prio) noexcept {
   const std::size_t port = r_.links[slot].port;
-  m->ol_flags = 0;  // the RX flags it came with mean nothing on TX
-  if (prio == 0) [[unlikely]]
-    return forward_one(m, port, prio);  // P0 leaves at once (enqueue)
+  for (std::uint16_t i = 0; i < n; ++i) ms[i]->ol_flags = 0;
+  if (prio == 0) [[unlikely]] {
+    for (std::uint16_t i = 0; i < n; ++i) forward_one(ms[i], port, prio);
+    return;
+  }
   PortTx& pt = ports_tx_[port];
-  if (pt.fwd_n == kBurst) forward_port(port);
-  pt.fwd[pt.fwd_n] = m;
-  pt.fwd_prio[pt.fwd_n++] = prio;
   fwd_dirty_ |= std::uint64_t{1} << port;
+  while (n != 0) {
+    if (pt.fwd_n == kBurst) forward_port(port);
+    const auto take = std::min<std::uint16_t>(n, static_cast<std::uint16_t>(kBurst - pt.fwd_n));
+    std::copy_n(ms, take, pt.fwd.data() + pt.fwd_n);
+    std::fill_n(pt.fwd_prio.data() + pt.fwd_n, take, prio);
+    pt.fwd_n = static_cast<std::uint16_t>(pt.fwd_n + take);
+    ms += take;
+    n = static_cast<std::uint16_t>(n - take);
+  }
 }
 
 void TxStage::forward_one(rte_mbuf* m, std::size_t port, std::uint8_t prio) noexcept {

@@ -130,7 +130,9 @@ class TxStage {
   // nothing is queued ahead of them (a short burst while P0 flows, the rest queued behind it),
   // and queues them frame by frame otherwise. A full P0-P2
   // lane drops a frame (counted: forward_dropped); P3/P4 shed the oldest.
-  void forward(rte_mbuf* m, std::size_t slot, std::uint8_t prio) noexcept;
+  void forward(rte_mbuf* m, std::size_t slot, std::uint8_t prio) noexcept { forward(&m, 1, slot, prio); }
+  // forward() of frames ms[0, n), all for `slot` on lane `prio`, in order.
+  void forward(rte_mbuf* const* ms, std::uint16_t n, std::size_t slot, std::uint8_t prio) noexcept;
   unsigned forward_flush() noexcept;  // returns the frames handed to ports at once
 
   unsigned drain() noexcept;      // one poll's worth (above); returns frames handed over

@@ -6,6 +6,7 @@
 #include <cassert>
 
 #include "bytes.hpp"
+#include "checks.hpp"
 #include "layout.hpp"
 
 namespace nerve::wire {
@@ -16,8 +17,11 @@ using bytes::load_le;
 using bytes::store_be;
 using bytes::store_le;
 
-constexpr std::uint16_t kEtherTypeIpv4 = 0x0800;
-constexpr std::uint8_t kIpProtoUdp = 17;
+using checks::fold;
+using checks::ipv4_header_sum;
+using checks::kEtherTypeIpv4;
+using checks::kIpProtoUdp;
+using checks::u8;
 constexpr std::uint8_t kIpDefaultTtl = 64;
 
 using layout::kHdrOff;
@@ -51,29 +55,12 @@ std::uint32_t sum16(std::span<const std::byte> data, std::uint32_t sum) noexcept
   return sum + static_cast<std::uint16_t>((le >> 8) | (le << 8));
 }
 
-std::uint16_t fold(std::uint32_t sum) noexcept {
-  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
-  return static_cast<std::uint16_t>(~sum & 0xffff);
-}
-
 // RFC 768 checksum over the IPv4 pseudo-header and the whole UDP datagram.
 std::uint16_t udp_checksum(std::uint32_t src_ip, std::uint32_t dst_ip,
                            std::span<const std::byte> udp) noexcept {
   std::uint32_t sum = (src_ip >> 16) + (src_ip & 0xffff) + (dst_ip >> 16) + (dst_ip & 0xffff);
   sum += kIpProtoUdp + static_cast<std::uint32_t>(udp.size());
   return fold(sum16(udp, sum));
-}
-
-std::uint8_t u8(const std::byte* p) noexcept { return std::to_integer<std::uint8_t>(*p); }
-
-// RFC 1071 over the usual 20-byte IPv4 header: five 32-bit words summed in 64 bits (section
-// 2(B): the sum does not depend on the word size), folded, complemented. 0 when it verifies.
-inline std::uint16_t ipv4_header_sum(const std::byte* p) noexcept {
-  std::uint64_t sum = 0;
-  for (std::size_t i = 0; i < kIpv4Len; i += 4) sum += load_be<std::uint32_t>(p + i);
-  sum = (sum & 0xffffffffu) + (sum >> 32);
-  sum = (sum & 0xffffffffu) + (sum >> 32);
-  return fold(static_cast<std::uint32_t>((sum & 0xffff) + (sum >> 16)));
 }
 
 }  // namespace
@@ -151,86 +138,19 @@ void encode_headers(std::span<std::byte, kOverhead> out, const Endpoints& ep, co
 }
 
 Refusal decode(std::span<const std::byte> frame, const RxFilter& filter, Decoded& out) noexcept {
-  // Length first: after this check every fixed offset below is in bounds.
-  if (frame.size() < kOverhead) [[unlikely]] return Refusal::kTruncated;
-  if (frame.size() > kEthLen + filter.mtu) [[unlikely]] return Refusal::kOverMtu;
   const std::byte* f = frame.data();
-
-  if (load_be<std::uint16_t>(f + 12) != kEtherTypeIpv4) return Refusal::kNotIpv4;
-
+  if (const Refusal r = checks::framing(f, frame.size(), filter); r != Refusal::kNone) return r;
   const std::byte* ip = f + kIpOff;
-  if (u8(ip) != 0x45) return Refusal::kBadIpHeader;
-  // Every nerve frame is sent with DF and never fragmented: MF, an offset, or DF clear (a
-  // datagram some host reassembled from fragments) all mean it was.
-  const std::uint16_t frag = load_be<std::uint16_t>(ip + 6);
-  if ((frag & 0x7fff) != 0x4000) return Refusal::kIpFragment;
-  if (ipv4_header_sum(ip) != 0) return Refusal::kBadIpChecksum;
-  const std::size_t ip_total = load_be<std::uint16_t>(ip + 2);
-  // Frames shorter than 60 bytes are padded by the NIC; ours never are, so the IP datagram must
-  // fill the frame exactly.
-  if (ip_total != frame.size() - kEthLen) return Refusal::kIpLength;
-  if (u8(ip + 9) != kIpProtoUdp) return Refusal::kNotUdp;
-
   const std::byte* udp = f + kUdpOff;
-  if (load_be<std::uint16_t>(udp + 2) != filter.udp_port) return Refusal::kWrongPort;
-  const std::size_t udp_len = load_be<std::uint16_t>(udp + 4);
-  if (udp_len != ip_total - kIpv4Len) return Refusal::kUdpLength;
+  const std::size_t udp_len = frame.size() - kUdpOff;
   const std::uint32_t src_ip = load_be<std::uint32_t>(ip + 12);
   const std::uint32_t dst_ip = load_be<std::uint32_t>(ip + 16);
   if (load_be<std::uint16_t>(udp + 6) != 0 &&
       udp_checksum(src_ip, dst_ip, std::span<const std::byte>(udp, udp_len)) != 0)
     return Refusal::kBadUdpChecksum;
+  if (const Refusal r = checks::header(f, frame.size(), filter); r != Refusal::kNone) return r;
 
   const std::byte* n = f + kHdrOff;
-  if (load_le<std::uint16_t>(n + h::kMagic) != kMagic) return Refusal::kBadMagic;
-  if (u8(n + h::kVersion) != kVersion) return Refusal::kBadVersion;
-  const std::uint8_t type = u8(n + h::kType);
-  if ((type < kMsgTypeFirst || type > kMsgTypeLast) && type != static_cast<std::uint8_t>(MsgType::kFabric) &&
-      type != static_cast<std::uint8_t>(MsgType::kAck))
-    return Refusal::kUnknownType;
-  const std::uint8_t prio = u8(n + h::kPriority);
-  if (prio >= kPriorities) return Refusal::kBadPriority;
-  if ((u8(ip + 1) >> 2) != kDscp[prio]) return Refusal::kDscpMismatch;
-  const std::uint8_t flags = u8(n + h::kFlags);
-  if ((flags & ~flag::kKnown) != 0) return Refusal::kUnknownFlags;
-  if ((flags & ~filter.enabled_flags) != 0) return Refusal::kFeatureDisabled;
-
-  const std::uint16_t payload_len = load_le<std::uint16_t>(n + h::kPayloadLen);
-  const bool encrypted = (flags & flag::kEncrypted) != 0;
-  if (kUdpLen + kHeaderLen + payload_len + (encrypted ? kTagLen : 0) != udp_len)
-    return Refusal::kPayloadLength;
-
-  const std::uint16_t frag_index = load_le<std::uint16_t>(n + h::kFragIndex);
-  const std::uint16_t frag_count = load_le<std::uint16_t>(n + h::kFragCount);
-  // A fragment is part of a reliable unicast message (its session delivers the parts in order).
-  if ((flags & flag::kFragment) != 0
-          ? (frag_count < 2 || frag_index >= frag_count || (flags & flag::kReliable) == 0 ||
-             (flags & (flag::kBroadcast | flag::kMulticast)) != 0)
-          : (frag_count != 1 || frag_index != 0))
-    return Refusal::kBadFragment;
-
-  const std::uint16_t src = load_le<std::uint16_t>(n + h::kSrc);
-  const std::uint16_t dst = load_le<std::uint16_t>(n + h::kDst);
-  const bool bcast = (flags & flag::kBroadcast) != 0;
-  const bool mcast = (flags & flag::kMulticast) != 0;
-  if (src == kNodeNone || src == kBroadcast || (bcast && (mcast || dst != kBroadcast)) ||
-      (!bcast && (dst == kNodeNone || dst == kBroadcast)))
-    return Refusal::kBadAddress;
-  // Two paths: a unicast application message's copies (the first to arrive wins).
-  if ((flags & (flag::kTwoPaths | flag::kSecondPath)) != 0 &&
-      ((flags & flag::kTwoPaths) == 0 || bcast || mcast || type == static_cast<std::uint8_t>(MsgType::kAck) ||
-       type == static_cast<std::uint8_t>(MsgType::kFabric)))
-    return Refusal::kBadPaths;
-  static_assert(kHeaderLen - h::kFragCount == 2, "the fragment count ends the header");
-  // Reliable frames and acks: a session (and a sequence number) and a UDP checksum, so that a
-  // corrupted one is refused and sent again rather than delivered; no other frame has a session.
-  const std::uint32_t session = load_le<std::uint32_t>(n + h::kSession);
-  const bool reliable = (flags & flag::kReliable) != 0;
-  const bool ack = type == static_cast<std::uint8_t>(MsgType::kAck);
-  if ((reliable || ack) ? (session == 0 || (reliable && load_le<std::uint32_t>(n + h::kSeq) == 0) ||
-                           load_be<std::uint16_t>(udp + 6) == 0 || (ack && (reliable || bcast || mcast)))
-                        : session != 0)
-    return Refusal::kBadSequence;
   const std::uint8_t ttl = u8(n + h::kTtl);
   if (ttl == 0) return Refusal::kTtlExpired;
 
@@ -242,24 +162,24 @@ Refusal decode(std::span<const std::byte> frame, const RxFilter& filter, Decoded
   out.ep.dst_port = filter.udp_port;
 
   Header& hd = out.hdr;
-  hd.type = static_cast<MsgType>(type);
-  hd.priority = prio;
-  hd.flags = flags;
+  hd.type = static_cast<MsgType>(u8(n + h::kType));
+  hd.priority = u8(n + h::kPriority);
+  hd.flags = u8(n + h::kFlags);
   hd.ttl = ttl;
   hd.key_epoch = u8(n + h::kKeyEpoch);
-  hd.src_node = src;
-  hd.dst = dst;
+  hd.src_node = load_le<std::uint16_t>(n + h::kSrc);
+  hd.dst = load_le<std::uint16_t>(n + h::kDst);
   hd.channel = load_le<std::uint16_t>(n + h::kChannel);
-  hd.frag_index = frag_index;
-  hd.frag_count = frag_count;
+  hd.frag_index = load_le<std::uint16_t>(n + h::kFragIndex);
+  hd.frag_count = load_le<std::uint16_t>(n + h::kFragCount);
   hd.seq = load_le<std::uint32_t>(n + h::kSeq);
   hd.ack = load_le<std::uint32_t>(n + h::kAck);
   hd.msg_id = load_le<std::uint32_t>(n + h::kMsgId);
   hd.corr_id = load_le<std::uint32_t>(n + h::kCorrId);
   hd.timestamp_ns = load_le<std::uint64_t>(n + h::kTimestamp);
-  hd.payload_len = payload_len;
-  hd.session = session;
-  out.payload = frame.subspan(kOverhead, payload_len);
+  hd.payload_len = load_le<std::uint16_t>(n + h::kPayloadLen);
+  hd.session = load_le<std::uint32_t>(n + h::kSession);
+  out.payload = frame.subspan(kOverhead, hd.payload_len);
   return Refusal::kNone;
 }
 
