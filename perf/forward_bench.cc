@@ -41,18 +41,18 @@ namespace {
 constexpr std::uint16_t kBurst = 32;
 constexpr std::size_t kPayload = 64;
 
-// Runs args with its output in `log`.
-pid_t spawn(const std::vector<std::string>& args, const std::string& log) {
+// Runs args with its output in `log`; its stdin is a pipe whose write end is returned in
+// `*stdin_fd` (testpmd reads its stdin until a line or end of file before it exits).
+pid_t spawn(const std::vector<std::string>& args, const std::string& log, int* stdin_fd) {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("forward: pipe failed");
   const pid_t pid = ::fork();
   if (pid == 0) {
     ::prctl(PR_SET_PDEATHSIG, SIGTERM);
-    const int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    const int out = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     ::dup2(out, STDOUT_FILENO);
     ::dup2(out, STDERR_FILENO);
-    // testpmd reads its stdin until end of file before it exits: a pipe nobody writes keeps it
-    // running until the signal.
-    int fds[2];
-    if (::pipe(fds) == 0) ::dup2(fds[0], STDIN_FILENO);
+    ::dup2(fds[0], STDIN_FILENO);
     std::vector<char*> argv;
     std::vector<std::string> copy = args;
     for (auto& s : copy) argv.push_back(s.data());
@@ -60,18 +60,52 @@ pid_t spawn(const std::vector<std::string>& args, const std::string& log) {
     ::execvp(argv[0], argv.data());
     _exit(127);
   }
+  ::close(fds[0]);
+  *stdin_fd = fds[1];
   return pid;
 }
 
-void stop(pid_t pid) {
+// Stops a forwarder: a line on its stdin when it has one (testpmd then stops forwarding, prints
+// its statistics and exits; SIGINT a second later if not), otherwise SIGINT (a node); SIGKILL
+// after 5 s.
+void stop(pid_t pid, int& stdin_fd) {
+  const bool line = stdin_fd >= 0;
+  if (line) {
+    [[maybe_unused]] const auto n = ::write(stdin_fd, "\n", 1);
+    ::close(stdin_fd);
+    stdin_fd = -1;
+  }
   if (pid <= 0) return;
-  ::kill(pid, SIGINT);
   for (int i = 0; i < 500; ++i) {
+    if (i == (line ? 100 : 0)) ::kill(pid, SIGINT);
     if (::waitpid(pid, nullptr, WNOHANG) == pid) return;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   ::kill(pid, SIGKILL);
   ::waitpid(pid, nullptr, 0);
+}
+
+// The forwarder's busy cycles per forwarded frame and its TSC rate (MHz), from its log: nerve's
+// "forwarder: busy cycles B frames F tsc_mhz M", testpmd's "CPU cycles/packet=C (...) at M MHz
+// Clock". Zeros when the log has neither.
+std::pair<double, double> cycles_per_frame(const std::string& log) {
+  std::ifstream in(log);
+  std::string line;
+  std::pair<double, double> out{0, 0};
+  while (std::getline(in, line)) {
+    unsigned long long busy = 0, frames = 0, mhz = 0;
+    double cpp = 0;
+    if (std::sscanf(line.c_str(), "forwarder: busy cycles %llu frames %llu tsc_mhz %llu", &busy, &frames, &mhz) == 3 &&
+        frames != 0) {
+      out = {static_cast<double>(busy) / static_cast<double>(frames), static_cast<double>(mhz)};
+    } else if (const auto at = line.find("CPU cycles/packet="); at != std::string::npos &&
+               std::sscanf(line.c_str() + at, "CPU cycles/packet=%lf", &cpp) == 1) {
+      const auto clock = line.find(" at ");
+      if (clock != std::string::npos) std::sscanf(line.c_str() + clock, " at %llu MHz", &mhz);
+      out = {cpp, static_cast<double>(mhz)};
+    }
+  }
+  return out;
 }
 
 // The last `max` bytes of a file.
@@ -89,6 +123,7 @@ std::string tail_of(const std::string& path, std::size_t max) {
 struct Round {
   std::uint64_t sent = 0, received = 0;
   double seconds = 0;
+  std::string log;  // the forwarder's
 };
 
 }  // namespace
@@ -213,8 +248,13 @@ cores = [{4}]
         drivers::Port b(n2.ports.front(), fmt::format("fwb{}{}", round, stack.size()), pool.get(), 1, n2.mac, false,
                         cluster.mtu);
         pid_t fwd;
+        int fwd_in = -1;
+        const std::string log = fmt::format("{}/forwarder-{}-{}.log", dir, round, stack);
         if (stack == "nerve") {
-          fwd = spawn({self, "peer", "--transport", "memif", "--role", "forward", "--config", cfg, "--node", "3"}, dir + "/forwarder.log");
+          fwd = spawn({self, "peer", "--transport", "memif", "--role", "forward", "--config", cfg, "--node", "3"}, log,
+                      &fwd_in);
+          ::close(fwd_in);  // a node stops on SIGINT
+          fwd_in = -1;
         } else {
           // testpmd forwards on a core of its own (cpu_b); its main lcore only waits on stdin.
           fwd = spawn({"dpdk-testpmd", "-l", fmt::format("{},{}", cpu_a, cpu_b), "--main-lcore", std::to_string(cpu_a),
@@ -223,16 +263,17 @@ cores = [{4}]
                        "--vdev", fmt::format("net_memif0,role=client,socket={},socket-abstract=no", sock_a),
                        "--vdev", fmt::format("net_memif1,role=client,socket={},socket-abstract=no", sock_b), "--",
                        fmt::format("--forward-mode={}", stack == "testpmd-io" ? "io" : "macswap"), "--auto-start",
-                       "--nb-cores=1", "--rxq=1", "--txq=1", "--burst=32", "--total-num-mbufs=16384"},
-                      dir + "/forwarder.log");
+                       "--nb-cores=1", "--rxq=1", "--txq=1", "--burst=32", "--total-num-mbufs=16384",
+                       "--record-core-cycles"},
+                      log, &fwd_in);
         }
         // The forwarder connects to both links (this process holds the memif servers).
         const auto up_by = std::chrono::steady_clock::now() + std::chrono::seconds(30);
         while (!(a.link_up() && b.link_up())) {
           if (std::chrono::steady_clock::now() > up_by || ::waitpid(fwd, nullptr, WNOHANG) == fwd) {
-            stop(fwd);
+            stop(fwd, fwd_in);
             throw std::runtime_error(fmt::format("forward: {} did not connect; its log:\n{}", stack,
-                                                 tail_of(dir + "/forwarder.log", 2000)));
+                                                 tail_of(log, 2000)));
           }
           std::this_thread::sleep_for(std::chrono::milliseconds(10));
         }
@@ -264,16 +305,18 @@ cores = [{4}]
         const auto flowing_by = std::chrono::steady_clock::now() + std::chrono::seconds(20);
         while (warm.received == 0 && std::chrono::steady_clock::now() < flowing_by) pump(0.05, warm);
         if (warm.received == 0) {
-          stop(fwd);
+          stop(fwd, fwd_in);
           throw std::runtime_error(fmt::format("forward: nothing came through {}", stack));
         }
         pump(0.2, warm);
         pump(seconds, r);
-        stop(fwd);  // before the ports close: the forwarder's links go down under it, not ours
+        stop(fwd, fwd_in);  // before the ports close: the forwarder's links go down under it, not ours
+        r.log = log;
         std::error_code ec;
         std::filesystem::remove_all(fmt::format("/var/run/dpdk/nerve-perf-{}-1", run), ec);  // testpmd's
       }
       Row row;
+      std::tie(row.cycles_per_frame, row.tsc_mhz) = cycles_per_frame(r.log);
       row.scenario = "forward";
       row.transport = "memif";
       row.stack = stack;

@@ -74,6 +74,11 @@ struct Row {
   std::uint64_t nodes = 0, links = 0, lsa_frames_per_refresh = 0, lsa_bytes_per_refresh = 0;
   double heartbeat_bytes_per_s = 0;
   unsigned round = 0;      // forward: which round
+  // forward: the forwarder's busy cycles (TSC) per forwarded frame, as it counts them itself
+  // (nerve: its polls that found work; testpmd: --record-core-cycles, its bursts that brought
+  // frames); 0 when the forwarder did not report them.
+  double cycles_per_frame = 0;
+  double tsc_mhz = 0;
   std::uint16_t killed = 0;          // failover: the forwarder killed
   unsigned paths_at_kill = 0;        // failover: candidate links A had toward D when it was killed
   std::uint32_t heartbeat_miss = 0;  // failover: the detection setting it ran with

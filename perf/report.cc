@@ -115,21 +115,30 @@ void print_table(const std::vector<Row>& rows) {
     return;
   }
   if (rows.front().scenario == "forward") {
-    fmt::print("{:<9} {:<10} {:<16} {:>5} {:>6} {:>12} {:>12} {:>8}  {}\n", "scenario", "transport", "stack", "round",
-               "frame", "offered/s", "rate/s", "Gbit/s", "(forwarded, 64 B payload, one core)");
+    fmt::print("{:<9} {:<10} {:<16} {:>5} {:>6} {:>12} {:>12} {:>8} {:>11} {:>10}  {}\n", "scenario", "transport", "stack",
+               "round", "frame", "offered/s", "rate/s", "Gbit/s", "cyc/frame", "capacity/s",
+               "(forwarded, 64 B payload, one core)");
     for (const auto& r : rows)
-      fmt::print("{:<9} {:<10} {:<16} {:>5} {:>6} {:>12.0f} {:>12.0f} {:>8.3f}\n", r.scenario, r.transport, r.stack,
-                 r.round, r.frame_bytes, r.offered_mps, r.rate_mps, r.gbps);
-    auto median = [&](const std::string& stack) {
+      fmt::print("{:<9} {:<10} {:<16} {:>5} {:>6} {:>12.0f} {:>12.0f} {:>8.3f} {:>11.1f} {:>10.0f}\n", r.scenario,
+                 r.transport, r.stack, r.round, r.frame_bytes, r.offered_mps, r.rate_mps, r.gbps, r.cycles_per_frame,
+                 r.cycles_per_frame > 0 ? r.tsc_mhz * 1e6 / r.cycles_per_frame : 0.0);
+    auto median = [&](const std::string& stack, auto field) {
       std::vector<double> v;
       for (const auto& r : rows)
-        if (r.stack == stack) v.push_back(r.rate_mps);
+        if (r.stack == stack) v.push_back(field(r));
       std::sort(v.begin(), v.end());
       return v.empty() ? 0.0 : v[v.size() / 2];
     };
-    const double nv = median("nerve"), io = median("testpmd-io"), ms = median("testpmd-macswap");
+    const auto rate = [](const Row& r) { return r.rate_mps; };
+    const auto cycles = [](const Row& r) { return r.cycles_per_frame; };
+    const double nv = median("nerve", rate), io = median("testpmd-io", rate), ms = median("testpmd-macswap", rate);
     fmt::print("median rate/s: nerve {:.0f}, testpmd io {:.0f}, testpmd macswap {:.0f}; nerve is {:.0f} % of macswap, "
                "{:.0f} % of io\n", nv, io, ms, ms > 0 ? 100 * nv / ms : 0.0, io > 0 ? 100 * nv / io : 0.0);
+    const double nc = median("nerve", cycles), ioc = median("testpmd-io", cycles), msc = median("testpmd-macswap", cycles);
+    if (nc > 0 && ioc > 0 && msc > 0)
+      fmt::print("median busy cycles per frame: nerve {:.1f}, testpmd io {:.1f}, testpmd macswap {:.1f}; nerve forwards "
+                 "at {:.0f} % of macswap's capacity, {:.0f} % of io's\n",
+                 nc, ioc, msc, 100 * msc / nc, 100 * ioc / nc);
     return;
   }
   fmt::print("{:<11} {:<10} {:<6} {:>3} {:>6} {:>6} {:>9} {:>7} {:>11} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>6} {}\n",
@@ -207,7 +216,13 @@ std::string to_json(const Options& opt, const std::vector<Row>& rows) {
                 {"p999", h.percentile(99.9)},
                 {"p9999", h.percentile(99.99)},
                 {"max", h.max()}}}};
-    if (r.scenario == "forward") x["round"] = r.round;
+    if (r.scenario == "forward") {
+      x["round"] = r.round;
+      if (r.cycles_per_frame > 0) {
+        x["cycles_per_frame"] = r.cycles_per_frame;
+        x["tsc_mhz"] = r.tsc_mhz;
+      }
+    }
     x["reliable"] = r.reliable;
     if (r.sidecar_hz >= 0) x["sidecar_hz"] = r.sidecar_hz;
     if (r.scenario == "reliability" || r.scenario == "reliability-rtt") {
