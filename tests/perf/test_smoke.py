@@ -216,7 +216,11 @@ def test_forward_beside_testpmd(outdir):
     for x in rows:
         assert x["scenario"] == "forward" and x["rate_mps"] > 10000 and x["round"] == 0, x
         assert 0 <= x["lost"] <= x["sent"], x  # a forwarder that loses its core drops (testpmd, nerve's P3 sheds)
-    assert "% of macswap" in r.stdout
+        # Each forwarder's own count of busy cycles per frame (nerve's polls, testpmd's
+        # --record-core-cycles), read from its output: present and plausible (no forwarder
+        # moves a frame in 10 cycles; at 10^6 a core would forward under 5,000 frames/s).
+        assert x["tsc_mhz"] > 100 and 10 < x["cycles_per_frame"] < 1e6, x
+    assert "% of macswap" in r.stdout and "% of macswap's capacity" in r.stdout
     assert not [d for d in os.listdir("/tmp") if d.startswith("nerve-perf-") and d.endswith("-90")]
 
 
