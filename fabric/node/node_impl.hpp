@@ -99,8 +99,8 @@ struct Node::Impl {
   unsigned slow_tick = 0;
   bool slow_due = false;  // a timer fell due during a burst
 
-  // One burst through validate -> [open] -> [sequence] -> dispatch (-> forward, link) -> deliver
-  // (RxStage's pipeline).
+  // One burst through transit (the fast path) -> validate -> [open] -> dispatch (-> forward, link)
+  // -> [sequence] -> deliver (RxStage's pipeline).
   struct Pipeline {
     Impl& I;
     std::uint16_t room(int lane, std::uint32_t held) noexcept { return I.deliver->room(lane, held); }
