@@ -29,23 +29,27 @@ using layout::kIpOff;
 using layout::kUdpOff;
 namespace h = layout::hdr;
 
-// `sum` plus the RFC 1071 sum of `data` read as big-endian 16-bit words (unfolded). Summed 8
-// bytes at a time in native (little-endian) order with end-around carry, folded, then swapped:
-// the ones'-complement sum does not depend on the word size or the byte order (RFC 1071
-// section 2(A), 2(B)). Reliable frames are summed on every send and receive.
+// `sum` plus the RFC 1071 sum of `data` read as big-endian 16-bit words (unfolded). Summed as
+// little-endian 32-bit words into four 64-bit accumulators (four independent chains, and no
+// carry to wrap until the end: overflow would take 2^32 words), folded, then swapped: the
+// ones'-complement sum does not depend on the word size or the byte order (RFC 1071 section
+// 2(A), 2(B)). Reliable frames are summed on every send and receive: twice on each way of a
+// round trip.
 std::uint32_t sum16(std::span<const std::byte> data, std::uint32_t sum) noexcept {
   static_assert(std::endian::native == std::endian::little);
   const std::byte* p = data.data();
   std::size_t n = data.size();
-  std::uint64_t acc = 0;
-  const auto add = [&acc](std::uint64_t w) {
-    acc += w;
-    acc += acc < w ? 1u : 0u;
-  };
-  for (; n >= 8; p += 8, n -= 8) add(load_le<std::uint64_t>(p));
-  if (n >= 4) add(load_le<std::uint32_t>(p)), p += 4, n -= 4;
-  if (n >= 2) add(load_le<std::uint16_t>(p)), p += 2, n -= 2;
-  if (n != 0) add(std::to_integer<std::uint8_t>(*p));  // the first byte of a word: its low byte here
+  std::uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+  for (; n >= 16; p += 16, n -= 16) {
+    a0 += load_le<std::uint32_t>(p);
+    a1 += load_le<std::uint32_t>(p + 4);
+    a2 += load_le<std::uint32_t>(p + 8);
+    a3 += load_le<std::uint32_t>(p + 12);
+  }
+  std::uint64_t acc = a0 + a1 + a2 + a3;
+  for (; n >= 4; p += 4, n -= 4) acc += load_le<std::uint32_t>(p);
+  if (n >= 2) acc += load_le<std::uint16_t>(p), p += 2, n -= 2;
+  if (n != 0) acc += std::to_integer<std::uint8_t>(*p);  // the first byte of a word: its low byte here
   acc = (acc & 0xffffffffu) + (acc >> 32);
   acc = (acc & 0xffffffffu) + (acc >> 32);
   acc = (acc & 0xffffu) + (acc >> 16);
