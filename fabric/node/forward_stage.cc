@@ -47,8 +47,8 @@ std::uint16_t ForwardStage::transit(std::size_t port, rte_mbuf** frames, std::ui
   std::uint32_t taken = 0;
   std::uint64_t bytes = 0;
   std::array<std::uint64_t, wire::kPriorities> lane_bytes{};
-  // A burst is mostly one flow's frames: its route is looked up once, and a run of frames
-  // for one link and lane is handed to the TX stage at once.
+  // A burst is mostly one flow's frames: consecutive frames of a flow share one route lookup,
+  // and a run of frames for one link and lane is handed to the TX stage at once.
   std::uint64_t flow = ~std::uint64_t{0};
   int slot = -1;
   rte_mbuf* run[kBurst];
@@ -62,8 +62,14 @@ std::uint16_t ForwardStage::transit(std::size_t port, rte_mbuf** frames, std::ui
   for (std::uint16_t i = 0; i < n; ++i) {
     rte_mbuf* m = frames[i];
     if (i + 1 < n) rte_prefetch0(rte_pktmbuf_mtod(frames[i + 1], void*));
+    // A chain (a second path's copy, a header in front of a shared payload) is copied into its
+    // first segment, as validation would; one that does not fit there goes on to be refused.
+    if (m->nb_segs != 1 && rte_pktmbuf_linearize(m) != 0) [[unlikely]] {
+      frames[k++] = m;
+      continue;
+    }
     std::byte* f = rte_pktmbuf_mtod(m, std::byte*);
-    if (m->nb_segs != 1 || !wire::checks::transit(f, m->data_len, filter_, self_)) {
+    if (!wire::checks::transit(f, m->data_len, filter_, self_)) {
       frames[k++] = m;
       continue;
     }

@@ -11,8 +11,8 @@
 // passes wire::checks::transit() (every check of the codec but the UDP checksum, which stays
 // the destination's), comes from a cluster node's own address, to this port's MAC and the
 // destination's address, and has a route, is rewritten and sent on at once, without being
-// decoded: only the fields forwarding reads are loaded, and a burst's frames of one flow share
-// one route lookup. Everything else (frames for this node, broadcast, multicast, fabric
+// decoded: only the fields forwarding reads are loaded, and consecutive frames of one flow
+// share one route lookup. Everything else (frames for this node, broadcast, multicast, fabric
 // messages, and every frame that is to be refused) takes the full path: validate, dispatch,
 // and unicast() or tree(), which count each refusal by its reason.
 //

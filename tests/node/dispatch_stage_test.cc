@@ -96,20 +96,32 @@ TEST_CASE("transit: frames to pass on leave at once, rewritten; the rest stay, i
       {onward(9, [](auto&, auto& h) { h.src_node = 1; }), R::kSourceMismatch},  // ours, from node 2's address
       {onward(10, [](auto&, auto& h) { h.flags = wire::flag::kReliable; h.session = 1; h.seq = 1; }), R::kFeatureDisabled},
       {onward(11, [](auto&, auto& h) { h.type = wire::MsgType::kFabric; }), R::kBadFabric},
+      {onward(12, [](auto& ep, auto& h) { h.dst = 9; ep.dst_ip = 0; }), R::kNoRoute},  // no node 9
+      {onward(13, same), R::kNone},  // chained below: a header in front of its payload
+      {onward(14, same), R::kNone},
   };
   std::vector<rte_mbuf*> in;
-  for (const auto& [f, r] : cases) in.push_back(rig.mbuf(f));
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    const auto& f = cases[i].first;
+    if (i != 12) {
+      in.push_back(rig.mbuf(f));
+      continue;
+    }
+    rte_mbuf* head = rig.mbuf({f.begin(), f.begin() + wire::kOverhead});
+    REQUIRE(rte_pktmbuf_chain(head, rig.mbuf({f.begin() + wire::kOverhead, f.end()})) == 0);
+    in.push_back(head);
+  }
   const std::uint64_t rx_before = rig.st.rx_frames.get();
   const auto n = static_cast<std::uint16_t>(in.size());
   const std::uint16_t k = o.forward.transit(0, in.data(), n, rig.clock->now_ns());
-  REQUIRE(k == n - 2);
-  CHECK(rig.st.rx_frames.get() - rx_before == 2);
-  CHECK(rig.st.lane_rx_bytes[3].get() == 2 * cases[0].first.size());
+  REQUIRE(k == n - 4);
+  CHECK(rig.st.rx_frames.get() - rx_before == 4);
+  CHECK(rig.st.lane_rx_bytes[3].get() == 4 * cases[0].first.size());
   // Kept in order for the full path: validation, dispatch and the forward stage refuse each one
   // by its reason, and deliver ours.
   std::vector<std::uint32_t> kept_ids;
   for (std::uint16_t i = 0; i < k; ++i) kept_ids.push_back(rte_pktmbuf_mtod_offset(in[i], const std::uint32_t*, wire::kOverhead)[0]);
-  CHECK(kept_ids == std::vector<std::uint32_t>{2, 3, 4, 5, 7, 8, 9, 10, 11});
+  CHECK(kept_ids == std::vector<std::uint32_t>{2, 3, 4, 5, 7, 8, 9, 10, 11, 12});
   node::RxItem items[node::kBurst];
   const std::uint16_t valid = v.run(in.data(), k, items);
   const std::uint16_t ours = d.run(0, items, valid, rig.clock->now_ns());
@@ -119,19 +131,23 @@ TEST_CASE("transit: frames to pass on leave at once, rewritten; the rest stay, i
   for (const auto& [f, r] : cases)
     if (r != R::kNone) CHECK(test::refused(rig.st, r) >= 1);
   CHECK(test::refused(rig.st, R::kSourceMismatch) == 2);
-  // The two sent on, as they were, for the next hop: our MAC to node 2's, TTL one less.
+  CHECK(rig.st.rx_frames.get() - rx_before == n);  // every frame counted once, by one path or the other
+  // Those sent on, in their order (the chained one in its place), for the next hop: our MAC to
+  // node 2's, TTL one less.
   o.tx.forward_flush();
   const auto out = rig.take(3);
-  REQUIRE(out.size() == 2);
+  REQUIRE(out.size() == 4);
+  const std::uint32_t sent_ids[] = {1, 6, 13, 14};
   for (std::size_t i = 0; i < out.size(); ++i) {
-    CHECK(out[i].hdr.msg_id == (i == 0 ? 1u : 6u));
+    CHECK(out[i].hdr.msg_id == sent_ids[i]);
     CHECK(out[i].hdr.ttl == 7);
     CHECK(out[i].hdr.src_node == 2);
     CHECK(out[i].hdr.dst == 2);
     CHECK(out[i].ep.dst_mac == rig.peer.mac);
     CHECK(out[i].ep.src_mac == rig.ports[0].dev->mac());
   }
-  CHECK(rig.st.forwarded[3].get() == 2);
+  CHECK(rig.st.forwarded[3].get() == 4);
+  CHECK(rig.st.transit_ns[3].count() == 4);
 }
 
 TEST_CASE("paths: a copy is known among its source's newest 8,192 ids; an older one is let through",
