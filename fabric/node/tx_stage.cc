@@ -435,10 +435,6 @@ unsigned TxStage::fan_out(rte_mbuf* m, std::uint32_t src, int group, std::uint8_
     rte_mbuf* copy = copy_of(m, wire::kOverhead, l.port);
     if (!copy) continue;
     auto* hdr = reinterpret_cast<std::byte*>(rte_pktmbuf_prepend(copy, wire::kOverhead));
-    if (!hdr) [[unlikely]] {  // copy_of() leaves the headroom: not expected
-      rte_pktmbuf_free(copy);
-      continue;
-    }
     std::memcpy(hdr, frame, wire::kOverhead);
     if (!wire::rewrite_for_hop(hdr, l.port_mac, l.peer_mac, l.peer_ip)) {  // TTL spent
       rte_pktmbuf_free(copy);
