@@ -1,22 +1,8 @@
 #include "dispatch_stage.hpp"
 
-#include <cstring>
+#include "../wire/checks.hpp"
 
 namespace nerve::node {
-namespace {
-
-// Six bytes compared as a 4-byte and a 2-byte load (std::array's == calls memcmp).
-inline bool same_mac(const wire::Mac& a, const wire::Mac& b) noexcept {
-  std::uint32_t a4, b4;
-  std::uint16_t a2, b2;
-  std::memcpy(&a4, a.data(), 4);
-  std::memcpy(&b4, b.data(), 4);
-  std::memcpy(&a2, a.data() + 4, 2);
-  std::memcpy(&b2, b.data() + 4, 2);
-  return ((a4 ^ b4) | static_cast<std::uint32_t>(a2 ^ b2)) == 0;
-}
-
-}  // namespace
 
 std::uint16_t DispatchStage::run(std::size_t port, RxItem* items, std::uint16_t n, std::uint64_t now_ns) noexcept {
   const wire::Mac& mac = port_macs_[port];
@@ -29,7 +15,7 @@ std::uint16_t DispatchStage::run(std::size_t port, RxItem* items, std::uint16_t 
       r = wire::Refusal::kUnknownSource;
     else if (nodes_.ip(h.src_node) != it.d.ep.src_ip) [[unlikely]]
       r = wire::Refusal::kSourceMismatch;
-    else if (!same_mac(it.d.ep.dst_mac, mac)) [[unlikely]]
+    else if (!wire::checks::same_mac(it.d.ep.dst_mac.data(), mac.data())) [[unlikely]]
       r = wire::Refusal::kWrongDstMac;
     else if ((h.flags & (wire::flag::kBroadcast | wire::flag::kMulticast)) != 0) [[unlikely]] {
       if (it.d.ep.dst_ip != self_ip_) {

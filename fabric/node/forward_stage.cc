@@ -42,10 +42,9 @@ std::uint16_t ForwardStage::transit(std::size_t port, rte_mbuf** frames, std::ui
   namespace h = wire::layout::hdr;
   using wire::bytes::load_be;
   using wire::bytes::load_le;
-  const auto* mac = reinterpret_cast<const std::byte*>(port_macs_[port].data());
+  const wire::Mac& mac = port_macs_[port];
   std::uint16_t k = 0;
   std::uint32_t taken = 0;
-  std::uint64_t bytes = 0;
   std::array<std::uint64_t, wire::kPriorities> lane_bytes{};
   // A burst is mostly one flow's frames: consecutive frames of a flow share one route lookup,
   // and a run of frames for one link and lane is handed to the TX stage at once.
@@ -81,8 +80,7 @@ std::uint16_t ForwardStage::transit(std::size_t port, rte_mbuf** frames, std::ui
     // MAC and the destination's address; not a frame of this node's coming back.
     if (src_ip == 0 || src == self_ || src_ip != load_be<std::uint32_t>(f + wire::layout::kIpOff + 12) ||
         r_.nodes.ip(dst) != load_be<std::uint32_t>(f + wire::layout::kIpOff + 16) ||
-        load_le<std::uint32_t>(f) != load_le<std::uint32_t>(mac) ||
-        load_le<std::uint16_t>(f + 4) != load_le<std::uint16_t>(mac + 4)) [[unlikely]] {
+        !wire::checks::same_mac(f, mac.data())) [[unlikely]] {
       frames[k++] = m;
       continue;
     }
@@ -101,7 +99,6 @@ std::uint16_t ForwardStage::transit(std::size_t port, rte_mbuf** frames, std::ui
     wire::rewrite_for_hop(f, l.port_mac, l.peer_mac, 0);  // the TTL was checked: it has a hop left
     record_transit(prio, load_le<std::uint64_t>(nh + h::kTimestamp), now_ns);
     ++taken;
-    bytes += m->pkt_len;
     lane_bytes[prio] += m->pkt_len;
     if (slot != run_slot || prio != run_prio || run_n == kBurst) {
       hand_over();
@@ -112,10 +109,13 @@ std::uint16_t ForwardStage::transit(std::size_t port, rte_mbuf** frames, std::ui
   }
   hand_over();
   if (taken != 0) {
+    std::uint64_t bytes = 0;
+    for (std::uint8_t p = 0; p < wire::kPriorities; ++p) {
+      if (lane_bytes[p] != 0) st_.lane_rx_bytes[p].add(lane_bytes[p]);
+      bytes += lane_bytes[p];
+    }
     st_.rx_frames.add(taken);
     st_.rx_bytes.add(bytes);
-    for (std::uint8_t p = 0; p < wire::kPriorities; ++p)
-      if (lane_bytes[p] != 0) st_.lane_rx_bytes[p].add(lane_bytes[p]);
   }
   return k;
 }

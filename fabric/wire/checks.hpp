@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "bytes.hpp"
 #include "layout.hpp"
@@ -17,6 +18,17 @@ inline constexpr std::uint16_t kEtherTypeIpv4 = 0x0800;
 inline constexpr std::uint8_t kIpProtoUdp = 17;
 
 inline std::uint8_t u8(const std::byte* p) noexcept { return std::to_integer<std::uint8_t>(*p); }
+
+// Six bytes at a and b equal: a 4-byte and a 2-byte compare (memcmp of std::array is a call).
+inline bool same_mac(const void* a, const void* b) noexcept {
+  std::uint32_t a4, b4;
+  std::uint16_t a2, b2;
+  std::memcpy(&a4, a, 4);
+  std::memcpy(&b4, b, 4);
+  std::memcpy(&a2, static_cast<const std::byte*>(a) + 4, 2);
+  std::memcpy(&b2, static_cast<const std::byte*>(b) + 4, 2);
+  return ((a4 ^ b4) | static_cast<std::uint32_t>(a2 ^ b2)) == 0;
+}
 
 inline std::uint16_t fold(std::uint32_t sum) noexcept {
   while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
