@@ -17,33 +17,45 @@ LinkStage::LinkStage(const config::Cluster& c, Routing& routing, TxStage& tx, st
   }
   if (c.heartbeat_hz != 0) {
     period_ns_ = 1'000'000'000ull / c.heartbeat_hz;
-    dead_after_ns_ = period_ns_ * c.heartbeat_miss;
+    dead_after_ns_ = period_ns_ * c.heartbeat_miss + period_ns_ / 2;
     timers.add(timer_);
     due_ns_ = now_ns;
+    armed_ns_ = now_ns;
     timer_.arm(now_ns);
   }
 }
 
-void LinkStage::on_timer(void* ctx, std::uint64_t now_ns) noexcept {
-  auto& self = *static_cast<LinkStage*>(ctx);
-  // Time this node itself was not running its timer (preempted, stopped, slow) beyond one
-  // period is not the neighbours' silence: their heartbeats wait unread in its own rings. It
-  // does not count toward the detection time.
-  const std::uint64_t late = now_ns > self.due_ns_ ? now_ns - self.due_ns_ : 0;
-  for (std::size_t s = 0; s < self.links_.size(); ++s) {
-    State& ls = self.state_[s];
+void LinkStage::on_timer(void* ctx, std::uint64_t now_ns) noexcept { static_cast<LinkStage*>(ctx)->tick(now_ns); }
+
+void LinkStage::tick(std::uint64_t now_ns) noexcept {
+  // Time this node itself was not running its timer (preempted, stopped) is not the neighbours'
+  // silence: their heartbeats wait unread in its own rings. It does not count toward the
+  // detection time, and a deadline it pushes to now is judged at the next run, after the poll
+  // that reads those rings. Lateness up to a quarter period is the poll's own cadence (a
+  // backing-off node sleeps up to idle_sleep_max_us), and its rings were read just before.
+  const std::uint64_t late = now_ns > armed_ns_ + period_ns_ / 4 ? now_ns - armed_ns_ : 0;
+  const bool beat = now_ns >= due_ns_;
+  if (beat) due_ns_ = now_ns + period_ns_;
+  std::uint64_t next = due_ns_;
+  for (std::size_t s = 0; s < links_.size(); ++s) {
+    State& ls = state_[s];
     const std::uint64_t bit = std::uint64_t{1} << s;
     if (late != 0) ls.last_heard_ns = std::min(now_ns, ls.last_heard_ns + late);
-    if ((self.up_ & bit) && now_ns > ls.last_heard_ns + self.dead_after_ns_) {
-      self.up_ &= ~bit;
-      LinkShared& sh = self.links_.shared(s);
-      sh.up.store(false, std::memory_order_relaxed);
-      sh.downs.store(sh.downs.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    if (up_ & bit) {
+      const std::uint64_t dead_at = ls.last_heard_ns + dead_after_ns_;
+      if (now_ns > dead_at) {
+        up_ &= ~bit;
+        LinkShared& sh = links_.shared(s);
+        sh.up.store(false, std::memory_order_relaxed);
+        sh.downs.store(sh.downs.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+      } else {
+        next = std::min(next, dead_at + 1);
+      }
     }
-    self.heartbeat(s, now_ns);
+    if (beat) heartbeat(s, now_ns);
   }
-  self.due_ns_ = now_ns + self.period_ns_;
-  self.timer_.arm(self.due_ns_);
+  armed_ns_ = next;
+  timer_.arm(next);
 }
 
 void LinkStage::heartbeat(std::size_t slot, std::uint64_t now_ns) noexcept {

@@ -4,9 +4,11 @@
 // the peer's last heartbeat on that link (its timestamp and how long it was held) and this
 // node's link-state database digest. A heartbeat received marks its link up, gives a round-trip
 // sample (now - echoed timestamp - hold; smoothed), and the peer's digest. A link that has not
-// heard a heartbeat for heartbeat_miss periods is down: its bit leaves the up mask at once, so
-// routes move to their alternates before any advertisement has gone out. With heartbeat_hz = 0
-// there are no heartbeats and every link stays up.
+// heard a heartbeat for heartbeat_miss periods and a half (the half: arrival jitter) is down
+// at that moment, not at the next heartbeat (the timer is armed for the earliest such deadline
+// too): its bit leaves the up mask at once, so routes move to their alternates before any
+// advertisement has gone out. With heartbeat_hz = 0 there are no heartbeats and every link
+// stays up.
 //
 // Link-state advertisements received are posted to the routing agent's inbox as they are
 // (decoding allocates; the agent does it); advertisements the agent wants flooded come back
@@ -45,6 +47,7 @@ class LinkStage {
 
  private:
   static void on_timer(void* ctx, std::uint64_t now_ns) noexcept;
+  void tick(std::uint64_t now_ns) noexcept;
   void heartbeat(std::size_t slot, std::uint64_t now_ns) noexcept;
   void refuse(rte_mbuf* m) noexcept;
 
@@ -65,7 +68,8 @@ class LinkStage {
   std::uint64_t& up_;
   std::uint64_t period_ns_ = 0;     // 0: no heartbeats
   std::uint64_t dead_after_ns_ = 0;
-  std::uint64_t due_ns_ = 0;        // when the timer was due to fire
+  std::uint64_t due_ns_ = 0;        // the next heartbeat
+  std::uint64_t armed_ns_ = 0;      // when the timer is due (the next heartbeat or a deadline)
   Timer timer_;
 };
 

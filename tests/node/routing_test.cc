@@ -183,6 +183,63 @@ struct Fabric {
 
 }  // namespace
 
+TEST_CASE("a silent link is down heartbeat_miss and a half periods after it was last heard, not later; a node "
+          "that was itself stopped declares nothing down",
+          "[routing][heartbeat]") {
+  // On a manual clock, in steps of 50 us, with the default heartbeats (1 kHz, 3 missed).
+  auto clock = Clock::manual();
+  NodeOptions o;
+  o.clock = clock.get();
+  const auto c = ring_cluster("hbd", 2, {{1, 2}});
+  REQUIRE(c.heartbeat_hz == 1000);
+  REQUIRE(c.heartbeat_miss == 3);
+  Node a(c, 1, test::eal(), o);
+  Node b(c, 2, test::eal(), o);
+  constexpr std::uint64_t kStep = 50'000;
+  std::uint64_t b_sent_at = 0;  // when b last sent a heartbeat (a reads it at that step)
+  auto step = [&](bool with_b) {
+    clock->advance(kStep);
+    const std::uint64_t tx = b.links()[0].heartbeats_tx;
+    for (int i = 0; i < 100; ++i) {  // more polls than the slow path's cadence (every 64)
+      if (with_b) b.poll();
+      a.poll();
+    }
+    if (b.links()[0].heartbeats_tx != tx) b_sent_at = clock->now_ns();
+  };
+  for (int i = 0; i < 200; ++i) step(true);  // 10 ms
+  REQUIRE(a.links()[0].up);
+  REQUIRE(a.links()[0].heartbeats_rx >= 8);
+  REQUIRE(a.links()[0].downs == 0);
+
+  // b stops: a declares the link down 3.5 periods after b's last heartbeat, at that step.
+  std::uint64_t down_at = 0;
+  for (int i = 0; i < 200 && down_at == 0; ++i) {
+    step(false);
+    if (!a.links()[0].up) down_at = clock->now_ns();
+  }
+  REQUIRE(down_at != 0);
+  INFO("down " << (down_at - b_sent_at) << " ns after b's last heartbeat");
+  CHECK(down_at - b_sent_at > 3'500'000);
+  CHECK(down_at - b_sent_at <= 3'500'000 + kStep);
+  CHECK(a.links()[0].downs == 1);
+
+  // b runs again (late by 3.5 ms itself, which it does not hold against a): the link is up at
+  // a's next read of it.
+  step(true);
+  CHECK(a.links()[0].up);
+  for (int i = 0; i < 100; ++i) step(true);
+  CHECK(b.links()[0].downs == 0);
+
+  // Neither runs for 20 ms (the host stopped them): when they run again, each reads the
+  // other's heartbeat before judging; nothing goes down.
+  clock->advance(20'000'000);
+  for (int i = 0; i < 200; ++i) step(true);
+  CHECK(a.links()[0].up);
+  CHECK(b.links()[0].up);
+  CHECK(a.links()[0].downs == 1);
+  CHECK(b.links()[0].downs == 0);
+}
+
 TEST_CASE("a message crosses two hops, forwarded in place on its own lane", "[routing][forward]") {
   const auto c = ring_cluster("rtc", 3, {{1, 2}, {2, 3}}, kLenient);
   Fabric f(c);
