@@ -5,16 +5,19 @@
 // (this process, busy-polling) sends P0 messages to D at --rate (default 10,000/s) for
 // --seconds; a third of the way in, the forwarder that carries them (B or C, from A's routes)
 // is killed with SIGKILL. D (nerve-perf peer --role sink) records every message's arrival. The
-// row: `lost` = messages sent and never delivered; latency_ns = the gaps between consecutive
-// deliveries at D, whose max is the outage the stream saw (10,000/s: 100 us apart normally).
+// row: `lost` = messages sent and never delivered (split by whether A sent them before the kill,
+// so they died queued in the forwarder, or after it, toward the dead forwarder until detection);
+// latency_ns = the gaps between consecutive deliveries at D, whose max is the outage the stream
+// saw (10,000/s: 100 us apart normally).
 //
-// A busy-polls its schedule on one vCPU; B, C and D back off when idle and share the other (left
-// to the default placement, one of them would land on A's core, behind a thread that never
-// sleeps). They get 128 MB each: the forwarder killed frees its memory on the vCPU the
-// survivors run on.
+// A busy-polls its schedule on one vCPU; B, C and D back off when idle and share the other, all
+// their threads (left to the default placement, one of them would land on A's core, behind a
+// thread that never sleeps, and their control threads would all run there). They get 128 MB
+// each: the forwarder killed frees its memory on the vCPU the survivors run on.
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <poll.h>
 #include <sys/prctl.h>
@@ -48,7 +51,8 @@ struct Child {
   int out = -1;  // its stdout
 };
 
-Child spawn(const std::vector<std::string>& args, const std::string& log) {
+// `cpu`: the one CPU every thread of the child may run on.
+Child spawn(const std::vector<std::string>& args, const std::string& log, unsigned cpu) {
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
   Child c;
@@ -58,6 +62,10 @@ Child spawn(const std::vector<std::string>& args, const std::string& log) {
     ::dup2(fds[1], STDOUT_FILENO);
     const int err = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     ::dup2(err, STDERR_FILENO);
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    ::sched_setaffinity(0, sizeof set, &set);
     std::vector<std::string> copy = args;
     std::vector<char*> argv;
     for (auto& s : copy) argv.push_back(s.data());
@@ -226,7 +234,7 @@ std::vector<Row> failover_bench(const Options& o) {
     kids.push_back(spawn({"ip", "netns", "exec", ns[static_cast<std::size_t>(id - 1)], self, "peer", "--transport",
                           "af_packet", "--role", id == 4 ? "sink" : "forward", "--config", cfg, "--node",
                           std::to_string(id), "--cpu", std::to_string(cpu_b)},
-                         dir + fmt::format("/node{}.log", id)));
+                         dir + fmt::format("/node{}.log", id), cpu_b));
   }
   drivers::Eal& eal = shared_eal(o, "af_packet", cpu_a, cpu_b);
   std::unique_ptr<Node> a;
@@ -270,9 +278,10 @@ std::vector<Row> failover_bench(const Options& o) {
   const double interval_ns = 1e9 / rate;
   std::uint64_t seq = 0, sent = 0;
   std::array<std::uint64_t, 16> refused{};  // by SendStatus: messages the node did not take
+  std::vector<bool> taken(total, false);     // by seq: the node took it
   NodeId killed = 0;
   unsigned paths_at_kill = 0;
-  std::uint64_t kill_ns = 0;
+  std::uint64_t kill_ns = 0, detected_ns = 0;
   // What A saw, for the row: its links, its route to D and its routing agent's figures.
   std::vector<std::string> trace;
   std::uint64_t traced_ns = 0;
@@ -306,6 +315,7 @@ std::vector<Row> failover_bench(const Options& o) {
       const SendStatus st = A.send_copy(4, MsgType::kStatus, 0, std::as_bytes(std::span(&msg, 1)));
       if (st == SendStatus::kOk) {
         ++sent;
+        taken[seq] = true;
       } else {
         ++refused[static_cast<std::size_t>(st)];
         if (kill_ns != 0 && (traced_ns == 0 || clock.now_ns() - traced_ns >= 100'000'000))
@@ -314,6 +324,9 @@ std::vector<Row> failover_bench(const Options& o) {
       ++seq;
       if ((seq & 1023) == 0) throw_if_interrupted();
     }
+    if (kill_ns != 0 && detected_ns == 0)  // until A's link to the killed forwarder is down
+      for (const LinkInfo& l : A.links())
+        if (l.peer == killed && !l.up) detected_ns = clock.now_ns();
     A.poll();
   }
   if (!trace.empty()) trace_state("the stream's end");
@@ -345,6 +358,16 @@ std::vector<Row> failover_bench(const Options& o) {
   r.rate_mps = static_cast<double>(received) / seconds;
   for (const auto& g : rep["gaps"]) r.latency->record(g.get<std::uint64_t>());
   r.killed = killed;
+  r.detect_ms = detected_ns != 0 ? static_cast<double>(detected_ns - kill_ns) / 1e6 : -1;
+  // D names what it missed below the highest sequence it received; anything above it is missed too.
+  std::vector<bool> got = taken;
+  for (const auto& range : rep["missing"]) {
+    const auto first = range[0].get<std::uint64_t>(), last = range[1].get<std::uint64_t>();
+    for (std::uint64_t q = first; q <= last && q < total; ++q) got[q] = false;
+  }
+  for (std::uint64_t q = rep["end"].get<std::uint64_t>(); q < total; ++q) got[q] = false;
+  for (std::uint64_t q = 0; q < total; ++q)
+    if (taken[q] && !got[q]) ++(q < kill_at ? r.lost_before_kill : r.lost_after_kill);
   r.heartbeat_miss = o.heartbeat_miss ? o.heartbeat_miss : cluster.heartbeat_miss;
   r.duplicates = rep["duplicates"].get<std::uint64_t>();
   r.paths_at_kill = paths_at_kill;
@@ -381,7 +404,20 @@ int failover_sink(Node& node, const std::atomic<bool>& stop) {
     last = now;
   });
   node.run(stop);
-  nlohmann::json j = {{"received", received}, {"duplicates", duplicates}, {"gaps", gaps}};
+  // What it missed below the highest sequence it received (`end` is one past it), as
+  // [first, last] runs.
+  std::uint64_t end = seen.size();
+  while (end > 0 && !seen[end - 1]) --end;
+  nlohmann::json missing = nlohmann::json::array();
+  for (std::uint64_t q = 0; q < end; ++q) {
+    if (seen[q]) continue;
+    std::uint64_t e = q;
+    while (e + 1 < end && !seen[e + 1]) ++e;
+    missing.push_back({q, e});
+    q = e;
+  }
+  nlohmann::json j = {{"received", received}, {"duplicates", duplicates}, {"gaps", gaps},
+                      {"missing", missing}, {"end", end}};
   fmt::print("{}\n", j.dump());
   std::fflush(stdout);
   return 0;

@@ -81,6 +81,10 @@ struct Row {
   double tsc_mhz = 0;
   std::uint16_t killed = 0;          // failover: the forwarder killed
   unsigned paths_at_kill = 0;        // failover: candidate links A had toward D when it was killed
+  // failover: the messages lost, by when A sent them: before the kill (queued in the forwarder
+  // when it died) and after it (sent toward it until A's link to it went down).
+  std::uint64_t lost_before_kill = 0, lost_after_kill = 0;
+  double detect_ms = 0;  // failover: from the kill until A's link to it was down (-1: never, in the stream)
   std::uint32_t heartbeat_miss = 0;  // failover: the detection setting it ran with
   std::vector<std::pair<std::string, std::uint64_t>> refused;  // failover: sends the node refused, by status
   // failover: what A's links and route to D were when it refused sends after the kill (the

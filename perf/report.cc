@@ -158,9 +158,11 @@ void print_table(const std::vector<Row>& rows) {
     if (r.reliable) note += " reliable";
     if (r.sidecar_hz >= 0) note += fmt::format(" sidecar {}Hz", r.sidecar_hz);
     if (r.scenario == "failover")
-      note = fmt::format("gaps between deliveries; node {} killed, down after {} missed heartbeats; {} duplicates; "
-                         "refused at the sender: {}; {} path(s) to D at the kill",
-                         r.killed, r.heartbeat_miss, r.duplicates, json(r.refused).dump(), r.paths_at_kill);
+      note = fmt::format("gaps between deliveries; node {} killed, link down {:.2f} ms later (after {} missed "
+                         "heartbeats); lost {} sent before the kill, {} after; {} duplicates; refused at the sender: {}; "
+                         "{} path(s) to D at the kill",
+                         r.killed, r.detect_ms, r.heartbeat_miss, r.lost_before_kill, r.lost_after_kill, r.duplicates,
+                         json(r.refused).dump(), r.paths_at_kill);
     if (r.peer_idle != "busy" || r.gap_us > 0) note += fmt::format(" peer {} gap {:.0f}us", r.peer_idle, r.gap_us);
     fmt::print("{:<11} {:<10} {:<6} {:>3} {:>6} {:>6} {:>9} {:>7} {:>11.0f} {:>7.3f} {:>8.2f} {:>8.2f} {:>8.2f} {:>8.2f} "
                "{:>8.2f} {:>9.2f} {:>6} {}\n",
@@ -243,7 +245,10 @@ std::string to_json(const Options& opt, const std::vector<Row>& rows) {
     }
     if (r.scenario == "failover")
       x["failover"] = {{"killed", r.killed}, {"heartbeat_miss", r.heartbeat_miss}, {"duplicates", r.duplicates},
-                       {"refused", json(r.refused)}, {"paths_at_kill", r.paths_at_kill}, {"trace", r.trace}};
+                       {"refused", json(r.refused)}, {"paths_at_kill", r.paths_at_kill},
+                       {"lost_before_kill", r.lost_before_kill}, {"lost_after_kill", r.lost_after_kill},
+                       {"detect_ms", r.detect_ms},
+                       {"trace", r.trace}};
     if (r.scenario == "route")
       x["route"] = {{"nodes", r.nodes}, {"links", r.links}, {"lsa_frames_per_refresh", r.lsa_frames_per_refresh},
                     {"lsa_bytes_per_refresh", r.lsa_bytes_per_refresh}, {"heartbeat_bytes_per_s", r.heartbeat_bytes_per_s}};

@@ -28,19 +28,22 @@ LinkStage::LinkStage(const config::Cluster& c, Routing& routing, TxStage& tx, st
 void LinkStage::on_timer(void* ctx, std::uint64_t now_ns) noexcept { static_cast<LinkStage*>(ctx)->tick(now_ns); }
 
 void LinkStage::tick(std::uint64_t now_ns) noexcept {
-  // Time this node itself was not running its timer (preempted, stopped) is not the neighbours'
-  // silence: their heartbeats wait unread in its own rings. It does not count toward the
-  // detection time, and a deadline it pushes to now is judged at the next run, after the poll
-  // that reads those rings. Lateness up to a quarter period is the poll's own cadence (a
-  // backing-off node sleeps up to idle_sleep_max_us), and its rings were read just before.
-  const std::uint64_t late = now_ns > armed_ns_ + period_ns_ / 4 ? now_ns - armed_ns_ : 0;
+  // A node that was not running its timer (preempted, stopped) gives every neighbour one more
+  // period from now to be heard: heartbeats that came meanwhile wait in its rings (the next
+  // polls read them), or the neighbour was stopped with it (the same host) and sends as soon
+  // as it runs. No more than that: a neighbour that died during the stall is down a period
+  // after it, not a whole stall later. Lateness up to a quarter period is the poll's own
+  // cadence (a backing-off node sleeps up to idle_sleep_max_us), and its rings were read just
+  // before.
+  const bool stalled = now_ns > armed_ns_ + period_ns_ / 4;
+  const std::uint64_t heard_floor = stalled ? now_ns + period_ns_ - dead_after_ns_ : 0;  // dead_after > period
   const bool beat = now_ns >= due_ns_;
   if (beat) due_ns_ = now_ns + period_ns_;
   std::uint64_t next = due_ns_;
   for (std::size_t s = 0; s < links_.size(); ++s) {
     State& ls = state_[s];
     const std::uint64_t bit = std::uint64_t{1} << s;
-    if (late != 0) ls.last_heard_ns = std::min(now_ns, ls.last_heard_ns + late);
+    ls.last_heard_ns = std::max(ls.last_heard_ns, heard_floor);
     if (up_ & bit) {
       const std::uint64_t dead_at = ls.last_heard_ns + dead_after_ns_;
       if (now_ns > dead_at) {

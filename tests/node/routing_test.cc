@@ -184,7 +184,7 @@ struct Fabric {
 }  // namespace
 
 TEST_CASE("a silent link is down heartbeat_miss and a half periods after it was last heard, not later; a node "
-          "that was itself stopped declares nothing down",
+          "that was itself stopped gives its neighbours one period more, no less and no more",
           "[routing][heartbeat]") {
   // On a manual clock, in steps of 50 us, with the default heartbeats (1 kHz, 3 missed).
   auto clock = Clock::manual();
@@ -238,6 +238,21 @@ TEST_CASE("a silent link is down heartbeat_miss and a half periods after it was 
   CHECK(b.links()[0].up);
   CHECK(a.links()[0].downs == 1);
   CHECK(b.links()[0].downs == 0);
+
+  // b dies while a is stopped for 10 ms: a declares it down one period after it runs again
+  // (its rings hold nothing from b), not 3.5 ms after that.
+  clock->advance(10'000'000);
+  const std::uint64_t resumed_at = clock->now_ns();
+  down_at = 0;
+  for (int i = 0; i < 200 && down_at == 0; ++i) {
+    step(false);
+    if (!a.links()[0].up) down_at = clock->now_ns();
+  }
+  REQUIRE(down_at != 0);
+  INFO("down " << (down_at - resumed_at) << " ns after a ran again");
+  CHECK(down_at - resumed_at > 1'000'000);
+  CHECK(down_at - resumed_at <= 1'000'000 + 2 * kStep);
+  CHECK(a.links()[0].downs == 2);
 }
 
 TEST_CASE("a message crosses two hops, forwarded in place on its own lane", "[routing][forward]") {

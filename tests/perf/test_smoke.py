@@ -334,6 +334,10 @@ def test_failover_reports_the_gap(outdir):
     assert set(refused) <= {"no_route", "backpressure"}, row
     assert row["failover"]["duplicates"] == 0 and row["sent"] + sum(refused.values()) == 5000, row
     assert row["lost"] + sum(refused.values()) < 2500, f"the stream went on around the dead node: {row}"
+    # What was lost is split by whether A sent it before the kill or after; A saw its link go down.
+    fo = row["failover"]
+    assert fo["lost_before_kill"] + fo["lost_after_kill"] == row["lost"], row
+    assert fo["detect_ms"] > 0, row
     assert row["latency_ns"]["max"] > 0
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert "nvperf-" not in listed, listed
