@@ -20,7 +20,6 @@ LinkStage::LinkStage(const config::Cluster& c, Routing& routing, TxStage& tx, st
     dead_after_ns_ = period_ns_ * c.heartbeat_miss + period_ns_ / 2;
     timers.add(timer_);
     due_ns_ = now_ns;
-    armed_ns_ = now_ns;
     timer_.arm(now_ns);
   }
 }
@@ -28,22 +27,23 @@ LinkStage::LinkStage(const config::Cluster& c, Routing& routing, TxStage& tx, st
 void LinkStage::on_timer(void* ctx, std::uint64_t now_ns) noexcept { static_cast<LinkStage*>(ctx)->tick(now_ns); }
 
 void LinkStage::tick(std::uint64_t now_ns) noexcept {
-  // A node that was not running its timer (preempted, stopped) gives every neighbour one more
-  // period from now to be heard: heartbeats that came meanwhile wait in its rings (the next
-  // polls read them), or the neighbour was stopped with it (the same host) and sends as soon
-  // as it runs. No more than that: a neighbour that died during the stall is down a period
-  // after it, not a whole stall later. Lateness up to a quarter period is the poll's own
-  // cadence (a backing-off node sleeps up to idle_sleep_max_us), and its rings were read just
-  // before.
-  const bool stalled = now_ns > armed_ns_ + period_ns_ / 4;
-  const std::uint64_t heard_floor = stalled ? now_ns + period_ns_ - dead_after_ns_ : 0;  // dead_after > period
   const bool beat = now_ns >= due_ns_;
+  // A heartbeat tick that ran late (the node preempted, stopped) extends every neighbour's
+  // deadline by that lateness, to at most one period from now: heartbeats that came meanwhile
+  // wait in this node's rings (its next polls read them), or the neighbour was stopped with it
+  // (the same host) and sends as soon as it runs. No further: a neighbour that died during a
+  // long stop is down a period after it, not a whole stop later. Lateness up to a quarter
+  // period is the poll's own cadence (a backing-off node sleeps up to idle_sleep_max_us), and
+  // ticks only (the deadline runs in between are judged as they come), so that a node whose
+  // every run is late still counts a period of silence per period.
+  const std::uint64_t late = beat && now_ns > due_ns_ + period_ns_ / 4 ? now_ns - due_ns_ : 0;
+  const std::uint64_t cap = now_ns + period_ns_ - dead_after_ns_;  // dead_after > period
   if (beat) due_ns_ = now_ns + period_ns_;
   std::uint64_t next = due_ns_;
   for (std::size_t s = 0; s < links_.size(); ++s) {
     State& ls = state_[s];
     const std::uint64_t bit = std::uint64_t{1} << s;
-    ls.last_heard_ns = std::max(ls.last_heard_ns, heard_floor);
+    if (late != 0) ls.last_heard_ns = std::max(ls.last_heard_ns, std::min(ls.last_heard_ns + late, cap));
     if (up_ & bit) {
       const std::uint64_t dead_at = ls.last_heard_ns + dead_after_ns_;
       if (now_ns > dead_at) {
@@ -57,7 +57,6 @@ void LinkStage::tick(std::uint64_t now_ns) noexcept {
     }
     if (beat) heartbeat(s, now_ns);
   }
-  armed_ns_ = next;
   timer_.arm(next);
 }
 

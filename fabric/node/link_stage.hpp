@@ -69,7 +69,6 @@ class LinkStage {
   std::uint64_t period_ns_ = 0;     // 0: no heartbeats
   std::uint64_t dead_after_ns_ = 0;
   std::uint64_t due_ns_ = 0;        // the next heartbeat
-  std::uint64_t armed_ns_ = 0;      // when the timer is due (the next heartbeat or a deadline)
   Timer timer_;
 };
 

@@ -253,6 +253,22 @@ TEST_CASE("a silent link is down heartbeat_miss and a half periods after it was 
   CHECK(down_at - resumed_at > 1'000'000);
   CHECK(down_at - resumed_at <= 1'000'000 + 2 * kStep);
   CHECK(a.links()[0].downs == 2);
+
+  // b runs again; then dies while a runs late at every tick (a slow, loaded node: 1.3 ms
+  // between runs): a still counts its silence, and declares it down within a few runs.
+  for (int i = 0; i < 100; ++i) step(true);
+  REQUIRE(a.links()[0].up);
+  down_at = 0;
+  const std::uint64_t died_at = clock->now_ns();
+  for (int i = 0; i < 20 && down_at == 0; ++i) {
+    clock->advance(1'300'000);
+    for (int k = 0; k < 100; ++k) a.poll();
+    if (!a.links()[0].up) down_at = clock->now_ns();
+  }
+  REQUIRE(down_at != 0);
+  INFO("down " << (down_at - died_at) << " ns after b's last run");
+  CHECK(down_at - died_at <= 10'000'000);
+  CHECK(a.links()[0].downs == 3);
 }
 
 TEST_CASE("a message crosses two hops, forwarded in place on its own lane", "[routing][forward]") {
