@@ -222,6 +222,7 @@ TEST_CASE("large: a message its sender gives up is reported once, and the receiv
           "[large]") {
   auto c = test::ring_pair_cluster("lg4", 16383);
   c.reliable_give_up_ms = 100;
+  c.heartbeat_miss = 1000;  // b stops reading for the give-up time and more: it is alive all the same
   Node a(c, 1, test::eal());
   Node b(c, 2, test::eal());
   std::vector<DeliveryFailure> failed;
