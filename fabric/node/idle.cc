@@ -1,6 +1,7 @@
 #include "idle.hpp"
 
-#include <rte_pause.h>
+#include <rte_cycles.h>
+#include <sched.h>
 #include <time.h>
 
 #include <algorithm>
@@ -11,11 +12,15 @@ IdlePolicy::IdlePolicy(const config::Node& cfg) noexcept
     : busy_(cfg.idle == config::Idle::kBusy), sleep_max_us_(cfg.idle_sleep_max_us) {
   for (unsigned l : cfg.busy_lanes) busy_mask_ |= 1u << l;
   busy_window_ns_ = std::uint64_t{cfg.busy_window_ms} * 1'000'000u;
+  const std::uint64_t hz = rte_get_tsc_hz();  // 0 before the EAL has started
+  yield_long_cycles_ = (hz != 0 ? hz : 2'000'000'000u) / 50'000;  // 20 us
 }
 
 void IdlePolicy::idle_step() noexcept {
   if (++idle_polls_ < kSpinPolls) {
-    rte_pause();
+    const std::uint64_t t0 = rte_rdtsc();
+    sched_yield();
+    if (rte_rdtsc() - t0 > yield_long_cycles_) slept_ = true;
     return;
   }
   // Back-off: sleep, doubling up to the node's limit, so idle dev nodes share cores.
