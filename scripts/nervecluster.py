@@ -311,10 +311,11 @@ class Cluster:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def memif_pair(name, subnet, node_extra="", fault=None, links=1, faults=None):
+def memif_pair(name, subnet, node_extra="", fault=None, links=1, faults=None, cluster_keys=None):
     """alpha (1, memif server) and beta (2, client) joined by one memif link (or `links`),
     addressed subnet.1 and subnet.2 (198.18.x). `fault`: every port's fault profile (each faults
-    what it receives); `faults`: one per link instead (None: none on that link)."""
+    what it receives); `faults`: one per link instead (None: none on that link); `cluster_keys`:
+    lines for [cluster]."""
     cl = Cluster(name)
     cl.memif = f"{cl.dir}/link.memif"
     sockets = [cl.memif] + [f"{cl.dir}/link{k}.memif" for k in range(1, links)]
@@ -324,7 +325,7 @@ def memif_pair(name, subnet, node_extra="", fault=None, links=1, faults=None):
         return [{"kind": "memif", "socket": s, "role": role, "peers": [peer], **({"fault": f} if f else {})}
                 for s, f in zip(sockets, per_link)]
     cl.write(node_toml(1, "alpha", f"{subnet}.1", cl.sock(1), ports("server", 2), node_extra) +
-             node_toml(2, "beta", f"{subnet}.2", cl.sock(2), ports("client", 1), node_extra))
+             node_toml(2, "beta", f"{subnet}.2", cl.sock(2), ports("client", 1), node_extra), cluster_keys)
     return cl
 
 

@@ -7,10 +7,11 @@
 namespace nerve::node {
 
 LinkStage::LinkStage(const config::Cluster& c, Routing& routing, TxStage& tx, stats::LcoreStats& st, TimerStage& timers,
-                     std::uint64_t now_ns)
+                     std::uint64_t now_ns, std::vector<const drivers::Port*> carrier)
     : links_(routing.links), tx_(tx), inbox_(routing.inbox), outbox_(routing.outbox), st_(st),
-      digest_(routing.agent.digest()), state_(routing.links.size()), up_(routing.up),
+      digest_(routing.agent.digest()), state_(routing.links.size()), carrier_(std::move(carrier)), up_(routing.up),
       timer_(&LinkStage::on_timer, this) {
+  carrier_.resize(links_.size(), nullptr);
   for (std::size_t s = 0; s < links_.size(); ++s) {
     up_ |= std::uint64_t{1} << s;
     state_[s].last_heard_ns = now_ns;  // a link gets heartbeat_miss periods to be heard first
@@ -46,7 +47,7 @@ void LinkStage::tick(std::uint64_t now_ns) noexcept {
     if (late != 0) ls.last_heard_ns = std::max(ls.last_heard_ns, std::min(ls.last_heard_ns + late, cap));
     if (up_ & bit) {
       const std::uint64_t dead_at = ls.last_heard_ns + dead_after_ns_;
-      if (now_ns > dead_at) {
+      if (now_ns > dead_at || carrier_down(s)) {
         up_ &= ~bit;
         LinkShared& sh = links_.shared(s);
         sh.up.store(false, std::memory_order_relaxed);
@@ -58,6 +59,17 @@ void LinkStage::tick(std::uint64_t now_ns) noexcept {
     if (beat) heartbeat(s, now_ns);
   }
   timer_.arm(next);
+}
+
+bool LinkStage::carrier_down(std::size_t slot) noexcept {
+  const drivers::Port* p = carrier_[slot];
+  if (!p) return false;
+  State& ls = state_[slot];
+  if (p->link_up()) {
+    ls.carrier_seen = true;
+    return false;
+  }
+  return ls.carrier_seen;  // down after it was up (not a port still coming up)
 }
 
 void LinkStage::heartbeat(std::size_t slot, std::uint64_t now_ns) noexcept {
@@ -106,7 +118,7 @@ void LinkStage::receive(std::size_t port, const wire::Decoded& d, rte_mbuf* m, s
       sh.peer_digest.store(hb.digest, std::memory_order_relaxed);
       sh.heartbeats_rx.store(sh.heartbeats_rx.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
       const std::uint64_t bit = std::uint64_t{1} << s;
-      if (!(up_ & bit)) {
+      if (!(up_ & bit) && !carrier_down(s)) {
         up_ |= bit;
         sh.up.store(true, std::memory_order_relaxed);
       }

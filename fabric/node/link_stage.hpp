@@ -10,6 +10,11 @@
 // advertisement has gone out. With heartbeat_hz = 0 there are no heartbeats and every link
 // stays up.
 //
+// Where reading a port's link state costs no system call (memif: its peer's control socket
+// closing takes it down, as a dead peer's does; ring), a link whose port went down after it
+// had been up is down at the next tick, without waiting for the deadline, and a heartbeat does
+// not bring it up again until the port is up.
+//
 // Link-state advertisements received are posted to the routing agent's inbox as they are
 // (decoding allocates; the agent does it); advertisements the agent wants flooded come back
 // through the outbox and leave here, on P1, on the link the agent names.
@@ -24,6 +29,7 @@
 #include <vector>
 
 #include "nerve/stats.hpp"
+#include "port.hpp"
 #include "routing.hpp"
 #include "timer_stage.hpp"
 #include "tx_stage.hpp"
@@ -33,8 +39,10 @@ namespace nerve::node {
 class LinkStage {
  public:
   // Writes routing.up (the links that may carry frames, bit = slot).
+  // `carrier[s]`: the port of link slot s where its link state is read at each tick, or
+  // nullptr (shorter than the links: the rest nullptr).
   LinkStage(const config::Cluster& c, Routing& routing, TxStage& tx, stats::LcoreStats& st, TimerStage& timers,
-            std::uint64_t now_ns);
+            std::uint64_t now_ns, std::vector<const drivers::Port*> carrier = {});
 
   // A `fabric` frame for this node that arrived on `port` in a burst read at `now_ns`: handled
   // and freed. Refused (bad_fabric) when it does not parse or its sender is not a neighbour
@@ -51,11 +59,14 @@ class LinkStage {
   void heartbeat(std::size_t slot, std::uint64_t now_ns) noexcept;
   void refuse(rte_mbuf* m) noexcept;
 
+  bool carrier_down(std::size_t slot) noexcept;
+
   struct State {
     std::uint64_t last_heard_ns = 0;
     std::uint64_t echo_ts_ns = 0;   // the peer's last heartbeat's timestamp
     std::uint64_t echo_rx_ns = 0;   // when it arrived here
     std::uint32_t rtt_ns = 0;       // smoothed
+    bool carrier_seen = false;      // its port's link has been up (carrier_ only)
   };
 
   LinkTable& links_;
@@ -65,6 +76,7 @@ class LinkStage {
   stats::LcoreStats& st_;
   const std::atomic<std::uint64_t>& digest_;
   std::vector<State> state_;
+  std::vector<const drivers::Port*> carrier_;  // by slot
   std::uint64_t& up_;
   std::uint64_t period_ns_ = 0;     // 0: no heartbeats
   std::uint64_t dead_after_ns_ = 0;

@@ -467,7 +467,15 @@ Node::Node(const config::Cluster& cluster, NodeId id, drivers::Eal& eal, const N
   I.join_buffers.emplace(cluster.message_buffers, large, eal.socket());
   I.idle.emplace(I.cfg);
   I.tx.emplace(I.ports, *I.routing, I.cfg, tx_pool, I.max_payload, I.clock, st, *I.idle, I.guard, I.p0);
-  I.link.emplace(cluster, *I.routing, *I.tx, st, I.timers, I.clock.now_ns());
+  // Ports whose link state is a memory read: a peer gone takes their link down at once.
+  std::vector<const drivers::Port*> carrier;
+  for (std::size_t s = 0; s < I.routing->links.size(); ++s) {
+    const std::size_t port = I.routing->links[s].port;
+    const config::PortKind kind = I.cfg.ports[port].kind;
+    carrier.push_back(kind == config::PortKind::kMemif || kind == config::PortKind::kRing ? I.ports[port].dev.get()
+                                                                                           : nullptr);
+  }
+  I.link.emplace(cluster, *I.routing, *I.tx, st, I.timers, I.clock.now_ns(), std::move(carrier));
   // Broadcast, multicast, reliable delivery, fragments and two paths run; encryption not yet.
   I.validate.emplace(wire::RxFilter{cluster.udp_port, cluster.mtu,
                                     wire::flag::kBroadcast | wire::flag::kMulticast | wire::flag::kReliable |

@@ -1,6 +1,8 @@
 """Two nerved processes joined by net_memif: 10,000 messages of every type and priority each way,
 none lost, every payload byte-exact; commands are answered; SIGTERM stops both cleanly."""
 import os
+import signal
+import time
 
 import nervecluster as nc
 from conftest import assert_clean_stop
@@ -23,6 +25,37 @@ def test_memif_two_processes(clusters):
     assert all(l["shed"] == 0 and "backpressure" in l and l["budget_ns"] > 0 for l in st["lanes"]), st["lanes"]
     assert_clean_stop(cl)
     assert not os.path.exists(cl.memif), "memif socket removed"
+
+
+def test_a_memif_peer_killed_takes_its_link_down_at_once(clusters):
+    """Heartbeats at 100 Hz, down after 1,000 missed (10 s): the survivor's link still goes down
+    within a moment of its peer's SIGKILL, from the memif port's own state (the peer's control
+    socket closed), and comes up again when the peer is back."""
+    cl = clusters(nc.memif_pair("it-carrier", "198.18.7", cluster_keys="heartbeat_hz = 100\nheartbeat_miss = 1000"))
+    cl.up()
+
+    def link(node_id):
+        return cl.status(node_id)["links"][0]
+
+    deadline = time.monotonic() + 30
+    while not (link(1)["up"] and link(1)["heartbeats_rx"] > 0) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert link(1)["up"], link(1)
+    cl.signal(2, signal.SIGKILL)
+    cl.wait_exit(2)
+    killed = time.monotonic()
+    while link(1)["up"] and time.monotonic() < killed + 5:
+        time.sleep(0.01)
+    after = time.monotonic() - killed
+    l1 = link(1)
+    assert not l1["up"] and l1["downs"] == 1, f"{l1} {after:.3f} s after the kill (heartbeats alone: 10 s)"
+    cl.start(2)
+    cl.wait_ready(2)
+    deadline = time.monotonic() + 30
+    while not link(1)["up"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert link(1)["up"] and link(1)["downs"] == 1, link(1)
+    assert_clean_stop(cl)
 
 
 def test_responses_under_load_are_never_shed(clusters):

@@ -3,6 +3,7 @@
 // load-balanced services.
 #include <catch2/catch.hpp>
 #include <fmt/format.h>
+#include <rte_ethdev.h>
 #include <rte_mbuf.h>
 #include <rte_ring.h>
 
@@ -269,6 +270,38 @@ TEST_CASE("a silent link is down heartbeat_miss and a half periods after it was 
   INFO("down " << (down_at - died_at) << " ns after b's last run");
   CHECK(down_at - died_at <= 10'000'000);
   CHECK(a.links()[0].downs == 3);
+}
+
+TEST_CASE("a link whose port goes down (memif: its peer gone) is down at the next tick, and stays down until the "
+          "port is up again",
+          "[routing][heartbeat]") {
+  // Lenient heartbeats (100 missed): only the port's state can take the link down here, and the
+  // ring keeps carrying heartbeats while its link is marked down.
+  auto c = test::ring_pair_cluster("hbc");
+  Node a(c, 1, test::eal());
+  Node b(c, 2, test::eal());
+  auto settled = [&] { return a.links()[0].up && a.links()[0].heartbeats_rx > 5 && b.links()[0].heartbeats_rx > 5; };
+  auto run_until = [&](auto&& done) {
+    const auto end = std::chrono::steady_clock::now() + 10s;
+    while (!done() && std::chrono::steady_clock::now() < end) a.poll(), b.poll();
+    return done();
+  };
+  REQUIRE(run_until(settled));
+  const std::uint16_t id = a.ports()[0].dpdk_port;
+  const auto rx_before = a.links()[0].heartbeats_rx;
+  REQUIRE(rte_eth_dev_set_link_down(id) == 0);
+  const auto t0 = std::chrono::steady_clock::now();
+  REQUIRE(run_until([&] { return !a.links()[0].up; }));
+  INFO("down after " << std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count()
+                     << " us");
+  CHECK(a.links()[0].downs == 1);
+  // Heartbeats still arrive (the ring does not stop), and do not bring it up.
+  REQUIRE(run_until([&] { return a.links()[0].heartbeats_rx > rx_before + 20; }));
+  CHECK_FALSE(a.links()[0].up);
+  REQUIRE(rte_eth_dev_set_link_up(id) == 0);
+  REQUIRE(run_until([&] { return a.links()[0].up; }));
+  CHECK(a.links()[0].downs == 1);
+  CHECK(b.links()[0].downs == 0);
 }
 
 TEST_CASE("a message crosses two hops, forwarded in place on its own lane", "[routing][forward]") {
