@@ -560,7 +560,11 @@ TEST_CASE("a multicast reaches its members once, and a node that joins at run ti
   }));
   for (auto& r : f.received) r.clear();
   send_round(50);
-  REQUIRE(f.until([&] { return f.received[3].size() == 50 && f.received[4].size() == 50 && f.received[5].size() == 50; }));
+  const bool all = f.until([&] { return f.received[3].size() == 50 && f.received[4].size() == 50 && f.received[5].size() == 50; });
+  std::string state;
+  for (NodeId id = 1; id <= 5; ++id) state += describe(f[id], f.received[id].size()) + "\n";
+  INFO(state);
+  REQUIRE(all);
   test::settle(f[1], f[2], f[3], f[4], f[5]);
   CHECK(f.received[2].empty());
   CHECK(f.received[4].size() == 50);
