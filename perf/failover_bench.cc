@@ -1,6 +1,7 @@
 // `nerve-perf failover`: what a P0 stream loses when the node forwarding it dies.
 //
-// The diamond A-B-D, A-C-D over af_packet veth pairs, each node in its own network namespace,
+// The diamond A-B-D, A-C-D over af_packet veth pairs (or, --transport memif, memif links: a
+// killed node's peers see its links go down at once), each node in its own network namespace,
 // default heartbeats (1 kHz, down after 3 missed) unless --heartbeat-miss says otherwise. A
 // (this process, busy-polling) sends P0 messages to D at --rate (default 10,000/s) for
 // --seconds; a third of the way in, the forwarder that carries them (B or C, from A's routes)
@@ -194,7 +195,9 @@ std::vector<Row> failover_bench(const Options& o) {
   // Links: A-B, A-C, B-D, C-D; the interface toward node j is "fo<j>".
   const std::vector<std::pair<std::size_t, std::size_t>> links = {{1, 2}, {1, 3}, {2, 4}, {3, 4}};
   auto mac = [](std::size_t id) { return fmt::format("02:00:00:00:0c:{:02x}", id); };
+  const bool memif = o.transport == "memif";
   for (auto [x, y] : links) {
+    if (memif) break;
     sh(fmt::format("ip link add fo{} netns {} type veth peer name fo{} netns {}", y, ns[x - 1], x, ns[y - 1]));
     for (auto [self, peer] : {std::pair{x, y}, std::pair{y, x}})
       sh(fmt::format("ip -n {} link set fo{} address {} up", ns[self - 1], peer, mac(self)));
@@ -208,9 +211,15 @@ std::vector<Row> failover_bench(const Options& o) {
                         id == 1 ? fmt::format("idle = \"busy\"\ncores = [{}]", cpu_a)
                                 : fmt::format("idle = \"backoff\"\nbusy_lanes = []\ncores = [{}]", cpu_b));
     for (auto [x, y] : links)
-      if (x == id || y == id)
-        toml += fmt::format("  [[node.port]]\n  kind = \"af_packet\"\n  iface = \"fo{}\"\n  rx_desc = 4096\n  peers = [{}]\n",
-                            x == id ? y : x, x == id ? y : x);
+      if (x == id || y == id) {
+        if (memif)  // the lower id serves the link
+          toml += fmt::format("  [[node.port]]\n  kind = \"memif\"\n  socket = \"{}/l{}{}.memif\"\n  role = \"{}\"\n"
+                              "  peers = [{}]\n",
+                              dir, x, y, x == id ? "server" : "client", x == id ? y : x);
+        else
+          toml += fmt::format("  [[node.port]]\n  kind = \"af_packet\"\n  iface = \"fo{}\"\n  rx_desc = 4096\n  peers = [{}]\n",
+                              x == id ? y : x, x == id ? y : x);
+      }
   }
   const std::string cfg = dir + "/cluster.toml";
   std::ofstream(cfg) << toml;
@@ -232,11 +241,11 @@ std::vector<Row> failover_bench(const Options& o) {
   for (int id = 2; id <= 4; ++id) {
     kid_of[static_cast<NodeId>(id)] = kids.size();
     kids.push_back(spawn({"ip", "netns", "exec", ns[static_cast<std::size_t>(id - 1)], self, "peer", "--transport",
-                          "af_packet", "--role", id == 4 ? "sink" : "forward", "--config", cfg, "--node",
+                          o.transport, "--role", id == 4 ? "sink" : "forward", "--config", cfg, "--node",
                           std::to_string(id), "--cpu", std::to_string(cpu_b)},
                          dir + fmt::format("/node{}.log", id), cpu_b));
   }
-  drivers::Eal& eal = shared_eal(o, "af_packet", cpu_a, cpu_b);
+  drivers::Eal& eal = shared_eal(o, o.transport, cpu_a, cpu_b);
   std::unique_ptr<Node> a;
   {
     NetnsGuard in(ns[0]);
@@ -346,7 +355,7 @@ std::vector<Row> failover_bench(const Options& o) {
 
   Row r;
   r.scenario = "failover";
-  r.transport = "af_packet";
+  r.transport = o.transport;
   r.metric = "gap";
   r.priority = 0;
   r.size = sizeof(Message);

@@ -81,6 +81,9 @@ int main(int argc, char** argv) {
   fw->add_option("--rounds", o.rounds, "rounds of the three forwarders, interleaved (default 3)")->check(CLI::Range(1u, 100u));
   fw->add_option("--json", o.json_path, "write results as JSON");
   auto* fo = cli.add_subcommand("failover", "a P0 stream across a diamond whose forwarding node is killed (af_packet)");
+  std::string fo_transport = "af_packet";
+  fo->add_option("--transport", fo_transport, "the diamond's links: af_packet (veth pairs, default) or memif")
+      ->check(CLI::IsMember({"af_packet", "memif"}));
   fo->add_option("--rate", o.rate, "messages/s (default 10000)")->check(CLI::Range(100.0, 1e6));
   fo->add_option("--seconds", o.seconds, "stream length; the kill comes a third of the way in (default 3)")
       ->check(CLI::Range(0.3, 600.0));
@@ -159,6 +162,7 @@ int main(int argc, char** argv) {
       o.scenario = fw->parsed() ? "forward" : fo->parsed() ? "failover" : mc->parsed() ? "multicast"
                  : sv->parsed() ? "service" : rl->parsed() ? "reliability" : "route";
       if (!*rt) install_interrupt_handlers();
+      if (*fo) o.transport = fo_transport;
       if (*fo && reap_stale_runs()) fmt::print(stderr, "nerve-perf: removed leftovers of earlier runs that were killed\n");
       const auto rows = *fw ? forward_bench(o) : *fo ? failover_bench(o) : *mc ? multicast_bench(o)
                       : *sv ? service_bench(o) : *rl ? reliability_bench(o) : route_bench(o);
