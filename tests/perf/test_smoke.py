@@ -321,14 +321,15 @@ def test_reliability_bad_arguments(args, needle):
     assert r.returncode == 2 and needle in r.stderr, r.stderr
 
 
-def test_failover_reports_the_gap(outdir):
-    out = os.path.join(outdir, "failover.json")
-    r = subprocess.run([PERF, "failover", "--seconds", "1", "--rate", "5000", "--heartbeat-miss", "20", "--json", out],
-                       capture_output=True, text=True, timeout=180)
+@pytest.mark.parametrize("transport", ["af_packet", "memif"])
+def test_failover_reports_the_gap(outdir, transport):
+    out = os.path.join(outdir, f"failover-{transport}.json")
+    r = subprocess.run([PERF, "failover", "--transport", transport, "--seconds", "1", "--rate", "5000",
+                        "--heartbeat-miss", "20", "--json", out], capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr[-2000:]
     with open(out) as f:
         (row,) = json.load(f)["results"]
-    assert row["scenario"] == "failover" and row["failover"]["killed"] in (2, 3), row
+    assert row["scenario"] == "failover" and row["transport"] == transport and row["failover"]["killed"] in (2, 3), row
     # A send the node refuses while its routes change (no route, back-pressure) is counted apart.
     refused = dict(row["failover"]["refused"])
     assert set(refused) <= {"no_route", "backpressure"}, row
