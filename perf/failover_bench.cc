@@ -2,7 +2,8 @@
 //
 // The diamond A-B-D, A-C-D over af_packet veth pairs (or, --transport memif, memif links: a
 // killed node's peers see its links go down at once), each node in its own network namespace,
-// default heartbeats (1 kHz, down after 3 missed) unless --heartbeat-miss says otherwise. A
+// default heartbeats (1 kHz, down after 3.5 periods of silence) unless --heartbeat-miss says
+// otherwise. A
 // (this process, busy-polling) sends P0 messages to D at --rate (default 10,000/s) for
 // --seconds; a third of the way in, the forwarder that carries them (B or C, from A's routes)
 // is killed with SIGKILL. D (nerve-perf peer --role sink) records every message's arrival. The

@@ -14,11 +14,13 @@ IdlePolicy::IdlePolicy(const config::Node& cfg) noexcept
   busy_window_ns_ = std::uint64_t{cfg.busy_window_ms} * 1'000'000u;
   const std::uint64_t hz = rte_get_tsc_hz();  // 0 before the EAL has started
   yield_long_cycles_ = (hz != 0 ? hz : 2'000'000'000u) / 50'000;  // 20 us
+  spin_cycles_ = (hz != 0 ? hz : 2'000'000'000u) / (1'000'000'000u / kSpinNs);
 }
 
 void IdlePolicy::idle_step() noexcept {
-  if (++idle_polls_ < kSpinPolls) {
-    const std::uint64_t t0 = rte_rdtsc();
+  const std::uint64_t t0 = rte_rdtsc();
+  if (idle_polls_++ == 0) spin_start_ = t0;
+  if (idle_polls_ < kSpinPolls && t0 - spin_start_ < spin_cycles_) {
     sched_yield();
     if (rte_rdtsc() - t0 > yield_long_cycles_) slept_ = true;
     return;

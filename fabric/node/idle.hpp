@@ -1,11 +1,11 @@
 // The node's idle policy: what the datapath thread does after a poll that found no work.
 //
 //   busy:    nothing; poll again at once (production latency).
-//   backoff: kSpinPolls polls each followed by sched_yield (another thread that waits for the
-//            core runs now, not at the end of a scheduler slice), then sleeps of 1 us doubling
-//            up to idle_sleep_max_us, so many dev nodes share two cores. A yield that took over
-//            20 us counts as a sleep (take_slept). A frame of one of the busy_lanes, sent or
-//            received, keeps the node polling for busy_window_ms.
+//   backoff: up to kSpinPolls polls within kSpinNs, each followed by sched_yield (another
+//            thread that waits for the core runs now, not at the end of a scheduler slice),
+//            then sleeps of 1 us doubling up to idle_sleep_max_us, so many dev nodes share two
+//            cores. A yield that took over 20 us counts as a sleep (take_slept). A frame of one
+//            of the busy_lanes, sent or received, keeps the node polling for busy_window_ms.
 //
 // Owner thread only. The stages report lane traffic through note().
 #pragma once
@@ -19,6 +19,7 @@ namespace nerve::node {
 class IdlePolicy {
  public:
   static constexpr unsigned kSpinPolls = 512;
+  static constexpr std::uint64_t kSpinNs = 50'000;  // and no longer than this
 
   explicit IdlePolicy(const config::Node& cfg) noexcept;
 
@@ -60,6 +61,8 @@ class IdlePolicy {
   std::uint32_t sleep_us_ = 1;
   bool slept_ = false;
   std::uint64_t yield_long_cycles_ = 0;  // a yield this long let another thread run
+  std::uint64_t spin_cycles_ = 0;        // kSpinNs
+  std::uint64_t spin_start_ = 0;         // the first idle poll of this spin
 };
 
 }  // namespace nerve::node

@@ -10,11 +10,11 @@ LinkStage::LinkStage(const config::Cluster& c, Routing& routing, TxStage& tx, st
                      std::uint64_t now_ns, std::vector<const drivers::Port*> carrier)
     : links_(routing.links), tx_(tx), inbox_(routing.inbox), outbox_(routing.outbox), st_(st),
       digest_(routing.agent.digest()), state_(routing.links.size()), carrier_(std::move(carrier)), up_(routing.up),
-      timer_(&LinkStage::on_timer, this) {
+      timers_(timers), timer_(&LinkStage::on_timer, this) {
   carrier_.resize(links_.size(), nullptr);
   for (std::size_t s = 0; s < links_.size(); ++s) {
     up_ |= std::uint64_t{1} << s;
-    state_[s].last_heard_ns = now_ns;  // a link gets heartbeat_miss periods to be heard first
+    state_[s].last_heard_ns = now_ns;  // and again at the first tick: see tick()
   }
   if (c.heartbeat_hz != 0) {
     period_ns_ = 1'000'000'000ull / c.heartbeat_hz;
@@ -28,23 +28,31 @@ LinkStage::LinkStage(const config::Cluster& c, Routing& routing, TxStage& tx, st
 void LinkStage::on_timer(void* ctx, std::uint64_t now_ns) noexcept { static_cast<LinkStage*>(ctx)->tick(now_ns); }
 
 void LinkStage::tick(std::uint64_t now_ns) noexcept {
+  // A link gets its full deadline from the node's first tick: the node's own start-up (ports,
+  // the first polls) is not the neighbours' silence.
+  if (!started_) {
+    for (State& ls : state_) ls.last_heard_ns = now_ns;
+    started_ = true;
+  }
   const bool beat = now_ns >= due_ns_;
-  // A heartbeat tick that ran late (the node preempted, stopped) extends every neighbour's
-  // deadline by that lateness, to at most one period from now: heartbeats that came meanwhile
-  // wait in this node's rings (its next polls read them), or the neighbour was stopped with it
-  // (the same host) and sends as soon as it runs. No further: a neighbour that died during a
-  // long stop is down a period after it, not a whole stop later. Lateness up to a quarter
-  // period is the poll's own cadence (a backing-off node sleeps up to idle_sleep_max_us), and
-  // ticks only (the deadline runs in between are judged as they come), so that a node whose
-  // every run is late still counts a period of silence per period.
-  const std::uint64_t late = beat && now_ns > due_ns_ + period_ns_ / 4 ? now_ns - due_ns_ : 0;
-  const std::uint64_t cap = now_ns + period_ns_ - dead_after_ns_;  // dead_after > period
+  // A node that was not running before this tick for more than a quarter period (preempted,
+  // stopped: the time since the timer stage's previous run) gives each silent neighbour a
+  // deadline at least one period from now: heartbeats that came meanwhile wait in its rings,
+  // read by its next polls, or the neighbour was stopped with it (the same host) and sends as
+  // soon as it runs. Once per silence, until the neighbour is heard again: a node that is late
+  // at every run still declares a dead neighbour down, at most a period later, and one that
+  // died during a long stop is down a period after it, not a whole stop later.
+  const bool stalled = timers_.gap_ns() > period_ns_ / 4;
+  const std::uint64_t floor = now_ns + period_ns_ - dead_after_ns_;  // dead_after > period
   if (beat) due_ns_ = now_ns + period_ns_;
   std::uint64_t next = due_ns_;
   for (std::size_t s = 0; s < links_.size(); ++s) {
     State& ls = state_[s];
     const std::uint64_t bit = std::uint64_t{1} << s;
-    if (late != 0) ls.last_heard_ns = std::max(ls.last_heard_ns, std::min(ls.last_heard_ns + late, cap));
+    if (stalled && !ls.granted && ls.last_heard_ns < floor) {
+      ls.last_heard_ns = floor;
+      ls.granted = true;
+    }
     if (up_ & bit) {
       const std::uint64_t dead_at = ls.last_heard_ns + dead_after_ns_;
       if (now_ns > dead_at || carrier_down(s)) {
@@ -105,6 +113,7 @@ void LinkStage::receive(std::size_t port, const wire::Decoded& d, rte_mbuf* m, s
       State& ls = state_[s];
       LinkShared& sh = links_.shared(s);
       ls.last_heard_ns = now_ns;
+      ls.granted = false;
       ls.echo_ts_ns = d.hdr.timestamp_ns;
       ls.echo_rx_ns = now_ns;
       if (hb.echo_ts_ns != 0 && now_ns > hb.echo_ts_ns + hb.echo_hold_ns) {

@@ -67,6 +67,7 @@ class LinkStage {
     std::uint64_t echo_rx_ns = 0;   // when it arrived here
     std::uint32_t rtt_ns = 0;       // smoothed
     bool carrier_seen = false;      // its port's link has been up (carrier_ only)
+    bool granted = false;           // given a period after a stall of this node since last heard
   };
 
   LinkTable& links_;
@@ -81,6 +82,8 @@ class LinkStage {
   std::uint64_t period_ns_ = 0;     // 0: no heartbeats
   std::uint64_t dead_after_ns_ = 0;
   std::uint64_t due_ns_ = 0;        // the next heartbeat
+  bool started_ = false;            // the first tick has run
+  const TimerStage& timers_;
   Timer timer_;
 };
 

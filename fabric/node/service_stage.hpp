@@ -4,7 +4,7 @@
 // message to it through the TX stage (SendOptions::reliable: through the reliable stage, to that
 // instance as to any node; its response comes back as reliably). An instance is live while this node has a route to it:
 // the forwarding table and the link mask decide, so an instance that fails leaves the set
-// within the failure detection time (heartbeat_miss / heartbeat_hz).
+// within the failure detection time ((heartbeat_miss + 0.5) / heartbeat_hz).
 //
 // Requests (kCommand, kResourceRequest) are tracked until answered: a table direct-mapped by
 // message id (the correlation id the response carries) holds each open request, and a ring

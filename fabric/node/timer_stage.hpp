@@ -51,6 +51,8 @@ class TimerStage {
   // before its callback runs, so a callback that re-arms for `now_ns` fires at the next run).
   // Returns the number fired.
   unsigned run(std::uint64_t now_ns) noexcept {
+    gap_ns_ = prev_ns_ != 0 && now_ns > prev_ns_ ? now_ns - prev_ns_ : 0;
+    prev_ns_ = now_ns;
     if (now_ns < next_due()) return 0;
     unsigned fired = 0;
     std::uint32_t done = 0;  // bit i: timer i fired in this run
@@ -69,6 +71,9 @@ class TimerStage {
     }
     return fired;
   }
+  // How long before this run the previous one was (0 at the first): a callback learns from it
+  // that the node itself was not running (preempted, stopped).
+  std::uint64_t gap_ns() const noexcept { return gap_ns_; }
   std::uint64_t next_due() const noexcept {
     std::uint64_t t = Timer::kNever;
     for (unsigned i = 0; i < n_; ++i) t = timers_[i]->due_ns_ < t ? timers_[i]->due_ns_ : t;
@@ -78,6 +83,7 @@ class TimerStage {
  private:
   std::array<Timer*, kMaxTimers> timers_{};
   unsigned n_ = 0;
+  std::uint64_t prev_ns_ = 0, gap_ns_ = 0;
 };
 
 }  // namespace nerve::node

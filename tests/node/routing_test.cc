@@ -272,6 +272,40 @@ TEST_CASE("a silent link is down heartbeat_miss and a half periods after it was 
   CHECK(a.links()[0].downs == 3);
 }
 
+TEST_CASE("a host that stops both ends of a link takes neither down, whatever the phase, even at heartbeat_miss = 1",
+          "[routing][heartbeat]") {
+  auto clock = Clock::manual();
+  NodeOptions o;
+  o.clock = clock.get();
+  const auto c = ring_cluster("hbs", 2, {{1, 2}}, "heartbeat_miss = 1");
+  Node a(c, 1, test::eal(), o);
+  for (int i = 0; i < 100; ++i) a.poll();  // a's ticks start now, b's 350 us later
+  clock->advance(350'000);
+  Node b(c, 2, test::eal(), o);
+  auto step = [&](std::uint64_t ns) {
+    clock->advance(ns);
+    for (int i = 0; i < 100; ++i) a.poll(), b.poll();
+  };
+  for (int i = 0; i < 100; ++i) step(50'000);
+  REQUIRE(a.links()[0].up);
+  REQUIRE(b.links()[0].up);
+  // Stops of 5 ms (neither polled), each at another point of the heartbeat period; after each,
+  // one end runs its timers before the other has run at all.
+  for (int k = 0; k < 40; ++k) {
+    for (int j = 0; j <= k % 20; ++j) step(50'000);  // the stop comes at another point of a period each time
+    clock->advance(5'000'000);
+    Node& first = k % 2 ? a : b;
+    for (int i = 0; i < 100; ++i) first.poll();
+    for (int j = 0; j < 7; ++j) {  // the other 350 us later: the ends' ticks stay out of phase
+      clock->advance(50'000);
+      for (int i = 0; i < 100; ++i) first.poll();
+    }
+    for (int i = 0; i < 60; ++i) step(50'000);
+  }
+  CHECK(a.links()[0].downs == 0);
+  CHECK(b.links()[0].downs == 0);
+}
+
 TEST_CASE("a link whose port goes down (memif: its peer gone) is down at the next tick, and stays down until the "
           "port is up again",
           "[routing][heartbeat]") {

@@ -106,3 +106,18 @@ TEST_CASE("arm_before keeps the earlier time; the stage holds a bounded number",
   for (unsigned i = 0; i < TimerStage::kMaxTimers; ++i) CHECK(s.add(many[i]));
   CHECK_FALSE(s.add(many.back()));
 }
+
+TEST_CASE("a run knows how long before it the previous run was, whether or not anything fired", "[timer]") {
+  TimerStage s;
+  CHECK(s.run(1'000) == 0);
+  CHECK(s.gap_ns() == 0);  // the first run
+  CHECK(s.run(1'250) == 0);
+  CHECK(s.gap_ns() == 250);
+  Log log;
+  Ctx a{&log, 1};
+  Timer t(on_fire, &a);
+  s.add(t);
+  t.arm(5'000);
+  CHECK(s.run(9'000) == 1);
+  CHECK(s.gap_ns() == 7'750);
+}

@@ -186,9 +186,9 @@ struct Cluster {
   // refused (bad_timestamp): clocks of the cluster's hosts must agree this well. [1, 86400000]
   std::uint32_t timestamp_window_ms = 10'000;
   // Routing (docs/architecture.md, "Routing"). Neighbours exchange heartbeats on P0 at
-  // heartbeat_hz (0: none, every configured neighbour counts as up); one missing
-  // heartbeat_miss in a row is down. Each node re-advertises its links every lsa_refresh_ms
-  // even when nothing changed.
+  // heartbeat_hz (0: none, every configured neighbour counts as up, and ports' link states are
+  // not read either); one not heard for heartbeat_miss periods and a half is down. Each node
+  // re-advertises its links every lsa_refresh_ms even when nothing changed.
   std::uint32_t heartbeat_hz = 1000;  // [0, 100000]
   std::uint32_t heartbeat_miss = 3;   // [1, 1000]
   std::uint32_t lsa_refresh_ms = 5000;  // [100, 3600000]
