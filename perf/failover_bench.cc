@@ -378,6 +378,15 @@ std::vector<Row> failover_bench(const Options& o) {
   for (std::uint64_t q = rep["end"].get<std::uint64_t>(); q < total; ++q) got[q] = false;
   for (std::uint64_t q = 0; q < total; ++q)
     if (taken[q] && !got[q]) ++(q < kill_at ? r.lost_before_kill : r.lost_after_kill);
+  // Where in the stream they were: runs of lost messages, in ms of the stream from the kill.
+  for (std::uint64_t q = 0; q < total && r.lost_runs_ms.size() < 16; ++q) {
+    if (!taken[q] || got[q]) continue;
+    std::uint64_t e = q;
+    while (e + 1 < total && !(taken[e + 1] && got[e + 1])) ++e;  // refused sends inside a run join it
+    auto ms = [&](std::uint64_t s) { return (static_cast<double>(s) - static_cast<double>(kill_at)) * 1e3 / rate; };
+    r.lost_runs_ms.push_back({ms(q), ms(e + 1)});
+    q = e;
+  }
   r.heartbeat_miss = o.heartbeat_miss ? o.heartbeat_miss : cluster.heartbeat_miss;
   r.duplicates = rep["duplicates"].get<std::uint64_t>();
   r.paths_at_kill = paths_at_kill;

@@ -84,6 +84,9 @@ struct Row {
   // failover: the messages lost, by when A sent them: before the kill (queued in the forwarder
   // when it died) and after it (sent toward it until A's link to it went down).
   std::uint64_t lost_before_kill = 0, lost_after_kill = 0;
+  // failover: where the lost messages were (at most 16 runs): [from, to) in ms of the stream
+  // from the kill (sends refused inside a run are part of it).
+  std::vector<std::array<double, 2>> lost_runs_ms;
   double detect_ms = 0;  // failover: from the kill until A's link to it was down (-1: never, in the stream)
   std::uint32_t heartbeat_miss = 0;  // failover: the detection setting it ran with
   std::vector<std::pair<std::string, std::uint64_t>> refused;  // failover: sends the node refused, by status

@@ -17,6 +17,19 @@
 #include "harness.hpp"
 
 namespace nerve::perf {
+
+namespace {
+// [[from, to], ...] (rounded to 0.01).
+nlohmann::json runs_json(const std::vector<std::array<double, 2>>& runs) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& x : runs) {
+    nlohmann::json pair = nlohmann::json::array();
+    for (const double v : x) pair.push_back(std::round(v * 100) / 100);
+    out.push_back(std::move(pair));
+  }
+  return out;
+}
+}  // namespace
 namespace {
 
 using nlohmann::json;
@@ -247,6 +260,7 @@ std::string to_json(const Options& opt, const std::vector<Row>& rows) {
       x["failover"] = {{"killed", r.killed}, {"heartbeat_miss", r.heartbeat_miss}, {"duplicates", r.duplicates},
                        {"refused", json(r.refused)}, {"paths_at_kill", r.paths_at_kill},
                        {"lost_before_kill", r.lost_before_kill}, {"lost_after_kill", r.lost_after_kill},
+                       {"lost_runs_ms", runs_json(r.lost_runs_ms)},
                        {"detect_ms", r.detect_ms},
                        {"trace", r.trace}};
     if (r.scenario == "route")
