@@ -345,16 +345,26 @@ std::vector<Row> failover_bench(const Options& o) {
   while (std::chrono::steady_clock::now() < drain_until) A.poll();
   // D's count is final once the stragglers are in: the forwarder that lived ends now too, so
   // that its teardown shares the kernel's grace periods with the others' (in_kernel_teardown).
+  std::vector<std::pair<std::string, std::uint64_t>> r_refused_at_survivor;
   Child& sink = kids[kid_of[4]];
+  Child& survivor = kids[kid_of[killed == 2 ? 3 : 2]];
   for (Child& k : kids)
-    if (k.pid > 0) ::kill(k.pid, &k == &sink ? SIGTERM : SIGKILL);
+    if (k.pid > 0) ::kill(k.pid, &k == &sink || &k == &survivor ? SIGTERM : SIGKILL);
   finish(kids[kid_of[killed]], SIGKILL);
   const std::string out = finish(sink, SIGTERM);
+  // What the surviving forwarder refused or dropped (its last line: forwarder-refused {...}).
+  const std::string fwd = finish(survivor, SIGTERM);
+  if (const auto at = fwd.find("forwarder-refused "); at != std::string::npos) {
+    const auto j = nlohmann::json::parse(fwd.substr(at + 18), nullptr, false);
+    if (!j.is_discarded())
+      for (const auto& [why, n] : j.items()) r_refused_at_survivor.emplace_back(why, n.get<std::uint64_t>());
+  }
   const auto rep = nlohmann::json::parse(out, nullptr, false);
   if (rep.is_discarded() || !rep.contains("received"))
     throw std::runtime_error("failover: no report from D: " + out.substr(0, 200));
 
   Row r;
+  r.refused_at_survivor = std::move(r_refused_at_survivor);
   r.scenario = "failover";
   r.transport = o.transport;
   r.metric = "gap";
@@ -389,6 +399,7 @@ std::vector<Row> failover_bench(const Options& o) {
   }
   r.heartbeat_miss = o.heartbeat_miss ? o.heartbeat_miss : cluster.heartbeat_miss;
   r.duplicates = rep["duplicates"].get<std::uint64_t>();
+  for (const auto& [why, n] : rep["refused"].items()) r.refused_at_d.emplace_back(why, n.get<std::uint64_t>());
   r.paths_at_kill = paths_at_kill;
   r.trace = std::move(trace);
   for (std::size_t k = 0; k < refused.size(); ++k)
@@ -435,8 +446,13 @@ int failover_sink(Node& node, const std::atomic<bool>& stop) {
     missing.push_back({q, e});
     q = e;
   }
+  // What D refused, by reason (frames that reached it and were not delivered).
+  nlohmann::json refused = nlohmann::json::object();
+  const stats::Snapshot s = node.snapshot();
+  for (std::size_t k = 1; k < wire::kRefusalCount; ++k)
+    if (s.refused[k] != 0) refused[std::string(wire::to_string(static_cast<wire::Refusal>(k)))] = s.refused[k];
   nlohmann::json j = {{"received", received}, {"duplicates", duplicates}, {"gaps", gaps},
-                      {"missing", missing}, {"end", end}};
+                      {"missing", missing}, {"end", end}, {"refused", refused}};
   fmt::print("{}\n", j.dump());
   std::fflush(stdout);
   return 0;

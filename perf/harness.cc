@@ -1023,6 +1023,13 @@ int peer_main(const std::string& transport, const std::string& stack, const std:
       std::uint64_t frames = 0;
       for (const std::uint64_t f : s.forwarded) frames += f;
       fmt::print("forwarder: busy cycles {} frames {} tsc_mhz {}\n", busy, frames, rte_get_tsc_hz() / 1'000'000);
+      nlohmann::json refused = nlohmann::json::object();
+      for (std::size_t k = 1; k < wire::kRefusalCount; ++k)
+        if (s.refused[k] != 0) refused[std::string(wire::to_string(static_cast<wire::Refusal>(k)))] = s.refused[k];
+      std::uint64_t dropped = 0;
+      for (const std::uint64_t d : s.forward_dropped) dropped += d;
+      if (dropped != 0) refused["forward_dropped"] = dropped;
+      fmt::print("forwarder-refused {}\n", refused.dump());
       std::fflush(stdout);
       return 0;
     } else {

@@ -90,6 +90,10 @@ struct Row {
   double detect_ms = 0;  // failover: from the kill until A's link to it was down (-1: never, in the stream)
   std::uint32_t heartbeat_miss = 0;  // failover: the detection setting it ran with
   std::vector<std::pair<std::string, std::uint64_t>> refused;  // failover: sends the node refused, by status
+  std::vector<std::pair<std::string, std::uint64_t>> refused_at_d;  // failover: frames D refused, by reason
+  // failover: frames the surviving forwarder refused (by reason) or could not forward
+  // ("forward_dropped")
+  std::vector<std::pair<std::string, std::uint64_t>> refused_at_survivor;
   // failover: what A's links and route to D were when it refused sends after the kill (the
   // first refusal, then at most one line per 100 ms of them) and at the end of the stream.
   std::vector<std::string> trace;

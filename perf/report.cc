@@ -260,7 +260,8 @@ std::string to_json(const Options& opt, const std::vector<Row>& rows) {
       x["failover"] = {{"killed", r.killed}, {"heartbeat_miss", r.heartbeat_miss}, {"duplicates", r.duplicates},
                        {"refused", json(r.refused)}, {"paths_at_kill", r.paths_at_kill},
                        {"lost_before_kill", r.lost_before_kill}, {"lost_after_kill", r.lost_after_kill},
-                       {"lost_runs_ms", runs_json(r.lost_runs_ms)},
+                       {"lost_runs_ms", runs_json(r.lost_runs_ms)}, {"refused_at_d", json(r.refused_at_d)},
+                       {"refused_at_survivor", json(r.refused_at_survivor)},
                        {"detect_ms", r.detect_ms},
                        {"trace", r.trace}};
     if (r.scenario == "route")

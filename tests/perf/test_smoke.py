@@ -339,6 +339,7 @@ def test_failover_reports_the_gap(outdir, transport):
     fo = row["failover"]
     assert fo["lost_before_kill"] + fo["lost_after_kill"] == row["lost"], row
     assert all(a < b for a, b in fo["lost_runs_ms"]) and (row["lost"] == 0) == (fo["lost_runs_ms"] == []), row
+    assert "refused_at_d" in fo and "refused_at_survivor" in fo, row
     assert fo["detect_ms"] > 0, row
     assert row["latency_ns"]["max"] > 0
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
