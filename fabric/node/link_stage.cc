@@ -12,6 +12,12 @@ LinkStage::LinkStage(const config::Cluster& c, Routing& routing, TxStage& tx, st
       digest_(routing.agent.digest()), state_(routing.links.size()), carrier_(std::move(carrier)), up_(routing.up),
       timers_(timers), timer_(&LinkStage::on_timer, this) {
   carrier_.resize(links_.size(), nullptr);
+  std::size_t ports = 0;
+  for (std::size_t s = 0; s < links_.size(); ++s) ports = std::max<std::size_t>(ports, links_[s].port + 1);
+  port_rx_ns_.assign(ports, 0);
+  std::vector<unsigned> per_port(ports, 0);
+  for (std::size_t s = 0; s < links_.size(); ++s) ++per_port[links_[s].port];
+  for (std::size_t s = 0; s < links_.size(); ++s) sole_.push_back(per_port[links_[s].port] == 1);
   for (std::size_t s = 0; s < links_.size(); ++s) {
     up_ |= std::uint64_t{1} << s;
     state_[s].last_heard_ns = now_ns;  // and again at the first tick: see tick()
@@ -49,6 +55,10 @@ void LinkStage::tick(std::uint64_t now_ns) noexcept {
   for (std::size_t s = 0; s < links_.size(); ++s) {
     State& ls = state_[s];
     const std::uint64_t bit = std::uint64_t{1} << s;
+    if (sole_[s] && port_rx_ns_[links_[s].port] > ls.last_heard_ns) {  // its traffic came
+      ls.last_heard_ns = port_rx_ns_[links_[s].port];
+      ls.granted = false;
+    }
     if (stalled && !ls.granted && ls.last_heard_ns < floor) {
       ls.last_heard_ns = floor;
       ls.granted = true;

@@ -5,7 +5,8 @@
 // node's link-state database digest. A heartbeat received marks its link up, gives a round-trip
 // sample (now - echoed timestamp - hold; smoothed), and the peer's digest. A link that has not
 // heard a heartbeat for heartbeat_miss periods and a half (the half: arrival jitter) is down
-// at that moment, not at the next heartbeat (the timer is armed for the earliest such deadline
+// at that moment (fabric frames on a port with one link count as hearing its peer: traffic()),
+// not at the next heartbeat (the timer is armed for the earliest such deadline
 // too): its bit leaves the up mask at once, so routes move to their alternates before any
 // advertisement has gone out. With heartbeat_hz = 0 there are no heartbeats and every link
 // stays up.
@@ -48,6 +49,12 @@ class LinkStage {
   // and freed. Refused (bad_fabric) when it does not parse or its sender is not a neighbour
   // on that port.
   void receive(std::size_t port, const wire::Decoded& d, rte_mbuf* m, std::uint64_t now_ns) noexcept;
+  // Frames of the fabric (past the codec's checks) arrived on `port` in a burst read at
+  // `now_ns`: where the port has one link, its peer is alive, heartbeat or not (a heartbeat
+  // may wait behind a backlog of its data in a shared queue).
+  void traffic(std::size_t port, std::uint64_t now_ns) noexcept {
+    if (port < port_rx_ns_.size()) port_rx_ns_[port] = now_ns;
+  }
   // Sends what the agent posted, up to kOutboxPerRun letters. Returns the letters sent.
   unsigned run() noexcept;
 
@@ -78,6 +85,8 @@ class LinkStage {
   const std::atomic<std::uint64_t>& digest_;
   std::vector<State> state_;
   std::vector<const drivers::Port*> carrier_;  // by slot
+  std::vector<std::uint64_t> port_rx_ns_;       // by port: fabric frames last arrived
+  std::vector<bool> sole_;                      // by slot: the only link of its port
   std::uint64_t& up_;
   std::uint64_t period_ns_ = 0;     // 0: no heartbeats
   std::uint64_t dead_after_ns_ = 0;

@@ -25,6 +25,7 @@ void Node::Impl::Pipeline::operator()(std::size_t port, rte_mbuf** frames, std::
   // A node busy with traffic still runs its timers on time (heartbeats above all): a due timer
   // brings the slow path forward to this poll (not for a burst that was all refused).
   if ((k != 0 || rest != n) && now >= I.timers.next_due()) I.slow_due = true;
+  if (k != 0 || rest != n) I.link->traffic(port, now);  // the link's peer is alive
   // [open]     security: decrypt and verify here (secure/), before anything reads a payload.
   if (k != 0) k = I.dispatch->run(port, it, k, now);  // forwarded and fabric frames leave here
   I.tx->forward_flush();                       // the burst's transit frames, together

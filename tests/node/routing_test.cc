@@ -272,6 +272,44 @@ TEST_CASE("a silent link is down heartbeat_miss and a half periods after it was 
   CHECK(a.links()[0].downs == 3);
 }
 
+TEST_CASE("a neighbour whose traffic arrives is alive, even while its heartbeats do not", "[routing][heartbeat]") {
+  // b's timers do not run (it is not polled), so it sends no heartbeats; its P0 messages leave
+  // at once all the same. On its own port, they keep a's link up; once they stop, the link
+  // goes down 3.5 periods after the last of them.
+  auto clock = Clock::manual();
+  NodeOptions o;
+  o.clock = clock.get();
+  const auto c = ring_cluster("hbt", 2, {{1, 2}});
+  Node a(c, 1, test::eal(), o);
+  Node b(c, 2, test::eal(), o);
+  for (int i = 0; i < 100; ++i) {
+    clock->advance(50'000);
+    for (int k = 0; k < 100; ++k) a.poll(), b.poll();
+  }
+  REQUIRE(a.links()[0].up);
+  unsigned got = 0;
+  a.on_message([&](const RxMessage&) { ++got; });
+  const std::byte word[4]{};
+  for (int i = 0; i < 200; ++i) {  // 10 ms
+    clock->advance(50'000);
+    REQUIRE(b.send_copy(1, MsgType::kStatus, 0, word) == SendStatus::kOk);
+    for (int k = 0; k < 100; ++k) a.poll();
+  }
+  CHECK(got == 200);
+  CHECK(a.links()[0].up);
+  CHECK(a.links()[0].downs == 0);
+  const std::uint64_t last = clock->now_ns();
+  std::uint64_t down_at = 0;
+  for (int i = 0; i < 200 && down_at == 0; ++i) {
+    clock->advance(50'000);
+    for (int k = 0; k < 100; ++k) a.poll();
+    if (!a.links()[0].up) down_at = clock->now_ns();
+  }
+  REQUIRE(down_at != 0);
+  CHECK(down_at - last > 3'500'000);
+  CHECK(down_at - last <= 3'550'000);
+}
+
 TEST_CASE("a host that stops both ends of a link takes neither down, whatever the phase, even at heartbeat_miss = 1",
           "[routing][heartbeat]") {
   auto clock = Clock::manual();
