@@ -148,7 +148,7 @@ class Cluster:
 
     # Test and demo clusters share two cores with everything else on the machine: a node
     # that loses its core for a few milliseconds is not dead. Heartbeats at the default rate,
-    # but a link is declared down only after 100 ms of silence (the default, 3 ms, is for
+    # but a link is declared down only after 100 ms of silence (the default, 3.5 ms, is for
     # dedicated cores; the failover tests set their own).
     LENIENT = "heartbeat_miss = 100"
 
