@@ -184,6 +184,21 @@ struct Fabric {
 
 }  // namespace
 
+namespace {
+
+// Steps the manual clock `advance` at a time, polling `a` alone, until its first link is down,
+// at most `steps` times: the clock then, or 0.
+std::uint64_t poll_until_down(Clock& clock, Node& a, int steps, std::uint64_t advance) {
+  for (int i = 0; i < steps; ++i) {
+    clock.advance(advance);
+    for (int k = 0; k < 100; ++k) a.poll();
+    if (!a.links()[0].up) return clock.now_ns();
+  }
+  return 0;
+}
+
+}  // namespace
+
 TEST_CASE("a silent link is down heartbeat_miss and a half periods after it was last heard, not later; a node "
           "that was itself stopped gives its neighbours one period more, no less and no more",
           "[routing][heartbeat]") {
@@ -207,17 +222,14 @@ TEST_CASE("a silent link is down heartbeat_miss and a half periods after it was 
     }
     if (b.links()[0].heartbeats_tx != tx) b_sent_at = clock->now_ns();
   };
+  auto until_down = [&](int steps, std::uint64_t advance) { return poll_until_down(*clock, a, steps, advance); };
   for (int i = 0; i < 200; ++i) step(true);  // 10 ms
   REQUIRE(a.links()[0].up);
   REQUIRE(a.links()[0].heartbeats_rx >= 8);
   REQUIRE(a.links()[0].downs == 0);
 
   // b stops: a declares the link down 3.5 periods after b's last heartbeat, at that step.
-  std::uint64_t down_at = 0;
-  for (int i = 0; i < 200 && down_at == 0; ++i) {
-    step(false);
-    if (!a.links()[0].up) down_at = clock->now_ns();
-  }
+  std::uint64_t down_at = until_down(200, kStep);
   REQUIRE(down_at != 0);
   INFO("down " << (down_at - b_sent_at) << " ns after b's last heartbeat");
   CHECK(down_at - b_sent_at > 3'500'000);
@@ -244,11 +256,7 @@ TEST_CASE("a silent link is down heartbeat_miss and a half periods after it was 
   // (its rings hold nothing from b), not 3.5 ms after that.
   clock->advance(10'000'000);
   const std::uint64_t resumed_at = clock->now_ns();
-  down_at = 0;
-  for (int i = 0; i < 200 && down_at == 0; ++i) {
-    step(false);
-    if (!a.links()[0].up) down_at = clock->now_ns();
-  }
+  down_at = until_down(200, kStep);
   REQUIRE(down_at != 0);
   INFO("down " << (down_at - resumed_at) << " ns after a ran again");
   CHECK(down_at - resumed_at > 1'000'000);
@@ -259,13 +267,8 @@ TEST_CASE("a silent link is down heartbeat_miss and a half periods after it was 
   // between runs): a still counts its silence, and declares it down within a few runs.
   for (int i = 0; i < 100; ++i) step(true);
   REQUIRE(a.links()[0].up);
-  down_at = 0;
   const std::uint64_t died_at = clock->now_ns();
-  for (int i = 0; i < 20 && down_at == 0; ++i) {
-    clock->advance(1'300'000);
-    for (int k = 0; k < 100; ++k) a.poll();
-    if (!a.links()[0].up) down_at = clock->now_ns();
-  }
+  down_at = until_down(20, 1'300'000);
   REQUIRE(down_at != 0);
   INFO("down " << (down_at - died_at) << " ns after b's last run");
   CHECK(down_at - died_at <= 10'000'000);
@@ -299,12 +302,7 @@ TEST_CASE("a neighbour whose traffic arrives is alive, even while its heartbeats
   CHECK(a.links()[0].up);
   CHECK(a.links()[0].downs == 0);
   const std::uint64_t last = clock->now_ns();
-  std::uint64_t down_at = 0;
-  for (int i = 0; i < 200 && down_at == 0; ++i) {
-    clock->advance(50'000);
-    for (int k = 0; k < 100; ++k) a.poll();
-    if (!a.links()[0].up) down_at = clock->now_ns();
-  }
+  const std::uint64_t down_at = poll_until_down(*clock, a, 200, 50'000);
   REQUIRE(down_at != 0);
   CHECK(down_at - last > 3'500'000);
   CHECK(down_at - last <= 3'550'000);
