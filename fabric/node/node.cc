@@ -22,10 +22,12 @@ void Node::Impl::Pipeline::operator()(std::size_t port, rte_mbuf** frames, std::
   const std::uint16_t rest = I.forward->transit(port, frames, n, now);  // transit frames that need nothing more leave
   node::RxItem* it = items.data();
   std::uint16_t k = rest == 0 ? 0 : I.validate->run(frames, rest, it);
-  // A node busy with traffic still runs its timers on time (heartbeats above all): a due timer
-  // brings the slow path forward to this poll (not for a burst that was all refused).
-  if ((k != 0 || rest != n) && now >= I.timers.next_due()) I.slow_due = true;
-  if (k != 0 || rest != n) I.link->traffic(port, now);  // the link's peer is alive
+  if (k != 0 || rest != n) {  // fabric frames came (not a burst that was all refused)
+    // A node busy with traffic still runs its timers on time (heartbeats above all): a due
+    // timer brings the slow path forward to this poll.
+    if (now >= I.timers.next_due()) I.slow_due = true;
+    I.link->traffic(port, now);  // the link's peer is alive
+  }
   // [open]     security: decrypt and verify here (secure/), before anything reads a payload.
   if (k != 0) k = I.dispatch->run(port, it, k, now);  // forwarded and fabric frames leave here
   I.tx->forward_flush();                       // the burst's transit frames, together
